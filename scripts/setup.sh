@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a fresh Debian machine: Consul 1.8.7 from
+# Debian bullseye (unpacked into .cache/, not installed system-wide), Icinga 2 from
+# the machine's own suite, and the Python package with its test extras.
+# Idempotent: a second run installs nothing it already has.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache="$here/.cache"
+mkdir -p "$cache"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+apt_updated=0
+apt_update_once() {
+  if [ "$apt_updated" = 0 ]; then as_root apt-get update -qq >/dev/null; apt_updated=1; fi
+}
+
+install_consul() {
+  if [ -x "$cache/consul/usr/bin/consul" ]; then return; fi
+  log "fetching consul from Debian bullseye"
+  local apt="$cache/apt-bullseye"
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc"
+  # Same mirror as the machine's own sources, only the suite differs.
+  local uri
+  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
+  [ -n "$uri" ] || uri=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
+  [ -n "$uri" ] || { log "cannot find the Debian mirror in the apt sources"; exit 1; }
+  echo "deb [trusted=yes] $uri bullseye main" >"$apt/etc/sources.list"
+  local opts=(-o "Dir::Etc::sourcelist=$apt/etc/sources.list" -o "Dir::Etc::sourceparts=-"
+              -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache=$apt" -o "APT::Get::List-Cleanup=0")
+  apt-get "${opts[@]}" update -qq >/dev/null
+  (cd "$apt/archives" && apt-get "${opts[@]}" download consul >/dev/null)
+  rm -rf "$cache/consul" && mkdir -p "$cache/consul"
+  dpkg-deb -x "$apt"/archives/consul_*.deb "$cache/consul"
+  "$cache/consul/usr/bin/consul" version | head -1 >&2
+}
+
+install_icinga2() {
+  if command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ]; then return; fi
+  log "installing icinga2-bin and icinga2-common"
+  apt_update_once
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    icinga2-bin icinga2-common >/dev/null
+}
+
+install_python() {
+  local venv="$here/.venv"
+  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  if ! "$venv/bin/python" -c 'import statesync, pytest, hypothesis' 2>/dev/null \
+     || [ "$here/pyproject.toml" -nt "$venv/.installed" ]; then
+    log "installing statesync and its test extras into .venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "$here[test]"
+    touch "$venv/.installed"
+  fi
+}
+
+install_consul
+install_icinga2
+install_python
+log "ready"

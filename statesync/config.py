@@ -1,0 +1,314 @@
+"""Settings: defaults, then the TOML file, then the environment, then flags; validated, frozen.
+
+Every setting is declared once in ``SCHEMA`` with its TOML path, its environment
+variable and its parser, so every error names the setting it is about. Consul's own
+variables (CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, ...) are honoured as its CLI does;
+the STATESYNC_* variables, being more specific, win over them.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from .chunking import MAX_CHUNK_SIZE
+from .errors import ConfigError
+from .globs import PathFilter, compile_pattern
+from .layout import Layout, valid_node, valid_prefix
+from .store import ConsulSettings, Endpoint
+
+# Left out by default, after Icinga 2's documentation of /var/lib/icinga2:
+#   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
+#                     reconnect; a stale copy restored after a rebuild replays old messages.
+#   api/zones-stage/  staging area of a config sync being validated; transient.
+#   *.tmp, *.swp      temporary files (icinga2.state is written via a .tmp file and renamed).
+DEFAULT_EXCLUDES = ("api/log/", "api/zones-stage/", "**/*.tmp", "**/*.swp", "**/*~")
+DEFAULT_ROOT = "/var/lib/icinga2"
+DEFAULT_PREFIX = "statesync/icinga2"
+ROLES = ("master", "satellite")
+LOG_FORMATS = ("auto", "json", "console")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise _Invalid(f"expected true or false, got {v!r}")
+
+
+def _number(kind: type, lo: float, hi: float) -> Callable[[Any], Any]:
+    def parse(v: Any):
+        if isinstance(v, bool):
+            raise _Invalid(f"expected a number, got {v!r}")
+        try:
+            n = kind(v)
+        except (TypeError, ValueError):
+            raise _Invalid(f"expected a number, got {v!r}") from None
+        if not lo <= n <= hi:
+            raise _Invalid(f"must be between {lo:g} and {hi:g}, got {n:g}")
+        return n
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if v not in options:
+            raise _Invalid(f"must be one of {', '.join(options)}, got {v!r}")
+        return v
+    return parse
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise _Invalid(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _patterns(v: Any) -> tuple[str, ...]:
+    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+        raise _Invalid("expected a list of glob patterns")
+    out = tuple(p for p in items if p)
+    for p in out:
+        try:
+            compile_pattern(p)
+        except ValueError as exc:
+            raise _Invalid(f"pattern {p!r}: {exc}") from None
+    return out
+
+
+def _prefix(v: Any) -> str:
+    v = _str(v).strip("/")
+    if not valid_prefix(v):
+        raise _Invalid(f"{v!r} is not a KV prefix like statesync/icinga2")
+    return v
+
+
+def _node(v: Any) -> str:
+    v = _str(v)
+    if not valid_node(v):
+        raise _Invalid(f"{v!r} is not a node name (letters, digits, '.', '_', '-')")
+    return v
+
+
+def _path(v: Any) -> str:
+    v = _str(v)
+    if not v:
+        raise _Invalid("must not be empty")
+    return v
+
+
+def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
+    """Parse ``[http://|https://]host[:port]`` (IPv6 in brackets) into an Endpoint."""
+    text = text.strip()
+    scheme = default_scheme
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme not in ("http", "https"):
+            raise _Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
+    text = text.rstrip("/")
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host or "/" in host:
+        raise _Invalid(f"{text!r} is not host[:port]")
+    try:
+        port = int(port_text) if port_text else 8500
+    except ValueError:
+        raise _Invalid(f"port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise _Invalid(f"port {port} is out of range")
+    return Endpoint(scheme, host, port)
+
+
+def _opt_path(v: Any) -> str:
+    return _str(v).strip()
+
+
+def _addrs(v: Any) -> tuple[str, ...]:
+    items = [a for a in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(a, str) for a in items):
+        raise _Invalid("expected an address or a list of addresses")
+    for a in items:
+        parse_addr(a)
+    return tuple(a.strip() for a in items if a.strip())
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    env: tuple[str, ...] = ()
+    secret: bool = False
+
+
+SCHEMA: tuple[Setting, ...] = (
+    Setting("root", _path, DEFAULT_ROOT, ("STATESYNC_ROOT",)),
+    Setting("prefix", _prefix, DEFAULT_PREFIX, ("STATESYNC_PREFIX",)),
+    Setting("node", _node, None, ("STATESYNC_NODE",)),
+    Setting("role", _choice(ROLES), "master", ("STATESYNC_ROLE",)),
+    Setting("include", _patterns, ("**",), ("STATESYNC_INCLUDE",)),
+    Setting("exclude", _patterns, DEFAULT_EXCLUDES, ("STATESYNC_EXCLUDE",)),
+    Setting("keep", _number(int, 1, 1000), 10, ("STATESYNC_KEEP",)),
+    Setting("chunk_size", _number(int, 4096, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
+    Setting("debounce", _number(float, 0.0, 60.0), 0.5, ("STATESYNC_DEBOUNCE",)),
+    Setting("max_wait", _number(float, 0.1, 600.0), 5.0, ("STATESYNC_MAX_WAIT",)),
+    Setting("full_scan_interval", _number(float, 1.0, 86400.0), 300.0, ("STATESYNC_FULL_SCAN_INTERVAL",)),
+    Setting("gc_interval", _number(float, 1.0, 86400.0), 600.0, ("STATESYNC_GC_INTERVAL",)),
+    Setting("gc_grace", _number(float, 0.0, 86400.0), 300.0, ("STATESYNC_GC_GRACE",)),
+    Setting("consul.addr", _addrs, ("127.0.0.1:8500",), ("CONSUL_HTTP_ADDR", "STATESYNC_CONSUL_ADDR")),
+    Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
+    Setting("consul.token_file", _opt_path, "", ("CONSUL_HTTP_TOKEN_FILE", "STATESYNC_CONSUL_TOKEN_FILE")),
+    Setting("consul.cacert", _opt_path, "", ("CONSUL_CACERT", "STATESYNC_CONSUL_CACERT")),
+    Setting("consul.client_cert", _opt_path, "", ("CONSUL_CLIENT_CERT", "STATESYNC_CONSUL_CLIENT_CERT")),
+    Setting("consul.client_key", _opt_path, "", ("CONSUL_CLIENT_KEY", "STATESYNC_CONSUL_CLIENT_KEY")),
+    Setting("consul.ssl", _bool, False, ("CONSUL_HTTP_SSL", "STATESYNC_CONSUL_SSL")),
+    Setting("consul.ssl_verify", _bool, True, ("CONSUL_HTTP_SSL_VERIFY", "STATESYNC_CONSUL_SSL_VERIFY")),
+    Setting("consul.timeout", _number(float, 0.5, 300.0), 10.0, ("STATESYNC_CONSUL_TIMEOUT",)),
+    Setting("consul.txn_max_ops", _number(int, 2, 1024), 64, ("STATESYNC_CONSUL_TXN_MAX_OPS",)),
+    Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
+    Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
+)
+_BY_NAME = {s.name: s for s in SCHEMA}
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated settings of one statesync invocation."""
+
+    root: Path
+    prefix: str
+    node: str
+    role: str
+    path_filter: PathFilter
+    keep: int
+    chunk_size: int
+    debounce: float
+    max_wait: float
+    full_scan_interval: float
+    gc_interval: float
+    gc_grace: float
+    consul: ConsulSettings = field(repr=False)
+    log_format: str = "auto"
+    log_level: str = "info"
+
+    @property
+    def layout(self) -> Layout:
+        return Layout(self.prefix, self.node)
+
+
+def _flatten(doc: Mapping, parent: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in doc.items():
+        name = f"{parent}.{key}" if parent else key
+        if isinstance(value, dict):
+            out.update(_flatten(value, name))
+        else:
+            out[name] = value
+    return out
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config: file {path} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    values = _flatten(doc)
+    for name in values:
+        if name not in _BY_NAME:
+            raise ConfigError(f"{name}: unknown setting in {path}")
+    return values
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for s in SCHEMA:
+        for var in s.env:  # later variables (STATESYNC_*) win
+            if env.get(var, "") != "":
+                values[s.name] = env[var]
+    return values
+
+
+def _read_secret(path: str, setting: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip()
+    except OSError as exc:
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+
+
+def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
+         config_file: str | None = None) -> Config:
+    """Merge defaults, file, environment and flags into a Config.
+
+    ``flags`` maps setting names (``consul.addr``) to values given on the command line;
+    None values are ignored. Raises ConfigError naming the first bad setting.
+    """
+    env = os.environ if env is None else env
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    config_file = config_file or env.get("STATESYNC_CONFIG") or None
+    raw: dict[str, Any] = {s.name: s.default for s in SCHEMA}
+    if config_file:
+        raw.update(_read_file(config_file))
+    raw.update(_from_env(env))
+    raw.update(flags)
+    values: dict[str, Any] = {}
+    for s in SCHEMA:
+        v = raw[s.name]
+        if v is None:
+            values[s.name] = None
+            continue
+        try:
+            values[s.name] = s.parse(v)
+        except _Invalid as exc:
+            raise ConfigError(f"{s.name}: {exc}") from None
+    return _build(values)
+
+
+def _build(v: dict[str, Any]) -> Config:
+    if v["max_wait"] < v["debounce"]:
+        raise ConfigError(f"max_wait: must be at least debounce ({v['debounce']:g}), got {v['max_wait']:g}")
+    node = v["node"] or socket.gethostname().split(".")[0]
+    if not valid_node(node):
+        raise ConfigError(f"node: host name {node!r} is not a usable node name; set node explicitly")
+    token = v["consul.token"]
+    if v["consul.token_file"]:
+        token = _read_secret(v["consul.token_file"], "consul.token_file")
+    for name in ("consul.cacert", "consul.client_cert", "consul.client_key"):
+        if v[name] and not os.path.isfile(v[name]):
+            raise ConfigError(f"{name}: file {v[name]} does not exist")
+    if bool(v["consul.client_cert"]) != bool(v["consul.client_key"]):
+        raise ConfigError("consul.client_key: a client certificate needs its key and the other way round")
+    default_scheme = "https" if v["consul.ssl"] else "http"
+    endpoints = tuple(parse_addr(a, default_scheme) for a in v["consul.addr"])
+    consul = ConsulSettings(endpoints=endpoints, token=token, cacert=v["consul.cacert"],
+                            client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
+                            verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
+                            txn_max_ops=v["consul.txn_max_ops"])
+    return Config(root=Path(v["root"]).absolute(), prefix=v["prefix"], node=node, role=v["role"],
+                  path_filter=PathFilter(v["include"], v["exclude"]), keep=v["keep"],
+                  chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
+                  full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
+                  gc_grace=v["gc_grace"], consul=consul, log_format=v["log.format"],
+                  log_level=v["log.level"])

@@ -1,0 +1,226 @@
+"""The mirror daemon: watch --root, let bursts settle, commit one snapshot per burst.
+
+Watching says *which* paths changed; the scanner rereads only those. Commits that
+fail because Consul is away are retried with backoff, and because the scanner's
+view always reflects the current tree, the first commit that succeeds catches up
+with everything that happened meanwhile.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .config import Config
+from .errors import CasConflict, StoreError
+from .repo import Head, MissingChunks, Repo
+from .scan import INTERNAL_PREFIX, Scanner
+
+log = structlog.get_logger(__name__)
+
+
+class _Changes(FileSystemEventHandler):
+    """Collects root-relative paths from watchdog events; thread-safe."""
+
+    def __init__(self, root: str, cfg: Config):
+        self.root = root.rstrip("/") + "/"
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.paths: set[str] = set()
+        self.first = 0.0
+        self.last = 0.0
+        self.event = threading.Event()
+
+    def _rel(self, path: str | bytes) -> str | None:
+        path = os.fsdecode(path)
+        if not path.startswith(self.root):
+            return None
+        rel = path[len(self.root):].rstrip("/")
+        if not rel or rel.startswith(INTERNAL_PREFIX) or self.cfg.path_filter.excluded(rel):
+            return None
+        return rel
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        rels = [self._rel(event.src_path)]
+        if getattr(event, "dest_path", ""):
+            rels.append(self._rel(event.dest_path))
+        rels = [r for r in rels if r]
+        if not rels:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if not self.paths:
+                self.first = now
+            self.paths.update(rels)
+            self.last = now
+        self.event.set()
+
+    def settled(self, debounce: float, max_wait: float) -> float:
+        """Seconds left until the burst counts as settled (0: take it now)."""
+        with self.lock:
+            if not self.paths:
+                return -1.0
+            now = time.monotonic()
+            return max(0.0, min(self.last + debounce, self.first + max_wait) - now)
+
+    def take(self) -> set[str]:
+        with self.lock:
+            taken, self.paths = self.paths, set()
+            self.event.clear()
+            return taken
+
+
+@dataclass
+class DaemonState:
+    """What the daemon knows; read by health checks and tests."""
+
+    commits: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_commit_id: str = ""
+    last_commit_time: float = 0.0
+    last_error: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)
+
+
+class Daemon:
+    """Mirrors one root into one node's snapshots until ``stop()``."""
+
+    def __init__(self, cfg: Config, repo: Repo):
+        self.cfg = cfg
+        self.repo = repo
+        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size)
+        self.state = DaemonState()
+        self._stop = threading.Event()
+        self._changes = _Changes(str(cfg.root), cfg)
+        self._head: Head | None = None
+        self._known: set[str] = set()
+        self._pending = True
+        self._last_full = 0.0
+        self._last_gc = 0.0
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+        self._changes.event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        """Mirror until stopped. Returns after the commit in progress, if any, is complete."""
+        self.cfg.root.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(self._changes, str(self.cfg.root), recursive=True)
+        observer.start()
+        log.info("mirroring", root=str(self.cfg.root), node=self.cfg.node, prefix=self.cfg.prefix)
+        try:
+            self._loop()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+            log.info("stopped", commits=self.state.commits)
+
+    def _loop(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            work = self._next_work()
+            if work is None:
+                break
+            try:
+                self._sync(work)
+                backoff = 0.0
+            except (StoreError, OSError) as exc:
+                self._failed(exc)
+                backoff = min(30.0, max(0.5, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            self._maybe_gc()
+
+    def _next_work(self) -> str | set[str] | None:
+        """Block until there is something to commit: "full" for a full scan, or the
+        set of changed paths once their burst has settled. None when stopping."""
+        while not self._stop.is_set():
+            due = time.monotonic() - self._last_full >= self.cfg.full_scan_interval
+            if self._head is None or self._pending or due:
+                self._changes.take()
+                return "full"
+            wait = self._changes.settled(self.cfg.debounce, self.cfg.max_wait)
+            if wait == 0.0:
+                return self._changes.take()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            self._changes.event.clear()
+            if self._changes.settled(0, 0) < 0:  # re-check: an event may have landed before clear()
+                self._changes.event.wait(self._next_timer())
+        return None
+
+    def _next_timer(self) -> float:
+        now = time.monotonic()
+        full = self._last_full + self.cfg.full_scan_interval - now
+        gc = self._last_gc + self.cfg.gc_interval - now
+        return max(0.05, min(full, gc, 5.0))
+
+    def _failed(self, exc: Exception) -> None:
+        self.state.failures += 1
+        self.state.consecutive_failures += 1
+        self.state.last_error = str(exc)
+        self._pending = True
+        log.warning("commit failed; will retry", error=str(exc), consecutive=self.state.consecutive_failures)
+
+    def _sync(self, dirty) -> None:
+        if self._head is None:
+            self._load_head()
+        if dirty == "full":
+            result = self.scanner.scan(self._known)
+            self._last_full = time.monotonic()
+        else:
+            result = self.scanner.scan(self._known, dirty)
+        try:
+            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role})
+        except (MissingChunks, CasConflict) as exc:
+            log.warning("reloading from Consul", reason=str(exc))
+            self._head = None
+            self.scanner.forget()
+            raise StoreError(str(exc)) from None
+        self._pending = False
+        if res is None:
+            self._mark_ok()
+            return
+        self._head = res.head
+        self.state.commits += 1
+        self.state.last_commit_id = res.record.id
+        self.state.last_commit_time = time.time()
+        self._mark_ok()
+        log.info("committed", snapshot=res.record.id, files=res.record.files, bytes=res.record.bytes,
+                 chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
+                 kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
+
+    def _mark_ok(self) -> None:
+        if self.state.consecutive_failures:
+            log.info("caught up with Consul", after_failures=self.state.consecutive_failures)
+        self.state.consecutive_failures = 0
+        self.state.ready.set()
+
+    def _load_head(self) -> None:
+        head = self.repo.head()
+        self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
+        self._head = head
+
+    def _maybe_gc(self) -> None:
+        if self._pending or time.monotonic() - self._last_gc < self.cfg.gc_interval:
+            return
+        self._last_gc = time.monotonic()
+        try:
+            self.repo.collect_garbage(self.cfg.gc_grace)
+        except (StoreError, CasConflict) as exc:
+            log.warning("garbage collection skipped", error=str(exc))

@@ -1,0 +1,67 @@
+"""The project's exception types and the one table that maps them to exit codes.
+
+Every failure that reaches the command line is a ``StatesyncError``: its message is
+the single line the user sees, so it must never carry a token or key material.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class StatesyncError(Exception):
+    """A failure with a message fit for one line on stderr."""
+
+    exit_code = EXIT_FAILURE
+
+
+class ConfigError(StatesyncError):
+    """A setting is missing or invalid; the message names the setting."""
+
+    exit_code = EXIT_USAGE
+
+
+class UsageError(StatesyncError):
+    """The command line asks for something that cannot be done as asked."""
+
+    exit_code = EXIT_USAGE
+
+
+class StoreError(StatesyncError):
+    """Consul answered with an error that retrying will not fix."""
+
+
+class ConsulUnavailable(StoreError):
+    """Consul could not be reached, or answered with a transient server error."""
+
+
+class PermissionDenied(StoreError):
+    """Consul refused the request for lack of an ACL permission."""
+
+
+class CasConflict(StoreError):
+    """A check-and-set lost: somebody else changed the key first."""
+
+
+class NotFound(StatesyncError):
+    """The snapshot, node or key asked for does not exist."""
+
+
+class CorruptData(StatesyncError):
+    """Stored data failed verification: wrong checksum, bad encoding, bad manifest."""
+
+
+class UnsafePath(CorruptData):
+    """A manifest path would escape the root (``..``, absolute, or through a symlink)."""
+
+
+class RestoreRefused(StatesyncError):
+    """The target root is not in a state that restore may write to."""
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """Return the process exit code for ``exc``: 2 for usage/config, 1 otherwise."""
+    if isinstance(exc, StatesyncError):
+        return exc.exit_code
+    return EXIT_FAILURE

@@ -1,0 +1,82 @@
+"""Include/exclude patterns over root-relative POSIX paths. Pure.
+
+Patterns are anchored at the root. ``*`` and ``?`` stay inside one path
+component, ``**`` spans any number of components, ``[...]`` is a character class.
+A pattern ending in ``/`` or ``/**`` matches a directory and everything below it.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+
+def _translate(pattern: str) -> str:
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif c == "*":
+            out.append("[^/]*")
+            i += 1
+        elif c == "?":
+            out.append("[^/]")
+            i += 1
+        elif c == "[":
+            end = pattern.find("]", i + 2)
+            if end == -1:
+                out.append(re.escape(c))
+                i += 1
+                continue
+            body = pattern[i + 1:end].replace("\\", "\\\\")
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append(f"[{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(c))
+            i += 1
+    return "".join(out)
+
+
+@lru_cache(maxsize=256)
+def compile_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile one pattern; raises ValueError when it is empty or absolute."""
+    if not pattern or pattern.startswith("/"):
+        raise ValueError("patterns are relative to the root and not empty")
+    subtree = pattern.endswith("/") or pattern.endswith("/**")
+    base = pattern.rstrip("/")
+    if base.endswith("/**"):
+        base = base[:-3]
+    regex = _translate(base)
+    if subtree:
+        regex += "(?:/.*)?"
+    return re.compile(f"^{regex}$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class PathFilter:
+    """Decides which root-relative paths belong in a snapshot."""
+
+    include: tuple[str, ...] = ("**",)
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for p in self.include + self.exclude:
+            compile_pattern(p)
+
+    def excluded(self, path: str) -> bool:
+        """Return True when ``path`` (or a directory above it) is excluded."""
+        return any(compile_pattern(p).match(path) for p in self.exclude)
+
+    def included(self, path: str) -> bool:
+        """Return True when ``path`` matches an include pattern and no exclude."""
+        if self.excluded(path):
+            return False
+        return any(compile_pattern(p).match(path) for p in self.include)

@@ -1,0 +1,95 @@
+"""The one place that defines where things live in Consul KV.
+
+    <prefix>/nodes/<node>/head                  JSON snapshot record of the latest snapshot
+    <prefix>/nodes/<node>/snapshots/<id>        JSON snapshot record, one per kept snapshot
+    <prefix>/nodes/<node>/chunks/<sha256>       content chunk (file data or manifest data)
+    <prefix>/nodes/<node>/gc                    JSON: unreferenced chunks and when first seen
+    <prefix>/ca                                 the published CA (written by master sidecars)
+
+Chunks live under the node so that an ACL policy can grant a node its own prefix
+and nothing else. Pure functions only.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
+SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
+
+
+def valid_node(name: str) -> bool:
+    """Return True when ``name`` is usable as a node name in a KV key."""
+    return bool(_NODE_RE.match(name)) and name not in (".", "..")
+
+
+def valid_prefix(prefix: str) -> bool:
+    """Return True for a KV prefix like ``statesync/icinga2`` (no leading or trailing /)."""
+    return bool(_PREFIX_RE.match(prefix)) and ".." not in prefix.split("/")
+
+
+def valid_sha256(text: str) -> bool:
+    """Return True for 64 lowercase hex digits."""
+    return bool(_SHA_RE.match(text))
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Key names for one cluster prefix and one node."""
+
+    prefix: str
+    node: str
+
+    @property
+    def node_root(self) -> str:
+        return f"{self.prefix}/nodes/{self.node}/"
+
+    @property
+    def head(self) -> str:
+        return f"{self.node_root}head"
+
+    @property
+    def snapshots(self) -> str:
+        return f"{self.node_root}snapshots/"
+
+    def snapshot(self, snapshot_id: str) -> str:
+        return f"{self.snapshots}{snapshot_id}"
+
+    @property
+    def chunks(self) -> str:
+        return f"{self.node_root}chunks/"
+
+    def chunk(self, digest: str) -> str:
+        return f"{self.chunks}{digest}"
+
+    @property
+    def gc(self) -> str:
+        return f"{self.node_root}gc"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.prefix}/nodes/"
+
+    @property
+    def ca(self) -> str:
+        return f"{self.prefix}/ca"
+
+    def for_node(self, node: str) -> "Layout":
+        """Return the layout of another node under the same prefix."""
+        return Layout(self.prefix, node)
+
+    def digest_of_chunk_key(self, key: str) -> str | None:
+        """Return the sha256 a chunk key names, or None if ``key`` is not a chunk key."""
+        if not key.startswith(self.chunks):
+            return None
+        digest = key[len(self.chunks):]
+        return digest if valid_sha256(digest) else None
+
+    def snapshot_id_of_key(self, key: str) -> str | None:
+        """Return the snapshot id a snapshot key names, or None."""
+        if not key.startswith(self.snapshots):
+            return None
+        sid = key[len(self.snapshots):]
+        return sid if SNAPSHOT_ID_RE.match(sid) else None

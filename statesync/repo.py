@@ -1,0 +1,249 @@
+"""Snapshots of one node in Consul: load, commit, prune and collect garbage.
+
+Commit order is what makes a snapshot all-or-nothing: every chunk first (in
+filled transactions or plain PUTs), then one transaction that writes the
+snapshot record, moves ``head`` with check-and-set and drops records past the
+retention. A writer killed at any moment leaves ``head`` on the previous
+complete snapshot; what it uploaded before dying is garbage, collected later.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import structlog
+
+from . import chunking, manifest as mf, snapshot
+from .errors import CasConflict, CorruptData, NotFound, StoreError
+from .layout import Layout
+from .manifest import Manifest
+from .scan import ScanResult
+from .snapshot import Record
+from .store import Op, Store
+
+log = structlog.get_logger(__name__)
+
+# One transaction carries a small commit whole; beyond this the chunks go first.
+_SINGLE_TXN_BYTES = 256 * 1024
+_GC_PENDING_MAX = 4000
+
+
+class MissingChunks(StoreError):
+    """The manifest names chunks that are neither known to be stored nor freshly read."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head as last read: its record (None when the node has none) and ModifyIndex."""
+
+    record: Record | None
+    index: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    record: Record
+    head: Head
+    chunks_written: int
+    chunks_reused: int
+    bytes_written: int
+    kv_writes: int
+    seconds: float
+
+
+class Repo:
+    """The snapshots of one node, read and written through a Store."""
+
+    def __init__(self, store: Store, layout: Layout, chunk_size: int, keep: int = 10):
+        self.store = store
+        self.layout = layout
+        self.chunk_size = chunk_size
+        self.keep = keep
+        self._refs_cache: dict[str, frozenset[str]] = {}
+
+    # -- reading -------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """Read the head; a node without snapshots has ``Head(None, 0)``."""
+        pair = self.store.get(self.layout.head)
+        if pair is None:
+            return Head(None, 0)
+        return Head(snapshot.decode(pair.value), pair.modify_index)
+
+    def record(self, snapshot_id: str | None = None) -> Record:
+        """Return the record of ``snapshot_id``, or of the head; raise NotFound."""
+        if snapshot_id is None:
+            head = self.head()
+            if head.record is None:
+                raise NotFound(f"node {self.layout.node!r} has no snapshot under {self.layout.node_root}")
+            return head.record
+        pair = self.store.get(self.layout.snapshot(snapshot_id))
+        if pair is None:
+            raise NotFound(f"node {self.layout.node!r} has no snapshot {snapshot_id!r}")
+        return snapshot.decode(pair.value)
+
+    def records(self) -> list[Record]:
+        """Every kept snapshot record of the node, oldest first."""
+        pairs = self.store.get_prefix(self.layout.snapshots)
+        out = []
+        for p in pairs:
+            if self.layout.snapshot_id_of_key(p.key):
+                out.append(snapshot.decode(p.value))
+        return sorted(out, key=lambda r: r.id)
+
+    def fetch_chunks(self, digests: set[str]) -> dict[str, bytes]:
+        """Fetch and verify chunks; raise CorruptData when one is missing or damaged."""
+        wanted = set(digests)
+        found: dict[str, bytes] = {}
+        if len(wanted) > 32:
+            for pair in self.store.get_prefix(self.layout.chunks):
+                digest = self.layout.digest_of_chunk_key(pair.key)
+                if digest in wanted:
+                    found[digest] = pair.value
+        else:
+            for digest in wanted:
+                pair = self.store.get(self.layout.chunk(digest))
+                if pair is not None:
+                    found[digest] = pair.value
+        missing = wanted - found.keys()
+        if missing:
+            first = sorted(missing)[0]
+            raise CorruptData(f"{len(missing)} chunk(s) missing from Consul, first {first[:16]}…")
+        for digest, data in found.items():
+            chunking.verify(digest, data)
+        return found
+
+    def manifest(self, record: Record) -> Manifest:
+        """Fetch, verify and decode the manifest a record names."""
+        pieces = self.fetch_chunks(set(record.manifest_chunks))
+        blob = b"".join(pieces[d] for d in record.manifest_chunks)
+        if chunking.sha256(blob) != record.manifest_sha256:
+            raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
+        return mf.decode(blob)
+
+    def refs(self, record: Record) -> frozenset[str]:
+        """Every chunk a snapshot needs: its manifest's chunks and its files' chunks."""
+        cached = self._refs_cache.get(record.id)
+        if cached is None:
+            cached = frozenset(self.manifest(record).chunk_refs() | set(record.manifest_chunks))
+            self._refs_cache[record.id] = cached
+        return cached
+
+    # -- writing -------------------------------------------------------------------
+
+    def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None) -> CommitResult | None:
+        """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
+
+        ``known`` holds chunks already stored; it is updated with the chunks written.
+        Raises MissingChunks when the manifest needs a chunk nobody has, CasConflict when
+        the head moved since ``base`` was read, ConsulUnavailable/StoreError on failures.
+        """
+        started = time.monotonic()
+        writes_before = self.store.stats.kv_writes
+        m = scan.manifest
+        needed = m.chunk_refs()
+        absent = needed - known - scan.new_chunks.keys()
+        if absent:
+            raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
+        blob = mf.encode(m)
+        if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
+            return None
+        manifest_pieces = list(chunking.split(blob, self.chunk_size))
+        manifest_digests = tuple(chunking.sha256(p) for p in manifest_pieces)
+        uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in known}
+        for d, p in zip(manifest_digests, manifest_pieces):
+            if d not in known:
+                uploads[d] = p
+        now = datetime.now(timezone.utc)
+        rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
+                     files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
+                     symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
+                     manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
+                     manifest_size=len(blob), parent=base.record.id if base.record else "",
+                     chunk_size=self.chunk_size, meta=meta or {})
+        final = self._final_ops(rec, base)
+        upload_bytes = sum(len(p) for p in uploads.values())
+        if upload_bytes <= _SINGLE_TXN_BYTES and len(uploads) + len(final) <= self.store.settings.txn_max_ops:
+            ops = [Op("set", self.layout.chunk(d), p) for d, p in uploads.items()] + final
+        else:
+            self.store.put_many((self.layout.chunk(d), p) for d, p in uploads.items())
+            ops = final
+        head = self._apply_final(ops, rec, base)
+        known.update(uploads)
+        self._refs_cache[rec.id] = frozenset(needed | set(manifest_digests))
+        return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
+                            upload_bytes, self.store.stats.kv_writes - writes_before,
+                            time.monotonic() - started)
+
+    def _final_ops(self, rec: Record, base: Head) -> list[Op]:
+        encoded = rec.encode()
+        ops = [Op("set", self.layout.snapshot(rec.id), encoded), Op("cas", self.layout.head, encoded, index=base.index)]
+        existing = [sid for k in self.store.keys(self.layout.snapshots)
+                    if (sid := self.layout.snapshot_id_of_key(k))]
+        doomed = snapshot.to_prune(existing + [rec.id], self.keep, {rec.id})
+        room = self.store.settings.txn_max_ops - len(ops)
+        ops += [Op("delete", self.layout.snapshot(sid)) for sid in doomed[:room]]
+        return ops
+
+    def _apply_final(self, ops: list[Op], rec: Record, base: Head) -> Head:
+        try:
+            results = self.store.txn(ops)
+        except CasConflict:
+            # The answer to an applied transaction can be lost; the head then names us.
+            current = self.head()
+            if current.record is not None and current.record.id == rec.id:
+                return current
+            raise CasConflict(f"head of node {self.layout.node!r} moved during the commit "
+                              f"(expected index {base.index}, now {current.index})") from None
+        index = next((p.modify_index for p in results if p.key == self.layout.head), 0)
+        return Head(rec, index)
+
+    # -- garbage -------------------------------------------------------------------
+
+    def collect_garbage(self, grace: float, now: float | None = None) -> int:
+        """Delete chunks no kept snapshot needs and that were already unreferenced
+        ``grace`` seconds ago; return how many were deleted.
+
+        The grace period protects a concurrent commit that uploaded chunks but has not
+        yet moved the head. Raises StoreError/ConsulUnavailable.
+        """
+        now = time.time() if now is None else now
+        records = self.records()
+        referenced: set[str] = set()
+        for r in records:
+            referenced |= self.refs(r)
+        head = self.head()
+        if head.record is not None:
+            referenced |= self.refs(head.record)
+        live = {r.id for r in records}
+        self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in live}
+        stored = {d for k in self.store.keys(self.layout.chunks) if (d := self.layout.digest_of_chunk_key(k))}
+        unreferenced = stored - referenced
+        pair = self.store.get(self.layout.gc)
+        pending = _decode_gc(pair.value) if pair else {}
+        doomed = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
+        keep_pending = {d: pending.get(d, now) for d in unreferenced if d not in doomed}
+        if len(keep_pending) > _GC_PENDING_MAX:
+            keep_pending = dict(sorted(keep_pending.items(), key=lambda kv: kv[1])[:_GC_PENDING_MAX])
+        # The check-and-set serialises collectors: the loser of a race deletes nothing.
+        self.store.put(self.layout.gc, _encode_gc(keep_pending), cas=pair.modify_index if pair else 0)
+        if doomed:
+            self.store.delete_many(self.layout.chunk(d) for d in doomed)
+            log.info("garbage collected", node=self.layout.node, chunks=len(doomed), pending=len(keep_pending))
+        return len(doomed)
+
+
+def _encode_gc(pending: dict[str, float]) -> bytes:
+    return zlib.compress(json.dumps({"v": 1, "pending": {d: round(t, 1) for d, t in pending.items()}}).encode())
+
+
+def _decode_gc(blob: bytes) -> dict[str, float]:
+    try:
+        doc = json.loads(zlib.decompress(blob))
+        return {str(d): float(t) for d, t in doc["pending"].items()}
+    except (zlib.error, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("garbage collector state unreadable; starting over")
+        return {}

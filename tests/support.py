@@ -1,0 +1,147 @@
+"""Test support: a real Consul agent on free loopback ports, and small tree helpers."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def find_consul() -> str | None:
+    """The consul binary: $STATESYNC_CONSUL_BIN, the project's cache, or PATH."""
+    for cand in (os.environ.get("STATESYNC_CONSUL_BIN"), str(REPO / ".cache/consul/usr/bin/consul"),
+                 shutil.which("consul")):
+        if cand and os.access(cand, os.X_OK):
+            return cand
+    return None
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+class ConsulAgent:
+    """One Consul agent process: ``dev`` (in memory) or a single server with a data dir."""
+
+    def __init__(self, binary: str, dev: bool = True, workdir: str | None = None, extra: list[str] | None = None):
+        self.binary = binary
+        self.dev = dev
+        self.workdir = Path(workdir or tempfile.mkdtemp(prefix="statesync-consul-"))
+        self.extra = extra or []
+        self.http, self.server, self.lan, self.wan = free_ports(4)
+        self.proc: subprocess.Popen | None = None
+        self.log_path = self.workdir / "consul.log"
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.http}"
+
+    def argv(self) -> list[str]:
+        argv = [self.binary, "agent", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+                "-http-port", str(self.http), "-server-port", str(self.server),
+                "-serf-lan-port", str(self.lan), "-serf-wan-port", str(self.wan),
+                "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"]
+        if self.dev:
+            argv.append("-dev")
+        else:
+            argv += ["-server", "-bootstrap-expect", "1", "-data-dir", str(self.workdir / "data"),
+                     "-node", f"test-{self.server}"]
+        return argv + self.extra
+
+    def start(self, timeout: float = 30.0) -> "ConsulAgent":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"consul exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://{self.addr}/v1/status/leader", timeout=1) as r:
+                    if json.loads(r.read()):
+                        # A leader alone is not enough for KV writes on a fresh server.
+                        req = urllib.request.Request(f"http://{self.addr}/v1/kv/_ready", data=b"1", method="PUT")
+                        with urllib.request.urlopen(req, timeout=2) as w:
+                            if w.read().strip() == b"true":
+                                return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"consul not ready after {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def statesync_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "statesync", *args]
+
+
+def make_tree(root: Path) -> None:
+    """The tree of the core issue's acceptance test."""
+    (root / "ca").mkdir(parents=True)
+    (root / "certs").mkdir()
+    (root / "api/zones/master/_etc").mkdir(parents=True)
+    (root / "ca/ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    (root / "ca/ca.key").write_bytes(b"secret-key-material")
+    os.chmod(root / "ca/ca.key", 0o600)
+    (root / "certs/node.crt").write_text("node cert")
+    os.chmod(root / "certs/node.crt", 0o644)
+    (root / "certs/run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(root / "certs/run.sh", 0o755)
+    (root / "binary.bin").write_bytes(bytes(range(256)) * 64)
+    (root / "empty").write_bytes(b"")
+    (root / "big.dat").write_bytes(os.urandom(3 * 1024 * 1024))
+    (root / "api/zones/master/_etc/größe-ünïcødé.conf").write_text("object Host \"h\" {}\n")
+    os.symlink("../ca/ca.crt", root / "certs/ca-link.crt")
+    os.utime(root / "certs/node.crt", ns=(1_600_000_000_123_456_789, 1_600_000_000_123_456_789))
+
+
+def tree_state(root: Path) -> dict:
+    """Every path with its type, mode, mtime and bytes (or link target), for comparison."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".statesync-")]
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            rel = str(p.relative_to(root))
+            st = os.lstat(p)
+            if p.is_symlink():
+                out[rel] = ("l", os.readlink(p), st.st_mtime_ns)
+            elif p.is_dir():
+                out[rel] = ("d", oct(st.st_mode & 0o7777), st.st_mtime_ns)
+            else:
+                out[rel] = ("f", oct(st.st_mode & 0o7777), st.st_mtime_ns, p.read_bytes())
+    return out
