@@ -44,6 +44,7 @@ class ConsulAgent:
         self.binary = binary
         self.dev = dev
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="statesync-consul-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra = extra or []
         self.http, self.server, self.lan, self.wan = free_ports(4)
         self.proc: subprocess.Popen | None = None

@@ -1,0 +1,141 @@
+"""The mirror daemon (`statesync run --role master`) as a real process against real Consul."""
+from __future__ import annotations
+
+import os
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from statesync import config
+from statesync.repo import Repo
+from statesync.store import Store
+
+from .support import ConsulAgent, statesync_cmd
+
+pytestmark = pytest.mark.consul
+
+
+class Sidecar:
+    def __init__(self, addr: str, prefix: str, root: Path, node: str = "node1", role: str = "master", extra=()):
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
+                   STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json")
+        self.log = root.parent / f"sidecar-{node}.log"
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(statesync_cmd("run", "--role", role, *extra), env=env,
+                                         stdout=fh, stderr=subprocess.STDOUT)
+
+    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def _repo(addr, prefix, node="node1"):
+    cfg = config.load({"prefix": prefix, "node": node, "consul.addr": [addr], "root": "/nonexistent"}, env={})
+    return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
+
+
+def _wait_for(pred, timeout: float, step: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+def _file_in_head(repo: Repo, path: str, content: bytes) -> bool:
+    rec = repo.head().record
+    if rec is None:
+        return False
+    entry = repo.manifest(rec).by_path().get(path)
+    from statesync.chunking import sha256
+    return entry is not None and entry.sha256 == sha256(content)
+
+
+def test_the_daemon_commits_each_written_file_within_one_and_a_half_seconds(consul, prefix, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "seed").write_text("seed")
+    sidecar = Sidecar(consul.addr, prefix, root)
+    repo = _repo(consul.addr, prefix)
+    store = repo.store
+    try:
+        _wait_for(lambda: repo.head().record is not None, 20)
+        latencies = []
+        for i in range(40):
+            head = store.get(repo.layout.head)
+            content = f"write {i} {time.time()}".encode()
+            start = time.monotonic()
+            (root / f"file{i % 5}").write_bytes(content)
+            index = head.modify_index
+            while True:
+                index, pair = store.wait(repo.layout.head, index, 5)
+                if _file_in_head(repo, f"file{i % 5}", content):
+                    break
+                assert time.monotonic() - start < 10, "no commit within 10 s"
+            latencies.append(time.monotonic() - start)
+        p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
+        print(f"commit latency p50={statistics.median(latencies):.3f}s p99={p99:.3f}s")
+        assert p99 <= 1.5
+    finally:
+        assert sidecar.stop() == 0
+    assert '"event": "stopped"' in sidecar.output()
+
+
+def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, tmp_path):
+    agent = ConsulAgent(consul_bin, dev=False, workdir=str(tmp_path / "consul")).start()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "before").write_text("before the outage")
+    sidecar = Sidecar(agent.addr, prefix, root)
+    try:
+        repo = _repo(agent.addr, prefix)
+        _wait_for(lambda: repo.head().record is not None, 20)
+        agent.stop()
+        for i in range(20):
+            (root / f"during{i}").write_text(f"written while Consul was away {i}")
+            time.sleep(0.1)
+        (root / "before").unlink()
+        time.sleep(2)
+        assert sidecar.proc.poll() is None, "the daemon must keep running without Consul"
+        agent.start()
+        expected = {p.name for p in root.iterdir()}
+
+        def caught_up():
+            rec = repo.head().record
+            return rec and {e.path for e in repo.manifest(rec).entries} == expected
+        _wait_for(caught_up, 60, step=0.5)
+    finally:
+        assert sidecar.stop() == 0
+        agent.cleanup()
+    out = sidecar.output()
+    assert "commit failed; will retry" in out
+    assert "Consul unreachable" in out
+
+
+def test_sigterm_during_a_burst_stops_cleanly_without_a_half_commit(consul, prefix, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    sidecar = Sidecar(consul.addr, prefix, root)
+    repo = _repo(consul.addr, prefix)
+    try:
+        _wait_for(lambda: repo.head().record is not None, 20)
+        for i in range(200):
+            (root / f"f{i}").write_bytes(os.urandom(2048))
+    finally:
+        assert sidecar.stop() == 0
+    rec = repo.head().record
+    target = tmp_path / "restored"
+    from statesync.restore import restore
+    restore(repo, rec, target)
+    assert len(list(target.iterdir())) == rec.files
