@@ -9,7 +9,8 @@ from typing import Any, Sequence
 import structlog
 
 from . import __version__, config, logs
-from .errors import EXIT_FAILURE, EXIT_OK, StatesyncError, exit_code_for
+from .errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, exit_code_for
+from .progress import ProgressBar
 from .repo import Repo
 from .store import Store
 
@@ -18,7 +19,7 @@ log = structlog.get_logger(__name__)
 # flag destination -> setting name; every flag also has an environment variable (see config.SCHEMA)
 _FLAG_SETTINGS = {
     "root": "root", "prefix": "prefix", "node": "node", "role": "role", "include": "include",
-    "exclude": "exclude", "keep": "keep", "chunk_size": "chunk_size", "debounce": "debounce",
+    "exclude": "exclude", "keep": "keep", "on_conflict": "on_conflict", "chunk_size": "chunk_size", "debounce": "debounce",
     "consul_addr": "consul.addr", "consul_token_file": "consul.token_file",
     "consul_cacert": "consul.cacert", "consul_client_cert": "consul.client_cert",
     "consul_client_key": "consul.client_key", "log_format": "log.format", "log_level": "log.level",
@@ -54,9 +55,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("backup", help="snapshot --root once and commit it")
     _common(p)
 
-    p = sub.add_parser("restore", help="restore a snapshot into an empty --root")
+    p = sub.add_parser("restore", help="restore a snapshot into --root (the disaster command)")
     _common(p)
     p.add_argument("--snapshot", metavar="ID", help="snapshot id (default: the node's latest)")
+    p.add_argument("--force", action="store_true",
+                   help="restore over a non-empty root, moving its content into .statesync-aside/<time>/ first")
+    p.add_argument("--if-empty", dest="if_empty", action="store_true",
+                   help="restore only when root holds no Icinga 2 state (no ca/, no certs/); else do nothing")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what would change, write nothing")
+
+    p = sub.add_parser("ready", help="readiness probe: exit 0 once the start-up restore has finished")
+    _common(p)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
 
     p = sub.add_parser("snapshots", help="list a node's snapshots")
     _common(p)
@@ -65,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the sidecar daemon")
     _common(p)
     p.add_argument("--role", help="master or satellite (env STATESYNC_ROLE)")
+    p.add_argument("--on-conflict", dest="on_conflict",
+                   help="local CA differs from the snapshot's: refuse (default), keep-local or restore")
     p.add_argument("--debounce", help="seconds of quiet before a burst is committed (default 0.5)")
     return parser
 
@@ -96,12 +108,54 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
-    from .restore import restore
+    from . import restore as rs
+    from .startup import StartOutcome, mark_ready
     repo = _repo(cfg)
-    record = repo.record(args.snapshot)
-    res = restore(repo, record, cfg.root)
-    print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes into {cfg.root}")
+    if args.if_empty and rs.has_icinga_state(cfg.root):
+        print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
+        mark_ready(cfg.ready_file, StartOutcome("matched"))
+        return EXIT_OK
+    try:
+        record = repo.record(args.snapshot)
+    except NotFound:
+        if args.if_empty and args.snapshot is None:
+            print(f"no snapshot of node {cfg.node} yet; nothing restored")
+            mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+            return EXIT_OK
+        raise
+    if args.dry_run:
+        return _print_dry_run(cfg, repo, record)
+    bar = ProgressBar(sys.stderr, record.files, record.bytes)
+    res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update)
+    bar.close()
+    aside = f"; previous content moved to {res.aside}" if res.aside else ""
+    print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
+          f"into {cfg.root}{aside}")
+    mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
     return EXIT_OK
+
+
+def _print_dry_run(cfg: config.Config, repo: Repo, record) -> int:
+    from .diffing import diff
+    from .scan import Scanner
+    wanted = repo.manifest(record)
+    current = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(set()).manifest if cfg.root.exists() else None
+    d = diff(current or type(wanted)(), wanted)
+    for label, paths in (("add", d.added), ("change", d.changed), ("remove", d.removed)):
+        for p in paths:
+            print(f"{label:<7}{p}")
+    print(f"dry run of snapshot {record.id}: {len(d.added)} to add, {len(d.changed)} to change, "
+          f"{len(d.removed)} to move aside; nothing written")
+    return EXIT_OK
+
+
+def cmd_ready(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .startup import wait_ready
+    if wait_ready(cfg.ready_file, args.wait):
+        print(f"ready: {cfg.ready_file}")
+        return EXIT_OK
+    print(f"not ready: {cfg.ready_file} does not exist", file=sys.stderr)
+    return EXIT_FAILURE
 
 
 def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -120,13 +174,22 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     from .daemon import Daemon
-    daemon = Daemon(cfg, _repo(cfg))
+    from .startup import clear_ready, mark_ready, prepare
+    from .store import retry
+    repo = _repo(cfg)
+    clear_ready(cfg.ready_file)
+    # At start Consul may still be electing a leader; give it a while before giving up.
+    outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
+    mark_ready(cfg.ready_file, outcome)
+    log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
+    daemon = Daemon(cfg, repo)
     daemon.install_signal_handlers()
     daemon.run()
     return EXIT_OK
 
 
-COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run}
+COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
+            "ready": cmd_ready}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

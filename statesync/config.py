@@ -29,6 +29,8 @@ DEFAULT_EXCLUDES = ("api/log/", "api/zones-stage/", "**/*.tmp", "**/*.swp", "**/
 DEFAULT_ROOT = "/var/lib/icinga2"
 DEFAULT_PREFIX = "statesync/icinga2"
 ROLES = ("master", "satellite")
+ON_CONFLICT = ("refuse", "keep-local", "restore")
+READY_FILE_NAME = ".statesync-ready"
 LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -172,6 +174,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("full_scan_interval", _number(float, 1.0, 86400.0), 300.0, ("STATESYNC_FULL_SCAN_INTERVAL",)),
     Setting("gc_interval", _number(float, 1.0, 86400.0), 600.0, ("STATESYNC_GC_INTERVAL",)),
     Setting("gc_grace", _number(float, 0.0, 86400.0), 300.0, ("STATESYNC_GC_GRACE",)),
+    Setting("on_conflict", _choice(ON_CONFLICT), "refuse", ("STATESYNC_ON_CONFLICT",)),
+    Setting("ready_file", _opt_path, "", ("STATESYNC_READY_FILE",)),
     Setting("consul.addr", _addrs, ("127.0.0.1:8500",), ("CONSUL_HTTP_ADDR", "STATESYNC_CONSUL_ADDR")),
     Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
     Setting("consul.token_file", _opt_path, "", ("CONSUL_HTTP_TOKEN_FILE", "STATESYNC_CONSUL_TOKEN_FILE")),
@@ -205,6 +209,8 @@ class Config:
     gc_interval: float
     gc_grace: float
     consul: ConsulSettings = field(repr=False)
+    on_conflict: str = "refuse"
+    ready_file: Path = Path(DEFAULT_ROOT) / READY_FILE_NAME
     log_format: str = "auto"
     log_level: str = "info"
 
@@ -306,7 +312,9 @@ def _build(v: dict[str, Any]) -> Config:
                             client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
                             txn_max_ops=v["consul.txn_max_ops"])
-    return Config(root=Path(v["root"]).absolute(), prefix=v["prefix"], node=node, role=v["role"],
+    root = Path(v["root"]).absolute()
+    ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME
+    return Config(root=root, on_conflict=v["on_conflict"], ready_file=ready_file, prefix=v["prefix"], node=node, role=v["role"],
                   path_filter=PathFilter(v["include"], v["exclude"]), keep=v["keep"],
                   chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],

@@ -1,18 +1,25 @@
-"""Writing a snapshot back under --root: fetch and verify everything, stage, then move into place.
+"""Writing a snapshot back under --root: fetch and verify everything, stage, then swap.
 
 Nothing under --root is touched until every chunk has been fetched and verified.
 The files are written into a staging directory inside --root (the same filesystem,
-even when --root is a volume mount point), fsynced, and only then renamed into
-place. Any failure removes the staging directory and leaves --root as it was.
+even when --root is a volume mount point) and fsynced. The swap then moves the old
+top-level entries into ``.statesync-aside/<timestamp>/`` and the staged ones into
+place, under a journal: a swap interrupted by a crash is rolled forward by the next
+``recover()``, so --root ends up entirely old (on any error) or entirely new.
 """
 from __future__ import annotations
 
 import errno
+import grp
+import json
 import os
+import pwd
 import secrets
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import structlog
 
@@ -26,6 +33,10 @@ from .snapshot import Record
 log = structlog.get_logger(__name__)
 
 STAGING_PREFIX = INTERNAL_PREFIX + "staging-"
+ASIDE_DIR = INTERNAL_PREFIX + "aside"
+JOURNAL = INTERNAL_PREFIX + "restore-journal.json"
+
+Progress = Callable[[int, int], None]
 
 
 @dataclass(frozen=True)
@@ -34,78 +45,175 @@ class RestoreResult:
     files: int
     bytes: int
     entries: int
+    aside: Path | None = None
 
 
-def root_is_empty(root: Path) -> bool:
-    """True when ``root`` is absent or holds nothing but statesync's own leftovers."""
+def user_entries(root: Path) -> list[str]:
+    """Top-level names under ``root`` that are not statesync's own; [] when root is absent."""
     try:
-        return all(name.startswith(INTERNAL_PREFIX) for name in os.listdir(root))
+        return sorted(n for n in os.listdir(root) if not n.startswith(INTERNAL_PREFIX))
     except FileNotFoundError:
-        return True
+        return []
 
 
-def restore(repo: Repo, record: Record, root: Path) -> RestoreResult:
-    """Restore ``record`` into the empty or absent ``root``.
+def has_icinga_state(root: Path) -> bool:
+    """True when ``root`` holds Icinga 2 state: a ca/ or a certs/ directory."""
+    return (root / "ca").exists() or (root / "certs").exists()
 
-    Raises RestoreRefused when ``root`` holds content, CorruptData/UnsafePath when the
-    snapshot fails verification, StatesyncError when writing fails (root left as it was).
-    """
-    if not root_is_empty(root):
-        raise RestoreRefused(f"{root} is not empty; restore writes only into an empty or absent root")
+
+def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, dict[str, bytes]]:
+    """Fetch the manifest and every chunk of ``record``, verified; raise CorruptData/UnsafePath."""
     manifest = repo.manifest(record)
-    contents = repo.fetch_chunks(manifest.chunk_refs())
+    return manifest, repo.fetch_chunks(manifest.chunk_refs())
+
+
+def restore(repo: Repo, record: Record, root: Path, force: bool = False,
+            progress: Progress | None = None) -> RestoreResult:
+    """Restore ``record`` into ``root``.
+
+    ``root`` must be absent or empty unless ``force``, in which case its content is moved
+    into ``.statesync-aside/<timestamp>/`` first. Raises RestoreRefused, CorruptData,
+    UnsafePath, or StatesyncError for I/O failures; in every case ``root`` is left as it was.
+    """
+    recover(root)
+    existing = user_entries(root)
+    if existing and not force:
+        raise RestoreRefused(f"{root} is not empty ({len(existing)} entries); use --force to move them aside")
+    manifest, contents = fetch_verified(repo, record)
     created_root = not root.exists()
-    staging = None
+    staging: Path | None = None
     try:
         root.mkdir(parents=True, exist_ok=True)
+        _remove_stale_staging(root)
         staging = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
         staging.mkdir(mode=0o700)
-        write_tree(staging, manifest, contents)
-        _move_into_place(staging, root, manifest)
-    except OSError as exc:
+        write_tree(staging, manifest, contents, progress)
+        aside = _swap(root, staging, existing, _top_names(manifest))
+    except BaseException as exc:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
         if created_root:
             shutil.rmtree(root, ignore_errors=True)
-        raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
-    except BaseException:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        if created_root:
-            shutil.rmtree(root, ignore_errors=True)
+        if isinstance(exc, OSError):
+            raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
         raise
-    return RestoreResult(record, manifest.file_count, manifest.total_bytes, len(manifest.entries))
+    return RestoreResult(record, manifest.file_count, manifest.total_bytes, len(manifest.entries), aside)
+
+
+def _top_names(manifest: Manifest) -> list[str]:
+    return sorted({e.path.split("/")[0] for e in manifest.entries})
 
 
 def _describe(exc: OSError) -> str:
     if exc.errno == errno.ENOSPC:
         return "no space left on device"
-    return f"{exc.strerror or exc} ({exc.filename or ''})".strip()
+    where = f" ({exc.filename})" if exc.filename else ""
+    return f"{exc.strerror or exc}{where}"
 
 
-def write_tree(target: Path, manifest: Manifest, contents: dict[str, bytes]) -> None:
+def _remove_stale_staging(root: Path) -> None:
+    for name in os.listdir(root):
+        if name.startswith(STAGING_PREFIX):
+            shutil.rmtree(root / name, ignore_errors=True)
+
+
+# -- the swap, under a journal -------------------------------------------------------
+
+def _swap(root: Path, staging: Path, old: list[str], new: list[str]) -> Path | None:
+    """Move ``old`` names aside and the staged ``new`` names into place; roll back on error."""
+    aside = root / ASIDE_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) if old else None
+    if aside is not None:
+        while aside.exists():
+            aside = aside.with_name(aside.name + "-" + secrets.token_hex(2))
+        aside.mkdir(parents=True)
+    journal = {"staging": staging.name, "aside": str(aside.relative_to(root)) if aside else "", "old": old, "new": new}
+    write_atomic(root / JOURNAL, json.dumps(journal).encode())
+    try:
+        _roll_forward(root, journal)
+    except OSError:
+        _roll_back(root, journal)
+        raise
+    return aside
+
+
+def _roll_forward(root: Path, journal: dict) -> None:
+    staging, aside = root / journal["staging"], root / journal["aside"] if journal["aside"] else None
+    for name in journal["old"]:
+        if (root / name).exists() or (root / name).is_symlink():
+            os.rename(root / name, aside / name)
+    for name in journal["new"]:
+        if (staging / name).exists() or (staging / name).is_symlink():
+            os.rename(staging / name, root / name)
+    _fsync_dir(root)
+    if aside is not None:
+        _fsync_dir(aside)
+    os.unlink(root / JOURNAL)
+    shutil.rmtree(staging, ignore_errors=True)
+    _fsync_dir(root)
+
+
+def _roll_back(root: Path, journal: dict) -> None:
+    staging, aside = root / journal["staging"], root / journal["aside"] if journal["aside"] else None
+    for name in journal["new"]:
+        if (root / name).exists() and not (staging / name).exists():
+            os.rename(root / name, staging / name)
+    for name in journal["old"]:
+        if aside is not None and ((aside / name).exists() or (aside / name).is_symlink()):
+            os.rename(aside / name, root / name)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    os.unlink(root / JOURNAL)
+    _fsync_dir(root)
+
+
+def recover(root: Path) -> bool:
+    """Finish a swap that a crash interrupted; return True when there was one to finish.
+
+    The staged tree was complete and fsynced before the journal was written, so the
+    only safe direction is forward.
+    """
+    path = root / JOURNAL
+    try:
+        journal = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return False
+    except ValueError:
+        raise StatesyncError(f"{path} is unreadable; inspect {root} by hand") from None
+    log.warning("finishing an interrupted restore", root=str(root))
+    _roll_forward(root, journal)
+    return True
+
+
+# -- writing the staged tree ---------------------------------------------------------
+
+def write_tree(target: Path, manifest: Manifest, contents: dict[str, bytes], progress: Progress | None = None) -> None:
     """Create every entry of ``manifest`` under the empty directory ``target``.
 
-    Metadata of directories is applied last, deepest first, so that writing their
-    children does not disturb their mtimes. Raises OSError or UnsafePath.
+    Directory metadata is applied last, deepest first, so that writing their children
+    does not disturb their mtimes. Raises OSError, CorruptData or UnsafePath.
     """
     as_root = os.geteuid() == 0
     entries = sorted(manifest.entries, key=lambda e: e.path)
+    files = written = 0
     for e in entries:
         path = _safe_join(target, e.path)
         if e.type == DIR:
             path.mkdir(mode=0o700)
         elif e.type == FILE:
-            _write_file(path, e, contents)
+            _write_file(path, e, contents, as_root)
+            files += 1
+            written += e.size
+            if progress:
+                progress(files, written)
         elif e.type == SYMLINK:
             os.symlink(e.target, path)
             if as_root:
-                os.lchown(path, *_owner(e))
+                os.lchown(path, *owner_of(e))
             os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
     for e in sorted((e for e in entries if e.type == DIR), key=lambda e: e.path.count("/"), reverse=True):
         path = target / e.path
         if as_root:
-            os.lchown(path, *_owner(e))
+            os.lchown(path, *owner_of(e))
         os.chmod(path, e.mode)
         os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
         _fsync_dir(path)
@@ -122,24 +230,24 @@ def _safe_join(base: Path, rel: str) -> Path:
     return path
 
 
-def _owner(e: Entry) -> tuple[int, int]:
+def owner_of(e: Entry) -> tuple[int, int]:
+    """The uid/gid to give ``e`` here: by recorded name where this system knows it
+    (nagios on Debian, icinga elsewhere), else the recorded numbers."""
     uid, gid = e.uid, e.gid
     if e.user:
         try:
-            import pwd
             uid = pwd.getpwnam(e.user).pw_uid
         except KeyError:
             pass
     if e.group:
         try:
-            import grp
             gid = grp.getgrnam(e.group).gr_gid
         except KeyError:
             pass
     return uid, gid
 
 
-def _write_file(path: Path, e: Entry, contents: dict[str, bytes]) -> None:
+def _write_file(path: Path, e: Entry, contents: dict[str, bytes], as_root: bool) -> None:
     data = chunking.join(e.sha256, [contents[d] for d in e.chunks])
     if len(data) != e.size:
         raise CorruptData(f"{e.path}: content is {len(data)} bytes, the manifest says {e.size}")
@@ -147,10 +255,9 @@ def _write_file(path: Path, e: Entry, contents: dict[str, bytes]) -> None:
     try:
         view = memoryview(data)
         while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if os.geteuid() == 0:
-            os.fchown(fd, *_owner(e))
+            view = view[os.write(fd, view):]
+        if as_root:
+            os.fchown(fd, *owner_of(e))
         os.fchmod(fd, e.mode)
         os.fsync(fd)
     finally:
@@ -166,17 +273,16 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _move_into_place(staging: Path, root: Path, manifest: Manifest) -> None:
-    top = sorted({e.path.split("/")[0] for e in manifest.entries})
-    moved: list[str] = []
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
+    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(3)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
-        for name in top:
-            os.rename(staging / name, root / name)
-            moved.append(name)
-    except OSError:
-        for name in reversed(moved):
-            os.rename(root / name, staging / name)
-        raise
-    _fsync_dir(root)
-    os.rmdir(staging)
-    _fsync_dir(root)
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    _fsync_dir(path.parent)
+

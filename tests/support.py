@@ -136,6 +136,8 @@ def tree_state(root: Path) -> dict:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = [d for d in dirnames if not d.startswith(".statesync-")]
         for name in dirnames + filenames:
+            if name.startswith(".statesync-"):
+                continue
             p = Path(dirpath) / name
             rel = str(p.relative_to(root))
             st = os.lstat(p)
