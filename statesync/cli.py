@@ -205,6 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("statesync: interrupted", file=sys.stderr)
         return EXIT_FAILURE
+    except Exception as exc:  # a bug: still one line, with the traceback in the debug log
+        log.debug("unexpected error", exc_info=True)
+        print(f"statesync: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":
