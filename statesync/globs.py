@@ -35,8 +35,10 @@ def _translate(pattern: str) -> str:
                 i += 1
                 continue
             body = pattern[i + 1:end].replace("\\", "\\\\")
+            if body == "!":
+                raise ValueError("empty negated character class")
             if body.startswith("!"):
-                body = "^" + body[1:]
+                body = "^/" + body[1:]  # like * and ?, a class never matches across a /
             out.append(f"[{body}]")
             i = end + 1
         else:
@@ -57,7 +59,10 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
     regex = _translate(base)
     if subtree:
         regex += "(?:/.*)?"
-    return re.compile(f"^{regex}$", re.DOTALL)
+    try:
+        return re.compile(f"^{regex}\\Z", re.DOTALL)
+    except re.error as exc:
+        raise ValueError(f"invalid pattern: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -71,12 +76,27 @@ class PathFilter:
         for p in self.include + self.exclude:
             compile_pattern(p)
 
-    def excluded(self, path: str) -> bool:
-        """Return True when ``path`` (or a directory above it) is excluded."""
-        return any(compile_pattern(p).match(path) for p in self.exclude)
+    def excluded(self, path: str, ancestors: bool = True) -> bool:
+        """Return True when ``path`` (or, with ``ancestors``, a directory above it) is excluded.
+
+        A tree walk that never descends into excluded directories passes ``ancestors=False``.
+        """
+        parts = path.split("/")
+        for n in range(1 if ancestors else len(parts), len(parts) + 1):
+            prefix = "/".join(parts[:n])
+            if any(compile_pattern(p).match(prefix) for p in self.exclude):
+                return True
+        return False
 
     def included(self, path: str) -> bool:
         """Return True when ``path`` matches an include pattern and no exclude."""
         if self.excluded(path):
             return False
         return any(compile_pattern(p).match(path) for p in self.include)
+
+    def wanted(self, path: str, is_dir: bool, ancestors: bool = True) -> bool:
+        """Directories are kept unless excluded (they hold included files);
+        files and links must also match an include pattern."""
+        if self.excluded(path, ancestors):
+            return False
+        return is_dir or any(compile_pattern(p).match(path) for p in self.include)

@@ -4,6 +4,7 @@
     <prefix>/nodes/<node>/snapshots/<id>        JSON snapshot record, one per kept snapshot
     <prefix>/nodes/<node>/chunks/<sha256>       content chunk (file data or manifest data)
     <prefix>/nodes/<node>/gc                    JSON: unreferenced chunks and when first seen
+    <prefix>/nodes/<node>/lock                  the writer lock: held by one sidecar's Consul session
     <prefix>/ca                                 the published CA (written by master sidecars)
 
 Chunks live under the node so that an ACL policy can grant a node its own prefix
@@ -14,25 +15,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
-_SHA_RE = re.compile(r"^[0-9a-f]{64}$")
-SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}$")
+_NODE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}\Z")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*\Z")
+_SHA_RE = re.compile(r"^[0-9a-f]{64}\Z")
+SNAPSHOT_ID_RE = re.compile(r"^\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{6}\Z")
 
 
 def valid_node(name: str) -> bool:
     """Return True when ``name`` is usable as a node name in a KV key."""
-    return bool(_NODE_RE.match(name)) and name not in (".", "..")
+    return bool(_NODE_RE.fullmatch(name)) and name not in (".", "..")
 
 
 def valid_prefix(prefix: str) -> bool:
     """Return True for a KV prefix like ``statesync/icinga2`` (no leading or trailing /)."""
-    return bool(_PREFIX_RE.match(prefix)) and ".." not in prefix.split("/")
+    return bool(_PREFIX_RE.fullmatch(prefix)) and ".." not in prefix.split("/")
 
 
 def valid_sha256(text: str) -> bool:
     """Return True for 64 lowercase hex digits."""
-    return bool(_SHA_RE.match(text))
+    return bool(_SHA_RE.fullmatch(text))
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,10 @@ class Layout:
         return f"{self.node_root}gc"
 
     @property
+    def lock(self) -> str:
+        return f"{self.node_root}lock"
+
+    @property
     def nodes(self) -> str:
         return f"{self.prefix}/nodes/"
 
@@ -92,4 +97,4 @@ class Layout:
         if not key.startswith(self.snapshots):
             return None
         sid = key[len(self.snapshots):]
-        return sid if SNAPSHOT_ID_RE.match(sid) else None
+        return sid if SNAPSHOT_ID_RE.fullmatch(sid) else None

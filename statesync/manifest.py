@@ -86,7 +86,11 @@ def check_path(path: object) -> str:
     parts = path.split("/")
     if any(p in ("", ".", "..") for p in parts):
         raise UnsafePath(f"manifest path {path!r} escapes the root or is not normalised")
-    if len(parts) > MAX_DEPTH or len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES:
+    try:
+        encoded = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsafePath(f"manifest path {path!r} is not encodable") from None
+    if len(parts) > MAX_DEPTH or len(encoded) > MAX_PATH_BYTES:
         raise UnsafePath(f"manifest path {path[:80]!r}... is too deep or too long")
     return path
 
@@ -147,8 +151,8 @@ def _entry_from_json(d: object) -> Entry:
         if not isinstance(chunks, list) or not all(isinstance(c, str) and valid_sha256(c) for c in chunks):
             raise CorruptData(f"manifest entry {path!r}: bad chunk list")
         size = _int(d, "s", 0, MAX_FILE_SIZE, path)
-        if (size == 0) != (not chunks):
-            raise CorruptData(f"manifest entry {path!r}: size and chunk list disagree")
+        if (size == 0) != (not chunks) or (len(chunks) == 1 and chunks[0] != sha):
+            raise CorruptData(f"manifest entry {path!r}: size, digest and chunk list disagree")
         return Entry(size=size, sha256=sha, chunks=tuple(chunks), **common)
     if kind == SYMLINK:
         target = _str(d, "l", path, MAX_PATH_BYTES)
@@ -185,10 +189,13 @@ def decode(blob: bytes) -> Manifest:
             raise CorruptData("manifest inflates beyond the size limit")
         if not inflater.eof:
             raise CorruptData("manifest is truncated")
+        if inflater.unused_data:
+            raise CorruptData("manifest has trailing bytes after its compressed data")
         doc = json.loads(raw.decode("utf-8", "surrogateescape"))
     except (zlib.error, ValueError, RecursionError) as exc:
         raise CorruptData(f"manifest is not valid compressed JSON ({type(exc).__name__})") from None
-    if not isinstance(doc, dict) or doc.get("v") != FORMAT_VERSION or not isinstance(doc.get("e"), list):
+    if (not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != FORMAT_VERSION
+            or not isinstance(doc.get("e"), list)):
         raise CorruptData("manifest has an unknown format version or no entry list")
     if len(doc["e"]) > MAX_ENTRIES:
         raise CorruptData("manifest has too many entries")

@@ -85,8 +85,8 @@ class Scanner:
         result.manifest = Manifest(tuple(e for _, (_, e) in sorted(self._entries.items())))
         return result
 
-    def _wanted(self, rel: str) -> bool:
-        return not rel.startswith(INTERNAL_PREFIX) and not self.filter.excluded(rel)
+    def _wanted(self, rel: str, is_dir: bool, ancestors: bool = True) -> bool:
+        return not rel.startswith(INTERNAL_PREFIX) and self.filter.wanted(rel, is_dir, ancestors)
 
     def _rescan(self, rel: str, known: Container[str], result: ScanResult) -> None:
         """Refresh one path. A directory seen before (same inode) refreshes only itself:
@@ -94,8 +94,10 @@ class Scanner:
         if not rel or rel.startswith(INTERNAL_PREFIX):
             return
         try:
-            st = os.lstat(self.root / rel) if self._wanted(rel) else None
+            st = os.lstat(self.root / rel)
         except FileNotFoundError:
+            st = None
+        if st is not None and not self._wanted(rel, stat.S_ISDIR(st.st_mode)):
             st = None
         parent = rel.rpartition("/")[0]
         if st is None or (parent and parent not in self._entries):
@@ -128,11 +130,11 @@ class Scanner:
             children = sorted(it, key=lambda d: d.name)
         for d in children:
             rel = f"{rel_dir}/{d.name}" if rel_dir else d.name
-            if not self._wanted(rel):
-                continue
             try:
                 st = d.stat(follow_symlinks=False)
             except FileNotFoundError:
+                continue
+            if not self._wanted(rel, stat.S_ISDIR(st.st_mode), ancestors=False):
                 continue
             if self._add(rel, st, into, known, result) and stat.S_ISDIR(st.st_mode):
                 self._walk(rel, into, known, result)

@@ -54,17 +54,32 @@ def decode(blob: bytes) -> Record:
     """Parse a stored record; raise CorruptData when it is malformed."""
     try:
         d = json.loads(blob)
-        if not isinstance(d, dict) or d.pop("v", None) != RECORD_VERSION:
+        if not isinstance(d, dict) or type(d.get("v")) is not int or d.pop("v") != RECORD_VERSION:
             raise ValueError("unknown version")
+        if not isinstance(d.get("manifest_chunks"), list):
+            raise TypeError("manifest_chunks")
         d["manifest_chunks"] = tuple(d["manifest_chunks"])
         rec = Record(**d)
-    except (ValueError, TypeError, KeyError) as exc:
+        _check_types(rec)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise CorruptData(f"snapshot record is malformed ({type(exc).__name__})") from None
-    if not SNAPSHOT_ID_RE.match(str(rec.id)) or not valid_sha256(str(rec.manifest_sha256)):
+    if not SNAPSHOT_ID_RE.fullmatch(str(rec.id)) or not valid_sha256(str(rec.manifest_sha256)):
         raise CorruptData("snapshot record has a bad id or manifest digest")
     if not rec.manifest_chunks or not all(isinstance(c, str) and valid_sha256(c) for c in rec.manifest_chunks):
         raise CorruptData(f"snapshot {rec.id} has a bad manifest chunk list")
     return rec
+
+
+def _check_types(rec: Record) -> None:
+    for name in ("files", "dirs", "symlinks", "bytes", "manifest_size", "chunk_size"):
+        value = getattr(rec, name)
+        if type(value) is not int or value < 0:
+            raise TypeError(name)
+    for name in ("id", "node", "created", "parent", "manifest_sha256"):
+        if not isinstance(getattr(rec, name), str):
+            raise TypeError(name)
+    if not isinstance(rec.meta, dict):
+        raise TypeError("meta")
 
 
 def to_prune(ids: list[str], keep: int, protect: set[str]) -> list[str]:

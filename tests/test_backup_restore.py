@@ -111,3 +111,18 @@ def test_a_bad_config_value_names_the_setting_and_exits_2(tmp_path):
     proc = subprocess.run(statesync_cmd("snapshots", "--config", str(cfg)), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "statesync: error: keep: expected a number, got 'many'"
+
+
+def test_include_and_exclude_patterns_choose_what_goes_into_the_snapshot(consul, prefix, tmp_path):
+    root = tmp_path / "root"
+    make_tree(root)
+    (root / "api/log").mkdir(parents=True)
+    (root / "api/log/current").write_text("replay log")
+    (root / "icinga2.state.tmp").write_text("half written")
+    run(consul, prefix, root, "backup", "--include", "ca/**", "--include", "certs/*.crt", "--include", "api/**")
+    target = tmp_path / "target"
+    run(consul, prefix, target, "restore")
+    files = sorted(str(p.relative_to(target)) for p in target.rglob("*")
+                   if not p.is_dir() and not p.name.startswith(".statesync-"))
+    assert files == ["api/zones/master/_etc/größe-ünïcødé.conf", "ca/ca.crt", "ca/ca.key",
+                     "certs/ca-link.crt", "certs/node.crt"]

@@ -1,0 +1,516 @@
+"""Unit tests for statesync.manifest: encoding, decoding and validation. Pure, no I/O."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from statesync import manifest as mf
+from statesync.errors import CorruptData, StatesyncError, UnsafePath
+from statesync.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
+
+FAST = settings(max_examples=150, deadline=None, database=None)
+# Whole manifests are costly to generate; fewer examples still cover every entry kind.
+TREES = settings(max_examples=60, deadline=None, database=None)
+
+EMPTY_SHA = hashlib.sha256(b"").hexdigest()
+SHA_A = hashlib.sha256(b"a").hexdigest()
+SHA_B = hashlib.sha256(b"b").hexdigest()
+SHA_C = hashlib.sha256(b"c").hexdigest()
+
+
+def blob_of(doc: object) -> bytes:
+    return zlib.compress(json.dumps(doc).encode())
+
+
+def fentry(path: str = "f", **over) -> dict:
+    d = {"p": path, "t": "f", "m": 0o644, "u": 0, "g": 0, "mt": 1, "s": 1, "h": SHA_A}
+    d.update(over)
+    return d
+
+
+def dentry(path: str = "d", **over) -> dict:
+    d = {"p": path, "t": "d", "m": 0o755, "u": 0, "g": 0, "mt": 1}
+    d.update(over)
+    return d
+
+
+def lentry(path: str = "l", target: str = "somewhere", **over) -> dict:
+    d = {"p": path, "t": "l", "m": 0o777, "u": 0, "g": 0, "mt": 1, "l": target}
+    d.update(over)
+    return d
+
+
+def doc_of(*entries: dict) -> dict:
+    return {"v": 1, "e": list(entries)}
+
+
+def decode_entries(*entries: dict) -> Manifest:
+    return decode(blob_of(doc_of(*entries)))
+
+
+# --- strategies ---------------------------------------------------------------------
+
+def _fs_name(raw: bytes) -> str:
+    """A file name as os.fsdecode makes it on a UTF-8 system: undecodable bytes become surrogates."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+_UNICODE_NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="/\x00"),
+                        min_size=1, max_size=12)
+_BYTES_NAME = st.binary(min_size=1, max_size=12).filter(
+    lambda b: b"/" not in b and b"\x00" not in b).map(_fs_name)
+NAME = st.one_of(_UNICODE_NAME, _BYTES_NAME).filter(lambda s: s not in (".", ".."))
+PATH = st.lists(NAME, min_size=1, max_size=4).map("/".join)
+SHA = st.binary(max_size=8).map(lambda b: hashlib.sha256(b).hexdigest())
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=20)
+
+
+@st.composite
+def _common(draw, path: str) -> dict:
+    return dict(path=path, mode=draw(st.integers(0, 0o7777)), uid=draw(st.integers(0, 2**32 - 1)),
+                gid=draw(st.integers(0, 2**32 - 1)), mtime_ns=draw(st.integers(-(2**63), 2**63 - 1)),
+                user=draw(TEXT), group=draw(TEXT))
+
+
+@st.composite
+def file_entry(draw, path: str) -> Entry:
+    common = draw(_common(path))
+    kind = draw(st.sampled_from(["empty", "one", "many"]))
+    if kind == "empty":
+        return Entry(type=FILE, size=0, sha256=EMPTY_SHA, chunks=(), **common)
+    size = draw(st.integers(1, mf.MAX_FILE_SIZE))
+    if kind == "one":
+        sha = draw(SHA)
+        return Entry(type=FILE, size=size, sha256=sha, chunks=(sha,), **common)
+    chunks = tuple(draw(st.lists(SHA, min_size=2, max_size=4)))
+    return Entry(type=FILE, size=size, sha256=draw(SHA), chunks=chunks, **common)
+
+
+@st.composite
+def symlink_entry(draw, path: str) -> Entry:
+    target = draw(st.one_of(PATH, st.just("../../etc/passwd"), st.just("/abs/target"), TEXT.filter(bool)))
+    return Entry(type=SYMLINK, target=target, **draw(_common(path)))
+
+
+@st.composite
+def dir_entry(draw, path: str) -> Entry:
+    return Entry(type=DIR, **draw(_common(path)))
+
+
+@st.composite
+def manifests(draw) -> Manifest:
+    paths = draw(st.lists(PATH, max_size=8, unique=True))
+    # Every ancestor of a listed path that is itself listed must be a directory.
+    ancestors = {p.rsplit("/", i)[0] for p in paths for i in range(1, p.count("/") + 1)}
+    entries = []
+    for p in paths:
+        if p in ancestors:
+            entries.append(draw(dir_entry(p)))
+        else:
+            maker = draw(st.sampled_from([file_entry, dir_entry, symlink_entry]))
+            entries.append(draw(maker(p)))
+    return Manifest(tuple(entries))
+
+
+# --- round trip ---------------------------------------------------------------------
+
+@TREES
+@given(manifests())
+def test_decoding_an_encoded_manifest_gives_back_its_entries_in_path_order(m):
+    back = decode(encode(m))
+    assert back.entries == tuple(sorted(m.entries, key=lambda e: e.path))
+
+
+@TREES
+@given(manifests())
+def test_encoding_does_not_depend_on_the_order_of_entries(m):
+    assert encode(m) == encode(Manifest(tuple(reversed(m.entries))))
+
+
+def test_an_empty_file_round_trips_with_no_chunks_and_the_sha256_of_nothing():
+    e = Entry("empty", FILE, 0o600, 1, 2, 3, size=0, sha256=EMPTY_SHA, chunks=())
+    (back,) = decode(encode(Manifest((e,)))).entries
+    assert back == e
+    assert back.chunks == ()
+    assert back.sha256 == hashlib.sha256(b"").hexdigest()
+
+
+def test_a_single_chunk_file_round_trips_without_storing_its_chunk_list():
+    e = Entry("f", FILE, 0o644, 0, 0, 0, size=1, sha256=SHA_A, chunks=(SHA_A,))
+    raw = json.loads(zlib.decompress(encode(Manifest((e,)))))
+    assert "c" not in raw["e"][0]
+    assert decode(encode(Manifest((e,)))).entries == (e,)
+
+
+def test_a_multi_chunk_file_round_trips_with_its_chunks_in_order():
+    e = Entry("f", FILE, 0o644, 0, 0, 0, size=3, sha256=SHA_A, chunks=(SHA_C, SHA_B, SHA_C))
+    assert decode(encode(Manifest((e,)))).entries == (e,)
+
+
+def test_unicode_and_undecodable_names_round_trip():
+    names = ["zönes/名前.conf", _fs_name(b"bad\xff\xfename"), "emoji \U0001F600", "tab\tand space"]
+    entries = tuple(Entry(n, DIR, 0o755, 0, 0, 0) for n in names)
+    assert {e.path for e in decode(encode(Manifest(entries))).entries} == set(names)
+
+
+def test_a_symlink_round_trips_with_its_target_and_owner_names():
+    e = Entry("l", SYMLINK, 0o777, 5, 6, 7, target="../x", user="icinga", group="icinga")
+    assert decode(encode(Manifest((e,)))).entries == (e,)
+
+
+def test_an_empty_manifest_round_trips():
+    assert decode(encode(Manifest())) == Manifest()
+
+
+def test_encode_produces_zlib_compressed_compact_json_with_version_one():
+    raw = zlib.decompress(encode(Manifest((Entry("d", DIR, 0o755, 0, 0, 0),))))
+    doc = json.loads(raw)
+    assert doc["v"] == mf.FORMAT_VERSION == 1
+    assert b" " not in raw
+
+
+# --- manifest helpers ---------------------------------------------------------------
+
+def test_manifest_helpers_count_files_bytes_and_chunk_references():
+    m = Manifest((
+        Entry("a", FILE, 0o644, 0, 0, 0, size=10, sha256=SHA_A, chunks=(SHA_A,)),
+        Entry("b", FILE, 0o644, 0, 0, 0, size=20, sha256=SHA_B, chunks=(SHA_B, SHA_C)),
+        Entry("e", FILE, 0o644, 0, 0, 0, size=0, sha256=EMPTY_SHA, chunks=()),
+        Entry("d", DIR, 0o755, 0, 0, 0),
+        Entry("l", SYMLINK, 0o777, 0, 0, 0, target="a"),
+    ))
+    assert m.file_count == 3
+    assert m.total_bytes == 30
+    assert m.chunk_refs() == {SHA_A, SHA_B, SHA_C}
+    assert set(m.by_path()) == {"a", "b", "e", "d", "l"}
+    assert m.by_path()["l"].target == "a"
+
+
+def test_same_content_ignores_metadata_and_same_metadata_ignores_content():
+    a = Entry("a", FILE, 0o644, 0, 0, 1, size=1, sha256=SHA_A, chunks=(SHA_A,))
+    touched = Entry("a", FILE, 0o600, 1, 1, 2, size=1, sha256=SHA_A, chunks=(SHA_A,))
+    changed = Entry("a", FILE, 0o644, 0, 0, 1, size=1, sha256=SHA_B, chunks=(SHA_B,))
+    assert a.same_content(touched) and not a.same_metadata(touched)
+    assert a.same_metadata(changed) and not a.same_content(changed)
+
+
+# --- check_path ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["a", "a/b/c", "ca/ca.crt", "api/zones/master/_etc/hosts.conf",
+                                  ".hidden", "...", "a..b", "..a", "a.", "zönes/名前", "with space",
+                                  "back\\slash", "/".join(["d"] * mf.MAX_DEPTH), "x" * mf.MAX_PATH_BYTES])
+def test_check_path_accepts_and_returns_a_normal_relative_path(path):
+    assert check_path(path) == path
+
+
+@pytest.mark.parametrize("path", ["", None, 5, b"a", ["a"]])
+def test_check_path_rejects_empty_and_non_string_paths(path):
+    with pytest.raises(UnsafePath):
+        check_path(path)
+
+
+@pytest.mark.parametrize("path", ["..", "../a", "a/..", "a/../b", "a/b/../../.."])
+def test_check_path_rejects_parent_components(path):
+    with pytest.raises(UnsafePath):
+        check_path(path)
+
+
+@pytest.mark.parametrize("path", ["/", "/etc/passwd", "//a"])
+def test_check_path_rejects_absolute_paths(path):
+    with pytest.raises(UnsafePath):
+        check_path(path)
+
+
+@pytest.mark.parametrize("path", [".", "./a", "a/.", "a//b", "a/", "a/./b"])
+def test_check_path_rejects_empty_and_dot_components(path):
+    with pytest.raises(UnsafePath):
+        check_path(path)
+
+
+@pytest.mark.parametrize("path", ["a\x00", "\x00", "a/\x00/b"])
+def test_check_path_rejects_nul_bytes(path):
+    with pytest.raises(UnsafePath):
+        check_path(path)
+
+
+def test_check_path_rejects_paths_that_are_too_deep_or_too_long():
+    with pytest.raises(UnsafePath):
+        check_path("/".join(["d"] * (mf.MAX_DEPTH + 1)))
+    with pytest.raises(UnsafePath):
+        check_path("x" * (mf.MAX_PATH_BYTES + 1))
+    with pytest.raises(UnsafePath):
+        check_path("é" * (mf.MAX_PATH_BYTES // 2 + 1))  # counted in UTF-8 bytes
+
+
+def test_unsafe_path_and_corrupt_data_are_statesync_errors():
+    assert issubclass(UnsafePath, CorruptData)
+    assert issubclass(CorruptData, StatesyncError)
+
+
+# --- decode: paths and tree ---------------------------------------------------------
+
+@pytest.mark.parametrize("path", ["..", "../etc/passwd", "a/../../x", "/etc/passwd", "a//b", "a/",
+                                  "./a", "a\x00b", "", 7, None])
+def test_decode_rejects_an_unsafe_path_with_unsafe_path(path):
+    with pytest.raises(UnsafePath):
+        decode_entries(dentry(path))
+
+
+def test_decode_rejects_an_entry_without_a_path():
+    d = dentry()
+    del d["p"]
+    with pytest.raises(UnsafePath):
+        decode_entries(d)
+
+
+@pytest.mark.parametrize("child", ["l/x", "l/x/y"])
+def test_decode_rejects_a_path_below_a_symlink_as_unsafe(child):
+    with pytest.raises(UnsafePath):
+        decode_entries(lentry("l", "/etc"), fentry(child))
+
+
+def test_decode_rejects_a_path_below_a_symlink_listed_after_it():
+    with pytest.raises(UnsafePath):
+        decode_entries(fentry("a/l/x"), dentry("a"), lentry("a/l", "/etc"))
+
+
+@pytest.mark.parametrize("child", ["f/x", "f/x/y"])
+def test_decode_rejects_a_path_below_a_file(child):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry("f"), dentry(child))
+
+
+def test_decode_accepts_paths_whose_parent_directories_are_not_listed():
+    m = decode_entries(fentry("a/b/c"))
+    assert [e.path for e in m.entries] == ["a/b/c"]
+
+
+def test_decode_accepts_a_sibling_that_shares_a_symlinks_name_as_a_prefix():
+    m = decode_entries(lentry("l", "/etc"), fentry("lx/y"))
+    assert len(m.entries) == 2
+
+
+@pytest.mark.parametrize("second", [fentry("x"), dentry("x"), lentry("x")])
+def test_decode_rejects_a_path_listed_twice(second):
+    with pytest.raises(CorruptData):
+        decode_entries(dentry("x"), second)
+
+
+# --- decode: fields -----------------------------------------------------------------
+
+@pytest.mark.parametrize("sha", [SHA_A.upper(), SHA_A[:-1], SHA_A + "0", "g" * 64, "", 5, None,
+                                 ["x"], " " + SHA_A[1:]])
+def test_decode_rejects_a_file_with_a_bad_sha256(sha):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(h=sha, c=[SHA_A]))
+
+
+def test_decode_rejects_a_file_without_a_sha256():
+    d = fentry()
+    del d["h"]
+    with pytest.raises(CorruptData):
+        decode_entries(d)
+
+
+def test_decode_rejects_a_sha256_with_a_trailing_newline():
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(h=SHA_A + "\n", c=[SHA_A]))
+
+
+@pytest.mark.parametrize("chunks", [SHA_A, [SHA_A, "nope"], [SHA_A.upper()], [5], {"a": SHA_A}, None])
+def test_decode_rejects_a_bad_chunk_list(chunks):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(c=chunks))
+
+
+@pytest.mark.parametrize("over", [{"s": 0}, {"s": 0, "c": [SHA_A]}, {"s": 5, "c": []}])
+def test_decode_rejects_a_file_whose_size_and_chunk_list_disagree(over):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(**over))
+
+
+def test_decode_accepts_an_empty_file_with_an_empty_chunk_list():
+    (e,) = decode_entries(fentry(s=0, h=EMPTY_SHA, c=[])).entries
+    assert (e.size, e.chunks, e.sha256) == (0, (), EMPTY_SHA)
+
+
+def test_decode_takes_the_whole_digest_as_the_only_chunk_when_the_list_is_missing():
+    (e,) = decode_entries(fentry(s=3)).entries
+    assert e.chunks == (SHA_A,)
+
+
+@pytest.mark.parametrize("size", [mf.MAX_FILE_SIZE + 1, 2**63, 10**30, -1])
+def test_decode_rejects_a_huge_or_negative_size(size):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(s=size))
+
+
+def test_decode_accepts_the_largest_allowed_size():
+    (e,) = decode_entries(fentry(s=mf.MAX_FILE_SIZE)).entries
+    assert e.size == mf.MAX_FILE_SIZE
+
+
+@pytest.mark.parametrize("field,value", [
+    ("m", 0o10000), ("m", -1), ("u", 2**32), ("u", -1), ("g", 2**32), ("g", -1),
+    ("mt", 2**63), ("mt", -(2**63) - 1),
+])
+def test_decode_rejects_an_integer_field_out_of_range(field, value):
+    with pytest.raises(CorruptData):
+        decode_entries(dentry(**{field: value}))
+
+
+def test_decode_accepts_integer_fields_at_the_edges_of_their_range():
+    (e,) = decode_entries(dentry(m=0o7777, u=2**32 - 1, g=2**32 - 1, mt=-(2**63))).entries
+    assert (e.mode, e.uid, e.gid, e.mtime_ns) == (0o7777, 2**32 - 1, 2**32 - 1, -(2**63))
+
+
+@pytest.mark.parametrize("field", ["m", "u", "g", "mt", "s"])
+@pytest.mark.parametrize("value", ["644", 1.0, 1.5, True, False, None, [1], {"x": 1}])
+def test_decode_rejects_a_non_integer_numeric_field(field, value):
+    with pytest.raises(CorruptData):
+        decode_entries(fentry(**{field: value}))
+
+
+@pytest.mark.parametrize("field", ["U", "G"])
+@pytest.mark.parametrize("value", [5, None, ["x"], "x" * 257, "ic\x00inga"])
+def test_decode_rejects_a_bad_owner_name(field, value):
+    with pytest.raises(CorruptData):
+        decode_entries(dentry(**{field: value}))
+
+
+@pytest.mark.parametrize("kind", ["x", "F", "", None, 1])
+def test_decode_rejects_an_unknown_entry_type(kind):
+    with pytest.raises(CorruptData):
+        decode_entries(dentry(t=kind))
+
+
+@pytest.mark.parametrize("target", ["", 5, None, "a\x00b", "x" * (mf.MAX_PATH_BYTES + 1)])
+def test_decode_rejects_a_symlink_with_a_bad_or_missing_target(target):
+    with pytest.raises(CorruptData):
+        decode_entries(lentry(target=target))
+
+
+def test_decode_rejects_a_symlink_without_a_target_field():
+    d = lentry()
+    del d["l"]
+    with pytest.raises(CorruptData):
+        decode_entries(d)
+
+
+@pytest.mark.parametrize("entry", [[], "x", 5, None])
+def test_decode_rejects_an_entry_that_is_not_an_object(entry):
+    with pytest.raises(CorruptData):
+        decode_entries(entry)
+
+
+def test_decode_rejects_a_path_with_a_lone_surrogate_as_corrupt_data():
+    with pytest.raises(CorruptData):
+        decode_entries(dentry("\ud800"))
+
+
+# --- decode: document ---------------------------------------------------------------
+
+@pytest.mark.parametrize("doc", [
+    {"v": 2, "e": []}, {"v": 0, "e": []}, {"v": "1", "e": []}, {"v": None, "e": []}, {"e": []},
+    {"v": 1}, {"v": 1, "e": {}}, {"v": 1, "e": "x"}, [], [1, []], "manifest", 1, None,
+])
+def test_decode_rejects_a_wrong_version_or_a_missing_entry_list(doc):
+    with pytest.raises(CorruptData):
+        decode(blob_of(doc))
+
+
+def test_decode_rejects_a_boolean_version():
+    with pytest.raises(CorruptData):
+        decode(blob_of({"v": True, "e": []}))
+
+
+def test_decode_rejects_a_manifest_with_too_many_entries(monkeypatch):
+    monkeypatch.setattr(mf, "MAX_ENTRIES", 2)
+    decode_entries(dentry("a"), dentry("b"))
+    with pytest.raises(CorruptData):
+        decode_entries(dentry("a"), dentry("b"), dentry("c"))
+
+
+@pytest.mark.parametrize("keep", [0, 1, 2, 10, -1, -4])
+def test_decode_rejects_truncated_zlib_data(keep):
+    blob = blob_of(doc_of(fentry("a"), dentry("b")))
+    with pytest.raises(CorruptData):
+        decode(blob[:keep])
+
+
+@pytest.mark.parametrize("blob", [b"", b"not zlib at all", b"\x00" * 32,
+                                  zlib.compress(b"not json"), zlib.compress(b"\xff\xfe"),
+                                  zlib.compress(b"[" * 100_000), zlib.compress(b"1" * 5000)])
+def test_decode_rejects_data_that_is_not_compressed_json(blob):
+    with pytest.raises(CorruptData):
+        decode(blob)
+
+
+def test_decode_rejects_a_manifest_that_inflates_beyond_the_limit(monkeypatch):
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    bomb = zlib.compress(b'{"v":1,"e":[]}' + b" " * 1_000_000, 9)
+    assert len(bomb) < 4096
+    with pytest.raises(CorruptData):
+        decode(bomb)
+
+
+def test_decode_accepts_a_manifest_exactly_at_the_inflate_limit(monkeypatch):
+    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    raw = b'{"v":1,"e":[]}'
+    assert decode(zlib.compress(raw + b" " * (4096 - len(raw)))) == Manifest()
+    with pytest.raises(CorruptData):
+        decode(zlib.compress(raw + b" " * (4097 - len(raw))))
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_decoding_random_bytes_returns_a_manifest_or_raises_corrupt_data(data):
+    try:
+        result = decode(data)
+    except CorruptData:
+        return
+    assert isinstance(result, Manifest)
+
+
+@FAST
+@given(st.binary(max_size=300))
+def test_decoding_random_compressed_bytes_returns_a_manifest_or_raises_corrupt_data(data):
+    try:
+        result = decode(zlib.compress(data))
+    except CorruptData:
+        return
+    assert isinstance(result, Manifest)
+
+
+_JUNK = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70),
+                  st.floats(allow_nan=False), TEXT, st.lists(st.integers(), max_size=2),
+                  st.dictionaries(TEXT, st.integers(), max_size=2))
+_FIELD = {
+    "p": st.one_of(PATH, st.sampled_from(["..", "/x", "a//b", "a/..", ""]), _JUNK),
+    "t": st.one_of(st.sampled_from(["f", "d", "l"]), _JUNK),
+    "m": st.one_of(st.integers(-1, 0o10000), _JUNK),
+    "u": st.one_of(st.integers(-1, 2**32), _JUNK),
+    "g": _JUNK, "mt": _JUNK, "U": _JUNK, "G": _JUNK,
+    "s": st.one_of(st.integers(-1, 10), _JUNK),
+    "h": st.one_of(SHA, _JUNK),
+    "c": st.one_of(st.lists(SHA, max_size=3), _JUNK),
+    "l": st.one_of(PATH, _JUNK),
+}
+_FUZZ_ENTRY = st.fixed_dictionaries({}, optional=_FIELD)
+
+
+@TREES
+@given(st.lists(_FUZZ_ENTRY, max_size=6), st.one_of(st.just(1), _JUNK))
+def test_decoding_a_fuzzed_entry_list_returns_a_manifest_or_raises_corrupt_data(entries, version):
+    try:
+        result = decode(blob_of({"v": version, "e": entries}))
+    except CorruptData:
+        return
+    assert isinstance(result, Manifest)
+    for e in result.entries:
+        assert check_path(e.path) == e.path
