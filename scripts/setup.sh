@@ -37,12 +37,16 @@ install_consul() {
   "$cache/consul/usr/bin/consul" version | head -1 >&2
 }
 
-install_icinga2() {
-  if command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ]; then return; fi
-  log "installing icinga2-bin and icinga2-common"
+install_debian_packages() {
+  # icinga2 for the end-to-end tests; docker-compose (v1) to validate compose/.
+  local missing=()
+  command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ] || missing+=(icinga2-bin icinga2-common)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]}"
   apt_update_once
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    icinga2-bin icinga2-common >/dev/null
+    "${missing[@]}" >/dev/null
 }
 
 install_python() {
@@ -56,7 +60,14 @@ install_python() {
   fi
 }
 
-install_consul
-install_icinga2
-install_python
+# STATESYNC_SETUP_ONLY limits the steps (the demo needs no Icinga 2): "consul python".
+steps=${STATESYNC_SETUP_ONLY:-"consul debian python"}
+for step in $steps; do
+  case $step in
+    consul) install_consul ;;
+    debian) install_debian_packages ;;
+    python) install_python ;;
+    *) log "unknown setup step $step"; exit 2 ;;
+  esac
+done
 log "ready"

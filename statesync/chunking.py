@@ -24,12 +24,15 @@ def split(data: bytes, chunk_size: int) -> Iterator[bytes]:
         yield bytes(view[start:start + chunk_size])
 
 
-def address(data: bytes, chunk_size: int) -> tuple[str, list[tuple[str, bytes]]]:
-    """Return the whole-content sha256 and the ``(digest, piece)`` list of its chunks."""
-    pieces = [(sha256(p), p) for p in split(data, chunk_size)]
+def address(data: bytes, chunk_size: int, hasher=sha256) -> tuple[str, list[tuple[str, bytes]]]:
+    """Return the whole-content address and the ``(address, piece)`` list of its chunks.
+
+    ``hasher`` names content: sha256 for plain chunks, a keyed address for sealed ones.
+    """
+    pieces = [(hasher(p), p) for p in split(data, chunk_size)]
     if len(pieces) == 1:
         return pieces[0][0], pieces
-    return sha256(data), pieces
+    return hasher(data), pieces
 
 
 def verify(digest: str, data: bytes) -> bytes:

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import structlog
 
 from . import __version__, config, logs
-from .errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, exit_code_for
+from .errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UsageError, exit_code_for
 from .progress import ProgressBar
 from .repo import Repo
 from .store import Store
@@ -68,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
 
+    p = sub.add_parser("keygen", help="write a new encryption key to a file (mode 0600)")
+    _common(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten")
+
+    p = sub.add_parser("rekey", help="re-encrypt the node's kept snapshots under a new key")
+    _common(p)
+    p.add_argument("--new-key-file", dest="new_key_file", required=True, metavar="FILE",
+                   help="the new key (from statesync keygen); the current one comes from encryption_key_file")
+
     p = sub.add_parser("snapshots", help="list a node's snapshots")
     _common(p)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
@@ -78,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--on-conflict", dest="on_conflict",
                    help="local CA differs from the snapshot's: refuse (default), keep-local or restore")
     p.add_argument("--debounce", help="seconds of quiet before a burst is committed (default 0.5)")
+
+    p = sub.add_parser("check-ca", help="compare the local CA with the published one "
+                                        "(exit 0 match, 1 mismatch, 2 cannot tell)")
+    _common(p)
     return parser
 
 
@@ -86,17 +99,21 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _repo(cfg: config.Config) -> Repo:
-    return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
+    sealer = cfg.sealing.sealer if cfg.sealing else None
+    return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep, sealer=sealer,
+                seal_manifest=bool(cfg.sealing and cfg.sealing.everything))
 
 
 def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .daemon import warn_plain_secrets
     from .scan import Scanner
     if not cfg.root.is_dir():
         raise StatesyncError(f"root: {cfg.root} is not a directory")
     repo = _repo(cfg)
     head = repo.head()
     known = set(repo.refs(head.record)) if head.record else set()
-    scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(known)
+    scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing).scan(known)
+    warn_plain_secrets(scan.plain_secrets)
     res = repo.commit(scan, head, known, meta={"command": "backup"})
     if res is None:
         print(f"unchanged: snapshot {head.record.id} already holds this tree")
@@ -183,13 +200,59 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     mark_ready(cfg.ready_file, outcome)
     log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
     daemon = Daemon(cfg, repo)
+    from . import roles
+    services = roles.attach(cfg, daemon)  # master: publishes its CA; satellite: guards it
     daemon.install_signal_handlers()
-    daemon.run()
+    services.start()
+    try:
+        daemon.run()
+    finally:
+        services.stop()
+    return services.exit_code
+
+
+def cmd_check_ca(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .guard import check_ca
+    return check_ca(cfg, sys.stdout)
+
+
+def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
+    import os
+    from .crypto import format_key, generate_key
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--out: {args.out} exists; statesync never overwrites a key") from None
+    except OSError as exc:
+        raise StatesyncError(f"--out: cannot create {args.out}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (format_key(generate_key()) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print(f"wrote a new encryption key to {args.out} (mode 0600); keep a copy outside Consul")
     return EXIT_OK
 
 
-COMMANDS = {"backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
-            "ready": cmd_ready}
+def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .crypto import KeyFormatError, Sealer, parse_key
+    from .rekey import rekey
+    try:
+        with open(args.new_key_file, encoding="utf-8") as fh:
+            new = Sealer(parse_key(fh.read()))
+    except OSError as exc:
+        raise UsageError(f"--new-key-file: cannot read {args.new_key_file}: {exc.strerror}") from None
+    except KeyFormatError as exc:
+        raise UsageError(f"--new-key-file: {exc}") from None
+    count = rekey(_repo(cfg), new)
+    print(f"re-encrypted {count} snapshot(s) of node {cfg.node} under key id {new.key_id}; "
+          f"now set encryption_key_file to the new key")
+    return EXIT_OK
+
+
+COMMANDS = {"keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
+            "ready": cmd_ready, "check-ca": cmd_check_ca}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

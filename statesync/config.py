@@ -15,10 +15,14 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from .chunking import MAX_CHUNK_SIZE
+from .crypto import KeyFormatError, Sealer, Sealing, parse_key
 from .errors import ConfigError
 from .globs import PathFilter, compile_pattern
+from . import guard_settings as gs
+from .guard_settings import GuardSettings
 from .layout import Layout, valid_node, valid_prefix
-from .store import ConsulSettings, Endpoint
+from .lock import LockSettings
+from .store import FENCED_VALUE_MAX, ConsulSettings, Endpoint
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -26,6 +30,8 @@ from .store import ConsulSettings, Endpoint
 #   api/zones-stage/  staging area of a config sync being validated; transient.
 #   *.tmp, *.swp      temporary files (icinga2.state is written via a .tmp file and renamed).
 DEFAULT_EXCLUDES = ("api/log/", "api/zones-stage/", "**/*.tmp", "**/*.swp", "**/*~")
+# Private keys: the CA's (signs every certificate of the cluster) and each node's.
+DEFAULT_ENCRYPT = ("ca/ca.key", "certs/*.key")
 DEFAULT_ROOT = "/var/lib/icinga2"
 DEFAULT_PREFIX = "statesync/icinga2"
 ROLES = ("master", "satellite")
@@ -51,8 +57,8 @@ def _bool(v: Any) -> bool:
 
 def _number(kind: type, lo: float, hi: float) -> Callable[[Any], Any]:
     def parse(v: Any):
-        if isinstance(v, bool):
-            raise _Invalid(f"expected a number, got {v!r}")
+        if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
+            raise _Invalid(f"expected {'a whole' if kind is int else 'a'} number, got {v!r}")
         try:
             n = kind(v)
         except (TypeError, ValueError):
@@ -121,8 +127,10 @@ def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
             raise _Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
     text = text.rstrip("/")
     if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port_text = rest[1:] if rest.startswith(":") else ""
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise _Invalid(f"{text!r} is not [ipv6]:port")
+        port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:
@@ -143,12 +151,25 @@ def _opt_path(v: Any) -> str:
 
 
 def _addrs(v: Any) -> tuple[str, ...]:
-    items = [a for a in v.split(",")] if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(a, str) for a in items):
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) for a in items):
+        raise _Invalid("expected an address or a list of addresses")
+    items = [a.strip() for a in items if a.strip()]
+    if not items:
         raise _Invalid("expected an address or a list of addresses")
     for a in items:
         parse_addr(a)
-    return tuple(a.strip() for a in items if a.strip())
+    return tuple(items)
+
+
+def _adapt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Use a parser of another module (raising ValueError) like our own."""
+    def wrapped(v: Any) -> Any:
+        try:
+            return parse(v)
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    return wrapped
 
 
 @dataclass(frozen=True)
@@ -175,6 +196,10 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("gc_interval", _number(float, 1.0, 86400.0), 600.0, ("STATESYNC_GC_INTERVAL",)),
     Setting("gc_grace", _number(float, 0.0, 86400.0), 300.0, ("STATESYNC_GC_GRACE",)),
     Setting("on_conflict", _choice(ON_CONFLICT), "refuse", ("STATESYNC_ON_CONFLICT",)),
+    Setting("encryption_key_file", _opt_path, "", ("STATESYNC_ENCRYPTION_KEY_FILE",)),
+    Setting("encryption_key", _str, "", ("STATESYNC_ENCRYPTION_KEY",), secret=True),
+    Setting("encrypt", _patterns, DEFAULT_ENCRYPT, ("STATESYNC_ENCRYPT",)),
+    Setting("encrypt_all", _bool, False, ("STATESYNC_ENCRYPT_ALL",)),
     Setting("ready_file", _opt_path, "", ("STATESYNC_READY_FILE",)),
     Setting("consul.addr", _addrs, ("127.0.0.1:8500",), ("CONSUL_HTTP_ADDR", "STATESYNC_CONSUL_ADDR")),
     Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
@@ -188,6 +213,33 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("consul.txn_max_ops", _number(int, 2, 1024), 64, ("STATESYNC_CONSUL_TXN_MAX_OPS",)),
     Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
     Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
+    # The satellite CA guard (see statesync/guard.py); defaults in guard_settings.GuardSettings.
+    Setting("guard.trigger", _choice(gs.TRIGGERS), gs.DEFAULTS.trigger, ("STATESYNC_GUARD_TRIGGER",)),
+    Setting("guard.confirmations", _number(int, 1, 20), gs.DEFAULTS.confirmations,
+            ("STATESYNC_GUARD_CONFIRMATIONS",)),
+    Setting("guard.confirm_interval", _number(float, 0.05, 300.0), gs.DEFAULTS.confirm_interval,
+            ("STATESYNC_GUARD_CONFIRM_INTERVAL",)),
+    Setting("guard.check_interval", _number(float, 0.1, 86400.0), gs.DEFAULTS.check_interval,
+            ("STATESYNC_GUARD_CHECK_INTERVAL",)),
+    Setting("guard.purge_window", _number(float, 0.0, 7 * 86400.0), gs.DEFAULTS.purge_window,
+            ("STATESYNC_GUARD_PURGE_WINDOW",)),
+    Setting("guard.cert_name", _adapt(gs.parse_cert_name), "", ("STATESYNC_GUARD_CERT_NAME",)),
+    Setting("guard.api_url", _adapt(gs.parse_url), "", ("STATESYNC_GUARD_API_URL",)),
+    Setting("guard.api_user", _opt_path, "", ("STATESYNC_GUARD_API_USER",)),
+    Setting("guard.api_password_file", _opt_path, "", ("STATESYNC_GUARD_API_PASSWORD_FILE",)),
+    Setting("guard.api_cacert", _opt_path, "", ("STATESYNC_GUARD_API_CACERT",)),
+    Setting("guard.pidfile", _opt_path, "", ("STATESYNC_GUARD_PIDFILE",)),
+    Setting("guard.signal", _adapt(gs.parse_signal), gs.DEFAULTS.signal, ("STATESYNC_GUARD_SIGNAL",)),
+    Setting("guard.docker_socket", _opt_path, gs.DEFAULTS.docker_socket, ("STATESYNC_GUARD_DOCKER_SOCKET",)),
+    Setting("guard.docker_container", _adapt(gs.parse_container), "", ("STATESYNC_GUARD_DOCKER_CONTAINER",)),
+    Setting("guard.command", _adapt(gs.parse_argv), (), ("STATESYNC_GUARD_COMMAND",)),
+    Setting("guard.trigger_timeout", _number(float, 1.0, 600.0), gs.DEFAULTS.trigger_timeout,
+            ("STATESYNC_GUARD_TRIGGER_TIMEOUT",)),
+    # One writer per node (see statesync/lock.py). Consul refuses TTLs below its servers'
+    # session_ttl_min (10 s unless configured) and lock-delays above 60 s.
+    Setting("lock.enabled", _bool, LockSettings.enabled, ("STATESYNC_LOCK_ENABLED",)),
+    Setting("lock.ttl", _number(float, 1.0, 86400.0), LockSettings.ttl, ("STATESYNC_LOCK_TTL",)),
+    Setting("lock.delay", _number(float, 0.0, 60.0), LockSettings.delay, ("STATESYNC_LOCK_DELAY",)),
 )
 _BY_NAME = {s.name: s for s in SCHEMA}
 
@@ -210,9 +262,12 @@ class Config:
     gc_grace: float
     consul: ConsulSettings = field(repr=False)
     on_conflict: str = "refuse"
+    sealing: Sealing | None = field(default=None, repr=False)
     ready_file: Path = Path(DEFAULT_ROOT) / READY_FILE_NAME
     log_format: str = "auto"
     log_level: str = "info"
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    lock: LockSettings = field(default_factory=LockSettings)
 
     @property
     def layout(self) -> Layout:
@@ -292,9 +347,27 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     return _build(values)
 
 
+def _sealer(v: dict[str, Any]) -> Sealer | None:
+    """The Sealer of the configured key, or None without one; the file wins over the variable."""
+    name, text = "encryption_key", v["encryption_key"]
+    if v["encryption_key_file"]:
+        name, text = "encryption_key_file", _read_secret(v["encryption_key_file"], "encryption_key_file")
+    if not text:
+        if v["encrypt_all"]:
+            raise ConfigError("encrypt_all: needs an encryption key (encryption_key_file)")
+        return None
+    try:
+        return Sealer(parse_key(text))
+    except KeyFormatError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
 def _build(v: dict[str, Any]) -> Config:
     if v["max_wait"] < v["debounce"]:
         raise ConfigError(f"max_wait: must be at least debounce ({v['debounce']:g}), got {v['max_wait']:g}")
+    if v["lock.enabled"] and v["chunk_size"] > FENCED_VALUE_MAX:
+        # Fenced writes travel inside transactions, whose body Consul caps at 512 KiB.
+        raise ConfigError(f"chunk_size: at most {FENCED_VALUE_MAX} while lock.enabled is on, got {v['chunk_size']}")
     node = v["node"] or socket.gethostname().split(".")[0]
     if not valid_node(node):
         raise ConfigError(f"node: host name {node!r} is not a usable node name; set node explicitly")
@@ -312,11 +385,13 @@ def _build(v: dict[str, Any]) -> Config:
                             client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
                             txn_max_ops=v["consul.txn_max_ops"])
+    sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"])
     root = Path(v["root"]).absolute()
     ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME
-    return Config(root=root, on_conflict=v["on_conflict"], ready_file=ready_file, prefix=v["prefix"], node=node, role=v["role"],
+    return Config(root=root, on_conflict=v["on_conflict"], sealing=sealing, ready_file=ready_file, prefix=v["prefix"], node=node, role=v["role"],
                   path_filter=PathFilter(v["include"], v["exclude"]), keep=v["keep"],
                   chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
                   gc_grace=v["gc_grace"], consul=consul, log_format=v["log.format"],
-                  log_level=v["log.level"])
+                  log_level=v["log.level"], guard=gs.build(v),
+                  lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]))

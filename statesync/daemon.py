@@ -18,11 +18,19 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .config import Config
-from .errors import CasConflict, StoreError
+from .errors import CasConflict, LockLost, StoreError
+from .lock import WriterLock, writer_lock
 from .repo import Head, MissingChunks, Repo
 from .scan import INTERNAL_PREFIX, Scanner
 
 log = structlog.get_logger(__name__)
+
+
+def warn_plain_secrets(paths: list[str]) -> None:
+    """Say loudly that private keys go to Consul unencrypted."""
+    if paths:
+        log.warning("PRIVATE KEYS WILL BE STORED IN CONSUL IN PLAIN TEXT: configure encryption_key_file "
+                    "(statesync keygen) to encrypt them", files=sorted(paths)[:20], count=len(paths))
 
 
 class _Changes(FileSystemEventHandler):
@@ -43,6 +51,7 @@ class _Changes(FileSystemEventHandler):
             return None
         rel = path[len(self.root):].rstrip("/")
         if not rel or rel.startswith(INTERNAL_PREFIX) or self.cfg.path_filter.excluded(rel):
+            # included() is not asked here: a directory event must still reach the scanner
             return None
         return rel
 
@@ -97,15 +106,24 @@ class Daemon:
     def __init__(self, cfg: Config, repo: Repo):
         self.cfg = cfg
         self.repo = repo
-        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size)
+        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing)
         self.state = DaemonState()
         self._stop = threading.Event()
         self._changes = _Changes(str(cfg.root), cfg)
         self._head: Head | None = None
         self._known: set[str] = set()
+        # Chunks read for a commit that failed: never stored, and not read again while their files
+        # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
+        self._unsent: dict[str, bytes] = {}
         self._pending = True
         self._last_full = 0.0
         self._last_gc = 0.0
+        # One writer per node: every write is fenced by this lock (None when lock.enabled is off).
+        self.lock: WriterLock | None = writer_lock(cfg.lock, repo.store, repo.layout.lock, cfg.node)
+        # Callables (record, manifest) run after every successful sync, with the head's
+        # record and manifest whether or not the sync wrote a new snapshot (the master's
+        # CA publisher is one). A StoreError they raise fails the sync, which is retried.
+        self.on_commit: list = []
 
     def stop(self, *_args) -> None:
         self._stop.set()
@@ -127,6 +145,8 @@ class Daemon:
         finally:
             observer.stop()
             observer.join(timeout=5)
+            if self.lock is not None:
+                self.lock.release()
             log.info("stopped", commits=self.state.commits)
 
     def _loop(self) -> None:
@@ -140,7 +160,8 @@ class Daemon:
                 backoff = 0.0
             except (StoreError, OSError) as exc:
                 self._failed(exc)
-                backoff = min(30.0, max(0.5, backoff * 2))
+                # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
+                backoff = min(5.0, max(0.5, backoff * 2))
                 self._stop.wait(backoff)
                 continue
             self._maybe_gc()
@@ -177,23 +198,56 @@ class Daemon:
         self._pending = True
         log.warning("commit failed; will retry", error=str(exc), consecutive=self.state.consecutive_failures)
 
+    def fence(self) -> tuple:
+        """The operations that must open every write transaction: the writer lock's check
+        (none without a lock). Raises LockLost when the lock is not held."""
+        return self.lock.fence if self.lock is not None else ()
+
+    def _take_lock(self) -> bool:
+        """Wait for the writer lock; False when stopping. Raises StoreError when Consul fails."""
+        if not self.lock.acquire(self._stop):
+            self._pending = True
+            return False
+        # Another writer may have moved the head and collected chunks meanwhile: start over.
+        self._head = None
+        self.scanner.forget()
+        return True
+
     def _sync(self, dirty) -> None:
+        if self.lock is not None and not self.lock.held:
+            if not self._take_lock():
+                return
+            dirty = "full"
         if self._head is None:
             self._load_head()
         if dirty == "full":
             result = self.scanner.scan(self._known)
+            warn_plain_secrets(result.plain_secrets)
             self._last_full = time.monotonic()
         else:
             result = self.scanner.scan(self._known, dirty)
+        if self._unsent:
+            result.new_chunks = {**self._unsent, **result.new_chunks}
         try:
-            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role})
+            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
+                                   fence=self.fence())
+        except LockLost as exc:
+            self.lock.lost(str(exc))
+            self._head = None
+            raise
         except (MissingChunks, CasConflict) as exc:
             log.warning("reloading from Consul", reason=str(exc))
             self._head = None
             self.scanner.forget()
             raise StoreError(str(exc)) from None
+        except StoreError:
+            needed = result.manifest.chunk_refs()
+            self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
+            raise
+        self._unsent = {}
         self._pending = False
         if res is None:
+            self._after_commit(self._head.record, result.manifest)
             self._mark_ok()
             return
         self._head = res.head
@@ -204,6 +258,16 @@ class Daemon:
         log.info("committed", snapshot=res.record.id, files=res.record.files, bytes=res.record.bytes,
                  chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
                  kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
+        self._after_commit(res.record, result.manifest)
+
+    def _after_commit(self, record, manifest) -> None:
+        for hook in self.on_commit:
+            try:
+                hook(record, manifest)
+            except StoreError:
+                raise
+            except Exception as exc:  # a hook's bug must not stop the mirror
+                log.error("on_commit hook failed", hook=repr(hook), error=f"{type(exc).__name__}: {exc}")
 
     def _mark_ok(self) -> None:
         if self.state.consecutive_failures:
@@ -221,6 +285,6 @@ class Daemon:
             return
         self._last_gc = time.monotonic()
         try:
-            self.repo.collect_garbage(self.cfg.gc_grace)
+            self.repo.collect_garbage(self.cfg.gc_grace, fence=self.fence())
         except (StoreError, CasConflict) as exc:
             log.warning("garbage collection skipped", error=str(exc))

@@ -8,6 +8,10 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+# `statesync run --role satellite` with guard.trigger = "exit": the CA guard has moved the
+# node's certificates into quarantine and asks the orchestrator to restart Icinga 2 (whose
+# entrypoint then enrols again) and the sidecar. Never used for any other outcome.
+EXIT_RESTART = 3
 
 
 class StatesyncError(Exception):
@@ -44,6 +48,14 @@ class CasConflict(StoreError):
     """A check-and-set lost: somebody else changed the key first."""
 
 
+class LockHeld(StoreError):
+    """Another session holds the writer lock, or Consul's lock-delay after the last holder is still running."""
+
+
+class LockLost(StoreError):
+    """This process no longer holds the writer lock: its session ended, or a fenced write was refused."""
+
+
 class NotFound(StatesyncError):
     """The snapshot, node or key asked for does not exist."""
 
@@ -54,6 +66,14 @@ class CorruptData(StatesyncError):
 
 class UnsafePath(CorruptData):
     """A manifest path would escape the root (``..``, absolute, or through a symlink)."""
+
+
+class TriggerError(StatesyncError):
+    """A restart trigger of the CA guard could not be fired (API, signal, Docker or command)."""
+
+
+class EncryptionKeyError(StatesyncError):
+    """The encryption key needed is missing, or is not the one the data was sealed with."""
 
 
 class RestoreRefused(StatesyncError):

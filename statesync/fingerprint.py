@@ -32,3 +32,29 @@ def spki_sha256(pem: bytes) -> str:
 def cert_sha256(pem: bytes) -> str:
     """SHA-256 (hex) of the certificate in DER; raise CorruptData."""
     return hashlib.sha256(load_cert(pem).public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def identity(pem: bytes) -> tuple[str, str]:
+    """Return ``(spki_sha256, cert_sha256)`` of one PEM certificate, parsed once; raise CorruptData."""
+    cert = load_cert(pem)
+    der = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (hashlib.sha256(der).hexdigest(),
+            hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest())
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Return True when ``cert_pem`` names ``ca_pem``'s subject as issuer and carries a
+    signature that ``ca_pem``'s public key verifies; raise CorruptData if either does not parse.
+
+    Validity dates are not checked: whether a certificate belongs to a CA does not
+    change when it expires, and a renewed CA (same key, same subject) still verifies
+    the certificates it signed before its renewal.
+    """
+    from cryptography.exceptions import InvalidSignature
+    cert, ca = load_cert(cert_pem), load_cert(ca_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

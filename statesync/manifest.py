@@ -40,6 +40,7 @@ class Entry:
     target: str = ""
     user: str = ""
     group: str = ""
+    sealed: bool = False  # content encrypted; digests are keyed addresses (statesync.crypto)
 
     def same_content(self, other: "Entry") -> bool:
         """True when ``other`` has the same type and bytes (or link target)."""
@@ -65,6 +66,10 @@ class Manifest:
         for e in self.entries:
             refs.update(e.chunks)
         return refs
+
+    def sealed_refs(self) -> set[str]:
+        """The chunks of encrypted files."""
+        return {d for e in self.entries if e.sealed for d in e.chunks}
 
     @property
     def file_count(self) -> int:
@@ -106,6 +111,8 @@ def _entry_to_json(e: Entry) -> dict:
         d["h"] = e.sha256
         if e.chunks != (e.sha256,):
             d["c"] = list(e.chunks)
+        if e.sealed:
+            d["x"] = 1
     elif e.type == SYMLINK:
         d["l"] = e.target
     return d
@@ -153,7 +160,10 @@ def _entry_from_json(d: object) -> Entry:
         size = _int(d, "s", 0, MAX_FILE_SIZE, path)
         if (size == 0) != (not chunks) or (len(chunks) == 1 and chunks[0] != sha):
             raise CorruptData(f"manifest entry {path!r}: size, digest and chunk list disagree")
-        return Entry(size=size, sha256=sha, chunks=tuple(chunks), **common)
+        sealed = d.get("x", 0)
+        if sealed not in (0, 1) or type(sealed) is not int:
+            raise CorruptData(f"manifest entry {path!r}: bad encryption flag")
+        return Entry(size=size, sha256=sha, chunks=tuple(chunks), sealed=bool(sealed), **common)
     if kind == SYMLINK:
         target = _str(d, "l", path, MAX_PATH_BYTES)
         if not target:

@@ -17,7 +17,8 @@ from datetime import datetime, timezone
 import structlog
 
 from . import chunking, manifest as mf, snapshot
-from .errors import CasConflict, CorruptData, NotFound, StoreError
+from .errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError
+from .crypto import Sealer
 from .layout import Layout
 from .manifest import Manifest
 from .scan import ScanResult
@@ -57,11 +58,14 @@ class CommitResult:
 class Repo:
     """The snapshots of one node, read and written through a Store."""
 
-    def __init__(self, store: Store, layout: Layout, chunk_size: int, keep: int = 10):
+    def __init__(self, store: Store, layout: Layout, chunk_size: int, keep: int = 10,
+                 sealer: Sealer | None = None, seal_manifest: bool = False):
         self.store = store
         self.layout = layout
         self.chunk_size = chunk_size
         self.keep = keep
+        self.sealer = sealer
+        self.seal_manifest = seal_manifest and sealer is not None
         self._refs_cache: dict[str, frozenset[str]] = {}
 
     # -- reading -------------------------------------------------------------------
@@ -94,9 +98,15 @@ class Repo:
                 out.append(snapshot.decode(p.value))
         return sorted(out, key=lambda r: r.id)
 
-    def fetch_chunks(self, digests: set[str]) -> dict[str, bytes]:
-        """Fetch and verify chunks; raise CorruptData when one is missing or damaged."""
-        wanted = set(digests)
+    def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "") -> dict[str, bytes]:
+        """Fetch and verify chunks, decrypting those in ``sealed``; return plaintext by address.
+
+        Raises CorruptData when one is missing or damaged, EncryptionKeyError when sealed
+        chunks need a key that is not configured, or another than the one configured.
+        """
+        if sealed:
+            self._check_key(key_id)
+        wanted = set(digests) | set(sealed)
         found: dict[str, bytes] = {}
         if len(wanted) > 32:
             for pair in self.store.get_prefix(self.layout.chunks):
@@ -113,12 +123,40 @@ class Repo:
             first = sorted(missing)[0]
             raise CorruptData(f"{len(missing)} chunk(s) missing from Consul, first {first[:16]}…")
         for digest, data in found.items():
-            chunking.verify(digest, data)
+            if digest in sealed:
+                found[digest] = self.sealer.open(self.layout.node, digest, data)
+            else:
+                chunking.verify(digest, data)
         return found
+
+    def _check_key(self, key_id: str) -> None:
+        if self.sealer is None:
+            raise EncryptionKeyError(f"node {self.layout.node!r} has encrypted data and no encryption key is "
+                                     f"configured (encryption_key_file)")
+        if key_id and key_id != self.sealer.key_id:
+            raise EncryptionKeyError(f"the data was encrypted with key id {key_id}, the configured key has id "
+                                     f"{self.sealer.key_id}")
+
+    def file_bytes(self, entry: mf.Entry, contents: dict[str, bytes]) -> bytes:
+        """Join a file's verified chunks and check its whole-content address; raise CorruptData."""
+        hasher = self.sealer.address if entry.sealed and self.sealer else chunking.sha256
+        data = chunking.join(entry.sha256, [contents[d] for d in entry.chunks], hasher)
+        if len(data) != entry.size:
+            raise CorruptData(f"{entry.path}: content is {len(data)} bytes, the manifest says {entry.size}")
+        return data
+
+    def contents(self, record: Record, manifest: Manifest) -> dict[str, bytes]:
+        """Every file chunk of a snapshot, fetched, verified and decrypted."""
+        sealed = manifest.sealed_refs()
+        return self.fetch_chunks(manifest.chunk_refs() - sealed, sealed, record.key_id)
 
     def manifest(self, record: Record) -> Manifest:
         """Fetch, verify and decode the manifest a record names."""
-        pieces = self.fetch_chunks(set(record.manifest_chunks))
+        digests = set(record.manifest_chunks)
+        if record.sealed_manifest:
+            pieces = self.fetch_chunks(set(), digests, record.key_id)
+        else:
+            pieces = self.fetch_chunks(digests)
         blob = b"".join(pieces[d] for d in record.manifest_chunks)
         if chunking.sha256(blob) != record.manifest_sha256:
             raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
@@ -134,8 +172,12 @@ class Repo:
 
     # -- writing -------------------------------------------------------------------
 
-    def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None) -> CommitResult | None:
+    def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None,
+               fence: tuple[Op, ...] = ()) -> CommitResult | None:
         """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
+
+        ``fence`` operations (the writer lock's ``check-session``) open every transaction
+        of the commit, the final one included; LockLost when one fails.
 
         ``known`` holds chunks already stored; it is updated with the chunks written.
         Raises MissingChunks when the manifest needs a chunk nobody has, CasConflict when
@@ -152,24 +194,27 @@ class Repo:
         if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
             return None
         manifest_pieces = list(chunking.split(blob, self.chunk_size))
-        manifest_digests = tuple(chunking.sha256(p) for p in manifest_pieces)
+        name = self.sealer.address if self.seal_manifest else chunking.sha256
+        manifest_digests = tuple(name(p) for p in manifest_pieces)
         uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in known}
         for d, p in zip(manifest_digests, manifest_pieces):
             if d not in known:
-                uploads[d] = p
+                uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
+        sealed = self.seal_manifest or any(e.sealed for e in m.entries)
         now = datetime.now(timezone.utc)
         rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
                      manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
                      manifest_size=len(blob), parent=base.record.id if base.record else "",
-                     chunk_size=self.chunk_size, meta=meta or {})
-        final = self._final_ops(rec, base)
+                     chunk_size=self.chunk_size, meta=meta or {},
+                     key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest)
+        final = self._final_ops(rec, base, fence)
         upload_bytes = sum(len(p) for p in uploads.values())
         if upload_bytes <= _SINGLE_TXN_BYTES and len(uploads) + len(final) <= self.store.settings.txn_max_ops:
             ops = [Op("set", self.layout.chunk(d), p) for d, p in uploads.items()] + final
         else:
-            self.store.put_many((self.layout.chunk(d), p) for d, p in uploads.items())
+            self.store.put_many(((self.layout.chunk(d), p) for d, p in uploads.items()), fence=fence)
             ops = final
         head = self._apply_final(ops, rec, base)
         known.update(uploads)
@@ -178,9 +223,10 @@ class Repo:
                             upload_bytes, self.store.stats.kv_writes - writes_before,
                             time.monotonic() - started)
 
-    def _final_ops(self, rec: Record, base: Head) -> list[Op]:
+    def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...] = ()) -> list[Op]:
         encoded = rec.encode()
-        ops = [Op("set", self.layout.snapshot(rec.id), encoded), Op("cas", self.layout.head, encoded, index=base.index)]
+        ops = [*fence, Op("set", self.layout.snapshot(rec.id), encoded),
+               Op("cas", self.layout.head, encoded, index=base.index)]
         existing = [sid for k in self.store.keys(self.layout.snapshots)
                     if (sid := self.layout.snapshot_id_of_key(k))]
         doomed = snapshot.to_prune(existing + [rec.id], self.keep, {rec.id})
@@ -203,12 +249,13 @@ class Repo:
 
     # -- garbage -------------------------------------------------------------------
 
-    def collect_garbage(self, grace: float, now: float | None = None) -> int:
+    def collect_garbage(self, grace: float, now: float | None = None, fence: tuple[Op, ...] = ()) -> int:
         """Delete chunks no kept snapshot needs and that were already unreferenced
         ``grace`` seconds ago; return how many were deleted.
 
         The grace period protects a concurrent commit that uploaded chunks but has not
-        yet moved the head. Raises StoreError/ConsulUnavailable.
+        yet moved the head. ``fence`` opens every write (LockLost when it fails).
+        Raises StoreError/ConsulUnavailable.
         """
         now = time.time() if now is None else now
         records = self.records()
@@ -229,9 +276,9 @@ class Repo:
         if len(keep_pending) > _GC_PENDING_MAX:
             keep_pending = dict(sorted(keep_pending.items(), key=lambda kv: kv[1])[:_GC_PENDING_MAX])
         # The check-and-set serialises collectors: the loser of a race deletes nothing.
-        self.store.put(self.layout.gc, _encode_gc(keep_pending), cas=pair.modify_index if pair else 0)
+        self.store.put(self.layout.gc, _encode_gc(keep_pending), cas=pair.modify_index if pair else 0, fence=fence)
         if doomed:
-            self.store.delete_many(self.layout.chunk(d) for d in doomed)
+            self.store.delete_many((self.layout.chunk(d) for d in doomed), fence=fence)
             log.info("garbage collected", node=self.layout.node, chunks=len(doomed), pending=len(keep_pending))
         return len(doomed)
 

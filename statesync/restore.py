@@ -23,8 +23,7 @@ from typing import Callable
 
 import structlog
 
-from . import chunking
-from .errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
+from .errors import RestoreRefused, StatesyncError, UnsafePath
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .repo import Repo
 from .scan import INTERNAL_PREFIX
@@ -61,10 +60,15 @@ def has_icinga_state(root: Path) -> bool:
     return (root / "ca").exists() or (root / "certs").exists()
 
 
-def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, dict[str, bytes]]:
-    """Fetch the manifest and every chunk of ``record``, verified; raise CorruptData/UnsafePath."""
+def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entry], bytes]]:
+    """Fetch the manifest and every chunk of ``record``, verified and decrypted.
+
+    Returns the manifest and a function giving a file entry's bytes. Raises
+    CorruptData/UnsafePath, or EncryptionKeyError for a missing or wrong key.
+    """
     manifest = repo.manifest(record)
-    return manifest, repo.fetch_chunks(manifest.chunk_refs())
+    contents = repo.contents(record, manifest)
+    return manifest, lambda entry: repo.file_bytes(entry, contents)
 
 
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
@@ -75,11 +79,13 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
     into ``.statesync-aside/<timestamp>/`` first. Raises RestoreRefused, CorruptData,
     UnsafePath, or StatesyncError for I/O failures; in every case ``root`` is left as it was.
     """
+    if root.exists() and not root.is_dir():
+        raise RestoreRefused(f"{root} exists and is not a directory")
     recover(root)
     existing = user_entries(root)
     if existing and not force:
         raise RestoreRefused(f"{root} is not empty ({len(existing)} entries); use --force to move them aside")
-    manifest, contents = fetch_verified(repo, record)
+    manifest, file_bytes = fetch_verified(repo, record)
     created_root = not root.exists()
     staging: Path | None = None
     try:
@@ -87,7 +93,7 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
         _remove_stale_staging(root)
         staging = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
         staging.mkdir(mode=0o700)
-        write_tree(staging, manifest, contents, progress)
+        write_tree(staging, manifest, file_bytes, progress)
         aside = _swap(root, staging, existing, _top_names(manifest))
     except BaseException as exc:
         if staging is not None:
@@ -186,8 +192,10 @@ def recover(root: Path) -> bool:
 
 # -- writing the staged tree ---------------------------------------------------------
 
-def write_tree(target: Path, manifest: Manifest, contents: dict[str, bytes], progress: Progress | None = None) -> None:
-    """Create every entry of ``manifest`` under the empty directory ``target``.
+def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], bytes],
+               progress: Progress | None = None) -> None:
+    """Create every entry of ``manifest`` under the empty directory ``target``; ``file_bytes``
+    gives a file entry's verified content.
 
     Directory metadata is applied last, deepest first, so that writing their children
     does not disturb their mtimes. Raises OSError, CorruptData or UnsafePath.
@@ -200,7 +208,7 @@ def write_tree(target: Path, manifest: Manifest, contents: dict[str, bytes], pro
         if e.type == DIR:
             path.mkdir(mode=0o700)
         elif e.type == FILE:
-            _write_file(path, e, contents, as_root)
+            _write_file(path, e, file_bytes(e), as_root)
             files += 1
             written += e.size
             if progress:
@@ -247,10 +255,7 @@ def owner_of(e: Entry) -> tuple[int, int]:
     return uid, gid
 
 
-def _write_file(path: Path, e: Entry, contents: dict[str, bytes], as_root: bool) -> None:
-    data = chunking.join(e.sha256, [contents[d] for d in e.chunks])
-    if len(data) != e.size:
-        raise CorruptData(f"{e.path}: content is {len(data)} bytes, the manifest says {e.size}")
+def _write_file(path: Path, e: Entry, data: bytes, as_root: bool) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         view = memoryview(data)

@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from . import chunking
+from .crypto import Sealing
 from .globs import PathFilter
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 
@@ -53,15 +54,18 @@ class ScanResult:
     manifest: Manifest
     new_chunks: dict[str, bytes] = field(default_factory=dict)
     files_read: int = 0
+    # secrets (private keys) read in this scan that go to Consul unencrypted
+    plain_secrets: list[str] = field(default_factory=list)
 
 
 class Scanner:
     """Turns the tree under ``root`` into a Manifest, remembering what it has read."""
 
-    def __init__(self, root: Path, path_filter: PathFilter, chunk_size: int):
+    def __init__(self, root: Path, path_filter: PathFilter, chunk_size: int, sealing: Sealing | None = None):
         self.root = Path(root)
         self.filter = path_filter
         self.chunk_size = chunk_size
+        self.sealing = sealing
         self._entries: dict[str, tuple[tuple, Entry]] = {}
 
     def forget(self) -> None:
@@ -186,10 +190,18 @@ class Scanner:
         else:
             log.warning("file kept changing while read; taking the last read", path=rel)
         result.files_read += 1
-        digest, pieces = chunking.address(data, self.chunk_size)
+        sealing = self.sealing
+        sealed = sealing is not None and sealing.wants(rel, data)
+        if sealed:
+            digest, pieces = chunking.address(data, self.chunk_size, sealing.sealer.address)
+        else:
+            digest, pieces = chunking.address(data, self.chunk_size)
+            if sealing is not None and sealing.is_secret(rel, data):
+                result.plain_secrets.append(rel)
         for d, piece in pieces:
             if d not in known:
-                result.new_chunks[d] = piece
+                result.new_chunks[d] = sealing.sealer.seal(sealing.node, d, piece) if sealed else piece
         common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
-        entry = Entry(type=FILE, size=len(data), sha256=digest, chunks=tuple(d for d, _ in pieces), **common)
+        entry = Entry(type=FILE, size=len(data), sha256=digest, chunks=tuple(d for d, _ in pieces),
+                      sealed=sealed, **common)
         return entry, _sig(after)

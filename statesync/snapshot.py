@@ -37,6 +37,8 @@ class Record:
     parent: str = ""
     chunk_size: int = 0
     meta: dict = field(default_factory=dict)
+    key_id: str = ""  # id of the encryption key when the snapshot holds sealed chunks
+    sealed_manifest: bool = False
 
     def encode(self) -> bytes:
         d = asdict(self)
@@ -75,7 +77,9 @@ def _check_types(rec: Record) -> None:
         value = getattr(rec, name)
         if type(value) is not int or value < 0:
             raise TypeError(name)
-    for name in ("id", "node", "created", "parent", "manifest_sha256"):
+    if not isinstance(rec.sealed_manifest, bool):
+        raise TypeError("sealed_manifest")
+    for name in ("id", "node", "created", "parent", "manifest_sha256", "key_id"):
         if not isinstance(getattr(rec, name), str):
             raise TypeError(name)
     if not isinstance(rec.meta, dict):

@@ -43,8 +43,9 @@ def snapshot_ca(repo: Repo, record: Record) -> bytes | None:
     entry = repo.manifest(record).by_path().get(CA_CERT)
     if entry is None or entry.type != FILE:
         return None
-    chunks = repo.fetch_chunks(set(entry.chunks))
-    return b"".join(chunks[d] for d in entry.chunks)
+    sealed = set(entry.chunks) if entry.sealed else set()
+    contents = repo.fetch_chunks(set(entry.chunks) - sealed, sealed, record.key_id)
+    return repo.file_bytes(entry, contents)
 
 
 def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> StartOutcome:

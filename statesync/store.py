@@ -18,13 +18,17 @@ from typing import Iterable, NamedTuple
 import requests
 from consul.std import HTTPClient
 
-from .errors import CasConflict, ConsulUnavailable, NotFound, PermissionDenied, StoreError
+from .errors import (CasConflict, ConsulUnavailable, LockHeld, LockLost, NotFound, PermissionDenied,
+                     StoreError)
 
 TXN_MAX_OPS_DEFAULT = 64
 # Consul's txn_max_req_len is 512 KiB for the whole JSON body; keep headroom for the envelope.
 TXN_MAX_BODY_DEFAULT = 480 * 1024
 # Values above this go by plain PUT: inside a transaction they cost base64 and JSON twice.
 PUT_THRESHOLD = 96 * 1024
+# A fenced value must travel inside a transaction (a plain PUT cannot carry a check-session),
+# so it must fit one transaction body once base64-encoded, with room for the fence.
+FENCED_VALUE_MAX = TXN_MAX_BODY_DEFAULT * 3 // 4 - 1024
 
 
 @dataclass(frozen=True)
@@ -33,8 +37,13 @@ class Endpoint:
     host: str
     port: int
 
+    @property
+    def url_host(self) -> str:
+        """The host as it goes into a URL: IPv6 literals in brackets."""
+        return f"[{self.host}]" if ":" in self.host else self.host
+
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.url_host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,7 @@ class Store:
 
     # -- transport -------------------------------------------------------------
 
-    def _client(self, endpoint: Endpoint, blocking: bool) -> HTTPClient:
+    def _client(self, endpoint: Endpoint, blocking: float | None) -> HTTPClient:
         cache = self._local.__dict__.setdefault("clients", {})
         key = (endpoint, blocking)
         client = cache.get(key)
@@ -127,8 +136,10 @@ class Store:
             s = self.settings
             verify: bool | str = s.verify and (s.cacert or True)
             cert = (s.client_cert, s.client_key) if s.client_cert else None
-            timeout = None if blocking else s.timeout
-            client = HTTPClient(endpoint.host, endpoint.port, endpoint.scheme, verify, cert, timeout)
+            # A blocking query waits on the server by design: it gets its own read timeout,
+            # bounded all the same, so that a connection that died silently cannot hang it.
+            timeout = blocking if blocking else s.timeout
+            client = HTTPClient(endpoint.url_host, endpoint.port, endpoint.scheme, verify, cert, timeout)
             # Consul gzips large KV reads when asked; on loopback that triples the time.
             client.session.headers["Accept-Encoding"] = "identity"
             cache[key] = client
@@ -138,7 +149,7 @@ class Store:
         return {"X-Consul-Token": self.settings.token} if self.settings.token else {}
 
     def _call(self, method: str, path: str, params: list | None = None, data: bytes | None = None,
-              blocking: bool = False) -> _Resp:
+              blocking: float | None = None) -> _Resp:
         endpoints = self.settings.endpoints
         last: Exception | None = None
         for attempt in range(len(endpoints)):
@@ -173,6 +184,9 @@ class Store:
             return
         self.stats.errors += 1
         if resp.code == 403:
+            if b"acl not found" in resp.content.lower():  # an unknown, deleted or expired token
+                raise PermissionDenied(f"Consul denied {what} of {key!r}: it does not know the ACL token "
+                                       "(ACL not found); check consul.token_file (CONSUL_HTTP_TOKEN_FILE)")
             need = "read" if what == "read" else "write"
             raise PermissionDenied(
                 f"Consul denied {what} of {key!r}: the token lacks {need} permission on that key prefix")
@@ -202,8 +216,11 @@ class Store:
 
     def wait(self, key: str, index: int, wait_s: float) -> tuple[int, KVPair | None]:
         """Blocking query: return ``(index, pair)`` once ``key`` changes past ``index`` or the wait ends."""
-        params = [("index", str(index)), ("wait", f"{max(1, int(wait_s))}s")]
-        resp = self._call("get", f"/v1/kv/{key}", params=params, blocking=True)
+        wait = max(1, int(wait_s))
+        params = [("index", str(index)), ("wait", f"{wait}s")]
+        # Consul adds up to wait/16 of jitter to the wait; then the normal timeout applies.
+        read_timeout = wait * 17 / 16 + self.settings.timeout
+        resp = self._call("get", f"/v1/kv/{key}", params=params, blocking=read_timeout)
         new_index = int(resp.headers.get("X-Consul-Index", index) or index)
         if resp.code == 404:
             return new_index, None
@@ -214,7 +231,7 @@ class Store:
         """Return every pair below ``prefix`` in one recursive read."""
         resp = self._call("get", f"/v1/kv/{prefix}", params=[("recurse", "1")])
         if resp.code == 404:
-            return []
+            return self._empty_or_denied(prefix)
         self._check(resp, "read", prefix)
         return _pairs(resp.content)
 
@@ -222,12 +239,30 @@ class Store:
         """Return the key names below ``prefix``."""
         resp = self._call("get", f"/v1/kv/{prefix}", params=[("keys", "1")])
         if resp.code == 404:
-            return []
+            return self._empty_or_denied(prefix)
         self._check(resp, "read", prefix)
         return json.loads(resp.content)
 
-    def put(self, key: str, value: bytes, cas: int | None = None) -> None:
-        """Write ``value``; with ``cas`` only if the key's ModifyIndex still equals it (0: absent)."""
+    def _empty_or_denied(self, prefix: str) -> list:
+        """A listing answered 404: nothing there, or every key hidden by the token's ACL.
+
+        Consul filters what a token may not read out of a listing instead of answering
+        403, so read the prefix itself as one key: there a missing permission is a 403.
+        """
+        resp = self._call("get", f"/v1/kv/{prefix}")
+        if resp.code != 404:
+            self._check(resp, "read", prefix)
+        return []
+
+    def put(self, key: str, value: bytes, cas: int | None = None, fence: tuple[Op, ...] = ()) -> None:
+        """Write ``value``; with ``cas`` only if the key's ModifyIndex still equals it (0: absent).
+
+        With ``fence`` the write goes as a transaction opened by those operations.
+        Raises CasConflict when the check-and-set lost, LockLost when a fence failed.
+        """
+        if fence:
+            self.txn([*fence, Op("set" if cas is None else "cas", key, value, index=cas)])
+            return
         params = [("cas", str(cas))] if cas is not None else None
         resp = self._call("put", f"/v1/kv/{key}", params=params, data=value)
         self._check(resp, "write", key)
@@ -244,12 +279,16 @@ class Store:
     def txn(self, ops: list[Op]) -> list[KVPair]:
         """Apply ``ops`` atomically; return the pairs the operations returned.
 
-        Raises CasConflict when a cas/check operation failed (nothing was applied).
+        Raises CasConflict when a cas/check operation failed, LockLost when a
+        ``check-session`` fence failed (in both cases nothing was applied).
         """
         body = json.dumps([op.to_json() for op in ops]).encode()
         resp = self._call("put", "/v1/txn", data=body)
         if resp.code == 409:
             errors = _txn_errors(resp.content)
+            # Decided by the failing operation, not the message: a missing key reads alike for both.
+            if _failed_op(resp.content, ops).verb == "check-session":
+                raise LockLost(f"a fenced write was refused, the writer lock is gone: {'; '.join(errors)[:300]}")
             if any(_is_conflict(e) for e in errors):
                 raise CasConflict(f"transaction lost a check-and-set: {'; '.join(errors)[:300]}")
             if any("permission denied" in e.lower() for e in errors):
@@ -280,6 +319,9 @@ class Store:
                 self.put(key, value)
                 written += 1
                 continue
+            if len(value) > FENCED_VALUE_MAX:
+                raise StoreError(f"value of {key!r} ({len(value)} bytes) is too large for a fenced transaction; "
+                                 f"lower chunk_size to at most {FENCED_VALUE_MAX}")
             op = Op("set", key, value)
             if batch and (len(batch) >= max_ops or size + op.body_size() > self.settings.txn_max_body):
                 self.txn([*fence, *batch])
@@ -299,6 +341,108 @@ class Store:
         for i in range(0, len(keys), step):
             self.txn([*fence, *(Op("delete", k) for k in keys[i:i + step])])
         return len(keys)
+
+    # -- sessions and locks ------------------------------------------------------------
+
+    def session_create(self, name: str, ttl: float, lock_delay: float) -> str:
+        """Create a session that only its TTL keeps alive; return its id.
+
+        No node health check is attached: the session must outlive the Consul server it
+        was created on (a cluster losing its leader) and end only when its holder stops
+        renewing it. Keys it holds are released, not deleted, when it ends, and Consul
+        then refuses to lock them for ``lock_delay`` seconds. Consul itself ends a session
+        between ``ttl`` and twice ``ttl`` after its last renewal.
+        Raises StoreError (a TTL the servers refuse), PermissionDenied or ConsulUnavailable.
+        """
+        body = json.dumps({"Name": name, "TTL": _duration(ttl), "LockDelay": _duration(lock_delay),
+                           "Behavior": "release", "Checks": []}).encode()
+        try:
+            resp = self._call("put", "/v1/session/create", data=body)
+        except ConsulUnavailable as exc:
+            _raise_if_bad_ttl(str(exc).encode(), ttl)
+            raise
+        _raise_if_bad_ttl(resp.content, ttl)
+        self._check_session(resp, "creation")
+        try:
+            return str(json.loads(resp.content)["ID"])
+        except (ValueError, KeyError, TypeError):
+            raise StoreError("Consul answered a session creation without a session id") from None
+
+    def session_renew(self, session: str) -> None:
+        """Reset the TTL of ``session``.
+
+        Raises LockLost when the session has ended, ConsulUnavailable (also while a new
+        leader cannot yet tell), PermissionDenied or StoreError.
+        """
+        resp = self._call("put", f"/v1/session/renew/{session}")
+        if resp.code == 404:
+            # A server elected a moment ago may not have replayed its log yet and answer 404 for
+            # a live session; a consistent read, refused until it has, tells for sure.
+            if self._session_exists(session):
+                raise ConsulUnavailable(f"Consul's new leader does not know session {session} yet")
+            raise LockLost(f"session {session} has ended (expired or destroyed)")
+        self._check_session(resp, "renewal")
+
+    def _session_exists(self, session: str) -> bool:
+        resp = self._call("get", f"/v1/session/info/{session}", params=[("consistent", "1")])
+        self._check_session(resp, "lookup")
+        try:
+            return bool(json.loads(resp.content or b"null"))
+        except ValueError:
+            raise StoreError("Consul answered a session lookup with invalid JSON") from None
+
+    def session_destroy(self, session: str) -> None:
+        """End ``session`` (ending one that has already ended is no error).
+
+        Locks it still holds are released and Consul's lock-delay starts on them.
+        """
+        resp = self._call("put", f"/v1/session/destroy/{session}")
+        self._check_session(resp, "destruction")
+
+    def lock_acquire(self, key: str, session: str, value: bytes) -> None:
+        """Lock ``key`` for ``session`` and set its value; locking it again with its holder is fine.
+
+        Raises LockHeld when another session holds the key or Consul's lock-delay after
+        the last holder is running, LockLost when ``session`` has ended, PermissionDenied,
+        ConsulUnavailable or StoreError otherwise.
+        """
+        resp = self._lock_op("lock", key, session, value)
+        if resp.code == 409:
+            what = "; ".join(_txn_errors(resp.content))
+            if "invalid session" in what.lower():
+                raise LockLost(f"session {session} has ended: {what[:200]}")
+            raise LockHeld(f"lock {key!r} is taken: {what[:200]}")
+        self._check(resp, "lock", key)
+        self.stats.kv_writes += 1
+
+    def lock_release(self, key: str, session: str) -> None:
+        """Unlock ``key`` if ``session`` holds it (no lock-delay follows an explicit release).
+
+        Releasing a lock the session does not hold (any more) changes nothing and is no error.
+        Raises PermissionDenied, ConsulUnavailable or StoreError.
+        """
+        resp = self._lock_op("unlock", key, session, None)
+        if resp.code == 409:  # not held by this session (a refusal for lack of ACLs was raised already)
+            return
+        self._check(resp, "unlock", key)
+        self.stats.kv_writes += 1
+
+    def _lock_op(self, verb: str, key: str, session: str, value: bytes | None) -> _Resp:
+        # As a transaction, a refused lock is a 409 naming the reason; the plain
+        # ?acquire= form answers an ended session with a 500, which looks transient.
+        body = json.dumps([Op(verb, key, value, session=session).to_json()]).encode()
+        resp = self._call("put", "/v1/txn", data=body)
+        if resp.code == 409 and "permission denied" in _brief(resp.content, 1000).lower():
+            self.stats.errors += 1
+            raise PermissionDenied(f"Consul denied to {verb} {key!r}: the token lacks write permission on that key")
+        return resp
+
+    def _check_session(self, resp: _Resp, what: str) -> None:
+        if resp.code == 403:
+            self.stats.errors += 1
+            raise PermissionDenied(f"Consul denied session {what}: the token lacks session write permission "
+                                   f"on the Consul agent's node")
+        self._check(resp, f"session {what}", "session")
 
 
 def _pair(d: dict) -> KVPair:
@@ -329,18 +473,51 @@ def _failed_key(content: bytes, ops: list[Op]) -> str:
         return ops[0].key if ops else ""
 
 
+def _failed_op(content: bytes, ops: list[Op]) -> Op:
+    """The operation a 409 answer names as failed; a blank Op when the answer names none."""
+    try:
+        return ops[int(json.loads(content)["Errors"][0]["OpIndex"])]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return Op("", "")
+
+
 def _is_conflict(what: str) -> bool:
     w = what.lower()
     return ("cas" in w or "index" in w or "doesn't exist" in w or "not exist" in w
             or "already exists" in w or "session" in w) and "permission" not in w
 
 
+def _duration(seconds: float) -> str:
+    """A Go duration string for Consul, in whole milliseconds."""
+    return f"{max(0, round(seconds * 1000))}ms"
+
+
+def _raise_if_bad_ttl(content: bytes, ttl: float) -> None:
+    # Consul answers a TTL outside its session_ttl_min..24h with a 500; retrying cannot help.
+    if b"Invalid Session TTL" in content:
+        raise StoreError(f"lock.ttl: Consul refuses a session TTL of {ttl:g}s "
+                         f"({_brief(content)}); raise lock.ttl or lower the servers' session_ttl_min")
+
+
 def _tls_reason(exc: Exception) -> str:
     text = str(exc)
-    for needle in ("CERTIFICATE_VERIFY_FAILED", "certificate required", "TLSV13_ALERT_CERTIFICATE_REQUIRED",
-                   "bad certificate", "WRONG_VERSION_NUMBER", "hostname mismatch"):
-        if needle.lower() in text.lower():
-            return needle.lower().replace("_", " ")
+    low = text.lower().replace("_", " ")
+    if "certificate verify failed" in low:
+        _, _, detail = text.partition("certificate verify failed: ")
+        detail = detail.split(" (_ssl", 1)[0].split("')", 1)[0].strip()
+        return (f"certificate verification of Consul's server certificate failed ({detail or 'not trusted'}); "
+                "consul.cacert (CONSUL_CACERT) must name the CA that signed it")
+    # Consul with verify_incoming ends the handshake when it gets no client certificate, or one it does not
+    # trust: with an alert, or (a race in reading it) with a bare EOF.
+    advice = ("set consul.client_cert and consul.client_key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) "
+              "to a certificate signed by a CA Consul trusts")
+    if any(n in low for n in ("certificate required", "bad certificate", "unknown ca", "certificate unknown")):
+        return f"Consul rejected the client certificate or got none (verify_incoming): {advice}"
+    if "eof occurred in violation of protocol" in low or "unexpected eof" in low:
+        return ("Consul closed the connection in the handshake, as it does when it rejects the client "
+                f"certificate or gets none (verify_incoming): {advice}")
+    if "wrong version number" in low:
+        return "wrong version number: does this address speak plain http instead of https?"
     return "handshake failed"
 
 

@@ -53,3 +53,12 @@ def repo_for():
     def build(cfg: config.Config) -> Repo:
         return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
     return build
+
+
+@pytest.fixture(scope="session")
+def acl_consul(consul_bin, tmp_path_factory, request):
+    """One dev agent with ACLs on and default deny, shared by the security tests."""
+    from .acl_support import AclConsul
+    agent = AclConsul(consul_bin, str(tmp_path_factory.mktemp("consul-acl")))
+    request.addfinalizer(agent.stop)
+    return agent.start()

@@ -37,16 +37,34 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def kv_ready(base_url: str, token: str = "", context=None) -> bool:
+    """True once the agent at ``base_url`` has a leader and takes a KV write."""
+    headers = {"X-Consul-Token": token} if token else {}
+    req = urllib.request.Request(f"{base_url}/v1/status/leader", headers=headers)
+    with urllib.request.urlopen(req, timeout=1, context=context) as r:
+        if not json.loads(r.read()):
+            return False
+    # A leader alone is not enough for KV writes on a fresh server.
+    req = urllib.request.Request(f"{base_url}/v1/kv/_ready", data=b"1", method="PUT", headers=headers)
+    with urllib.request.urlopen(req, timeout=2, context=context) as w:
+        return w.read().strip() == b"true"
+
+
 class ConsulAgent:
     """One Consul agent process: ``dev`` (in memory) or a single server with a data dir."""
 
-    def __init__(self, binary: str, dev: bool = True, workdir: str | None = None, extra: list[str] | None = None):
+    def __init__(self, binary: str, dev: bool = True, workdir: str | None = None, extra: list[str] | None = None,
+                 ready=None):
         self.binary = binary
+        # ready(agent) -> bool replaces the plain-http probe (for an agent with ACLs or HTTPS only)
+        self.ready = ready
         self.dev = dev
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="statesync-consul-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.extra = extra or []
         self.http, self.server, self.lan, self.wan = free_ports(4)
+        self.bootstrap_expect = 1
+        self.node_name = f"test-{self.server}"
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "consul.log"
 
@@ -58,20 +76,26 @@ class ConsulAgent:
         argv = [self.binary, "agent", "-bind", "127.0.0.1", "-client", "127.0.0.1",
                 "-http-port", str(self.http), "-server-port", str(self.server),
                 "-serf-lan-port", str(self.lan), "-serf-wan-port", str(self.wan),
-                "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn"]
+                "-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn",
+                # short session TTLs keep the writer-lock takeover tests short
+                "-hcl", 'session_ttl_min = "1s"']
         if self.dev:
             argv.append("-dev")
         else:
-            argv += ["-server", "-bootstrap-expect", "1", "-data-dir", str(self.workdir / "data"),
-                     "-node", f"test-{self.server}"]
+            argv += ["-server", "-bootstrap-expect", str(self.bootstrap_expect), "-data-dir", str(self.workdir / "data"),
+                     "-node", self.node_name]
         return argv + self.extra
 
     def start(self, timeout: float = 30.0) -> "ConsulAgent":
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> None:
+        """Start the process without waiting for it to serve (a cluster member needs its peers first)."""
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         log.close()
-        self.wait_ready(timeout)
-        return self
 
     def wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -79,13 +103,8 @@ class ConsulAgent:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"consul exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
             try:
-                with urllib.request.urlopen(f"http://{self.addr}/v1/status/leader", timeout=1) as r:
-                    if json.loads(r.read()):
-                        # A leader alone is not enough for KV writes on a fresh server.
-                        req = urllib.request.Request(f"http://{self.addr}/v1/kv/_ready", data=b"1", method="PUT")
-                        with urllib.request.urlopen(req, timeout=2) as w:
-                            if w.read().strip() == b"true":
-                                return
+                if self.ready(self) if self.ready else kv_ready(f"http://{self.addr}"):
+                    return
             except (OSError, ValueError):
                 pass
             time.sleep(0.1)
@@ -104,6 +123,94 @@ class ConsulAgent:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+class ConsulCluster:
+    """``size`` Consul servers on loopback: distinct ports, ``-bootstrap-expect size``,
+    each ``-retry-join``-ing the others. ``raft_multiplier = 1`` (Consul's advice for
+    production) keeps elections around a second or two."""
+
+    def __init__(self, binary: str, workdir: str, size: int = 3):
+        base = Path(workdir)
+        self.servers = [ConsulAgent(binary, dev=False, workdir=str(base / f"s{i}")) for i in range(size)]
+        for i, server in enumerate(self.servers):
+            server.bootstrap_expect = size
+            server.node_name = f"s{i}"
+            joins = [a for other in self.servers if other is not server
+                     for a in ("-retry-join", f"127.0.0.1:{other.lan}")]
+            server.extra = [*joins, "-retry-interval", "1s", "-hcl", "performance { raft_multiplier = 1 }"]
+
+    @property
+    def addrs(self) -> list[str]:
+        return [s.addr for s in self.servers]
+
+    def start(self, timeout: float = 60.0) -> "ConsulCluster":
+        for server in self.servers:
+            server.launch()
+        for server in self.servers:
+            server.wait_ready(timeout)
+        return self
+
+    def leader(self) -> ConsulAgent | None:
+        """The server that is the raft leader now, as a live member sees it; None during an election."""
+        for server in self.servers:
+            if server.proc is None or server.proc.poll() is not None:
+                continue
+            try:
+                with urllib.request.urlopen(f"http://{server.addr}/v1/status/leader", timeout=1) as r:
+                    address = json.loads(r.read())
+            except (OSError, ValueError):
+                continue
+            for candidate in self.servers:
+                if address == f"127.0.0.1:{candidate.server}":
+                    return candidate
+        return None
+
+    def wait_leader(self, timeout: float, other_than: ConsulAgent | None = None) -> ConsulAgent:
+        """Wait until a live server other than ``other_than`` leads and takes KV writes; return it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader is not other_than and leader.proc is not None:
+                try:
+                    if kv_ready(f"http://{leader.addr}"):
+                        return leader
+                except (OSError, ValueError):
+                    pass
+            time.sleep(0.1)
+        raise RuntimeError(f"no new Consul leader within {timeout}s")
+
+    def wait_healthy(self, timeout: float) -> None:
+        """Wait until autopilot counts every server healthy and a voter: a revived server is
+        a non-voter for a while, and killing a leader before then leaves no quorum."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for server in self.servers:
+                if server.proc is None:
+                    continue
+                try:
+                    with urllib.request.urlopen(f"http://{server.addr}/v1/operator/autopilot/health", timeout=2) as r:
+                        health = json.loads(r.read())
+                except (OSError, ValueError):
+                    continue
+                members = health.get("Servers") or []
+                if (health.get("Healthy") and len(members) == len(self.servers)
+                        and all(m.get("Healthy") and m.get("Voter") for m in members)):
+                    return
+                break
+            time.sleep(0.2)
+        raise RuntimeError(f"Consul cluster not healthy within {timeout}s")
+
+    def kill(self, server: ConsulAgent) -> None:
+        """SIGKILL one server (its data dir stays, so ``revive`` brings it back as the same member)."""
+        server.stop(signal.SIGKILL)
+
+    def revive(self, server: ConsulAgent, timeout: float = 30.0) -> None:
+        server.start(timeout)
+
+    def cleanup(self) -> None:
+        for server in self.servers:
+            server.cleanup()
 
 
 def statesync_cmd(*args: str) -> list[str]:

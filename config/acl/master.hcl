@@ -1,0 +1,20 @@
+# Consul ACL policy for statesync on an Icinga 2 master (Consul 1.8 rule syntax).
+# Placeholders, replaced before the policy is created (see README.md):
+#   NODE   the statesync node name (--node, STATESYNC_NODE; default: the host name)
+#   AGENT  the node name of the Consul agent the sidecar talks to (sessions live there)
+# The KV prefix is statesync's default; change statesync/icinga2 if yours differs.
+
+# Its own head, snapshots, chunks and gc record: read and write. No other node's.
+key_prefix "statesync/icinga2/nodes/NODE/" {
+  policy = "write"
+}
+
+# The published CA certificate that the satellites read.
+key "statesync/icinga2/ca" {
+  policy = "write"
+}
+
+# Session locks: one writer per node. A session is registered on the agent's node.
+session "AGENT" {
+  policy = "write"
+}

@@ -1,0 +1,39 @@
+"""Prometheus metrics of one statesync process, in a registry of its own."""
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+commits = Counter("statesync_commits", "Snapshots committed", registry=REGISTRY)
+commit_failures = Counter("statesync_commit_failures", "Commits that failed and will be retried", registry=REGISTRY)
+last_commit = Gauge("statesync_last_commit_timestamp_seconds", "Unix time of the last successful commit",
+                    registry=REGISTRY)
+commit_seconds = Histogram("statesync_commit_duration_seconds", "Time to commit one snapshot",
+                           buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
+uploaded_bytes = Counter("statesync_uploaded_bytes", "Chunk bytes uploaded to Consul", registry=REGISTRY)
+chunks_uploaded = Counter("statesync_chunks_uploaded", "Chunks uploaded to Consul", registry=REGISTRY)
+chunks_reused = Counter("statesync_chunks_reused", "Chunks a commit found already stored", registry=REGISTRY)
+consul_errors = Counter("statesync_consul_errors", "Failed requests to Consul", registry=REGISTRY)
+restores = Counter("statesync_restores", "Snapshots restored into the root", registry=REGISTRY)
+purges = Counter("statesync_guard_purges", "Certificate sets quarantined by the CA guard", registry=REGISTRY)
+guard_state = Gauge("statesync_guard_state", "CA guard verdict: 1 for the current one", ["state"], registry=REGISTRY)
+ready = Gauge("statesync_ready", "1 once the start-up restore has finished", registry=REGISTRY)
+
+GUARD_STATES = ("match", "renewed", "mismatch", "unknown")
+
+
+def set_guard_state(state: str) -> None:
+    """Mark ``state`` as the guard's current verdict (others drop to 0)."""
+    for s in GUARD_STATES:
+        guard_state.labels(state=s).set(1 if s == state else 0)
+
+
+def record_commit(seconds: float, chunks_written: int, chunks_reused_: int, bytes_written: int,
+                  when: float) -> None:
+    commits.inc()
+    commit_seconds.observe(seconds)
+    chunks_uploaded.inc(chunks_written)
+    chunks_reused.inc(chunks_reused_)
+    uploaded_bytes.inc(bytes_written)
+    last_commit.set(when)

@@ -1,0 +1,492 @@
+"""End to end: real Icinga 2 (Debian's icinga2-bin) beside a real Consul agent and real
+``statesync run`` sidecars, a master and a satellite on one machine (see tests/icinga.py).
+
+The scenarios build on each other, in order, on one module-scoped cluster:
+1. master and satellite, each with its sidecar, enrolled and connected;
+2. the master destroyed and restored by its sidecar: the satellite reconnects with its
+   certificate, without enrolling again, and the CA is the same;
+3. the satellite rebuilt and restored from its own snapshot: connected without a ticket;
+4. the master's CA lost without statesync's help: the satellite's guard quarantines its
+   certificates and fires its restart command, which enrols it under the new CA.
+Each is timed; the times are printed at the end of the run and written to
+<pytest basetemp>/e2e-icinga-times.json.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from statesync.crypto import format_key, generate_key
+from statesync.store import ConsulSettings, Store
+from statesync.config import parse_addr
+
+from statesync import cadoc, config
+from statesync.cli import _repo
+from statesync.fingerprint import spki_sha256
+
+from . import icinga
+from .icinga import MAX_WAIT, Api, Node, sha256_file, wait_for
+from .support import REPO, free_ports, statesync_cmd
+
+pytestmark = [pytest.mark.e2e, pytest.mark.consul]
+
+MASTER_CERTS = ("ca/ca.crt", "ca/ca.key", "certs/ca.crt", "certs/master1.crt", "certs/master1.key")
+SAT_CERTS = ("certs/ca.crt", "certs/sat1.crt", "certs/sat1.key")
+
+
+class Sidecar:
+    """One ``statesync run`` process for one node, its root the host path of the node's lib/."""
+
+    def __init__(self, cluster: "Cluster", node: Node, role: str, **env_extra: str):
+        self.node, self.role = node, role
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env.update(CONSUL_HTTP_ADDR=cluster.consul.addr, STATESYNC_PREFIX=cluster.prefix,
+                   STATESYNC_ROOT=str(node.lib), STATESYNC_NODE=node.cn, STATESYNC_LOG_FORMAT="json",
+                   STATESYNC_ENCRYPTION_KEY_FILE=str(cluster.key_file))
+        env[icinga.SESSION_VAR] = cluster.session
+        env.update(env_extra)
+        self.env = env
+        cluster.sidecar_runs += 1
+        self.log = cluster.base / f"sidecar-{node.cn}-{cluster.sidecar_runs}.log"
+        with open(self.log, "ab") as fh:
+            self.proc = subprocess.Popen(statesync_cmd("run", "--role", role), env=env, cwd=REPO,
+                                         stdout=fh, stderr=subprocess.STDOUT)
+        cluster.sidecars.append(self)
+
+    @property
+    def ready_file(self) -> Path:
+        return self.node.lib / ".statesync-ready"
+
+    def wait_ready(self, timeout: float = MAX_WAIT) -> dict:
+        """The readiness marker this process wrote (as a compose healthcheck would wait for it)."""
+        def marker():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sidecar of {self.node.cn} exited {self.proc.returncode}\n{self.tail()}")
+            try:
+                doc = json.loads(self.ready_file.read_text())
+            except (OSError, ValueError):
+                return None
+            return doc if doc.get("pid") == self.proc.pid else None
+        return wait_for(marker, timeout, f"readiness marker of {self.node.cn}'s sidecar", self.tail, step=0.05)
+
+    def probe_ready(self) -> int:
+        """``statesync ready``, the readiness probe, with this sidecar's settings."""
+        return subprocess.run(statesync_cmd("ready"), env=self.env, cwd=REPO, capture_output=True,
+                              timeout=MAX_WAIT).returncode
+
+    def stop(self, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def events(self, name: str) -> list[dict]:
+        """The sidecar's JSON log events called ``name``."""
+        out = []
+        for line in self.log.read_text(errors="replace").splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and doc.get("event") == name:
+                out.append(doc)
+        return out
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            text = self.log.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            text = []
+        return f"--- last lines of {self.log.name}:\n" + "\n".join(text)
+
+
+class Cluster:
+    """The module's master, satellite, sidecars and timings."""
+
+    def __init__(self, consul, base: Path):
+        self.consul, self.base = consul, base
+        self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self.prefix = f"e2e/{self.session}"
+        self.api_user, self.api_password = "e2e", secrets.token_hex(12)
+        master_port, sat_port = free_ports(2)
+        self.master = Node("master1", "master", str(base / "master1"), master_port, self.session)
+        self.sat = Node("sat1", "sat", str(base / "sat1"), sat_port, self.session)
+        self.api = Api(self.master, self.api_user, self.api_password)
+        self.sidecars: list[Sidecar] = []
+        self.sidecar_runs = 0
+        self.master_sidecar: Sidecar | None = None
+        self.sat_sidecar: Sidecar | None = None
+        self.times: dict[str, dict] = {}
+        self.failed = ""
+        self.spec = base / "reenrol-spec.json"
+        icinga.write_spec(self.spec, self.sat, self.master)
+        # Sidecars run as in production: private keys encrypted before they reach Consul.
+        self.key_file = base / "statesync.key"
+        self.key_file.write_text(format_key(generate_key()) + "\n")
+        self.key_file.chmod(0o600)
+
+    # -- bookkeeping
+    @contextmanager
+    def scenario(self, key: str):
+        if self.failed:
+            pytest.fail(f"not run: {self.failed!r} failed before, and this scenario builds on it", pytrace=False)
+        try:
+            yield
+        except BaseException:
+            self.failed = key
+            raise
+
+    def record(self, key: str, **times: float) -> None:
+        self.times[key] = {k: round(v, 2) for k, v in times.items()}
+        print(f"e2e {key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()))
+
+    def details(self) -> str:
+        parts = [self.master.log_tail(), self.sat.log_tail()]
+        parts += [s.tail(8) for s in (self.master_sidecar, self.sat_sidecar) if s is not None]
+        return "\n".join(parts)
+
+    # -- sidecars
+    def start_master_sidecar(self, **env) -> Sidecar:
+        self.master_sidecar = Sidecar(self, self.master, "master", **env)
+        return self.master_sidecar
+
+    def start_sat_sidecar(self) -> Sidecar:
+        guard = {"STATESYNC_GUARD_TRIGGER": "command", "STATESYNC_GUARD_CERT_NAME": self.sat.cn,
+                 "STATESYNC_GUARD_COMMAND": json.dumps([sys.executable, str(Path(icinga.__file__)), "reenrol",
+                                                        str(self.spec)]),
+                 "STATESYNC_GUARD_TRIGGER_TIMEOUT": "90"}
+        self.sat_sidecar = Sidecar(self, self.sat, "satellite", **guard)
+        return self.sat_sidecar
+
+    def repo(self, node: Node):
+        cfg = config.load({"prefix": self.prefix, "node": node.cn, "consul.addr": [self.consul.addr],
+                           "root": str(node.lib), "encryption_key_file": str(self.key_file)}, env={})
+        return _repo(cfg)
+
+    def snapshot_holds(self, node: Node, paths) -> bool:
+        """True when the node's latest snapshot holds ``paths`` with their current local content."""
+        repo = self.repo(node)
+        rec = repo.head().record
+        if rec is None:
+            return False
+        entries = repo.manifest(rec).by_path()
+
+        def address(p: str) -> str:  # private keys are sealed: their address is keyed
+            data = (node.lib / p).read_bytes()
+            return repo.sealer.address(data) if entries[p].sealed else hashlib.sha256(data).hexdigest()
+        return all(p in entries and entries[p].sha256 == address(p) for p in paths)
+
+    def published_ca(self) -> cadoc.PublishedCA | None:
+        pair = self.repo(self.master).store.get(f"{self.prefix}/ca")
+        return cadoc.decode(pair.value) if pair is not None else None
+
+    def wait_published(self, spki: str) -> cadoc.PublishedCA:
+        def current():
+            doc = self.published_ca()
+            return doc if doc is not None and doc.spki_sha256 == spki else None
+        return wait_for(current, MAX_WAIT, f"the master's sidecar publishing the CA {spki[:16]}...", self.details)
+
+    def wait_snapshot(self, node: Node, paths) -> None:
+        wait_for(lambda: self.snapshot_holds(node, paths), MAX_WAIT,
+                 f"{node.cn}'s snapshot in Consul holding {', '.join(paths)}", self.details, step=0.2)
+
+    # -- Icinga 2
+    def wait_connected(self, timeout: float = MAX_WAIT) -> float:
+        start = time.monotonic()
+        wait_for(lambda: self.api.connected(self.sat.cn), timeout,
+                 f"master sees endpoint {self.sat.cn} connected", self.details)
+        return time.monotonic() - start
+
+    def provision_and_start_master(self) -> None:
+        icinga.provision_master(self.master, [self.sat], self.api_user, self.api_password)
+        self.master.start()
+        wait_for(self.api.up, MAX_WAIT, "master's REST API answering", self.details)
+
+    def fingerprints(self) -> dict:
+        return {"master_ca": spki_sha256(self.master.ca_cert().read_bytes()),
+                **{p: sha256_file(self.sat.lib / p) for p in SAT_CERTS + ("certs/ticket",)}}
+
+    def cleanup(self) -> list[str]:
+        """Stop everything the module started, by PID, even after a failure; return what went wrong."""
+        problems = []
+        for s in self.sidecars:
+            try:
+                if s.proc.poll() is None and s.stop() != 0:
+                    problems.append(f"sidecar {s.log.name} exited {s.proc.returncode}: {s.tail(5)}")
+            except Exception as exc:  # keep cleaning up
+                problems.append(f"sidecar {s.log.name}: {exc!r}")
+        for node in (self.sat, self.master):
+            try:
+                killed = node.stop()
+                if killed:
+                    print(f"{node.cn}: Icinga 2 did not stop on SIGTERM; killed {killed}")
+            except Exception as exc:
+                problems.append(f"{node.cn}: {exc!r}")
+        # Anything else of this session (a restart command the guard fired, say): the suite lost track of it.
+        left = icinga.pids_with(icinga.SESSION_VAR, self.session)
+        if left:
+            icinga.terminate(left, timeout=10)
+            problems.append(f"processes left over, now stopped: {left}")
+        survivors = icinga.pids_with(icinga.SESSION_VAR, self.session)
+        if survivors:
+            problems.append(f"processes that would not die: {survivors}")
+        # Each node's namespace ends with its last process; none of its mounts may show on the host.
+        with open("/proc/self/mountinfo") as fh:
+            leaked = [line.strip() for line in fh if str(self.base) in line]
+        if leaked:
+            problems.append(f"mounts leaked to the host: {leaked}")
+        return problems
+
+
+class _TimesReport:
+    """Prints the scenario times at the end of the run (with or without -s)."""
+
+    def __init__(self, cluster: Cluster, path: Path):
+        self.cluster, self.path = cluster, path
+
+    def pytest_terminal_summary(self, terminalreporter):
+        times = self.cluster.times
+        if not times:
+            return
+        terminalreporter.write_sep("-", "Icinga 2 end-to-end times")
+        for key, t in times.items():
+            terminalreporter.write_line(f"{key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in t.items()))
+        terminalreporter.write_line(f"e2e summary: " + "; ".join(
+            f"{key} {t.get('total', 0):.1f}s" for key, t in times.items()) + f" (written to {self.path})")
+
+
+@pytest.fixture(scope="module")
+def cluster(request, consul, tmp_path_factory):
+    problem = icinga.unshare_problem()
+    if problem:
+        pytest.skip(f"needs one mount namespace per Icinga 2 node: {problem}")
+    if icinga.icinga2_binary() is None:
+        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
+    base = tmp_path_factory.mktemp("e2e-icinga")
+    c = Cluster(consul, base)
+    times_path = tmp_path_factory.getbasetemp() / "e2e-icinga-times.json"
+    report = _TimesReport(c, times_path)
+    request.config.pluginmanager.register(report, f"e2e-icinga-times-{c.session}")
+    try:
+        yield c
+    finally:
+        problems = c.cleanup()
+        times_path.write_text(json.dumps(c.times, indent=2))
+        print(f"e2e times written to {times_path}")
+        assert not problems, f"cleanup: {problems}"
+
+
+# -- the scenarios, in order ----------------------------------------------------------------
+
+def test_a_master_and_a_satellite_with_their_sidecars_enrol_and_connect(cluster):
+    """Scenario 1."""
+    c = cluster
+    with c.scenario("1 master and satellite connected"):
+        t0 = time.monotonic()
+        # Compose order: each sidecar first (nothing to restore yet), Icinga 2 once it is ready.
+        c.start_master_sidecar()
+        assert c.master_sidecar.wait_ready()["action"] == "nothing-to-restore"
+        c.provision_and_start_master()
+        t_master = time.monotonic()
+
+        c.start_sat_sidecar()
+        assert c.sat_sidecar.wait_ready()["action"] == "nothing-to-restore"
+        salt = icinga.ticket_salt(c.master)
+        ticket = icinga.ticket_for(c.sat.cn, salt)
+        assert c.master.icinga2("pki", "ticket", "--cn", c.sat.cn, "--salt", salt).stdout.strip() == ticket
+        icinga.enrol_satellite(c.sat, c.master, ticket)
+        t_enrolled = time.monotonic()
+        c.sat.start()
+        connect = c.wait_connected()
+        t_connected = time.monotonic()
+
+        # Each sidecar's root (a host path) is the very /var/lib/icinga2 its node sees in its namespace.
+        for node, rel in ((c.master, "ca/ca.crt"), (c.sat, "certs/sat1.crt")):
+            assert node.seen_by_daemon(rel) == (node.lib / rel).read_bytes()
+        # The CA, both node certificates and the satellite's trust are in Consul.
+        c.wait_snapshot(c.master, MASTER_CERTS)
+        c.wait_snapshot(c.sat, SAT_CERTS + ("certs/ticket", "certs/trusted-parent.crt"))
+        fp = spki_sha256(c.master.ca_cert().read_bytes())
+        assert spki_sha256((c.sat.lib / "certs/ca.crt").read_bytes()) == fp
+        c.wait_published(fp)  # the master's sidecar publishes the CA the satellite's guard compares with
+        # ca.key and both node keys went to Consul encrypted: no value holds a PEM private key.
+        store = Store(ConsulSettings(endpoints=(parse_addr(c.consul.addr),)))
+        values = store.get_prefix(c.prefix + "/")
+        assert values and not [p.key for p in values if b"PRIVATE KEY" in p.value]
+        c.record("scenario 1 (master and satellite enrolled and connected)",
+                 master_up=t_master - t0, satellite_enrolled=t_enrolled - t_master,
+                 satellite_start_to_connected=connect, total=t_connected - t0)
+
+
+def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satellite_reconnects_without_enrolling(
+        cluster):
+    """Scenario 2: stop the master, delete its directories, its sidecar restores, only then the master starts."""
+    c = cluster
+    with c.scenario("2 master disaster"):
+        before = c.fingerprints()
+        ca_key = sha256_file(c.master.lib / "ca/ca.key")
+
+        c.master.stop()
+        assert c.master_sidecar.stop() == 0, c.master_sidecar.tail()
+        c.master.wipe()
+        wait_for(lambda: c.api.connected(c.sat.cn) is None, 10, "master's API gone")
+
+        t0 = time.monotonic()
+        c.start_master_sidecar()
+        marker = c.master_sidecar.wait_ready()
+        t_restored = time.monotonic()
+        assert marker["action"] == "restored", marker
+        assert c.master_sidecar.probe_ready() == 0  # what the compose healthcheck runs
+        assert sha256_file(c.master.lib / "ca/ca.key") == ca_key
+        # only now the master "container": its entrypoint runs node setup, which must find the CA
+        c.provision_and_start_master()
+        t_started = time.monotonic()
+        c.wait_connected()
+        t_connected = time.monotonic()
+
+        assert c.fingerprints() == before, "CA fingerprint or the satellite's certificate changed"
+        assert sha256_file(c.master.lib / "ca/ca.key") == ca_key
+        assert c.published_ca().spki_sha256 == before["master_ca"]
+        assert not (c.sat.lib / ".statesync-quarantine").exists(), "the guard purged on a restored, unchanged CA"
+        c.record("scenario 2 (master destroyed, restored, satellite reconnected)",
+                 restore_until_ready=t_restored - t0, master_setup_and_start=t_started - t_restored,
+                 master_start_to_satellite_connected=t_connected - t_started, total=t_connected - t0)
+
+
+def test_a_rebuilt_satellite_is_restored_from_its_own_snapshot_and_reconnects_without_a_new_ticket(cluster):
+    """Scenario 3."""
+    c = cluster
+    with c.scenario("3 satellite rebuilt"):
+        c.wait_snapshot(c.sat, SAT_CERTS + ("certs/ticket",))
+        before = c.fingerprints()
+
+        c.sat.stop()
+        assert c.sat_sidecar.stop() == 0, c.sat_sidecar.tail()
+        c.sat.wipe()
+        wait_for(lambda: c.api.connected(c.sat.cn) is False, MAX_WAIT, "master sees the satellite gone",
+                 c.details)
+
+        t0 = time.monotonic()
+        c.start_sat_sidecar()
+        marker = c.sat_sidecar.wait_ready()
+        t_restored = time.monotonic()
+        assert marker["action"] == "restored", marker
+        # The entrypoint finds the certificate: configuration only, no node setup, no ticket. (The
+        # master's TicketSalt changed in scenario 2, so the old ticket would not even be valid.)
+        icinga.rebuild_satellite_config(c.sat)
+        c.sat.start()
+        t_started = time.monotonic()
+        c.wait_connected()
+        t_connected = time.monotonic()
+
+        assert c.fingerprints() == before, "the satellite's certificates changed"
+        assert not (c.sat.lib / ".statesync-quarantine").exists()
+        c.record("scenario 3 (satellite rebuilt, restored, reconnected)",
+                 restore_until_ready=t_restored - t0, satellite_start=t_started - t_restored,
+                 satellite_start_to_connected=t_connected - t_started, total=t_connected - t0)
+
+
+def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine_and_enrol_again_under_the_new_ca(
+        cluster):
+    """Scenario 4: the time from the new CA's publication to the satellite's reconnection is the headline."""
+    c = cluster
+    with c.scenario("4 new CA, guard re-enrols the satellite"):
+        old_ca = c.fingerprints()
+        old_sat_cert = sha256_file(c.sat.lib / "certs/sat1.crt")
+        guard_log = c.sat_sidecar.tail(40)
+        assert c.sat_sidecar.events("CA guard started"), f"the satellite's sidecar runs no CA guard\n{guard_log}"
+
+        # The CA is lost without statesync's help: the master's directories are gone and the master is
+        # set up again while its sidecar is not running, so nothing restores them (restore disabled).
+        # node setup --master on an empty lib/ mints a new CA, a new certificate and a new TicketSalt.
+        # Then the sidecar is started on the same node name, as an operator would: not on a fresh node
+        # prefix, which would sidestep the start-up CA conflict rule instead of exercising it. With its
+        # default on_conflict=refuse it must refuse; the operator then accepts the new CA with
+        # on_conflict=keep-local, the documented way to make a new CA the truth.
+        c.master.stop()
+        assert c.master_sidecar.stop() == 0, c.master_sidecar.tail()
+        c.master.wipe()
+        icinga.provision_master(c.master, [c.sat], c.api_user, c.api_password)
+        new_ca = spki_sha256(c.master.ca_cert().read_bytes())
+        assert new_ca != old_ca["master_ca"]
+        c.master.start()
+        wait_for(c.api.up, MAX_WAIT, "master's REST API answering", c.details)
+
+        # Its sidecar, started as usual, refuses to let the new CA replace the published one ...
+        refused = c.start_master_sidecar()
+        try:
+            code = refused.proc.wait(MAX_WAIT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the master's sidecar neither refused nor exited\n{refused.tail()}") from None
+        assert code == 1 and new_ca in refused.tail() and old_ca["master_ca"] in refused.tail(), refused.tail()
+        assert c.published_ca().spki_sha256 == old_ca["master_ca"]
+        # ... until the operator accepts the new CA as the truth: on_conflict=keep-local. Its first
+        # commit publishes the new CA; that publication is what the satellite's guard reacts to.
+        c.start_master_sidecar(STATESYNC_ON_CONFLICT="keep-local")
+        assert c.master_sidecar.wait_ready()["action"] == "kept-local"
+        doc = c.wait_published(new_ca)
+        t_published = _epoch(doc.published)
+
+        # The guard confirms the mismatch, quarantines, and fires its command: tests/icinga.py reenrol
+        # stops the satellite, enrols it with a fresh ticket from the new master, and starts it.
+        reenrol_log = c.sat.root / "reenrol.log"
+
+        def reenrolled():
+            events = _jsonl(reenrol_log)
+            failed = [e for e in events if e["event"] == "failed"]
+            assert not failed, f"the restart command failed: {failed}\n{c.details()}"
+            return [e for e in events if e["event"] == "started"]
+        wait_for(reenrolled, MAX_WAIT, "the guard's restart command enrolling and starting the satellite",
+                 lambda: f"{c.sat_sidecar.tail(30)}\n{c.details()}")
+        c.wait_connected()
+        t_connected = time.time()
+
+        assert spki_sha256((c.sat.lib / "certs/ca.crt").read_bytes()) == new_ca
+        assert sha256_file(c.sat.lib / "certs/sat1.crt") != old_sat_cert
+        quarantined = list((c.sat.lib / ".statesync-quarantine").iterdir())
+        assert len(quarantined) == 1, quarantined
+        names = {p.name for p in quarantined[0].iterdir()}
+        assert {"ca.crt", "sat1.crt", "sat1.key", "ticket", "trusted-parent.crt"} <= names, names
+        assert sha256_file(quarantined[0] / "sat1.crt") == old_sat_cert
+        assert spki_sha256((quarantined[0] / "ca.crt").read_bytes()) == old_ca["master_ca"]
+        fired = c.sat_sidecar.events("restart triggered")
+        assert len(fired) == 1, c.sat_sidecar.tail()
+        # the satellite's new certificate reaches its snapshot too
+        c.wait_snapshot(c.sat, SAT_CERTS)
+
+        events = {e["event"]: e["time"] for e in _jsonl(reenrol_log)}
+        t_quarantined = _epoch(c.sat_sidecar.events("certificates quarantined")[0]["timestamp"])
+        # "within seconds": the default guard confirms twice, 2 s apart, after the blocking query wakes up
+        assert t_quarantined - t_published < 15, f"quarantined {t_quarantined - t_published:.1f}s after publication"
+        c.record("scenario 4 (new CA published, satellite guard re-enrolled it)",
+                 published_to_quarantined=t_quarantined - t_published,
+                 published_to_command_started=events["start"] - t_published,
+                 command_stop_enrol_start=events["started"] - events["start"],
+                 satellite_start_to_connected=t_connected - events["started"],
+                 total=t_connected - t_published)
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+def _jsonl(path: Path) -> list[dict]:
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []

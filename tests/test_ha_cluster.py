@@ -1,0 +1,87 @@
+"""A three-server Consul cluster on loopback loses its leader while files change."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from statesync.store import ConsulSettings, Endpoint, Store
+
+from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
+                         make_state_tree, node_repo, wait_for)
+from .support import ConsulCluster, free_ports
+
+pytestmark = pytest.mark.consul
+
+SETTINGS = {"lock_ttl": 2, "lock_delay": 1, "keep": 1000, "debounce": 0.1, "max_wait": 0.5}
+
+
+@pytest.fixture
+def cluster(consul_bin, tmp_path):
+    c = ConsulCluster(consul_bin, str(tmp_path / "cluster")).start()
+    yield c
+    c.cleanup()
+
+
+def test_the_sidecar_goes_on_when_the_consul_leader_is_killed_during_churn(cluster, prefix, tmp_path):
+    leader = cluster.wait_leader(30)
+    # The leader first: the sidecar talks to it until it dies, then must move on to the others.
+    addrs = [leader.addr] + [s.addr for s in cluster.servers if s is not leader]
+    root = tmp_path / "root"
+    make_state_tree(root, 200, random.Random(2))
+    cfg = load_cfg(addrs, prefix, root)
+    repo = node_repo(addrs, prefix)
+    sidecar = Sidecar(addrs, prefix, root, tmp_path / "sidecar.log", settings=SETTINGS)
+    churn = Churn(root, seed=22, rate=30)
+    try:
+        wait_for(lambda: repo.head().record is not None, 30, what="first snapshot")
+        churn.start()
+        wait_for(lambda: sidecar.count('"committed"') >= 3, 20, what="commits during churn")
+
+        cluster.kill(leader)
+        killed = time.monotonic()
+        new_leader = cluster.wait_leader(30, other_than=leader)
+        elected = time.monotonic() - killed
+        (root / "api/after-kill.conf").write_text("written after the leader died")
+        wait_for(lambda: _has(repo, "api/after-kill.conf"), 30, step=0.1, what="a commit after the election")
+        print(f"new leader {new_leader.node_name} after {elected:.2f}s; "
+              f"first commit after the kill at {time.monotonic() - killed:.2f}s")
+        after = sidecar.count('"committed"')
+        wait_for(lambda: sidecar.count('"committed"') >= after + 3, 20, what="commits going on after the election")
+
+        churn.stop()
+        record = wait_for(lambda: head_equals_tree(repo, cfg), 30, step=0.2, what="head equal to the final tree")
+        assert_restores_to_tree(repo, record, root, tmp_path)
+        check_history(repo, tmp_path, restore_all=False)
+        assert sidecar.alive()
+    finally:
+        churn.stop()
+        sidecar.stop()
+
+
+def test_the_store_tries_the_listed_consul_addresses_in_turn(cluster):
+    dead = Endpoint("http", "127.0.0.1", free_ports(1)[0])
+    live = [Endpoint("http", "127.0.0.1", s.http) for s in cluster.servers]
+    store = Store(ConsulSettings(endpoints=(dead, *live), timeout=2))
+    store.put("rotation/a", b"1")
+    assert store.get("rotation/a").value == b"1"
+    leader = cluster.wait_leader(30)
+    cluster.kill(leader)
+    # During the election every server answers 5xx; once a leader is back, the next one answers.
+    wait_for(lambda: _quietly(lambda: store.put("rotation/b", b"2")), 30, step=0.2, what="a write after the kill")
+    assert store.get("rotation/b").value == b"2"
+
+
+def _quietly(fn) -> bool:
+    from statesync.errors import ConsulUnavailable
+    try:
+        fn()
+        return True
+    except ConsulUnavailable:
+        return False
+
+
+def _has(repo, path: str) -> bool:
+    record = repo.head().record
+    return record is not None and path in repo.manifest(record).by_path()

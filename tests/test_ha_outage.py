@@ -1,0 +1,64 @@
+"""Consul away for 30 seconds while files change: the sidecar keeps running and catches up."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
+                         make_state_tree, node_repo, wait_for)
+from .support import ConsulAgent
+
+pytestmark = pytest.mark.consul
+
+OUTAGE_S = 30.0
+SETTINGS = {"lock_ttl": 2, "lock_delay": 1, "keep": 1000, "debounce": 0.1, "max_wait": 0.5}
+
+
+def test_the_sidecar_catches_up_after_consul_is_away_for_30_seconds(consul_bin, prefix, tmp_path):
+    agent = ConsulAgent(consul_bin, dev=False, workdir=str(tmp_path / "consul")).start()
+    root = tmp_path / "root"
+    make_state_tree(root, 150, random.Random(3))
+    cfg = load_cfg([agent.addr], prefix, root)
+    repo = node_repo([agent.addr], prefix)
+    sidecar = Sidecar([agent.addr], prefix, root, tmp_path / "sidecar.log", settings=SETTINGS)
+    churn = Churn(root, seed=33, rate=15)
+    try:
+        wait_for(lambda: repo.head().record is not None, 20, what="first snapshot")
+        churn.start()
+        wait_for(lambda: sidecar.count('"committed"') >= 2, 20, what="commits before the outage")
+        before_outage = repo.head().record
+
+        agent.stop()
+        stopped = time.monotonic()
+        ops_before = churn.ops
+        while time.monotonic() - stopped < OUTAGE_S:
+            assert sidecar.alive(), "the sidecar must keep running while Consul is away"
+            time.sleep(0.5)
+        changes_during = churn.ops - ops_before
+        (root / "api/during-outage.conf").write_text("written while Consul was away")
+        agent.start()
+        back = time.monotonic()
+
+        wait_for(lambda: _has(repo, "api/during-outage.conf"), 30, step=0.1, what="catching up")
+        print(f"{changes_during} changes during a {OUTAGE_S:.0f}s outage; "
+              f"caught up {time.monotonic() - back:.2f}s after Consul was back")
+        churn.stop()
+        record = wait_for(lambda: head_equals_tree(repo, cfg), 30, step=0.2, what="head equal to the final tree")
+        assert record.id != before_outage.id
+        assert_restores_to_tree(repo, record, root, tmp_path)
+        check_history(repo, tmp_path, restore_all=False)
+        assert changes_during >= 100
+    finally:
+        churn.stop()
+        sidecar.stop()
+        agent.cleanup()
+    out = sidecar.output()
+    assert "commit failed; will retry" in out
+    assert "caught up with Consul" in out
+
+
+def _has(repo, path: str) -> bool:
+    record = repo.head().record
+    return record is not None and path in repo.manifest(record).by_path()
