@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from typing import Any, Sequence
 
 import structlog
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ready", help="readiness probe: exit 0 once the start-up restore has finished")
     _common(p)
     p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
+
+    p = sub.add_parser("demo", help="show the whole story on a throwaway Consul dev agent")
+    _common(p)
 
     p = sub.add_parser("keygen", help="write a new encryption key to a file (mode 0600)")
     _common(p)
@@ -195,11 +199,51 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     from .store import retry
     repo = _repo(cfg)
     clear_ready(cfg.ready_file)
-    # At start Consul may still be electing a leader; give it a while before giving up.
-    outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
-    mark_ready(cfg.ready_file, outcome)
-    log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
-    daemon = Daemon(cfg, repo)
+    holder: dict = {}
+    server = _health_server(cfg, repo, holder)
+    try:
+        # At start Consul may still be electing a leader; give it a while before giving up.
+        outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
+        mark_ready(cfg.ready_file, outcome)
+        log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
+        daemon = holder["daemon"] = Daemon(cfg, repo)
+        return _serve(cfg, daemon)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _health_server(cfg: config.Config, repo: Repo, holder: dict):
+    """Start /healthz, /readyz and /metrics when http.port is set; None otherwise."""
+    if not cfg.http_port:
+        return None
+    from . import metrics
+    from .health import HealthServer
+
+    def alive() -> tuple[bool, str]:
+        daemon = holder.get("daemon")
+        if daemon is None:
+            return True, "starting: restoring or waiting for Consul"
+        age = time.monotonic() - daemon.state.beat
+        return age < 60, f"main loop last went round {age:.1f}s ago"
+
+    def ready() -> tuple[bool, str]:
+        if not cfg.ready_file.exists():
+            return False, "start-up restore not finished"
+        try:
+            repo.store.ping()
+        except StatesyncError as exc:
+            return False, f"Consul: {exc}"
+        return True, "ready"
+
+    metrics.watch_store(repo.store)
+    try:
+        return HealthServer(cfg.http_bind, cfg.http_port, alive, ready).start()
+    except OSError as exc:
+        raise StatesyncError(f"http.port: cannot listen on {cfg.http_bind}:{cfg.http_port}: {exc.strerror}") from None
+
+
+def _serve(cfg: config.Config, daemon) -> int:
     from . import roles
     services = roles.attach(cfg, daemon)  # master: publishes its CA; satellite: guards it
     daemon.install_signal_handlers()
@@ -251,7 +295,12 @@ def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
+def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo()
+
+
+COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
             "ready": cmd_ready, "check-ca": cmd_check_ca}
 
 

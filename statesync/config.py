@@ -211,6 +211,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("consul.ssl_verify", _bool, True, ("CONSUL_HTTP_SSL_VERIFY", "STATESYNC_CONSUL_SSL_VERIFY")),
     Setting("consul.timeout", _number(float, 0.5, 300.0), 10.0, ("STATESYNC_CONSUL_TIMEOUT",)),
     Setting("consul.txn_max_ops", _number(int, 2, 1024), 64, ("STATESYNC_CONSUL_TXN_MAX_OPS",)),
+    Setting("http.bind", _str, "127.0.0.1", ("STATESYNC_HTTP_BIND",)),
+    Setting("http.port", _number(int, 0, 65535), 0, ("STATESYNC_HTTP_PORT",)),
     Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
     Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
     # The satellite CA guard (see statesync/guard.py); defaults in guard_settings.GuardSettings.
@@ -266,6 +268,8 @@ class Config:
     ready_file: Path = Path(DEFAULT_ROOT) / READY_FILE_NAME
     log_format: str = "auto"
     log_level: str = "info"
+    http_bind: str = "127.0.0.1"
+    http_port: int = 0
     guard: GuardSettings = field(default_factory=GuardSettings)
     lock: LockSettings = field(default_factory=LockSettings)
 
@@ -393,5 +397,6 @@ def _build(v: dict[str, Any]) -> Config:
                   chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
                   gc_grace=v["gc_grace"], consul=consul, log_format=v["log.format"],
+                  http_bind=v["http.bind"], http_port=v["http.port"],
                   log_level=v["log.level"], guard=gs.build(v),
                   lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]))

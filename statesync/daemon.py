@@ -17,6 +17,7 @@ import structlog
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
+from . import metrics
 from .config import Config
 from .errors import CasConflict, LockLost, StoreError
 from .lock import WriterLock, writer_lock
@@ -98,6 +99,8 @@ class DaemonState:
     last_commit_time: float = 0.0
     last_error: str = ""
     ready: threading.Event = field(default_factory=threading.Event)
+    # monotonic time the main loop last went round; /healthz reads it
+    beat: float = field(default_factory=time.monotonic)
 
 
 class Daemon:
@@ -170,6 +173,7 @@ class Daemon:
         """Block until there is something to commit: "full" for a full scan, or the
         set of changed paths once their burst has settled. None when stopping."""
         while not self._stop.is_set():
+            self.state.beat = time.monotonic()
             due = time.monotonic() - self._last_full >= self.cfg.full_scan_interval
             if self._head is None or self._pending or due:
                 self._changes.take()
@@ -192,6 +196,7 @@ class Daemon:
         return max(0.05, min(full, gc, 5.0))
 
     def _failed(self, exc: Exception) -> None:
+        metrics.commit_failures.inc()
         self.state.failures += 1
         self.state.consecutive_failures += 1
         self.state.last_error = str(exc)
@@ -254,6 +259,8 @@ class Daemon:
         self.state.commits += 1
         self.state.last_commit_id = res.record.id
         self.state.last_commit_time = time.time()
+        metrics.record_commit(res.seconds, res.chunks_written, res.chunks_reused, res.bytes_written,
+                              self.state.last_commit_time)
         self._mark_ok()
         log.info("committed", snapshot=res.record.id, files=res.record.files, bytes=res.record.bytes,
                  chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,

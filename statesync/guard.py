@@ -35,6 +35,7 @@ from typing import Callable, TextIO
 
 import structlog
 
+from . import metrics
 from .config import Config
 from .errors import StatesyncError, TriggerError
 from .guard_logic import (CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, Decision, Verdict, cannot_tell, decide,
@@ -195,6 +196,7 @@ class Guard:
             self._lock.release()
 
     def _record(self, d: Decision, source: str) -> None:
+        metrics.set_guard_state(d.verdict.value)
         self.state.checks += 1
         previous, self.state.last = self.state.last, d
         fields = dict(source=source, key=self.key, **d.log_fields())
@@ -269,6 +271,7 @@ class Guard:
             return
         self._last_purge = now
         self.state.purges.append(dest)
+        metrics.purges.inc()
         log.warning("certificates quarantined", quarantine=str(dest), files=moved, **fields)
         if self.trigger is None:
             return

@@ -14,13 +14,31 @@ commit_seconds = Histogram("statesync_commit_duration_seconds", "Time to commit 
 uploaded_bytes = Counter("statesync_uploaded_bytes", "Chunk bytes uploaded to Consul", registry=REGISTRY)
 chunks_uploaded = Counter("statesync_chunks_uploaded", "Chunks uploaded to Consul", registry=REGISTRY)
 chunks_reused = Counter("statesync_chunks_reused", "Chunks a commit found already stored", registry=REGISTRY)
-consul_errors = Counter("statesync_consul_errors", "Failed requests to Consul", registry=REGISTRY)
 restores = Counter("statesync_restores", "Snapshots restored into the root", registry=REGISTRY)
 purges = Counter("statesync_guard_purges", "Certificate sets quarantined by the CA guard", registry=REGISTRY)
 guard_state = Gauge("statesync_guard_state", "CA guard verdict: 1 for the current one", ["state"], registry=REGISTRY)
 ready = Gauge("statesync_ready", "1 once the start-up restore has finished", registry=REGISTRY)
 
-GUARD_STATES = ("match", "renewed", "mismatch", "unknown")
+GUARD_STATES = ("match", "renewed-same-key", "mismatch", "cannot-tell")
+
+
+class _StoreCollector:
+    """Exports the counters a Store keeps itself (requests, errors, writes)."""
+
+    def __init__(self, store) -> None:
+        self.store = store
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+        s = self.store.stats
+        yield CounterMetricFamily("statesync_consul_requests", "HTTP requests sent to Consul", value=s.requests)
+        yield CounterMetricFamily("statesync_consul_errors", "Failed requests to Consul", value=s.errors)
+        yield CounterMetricFamily("statesync_kv_writes", "KV operations that wrote", value=s.kv_writes)
+
+
+def watch_store(store) -> None:
+    """Export ``store``'s own counters (once per process)."""
+    REGISTRY.register(_StoreCollector(store))
 
 
 def set_guard_state(state: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import structlog
 
+from . import metrics
 from .errors import StatesyncError
 from .manifest import FILE
 from .repo import Repo
@@ -63,6 +64,7 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
         return StartOutcome("nothing-to-restore")
     if not has_icinga_state(root):
         res = restore(repo, head, root, force=bool(user_entries(root)))
+        metrics.restores.inc()
         log.info("restored an empty root", snapshot=head.id, files=res.files, bytes=res.bytes)
         return StartOutcome("restored", head.id)
     if role != "master":
@@ -81,6 +83,7 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
         return StartOutcome("kept-local", head.id)
     if on_conflict == "restore":
         res = restore(repo, head, root, force=True)
+        metrics.restores.inc()
         log.warning("local CA differs from the published one; moved the local state aside and restored",
                     aside=str(res.aside), **fields)
         return StartOutcome("restored", head.id)

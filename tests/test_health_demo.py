@@ -1,0 +1,91 @@
+"""The HTTP endpoint (/healthz, /readyz, /metrics) of a real sidecar, and the README's demo."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from .support import ConsulAgent, free_ports, statesync_cmd
+
+pytestmark = pytest.mark.consul
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def _until(pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not within {timeout}s")
+
+
+def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_consul(consul_bin, prefix, tmp_path):
+    agent = ConsulAgent(consul_bin, dev=False, workdir=str(tmp_path / "consul")).start()
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "icinga2.state").write_text("state")
+    (port,) = free_ports(1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env.update(CONSUL_HTTP_ADDR=agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
+               STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json")
+    log = open(tmp_path / "sidecar.log", "wb")
+    proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _until(lambda: _get(port, "/readyz")[0] == 200 if _port_open(port) else False)
+        assert _get(port, "/healthz")[0] == 200
+        status, text = _get(port, "/metrics")
+        assert status == 200
+        _until(lambda: _metric(_get(port, "/metrics")[1], "statesync_commits_total") >= 1)
+        text = _get(port, "/metrics")[1]
+        assert _metric(text, "statesync_last_commit_timestamp_seconds") > time.time() - 120
+        assert _metric(text, "statesync_chunks_uploaded_total") >= 1
+        assert "statesync_commit_duration_seconds_bucket" in text
+        assert "statesync_consul_errors_total" in text
+        assert _get(port, "/nope")[0] == 404
+
+        agent.stop()
+        status, why = _until(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/readyz")))
+        assert "Consul" in why
+        assert _get(port, "/healthz")[0] == 200, "alive while Consul is away"
+        agent.start()
+        _until(lambda: _get(port, "/readyz")[0] == 200, timeout=60)
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+        log.close()
+        agent.cleanup()
+
+
+def _port_open(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _metric(text: str, name: str) -> float:
+    m = re.search(rf"^{name} ([0-9.e+-]+)$", text, re.M)
+    return float(m.group(1)) if m else -1.0
+
+
+def test_the_demo_shows_the_same_ca_fingerprint_before_and_after_the_wipe(consul_bin):
+    env = dict(os.environ, STATESYNC_CONSUL_BIN=consul_bin)
+    env = {k: v for k, v in env.items() if not k.startswith("CONSUL_")}
+    proc = subprocess.run(statesync_cmd("demo"), env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    fps = re.findall(r"CA public-key fingerprint \(sha256\): ([0-9a-f]{64})", proc.stdout)
+    assert len(fps) == 2 and fps[0] == fps[1]
+    assert "the CA survived the rebuild" in proc.stdout
