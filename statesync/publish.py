@@ -34,8 +34,10 @@ class CaPublisher:
     """
 
     def __init__(self, repo: Repo, root: Path, recheck: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, fence: Callable[[], tuple] = tuple):
         self.repo = repo
+        # The writer lock's fence: a master that lost its lock publishes nothing either.
+        self.fence = fence
         self.root = Path(root)
         self.recheck = recheck
         self.clock = clock
@@ -83,7 +85,7 @@ class CaPublisher:
         if doc.same_content(old):
             log.debug("published CA unchanged", **fields)
             return "unchanged"
-        store.put(key, cadoc.encode(doc), cas=pair.modify_index if pair is not None else 0)
+        store.put(key, cadoc.encode(doc), cas=pair.modify_index if pair is not None else 0, fence=self.fence())
         if old is None:
             log.info("CA published", **fields)
             return "published"

@@ -38,7 +38,7 @@ def attach(cfg: Config, daemon) -> RoleServices:
     """Wire the role of ``cfg`` into ``daemon`` (a ``daemon.Daemon``); return what to start and stop."""
     if cfg.role == "master":
         from .publish import CaPublisher
-        daemon.on_commit.append(CaPublisher(daemon.repo, cfg.root))
+        daemon.on_commit.append(CaPublisher(daemon.repo, cfg.root, fence=daemon.fence))
         return RoleServices()
     from . import triggers
     from .guard import Guard
