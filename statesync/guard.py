@@ -36,6 +36,7 @@ from typing import Callable, TextIO
 import structlog
 
 from . import metrics
+from .fsutil import fsync_dir
 from .config import Config
 from .errors import StatesyncError, TriggerError
 from .guard_logic import (CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, Decision, Verdict, cannot_tell, decide,
@@ -303,7 +304,7 @@ def quarantine(root: Path, files: list[str], stamp: str, note: dict) -> tuple[Pa
         except FileExistsError:
             n += 1
             dest = base / f"{stamp}-{n}"
-    _fsync_dir(base)
+    fsync_dir(base)
     fd = os.open(dest / DECISION_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(note, fh, indent=2, sort_keys=True)
@@ -318,7 +319,7 @@ def quarantine(root: Path, files: list[str], stamp: str, note: dict) -> tuple[Pa
         moved.append(rel)
         sources.add(src.parent)
     for d in (dest, *sources):
-        _fsync_dir(d)
+        fsync_dir(d)
     return dest, moved
 
 
@@ -335,14 +336,6 @@ def _move(src: Path, dst: Path) -> None:
         with open(dst, "rb") as fh:
             os.fsync(fh.fileno())
     os.unlink(src)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read(path: Path) -> bytes | None:

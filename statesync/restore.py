@@ -24,6 +24,7 @@ from typing import Callable
 import structlog
 
 from .errors import RestoreRefused, StatesyncError, UnsafePath
+from .fsutil import fsync_dir, write_atomic
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from .repo import Repo
 from .scan import INTERNAL_PREFIX
@@ -150,12 +151,12 @@ def _roll_forward(root: Path, journal: dict) -> None:
     for name in journal["new"]:
         if (staging / name).exists() or (staging / name).is_symlink():
             os.rename(staging / name, root / name)
-    _fsync_dir(root)
+    fsync_dir(root)
     if aside is not None:
-        _fsync_dir(aside)
+        fsync_dir(aside)
     os.unlink(root / JOURNAL)
     shutil.rmtree(staging, ignore_errors=True)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def _roll_back(root: Path, journal: dict) -> None:
@@ -169,7 +170,7 @@ def _roll_back(root: Path, journal: dict) -> None:
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     os.unlink(root / JOURNAL)
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
 def recover(root: Path) -> bool:
@@ -224,8 +225,8 @@ def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], b
             os.lchown(path, *owner_of(e))
         os.chmod(path, e.mode)
         os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
-        _fsync_dir(path)
-    _fsync_dir(target)
+        fsync_dir(path)
+    fsync_dir(target)
 
 
 def _safe_join(base: Path, rel: str) -> Path:
@@ -268,26 +269,3 @@ def _write_file(path: Path, e: Entry, data: bytes, as_root: bool) -> None:
     finally:
         os.close(fd)
     os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(3)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    _fsync_dir(path.parent)
-

@@ -15,7 +15,8 @@ from . import metrics
 from .errors import StatesyncError
 from .manifest import FILE
 from .repo import Repo
-from .restore import has_icinga_state, recover, restore, user_entries, write_atomic
+from .fsutil import write_atomic
+from .restore import has_icinga_state, recover, restore, user_entries
 from .snapshot import Record
 
 log = structlog.get_logger(__name__)
