@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import warnings
 import time
 from dataclasses import dataclass, field
 
@@ -25,6 +26,11 @@ from .repo import Head, MissingChunks, Repo
 from .scan import INTERNAL_PREFIX, Scanner
 
 log = structlog.get_logger(__name__)
+
+# watchdog's inotify emitter re-adds the watch of a directory created while it was
+# being scanned and warns that it replaced its own callback: harmless, and noisy while
+# Icinga 2 creates api/packages/. Nothing else is silenced.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
 
 
 def warn_plain_secrets(paths: list[str]) -> None:

@@ -1,10 +1,9 @@
 """Helpers shared by the CA guard tests: publishing a CA in the real Consul, the marker a
-command trigger writes, bounded waits, and a satellite sidecar process."""
+command trigger writes, and a satellite sidecar process."""
 from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from statesync import cadoc
 from statesync.guard_logic import QUARANTINE_DIR
 from statesync.store import Store
 
-from .support import statesync_cmd
+from .support import statesync_cmd, stop_process
 
 # The command trigger of these tests: append the wall-clock time to a marker file.
 APPEND = "import sys, time; open(sys.argv[1], 'a').write(f'{time.time()}\\n')"
@@ -38,17 +37,6 @@ def fired(marker: Path) -> int:
 def quarantines(root: Path) -> list[Path]:
     base = root / QUARANTINE_DIR
     return sorted(p for p in base.iterdir() if p.is_dir()) if base.exists() else []
-
-
-def wait_for(pred, timeout: float, step: float = 0.01, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(step)
 
 
 class SidecarProcess:
@@ -75,14 +63,7 @@ class SidecarProcess:
         return out
 
     def stop(self, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
+        return stop_process(self.proc, timeout)
 
 
 def satellite_env(marker: Path, **extra: str) -> dict:

@@ -19,19 +19,7 @@ from statesync.scan import Scanner
 from statesync.snapshot import Record
 from statesync.store import Store
 
-from .support import statesync_cmd, tree_state
-
-
-def wait_for(pred, timeout: float, step: float = 0.05, what: str = "condition"):
-    """Poll ``pred`` until it returns something truthy (returned) or ``timeout`` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what} not met within {timeout}s")
-        time.sleep(step)
+from .support import statesync_cmd, stop_process, tree_state
 
 
 def load_cfg(addrs: list[str], prefix: str, root: Path, node: str = "node1", **settings) -> config.Config:
@@ -76,14 +64,7 @@ class Sidecar:
 
     def stop(self, timeout: float = 20) -> int:
         """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit code."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
+        return stop_process(self.proc, timeout)
 
     def output(self) -> str:
         try:

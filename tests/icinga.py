@@ -20,8 +20,9 @@ mints new ones in an empty lib/). A satellite's configuration is what its enrolm
 wrote; it is kept outside the node's directories, as config management would keep
 it, because ``node setup`` on a satellite always makes a new key and would enrol again.
 
-Stdlib only: also run as a script, ``python tests/icinga.py reenrol SPEC.json``, the
-command the satellite guard fires in scenario 4 (stop, enrol with a fresh ticket, start).
+Stdlib only (it and tests/support.py): also run as a script, ``python tests/icinga.py
+reenrol SPEC.json``, the command the satellite guard fires in scenario 4 (stop, enrol with
+a fresh ticket, start).
 """
 from __future__ import annotations
 
@@ -44,6 +45,11 @@ import urllib.request
 from base64 import b64encode
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+if __package__:
+    from .support import wait_for
+else:  # run as a script (the guard's restart command): tests/ is sys.path[0]
+    from support import wait_for
 
 PACKAGE_ETC = Path("/etc/icinga2")
 MOUNTS = {"etc": "/etc/icinga2", "lib": "/var/lib/icinga2", "log": "/var/log/icinga2",
@@ -159,18 +165,6 @@ def terminate(pids: list[int], timeout: float = 30.0, first: int = signal.SIGTER
     return killed
 
 
-def wait_for(pred, timeout: float, what: str, details=lambda: "", step: float = 0.1):
-    """Return pred()'s first truthy value; fail after ``timeout`` s naming ``what`` with ``details()``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout:g} s\n{details()}")
-        time.sleep(step)
-
-
 # -- one node -------------------------------------------------------------------------
 
 @dataclass
@@ -270,8 +264,8 @@ class Node:
                 n += 1
             log.rename(log.with_name(f"icinga2.log.{n}"))
         self.icinga2("daemon", "-d", timeout=timeout)
-        wait_for(lambda: self.listening() and self.pids(), timeout, f"{self.cn}: API port {self.api_port} listening",
-                 self.log_tail)
+        wait_for(lambda: self.listening() and self.pids(), timeout,
+                 what=f"{self.cn}: API port {self.api_port} listening", details=self.log_tail, step=0.1)
         return self.pidfile_pid() or self.pids()[0]
 
     def listening(self) -> bool:

@@ -1,6 +1,7 @@
 """Test support: a real Consul agent on free loopback ports, and small tree helpers."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -35,6 +36,33 @@ def free_ports(n: int) -> list[int]:
     for s in socks:
         s.close()
     return ports
+
+
+def wait_for(pred, timeout: float, what: str = "condition", details=lambda: "", step: float = 0.05):
+    """Poll ``pred`` every ``step`` s and return its first truthy value; after ``timeout`` s raise an
+    AssertionError naming ``what``, with ``details()`` (a log tail, say) appended."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            extra = details()
+            raise AssertionError(f"{what} not met within {timeout:g}s" + (f"\n{extra}" if extra else ""))
+        time.sleep(step)
+
+
+def stop_process(proc: subprocess.Popen, timeout: float, sig: int = signal.SIGTERM) -> int:
+    """Send ``sig`` to ``proc`` (unless it has exited already) and return its exit code. One still
+    running after ``timeout`` s is SIGKILLed and reaped, and the TimeoutExpired raised."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        raise
 
 
 def kv_ready(base_url: str, token: str = "", context=None) -> bool:
@@ -98,26 +126,23 @@ class ConsulAgent:
         log.close()
 
     def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def ready() -> bool:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"consul exited with {self.proc.returncode}: {self.log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"consul exited with {self.proc.returncode}: {self.log_tail()}")
             try:
-                if self.ready(self) if self.ready else kv_ready(f"http://{self.addr}"):
-                    return
+                return self.ready(self) if self.ready else kv_ready(f"http://{self.addr}")
             except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"consul not ready after {timeout}s: {self.log_path.read_text()[-2000:]}")
+                return False
+        wait_for(ready, timeout, what=f"consul on {self.addr} ready", details=self.log_tail, step=0.1)
+
+    def log_tail(self) -> str:
+        return self.log_path.read_text()[-2000:]
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        """Stop the agent: ``sig``, then SIGKILL after 10 s (not an error here: this serves clean-ups)."""
+        if self.proc:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                stop_process(self.proc, 10, sig)
         self.proc = None
 
     def cleanup(self) -> None:
@@ -168,23 +193,20 @@ class ConsulCluster:
 
     def wait_leader(self, timeout: float, other_than: ConsulAgent | None = None) -> ConsulAgent:
         """Wait until a live server other than ``other_than`` leads and takes KV writes; return it."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def new_leader() -> ConsulAgent | None:
             leader = self.leader()
-            if leader is not None and leader is not other_than and leader.proc is not None:
-                try:
-                    if kv_ready(f"http://{leader.addr}"):
-                        return leader
-                except (OSError, ValueError):
-                    pass
-            time.sleep(0.1)
-        raise RuntimeError(f"no new Consul leader within {timeout}s")
+            if leader is None or leader is other_than or leader.proc is None:
+                return None
+            try:
+                return leader if kv_ready(f"http://{leader.addr}") else None
+            except (OSError, ValueError):
+                return None
+        return wait_for(new_leader, timeout, what="a new Consul leader taking KV writes", step=0.1)
 
     def wait_healthy(self, timeout: float) -> None:
         """Wait until autopilot counts every server healthy and a voter: a revived server is
         a non-voter for a while, and killing a leader before then leaves no quorum."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:  # as the first live server that answers sees it
             for server in self.servers:
                 if server.proc is None:
                     continue
@@ -194,12 +216,10 @@ class ConsulCluster:
                 except (OSError, ValueError):
                     continue
                 members = health.get("Servers") or []
-                if (health.get("Healthy") and len(members) == len(self.servers)
-                        and all(m.get("Healthy") and m.get("Voter") for m in members)):
-                    return
-                break
-            time.sleep(0.2)
-        raise RuntimeError(f"Consul cluster not healthy within {timeout}s")
+                return bool(health.get("Healthy") and len(members) == len(self.servers)
+                            and all(m.get("Healthy") and m.get("Voter") for m in members))
+            return False
+        wait_for(healthy, timeout, what="every Consul server healthy and a voter", step=0.2)
 
     def kill(self, server: ConsulAgent) -> None:
         """SIGKILL one server (its data dir stays, so ``revive`` brings it back as the same member)."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import statistics
 import subprocess
 import time
@@ -14,7 +13,7 @@ from statesync import config
 from statesync.repo import Repo
 from statesync.store import Store
 
-from .support import ConsulAgent, statesync_cmd
+from .support import ConsulAgent, statesync_cmd, stop_process, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -29,10 +28,8 @@ class Sidecar:
             self.proc = subprocess.Popen(statesync_cmd("run", "--role", role, *extra), env=env,
                                          stdout=fh, stderr=subprocess.STDOUT)
 
-    def stop(self, sig=signal.SIGTERM, timeout=15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
+    def stop(self, timeout: float = 15) -> int:
+        return stop_process(self.proc, timeout)
 
     def output(self) -> str:
         return self.log.read_text()
@@ -41,16 +38,6 @@ class Sidecar:
 def _repo(addr, prefix, node="node1"):
     cfg = config.load({"prefix": prefix, "node": node, "consul.addr": [addr], "root": "/nonexistent"}, env={})
     return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
-
-
-def _wait_for(pred, timeout: float, step: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def _file_in_head(repo: Repo, path: str, content: bytes) -> bool:
@@ -70,7 +57,7 @@ def test_the_daemon_commits_each_written_file_within_one_and_a_half_seconds(cons
     repo = _repo(consul.addr, prefix)
     store = repo.store
     try:
-        _wait_for(lambda: repo.head().record is not None, 20)
+        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
         latencies = []
         for i in range(40):
             head = store.get(repo.layout.head)
@@ -100,7 +87,7 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
     sidecar = Sidecar(agent.addr, prefix, root)
     try:
         repo = _repo(agent.addr, prefix)
-        _wait_for(lambda: repo.head().record is not None, 20)
+        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
         agent.stop()
         for i in range(20):
             (root / f"during{i}").write_text(f"written while Consul was away {i}")
@@ -114,7 +101,7 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
         def caught_up():
             rec = repo.head().record
             return rec and {e.path for e in repo.manifest(rec).entries} == expected
-        _wait_for(caught_up, 60, step=0.5)
+        wait_for(caught_up, 60, step=0.5)
     finally:
         assert sidecar.stop() == 0
         agent.cleanup()
@@ -129,7 +116,7 @@ def test_sigterm_during_a_burst_stops_cleanly_without_a_half_commit(consul, pref
     sidecar = Sidecar(consul.addr, prefix, root)
     repo = _repo(consul.addr, prefix)
     try:
-        _wait_for(lambda: repo.head().record is not None, 20)
+        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
         for i in range(200):
             (root / f"f{i}").write_bytes(os.urandom(2048))
     finally:

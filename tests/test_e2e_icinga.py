@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -35,8 +34,8 @@ from statesync.cli import _repo
 from statesync.fingerprint import spki_sha256
 
 from . import icinga
-from .icinga import MAX_WAIT, Api, Node, sha256_file, wait_for
-from .support import REPO, free_ports, statesync_cmd
+from .icinga import MAX_WAIT, Api, Node, sha256_file
+from .support import REPO, free_ports, statesync_cmd, stop_process, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul]
 
@@ -77,7 +76,8 @@ class Sidecar:
             except (OSError, ValueError):
                 return None
             return doc if doc.get("pid") == self.proc.pid else None
-        return wait_for(marker, timeout, f"readiness marker of {self.node.cn}'s sidecar", self.tail, step=0.05)
+        return wait_for(marker, timeout, what=f"readiness marker of {self.node.cn}'s sidecar", details=self.tail,
+                        step=0.05)
 
     def probe_ready(self) -> int:
         """``statesync ready``, the readiness probe, with this sidecar's settings."""
@@ -85,14 +85,7 @@ class Sidecar:
                               timeout=MAX_WAIT).returncode
 
     def stop(self, timeout: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc, timeout)
 
     def events(self, name: str) -> list[dict]:
         """The sidecar's JSON log events called ``name``."""
@@ -198,23 +191,33 @@ class Cluster:
         def current():
             doc = self.published_ca()
             return doc if doc is not None and doc.spki_sha256 == spki else None
-        return wait_for(current, MAX_WAIT, f"the master's sidecar publishing the CA {spki[:16]}...", self.details)
+        return wait_for(current, MAX_WAIT, what=f"the master's sidecar publishing the CA {spki[:16]}...",
+                        details=self.details, step=0.1)
 
     def wait_snapshot(self, node: Node, paths) -> None:
         wait_for(lambda: self.snapshot_holds(node, paths), MAX_WAIT,
-                 f"{node.cn}'s snapshot in Consul holding {', '.join(paths)}", self.details, step=0.2)
+                 what=f"{node.cn}'s snapshot in Consul holding {', '.join(paths)}", details=self.details, step=0.2)
 
     # -- Icinga 2
     def wait_connected(self, timeout: float = MAX_WAIT) -> float:
         start = time.monotonic()
         wait_for(lambda: self.api.connected(self.sat.cn), timeout,
-                 f"master sees endpoint {self.sat.cn} connected", self.details)
+                 what=f"master sees endpoint {self.sat.cn} connected", details=self.details, step=0.1)
         return time.monotonic() - start
 
     def provision_and_start_master(self) -> None:
         icinga.provision_master(self.master, [self.sat], self.api_user, self.api_password)
+        self.start_master()
+
+    def start_master(self) -> None:
         self.master.start()
-        wait_for(self.api.up, MAX_WAIT, "master's REST API answering", self.details)
+        wait_for(self.api.up, MAX_WAIT, what="master's REST API answering", details=self.details, step=0.1)
+
+    def destroy(self, node: Node, sidecar: Sidecar) -> None:
+        """Stop ``node`` and its sidecar (which must exit 0), then delete the node's directories."""
+        node.stop()
+        assert sidecar.stop() == 0, sidecar.tail()
+        node.wipe()
 
     def fingerprints(self) -> dict:
         return {"master_ca": spki_sha256(self.master.ca_cert().read_bytes()),
@@ -340,10 +343,8 @@ def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satelli
         before = c.fingerprints()
         ca_key = sha256_file(c.master.lib / "ca/ca.key")
 
-        c.master.stop()
-        assert c.master_sidecar.stop() == 0, c.master_sidecar.tail()
-        c.master.wipe()
-        wait_for(lambda: c.api.connected(c.sat.cn) is None, 10, "master's API gone")
+        c.destroy(c.master, c.master_sidecar)
+        wait_for(lambda: c.api.connected(c.sat.cn) is None, 10, what="master's API gone", step=0.1)
 
         t0 = time.monotonic()
         c.start_master_sidecar()
@@ -374,11 +375,9 @@ def test_a_rebuilt_satellite_is_restored_from_its_own_snapshot_and_reconnects_wi
         c.wait_snapshot(c.sat, SAT_CERTS + ("certs/ticket",))
         before = c.fingerprints()
 
-        c.sat.stop()
-        assert c.sat_sidecar.stop() == 0, c.sat_sidecar.tail()
-        c.sat.wipe()
-        wait_for(lambda: c.api.connected(c.sat.cn) is False, MAX_WAIT, "master sees the satellite gone",
-                 c.details)
+        c.destroy(c.sat, c.sat_sidecar)
+        wait_for(lambda: c.api.connected(c.sat.cn) is False, MAX_WAIT, what="master sees the satellite gone",
+                 details=c.details, step=0.1)
 
         t0 = time.monotonic()
         c.start_sat_sidecar()
@@ -417,14 +416,11 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
         # prefix, which would sidestep the start-up CA conflict rule instead of exercising it. With its
         # default on_conflict=refuse it must refuse; the operator then accepts the new CA with
         # on_conflict=keep-local, the documented way to make a new CA the truth.
-        c.master.stop()
-        assert c.master_sidecar.stop() == 0, c.master_sidecar.tail()
-        c.master.wipe()
+        c.destroy(c.master, c.master_sidecar)
         icinga.provision_master(c.master, [c.sat], c.api_user, c.api_password)
         new_ca = spki_sha256(c.master.ca_cert().read_bytes())
         assert new_ca != old_ca["master_ca"]
-        c.master.start()
-        wait_for(c.api.up, MAX_WAIT, "master's REST API answering", c.details)
+        c.start_master()
 
         # Its sidecar, started as usual, refuses to let the new CA replace the published one ...
         refused = c.start_master_sidecar()
@@ -450,8 +446,8 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
             failed = [e for e in events if e["event"] == "failed"]
             assert not failed, f"the restart command failed: {failed}\n{c.details()}"
             return [e for e in events if e["event"] == "started"]
-        wait_for(reenrolled, MAX_WAIT, "the guard's restart command enrolling and starting the satellite",
-                 lambda: f"{c.sat_sidecar.tail(30)}\n{c.details()}")
+        wait_for(reenrolled, MAX_WAIT, what="the guard's restart command enrolling and starting the satellite",
+                 details=lambda: f"{c.sat_sidecar.tail(30)}\n{c.details()}", step=0.1)
         c.wait_connected()
         t_connected = time.time()
 

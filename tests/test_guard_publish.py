@@ -12,9 +12,18 @@ from statesync.publish import CaPublisher
 from statesync.scan import Scanner
 
 from .certs import make_ca, renew
-from .guardkit import wait_for
+from .support import wait_for
 
 pytestmark = pytest.mark.consul
+
+
+def _root_with_ca(make_cfg, repo_for, pem: bytes):
+    """A config whose root holds ``pem`` as ca/ca.crt, its repo, and a scanner with its (empty) known set."""
+    cfg = make_cfg()
+    repo = repo_for(cfg)
+    (cfg.root / "ca").mkdir(parents=True)
+    (cfg.root / "ca/ca.crt").write_bytes(pem)
+    return cfg, repo, Scanner(cfg.root, cfg.path_filter, cfg.chunk_size), set()
 
 
 def _commit(cfg, repo, scanner, known, head):
@@ -23,12 +32,8 @@ def _commit(cfg, repo, scanner, known, head):
 
 
 def test_the_ca_of_a_committed_snapshot_is_published_once_and_not_rewritten_while_unchanged(make_cfg, repo_for):
-    cfg = make_cfg()
-    repo = repo_for(cfg)
-    (cfg.root / "ca").mkdir(parents=True)
     ca = make_ca()
-    (cfg.root / "ca/ca.crt").write_bytes(ca.pem)
-    scanner, known = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size), set()
+    cfg, repo, scanner, known = _root_with_ca(make_cfg, repo_for, ca.pem)
     res, head = _commit(cfg, repo, scanner, known, repo.head())
     publisher = CaPublisher(repo, cfg.root, recheck=0)
     publisher(res.record, scanner.scan(known).manifest)
@@ -68,12 +73,8 @@ def test_an_invalid_published_document_is_replaced(make_cfg, repo_for):
 
 
 def test_the_committed_certificate_is_published_even_when_the_file_changed_since(make_cfg, repo_for):
-    cfg = make_cfg()
-    repo = repo_for(cfg)
-    (cfg.root / "ca").mkdir(parents=True)
     committed = make_ca()
-    (cfg.root / "ca/ca.crt").write_bytes(committed.pem)
-    scanner, known = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size), set()
+    cfg, repo, scanner, known = _root_with_ca(make_cfg, repo_for, committed.pem)
     scan = scanner.scan(known)
     res = repo.commit(scan, repo.head(), known)
     (cfg.root / "ca/ca.crt").write_bytes(make_ca().pem)  # not committed yet
@@ -82,11 +83,8 @@ def test_the_committed_certificate_is_published_even_when_the_file_changed_since
 
 
 def test_a_ca_file_that_is_not_a_certificate_is_not_published(make_cfg, repo_for):
-    cfg = make_cfg()
-    repo = repo_for(cfg)
-    (cfg.root / "ca").mkdir(parents=True)
-    (cfg.root / "ca/ca.crt").write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-    scanner, known = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size), set()
+    not_a_cert = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    cfg, repo, scanner, known = _root_with_ca(make_cfg, repo_for, not_a_cert)
     res = repo.commit(scanner.scan(known), repo.head(), known)
     CaPublisher(repo, cfg.root)(res.record, scanner.scan(known).manifest)
     assert repo.store.get(cfg.layout.ca) is None
@@ -102,9 +100,9 @@ def test_the_daemon_runs_its_on_commit_hooks_after_each_sync_with_the_head_recor
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: seen, 10, what="first hook call")
+        wait_for(lambda: seen, 10, what="first hook call", step=0.01)
         (cfg.root / "b").write_text("2")
-        wait_for(lambda: any("b" in paths for _, paths in seen), 10, what="hook after the second commit")
+        wait_for(lambda: any("b" in paths for _, paths in seen), 10, what="hook after the second commit", step=0.01)
     finally:
         daemon.stop()
         thread.join(10)

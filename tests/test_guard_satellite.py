@@ -15,8 +15,8 @@ from statesync.errors import EXIT_RESTART
 from statesync.store import Store
 
 from .certs import CERT_FILES, enrol, make_ca, renew
-from .guardkit import SidecarProcess, fired, publish, quarantines, satellite_env, wait_for
-from .support import statesync_cmd
+from .guardkit import SidecarProcess, fired, publish, quarantines, satellite_env
+from .support import statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -42,7 +42,7 @@ def test_a_new_ca_key_is_quarantined_and_the_trigger_fired_within_three_seconds_
                          satellite_env(marker, STATESYNC_GUARD_PURGE_WINDOW="0"))
     latencies = []
     try:
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite started")
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite started", step=0.01)
         for i in range(ROUNDS):
             files = enrol(root, ca)  # (re-)enrolled with the CA now published
             new = make_ca()
@@ -82,11 +82,11 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
         assert cadoc.decode(doc.value).spki_sha256 == fingerprint.spki_sha256(ca.pem)
         assert json.loads(doc.value)["node"] == "master1"
         sat = SidecarProcess(consul.addr, prefix, sat_root, "sat1", "satellite", satellite_env(marker))
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched")
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched", step=0.01)
 
         renewed = renew(ca)
         (master_root / "ca/ca.crt").write_bytes(renewed.pem)
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(renewed.pem)), 10, what="renewal seen")
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(renewed.pem)), 10, what="renewal seen", step=0.01)
         assert store.get(key).modify_index > doc.modify_index
         time.sleep(1.5)  # confirmations would have run, and a periodic check
         assert quarantines(sat_root) == [] and fired(marker) == 0
@@ -96,7 +96,7 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
 
         new = make_ca()
         (master_root / "ca/ca.crt").write_bytes(new.pem)
-        wait_for(lambda: fired(marker) == 1, 10, what="satellite purged")
+        wait_for(lambda: fired(marker) == 1, 10, what="satellite purged", step=0.01)
         [qdir] = quarantines(sat_root)
         assert {n: (qdir / n).read_bytes() for n in files} == files
         assert any(e.get("event", "").startswith("CA key changed") for e in master.events())
@@ -115,7 +115,7 @@ def test_the_exit_trigger_ends_the_satellite_sidecar_with_exit_code_3(consul, pr
     env = satellite_env(tmp_path / "unused", STATESYNC_GUARD_TRIGGER="exit")
     sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite", env)
     try:
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched")
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched", step=0.01)
         publish(store, key, make_ca())
         assert sat.proc.wait(15) == EXIT_RESTART == 3
     finally:

@@ -9,8 +9,8 @@ import pytest
 from statesync.store import ConsulSettings, Endpoint, Store
 
 from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
-                         make_state_tree, node_repo, wait_for)
-from .support import ConsulCluster, free_ports
+                         make_state_tree, node_repo)
+from .support import ConsulCluster, free_ports, wait_for
 
 pytestmark = pytest.mark.consul
 

@@ -15,7 +15,8 @@ import pytest
 
 from statesync.restore import restore
 
-from .ha_support import Churn, Sidecar, check_history, make_state_tree, node_repo, wait_for
+from .ha_support import Churn, Sidecar, check_history, make_state_tree, node_repo
+from .support import wait_for
 
 pytestmark = pytest.mark.consul
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from .support import ConsulAgent, free_ports, statesync_cmd
+from .support import ConsulAgent, free_ports, statesync_cmd, stop_process, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -21,16 +21,6 @@ def _get(port: int, path: str) -> tuple[int, str]:
             return r.status, r.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
-
-
-def _until(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"not within {timeout}s")
 
 
 def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_consul(consul_bin, prefix, tmp_path):
@@ -45,11 +35,11 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
     log = open(tmp_path / "sidecar.log", "wb")
     proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        _until(lambda: _get(port, "/readyz")[0] == 200 if _port_open(port) else False)
+        wait_for(lambda: _get(port, "/readyz")[0] == 200 if _port_open(port) else False, 30, step=0.1)
         assert _get(port, "/healthz")[0] == 200
         status, text = _get(port, "/metrics")
         assert status == 200
-        _until(lambda: _metric(_get(port, "/metrics")[1], "statesync_commits_total") >= 1)
+        wait_for(lambda: _metric(_get(port, "/metrics")[1], "statesync_commits_total") >= 1, 30, step=0.1)
         text = _get(port, "/metrics")[1]
         assert _metric(text, "statesync_last_commit_timestamp_seconds") > time.time() - 120
         assert _metric(text, "statesync_chunks_uploaded_total") >= 1
@@ -58,14 +48,13 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
         assert _get(port, "/nope")[0] == 404
 
         agent.stop()
-        status, why = _until(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/readyz")))
+        status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/readyz")), 30, step=0.1)
         assert "Consul" in why
         assert _get(port, "/healthz")[0] == 200, "alive while Consul is away"
         agent.start()
-        _until(lambda: _get(port, "/readyz")[0] == 200, timeout=60)
+        wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, step=0.1)
     finally:
-        proc.terminate()
-        assert proc.wait(30) == 0
+        assert stop_process(proc, 30) == 0
         log.close()
         agent.cleanup()
 
