@@ -9,6 +9,7 @@ escaping), values above the PUT threshold sent by plain PUT.
 from __future__ import annotations
 
 import base64
+import binascii
 import http.client
 import json
 import os
@@ -73,7 +74,7 @@ def upload(raw: RawConsul, items: list[tuple[str, bytes]]) -> int:
 def download(raw: RawConsul, prefix: str) -> dict[str, bytes]:
     """One recursive GET without gzip; return every value below ``prefix`` by key."""
     body = raw.call("GET", f"/v1/kv/{prefix}?recurse", headers={"Accept-Encoding": "identity"})
-    b64 = base64.b64decode
+    b64 = binascii.a2b_base64
     return {p["Key"]: b64(p["Value"]) if p.get("Value") else b"" for p in json.loads(body)}
 
 

@@ -116,9 +116,11 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
     repo = _repo(cfg)
     head = repo.head()
     known = set(repo.refs(head.record)) if head.record else set()
-    scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing).scan(known)
+    # Chunks go up while the scan is still reading: Consul's work overlaps ours.
+    with repo.chunk_stream() as stream:
+        scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing).scan(known, sink=stream.add)
     warn_plain_secrets(scan.plain_secrets)
-    res = repo.commit(scan, head, known, meta={"command": "backup"})
+    res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent)
     if res is None:
         print(f"unchanged: snapshot {head.record.id} already holds this tree")
         return EXIT_OK

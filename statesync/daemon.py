@@ -22,6 +22,7 @@ from . import metrics
 from .config import Config
 from .errors import CasConflict, LockLost, StoreError
 from .lock import WriterLock, writer_lock
+from .memory import release_free_memory
 from .repo import Head, MissingChunks, Repo
 from .scan import INTERNAL_PREFIX, Scanner
 
@@ -272,6 +273,8 @@ class Daemon:
                  chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
                  kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
         self._after_commit(res.record, result.manifest)
+        del result  # the chunks read for this commit: give their memory back to the system
+        release_free_memory()
 
     def _after_commit(self, record, manifest) -> None:
         for hook in self.on_commit:

@@ -1,6 +1,7 @@
 """Durable filesystem writes: what makes a rename or a new file survive a power cut."""
 from __future__ import annotations
 
+import ctypes
 import os
 import secrets
 from pathlib import Path
@@ -29,3 +30,31 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.rename(tmp, path)
     fsync_dir(path.parent)
+
+
+def sync_filesystem(path: Path) -> None:
+    """Make everything written to the filesystem holding ``path`` durable at once: syncfs(2),
+    which since Linux 5.8 also reports a failed writeback (as OSError). Far cheaper than an
+    fsync per file for a tree of thousands of files. Falls back to sync() where syncfs is missing."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        if _SYNCFS is None:
+            os.sync()
+        elif _SYNCFS(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+    finally:
+        os.close(fd)
+
+
+def _find_syncfs():
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_SYNCFS = _find_syncfs()

@@ -73,18 +73,21 @@ class PathFilter:
     exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for p in self.include + self.exclude:
-            compile_pattern(p)
+        # Compiled once: a scan asks about every path of the tree.
+        object.__setattr__(self, "_include", tuple(compile_pattern(p) for p in self.include))
+        object.__setattr__(self, "_exclude", tuple(compile_pattern(p) for p in self.exclude))
 
     def excluded(self, path: str, ancestors: bool = True) -> bool:
         """Return True when ``path`` (or, with ``ancestors``, a directory above it) is excluded.
 
         A tree walk that never descends into excluded directories passes ``ancestors=False``.
         """
+        if not ancestors:
+            return any(r.match(path) for r in self._exclude)
         parts = path.split("/")
-        for n in range(1 if ancestors else len(parts), len(parts) + 1):
+        for n in range(1, len(parts) + 1):
             prefix = "/".join(parts[:n])
-            if any(compile_pattern(p).match(prefix) for p in self.exclude):
+            if any(r.match(prefix) for r in self._exclude):
                 return True
         return False
 
@@ -92,11 +95,11 @@ class PathFilter:
         """Return True when ``path`` matches an include pattern and no exclude."""
         if self.excluded(path):
             return False
-        return any(compile_pattern(p).match(path) for p in self.include)
+        return any(r.match(path) for r in self._include)
 
     def wanted(self, path: str, is_dir: bool, ancestors: bool = True) -> bool:
         """Directories are kept unless excluded (they hold included files);
         files and links must also match an include pattern."""
         if self.excluded(path, ancestors):
             return False
-        return is_dir or any(compile_pattern(p).match(path) for p in self.include)
+        return is_dir or any(r.match(path) for r in self._include)

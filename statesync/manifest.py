@@ -119,10 +119,79 @@ def _entry_to_json(e: Entry) -> dict:
 
 
 def encode(manifest: Manifest) -> bytes:
-    """Return the compressed manifest bytes, entries in path order."""
-    doc = {"v": FORMAT_VERSION, "e": [_entry_to_json(e) for e in sorted(manifest.entries, key=lambda e: e.path)]}
-    raw = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
-    return zlib.compress(raw, 6)
+    """Return the compressed manifest bytes, entries in path order (``Encoder`` explains the stream)."""
+    return b"".join(Encoder().pieces(manifest, 1 << 62))
+
+
+# The compressed manifest is one zlib stream of the compact JSON document. It is cut into
+# segments at content-defined entries (where a hash of the path has its low bits set):
+# each segment is deflated on its own and ends with a full flush, so its bytes depend on
+# its entries only. A change to one file changes one segment and the stream's end (its
+# adler32), not everything after the change: an incremental commit rewrites those two
+# pieces instead of the whole manifest. Readers just concatenate the pieces (FORMAT.md).
+_ZLIB_HEADER = b"\x78\x9c"  # deflate, 32 KiB window, default level
+_DOC_START = b'{"v":%d,"e":[' % FORMAT_VERSION
+_DOC_END = b"]}"
+
+
+def _segment_mask(entries: int) -> int:
+    """About 16 segments (at least 1,024 entries each on average): few pieces to read back."""
+    return (1 << max(10, (entries // 16).bit_length())) - 1
+
+
+class Encoder:
+    """Encodes manifests into pieces whose concatenation is ``encode``'s output.
+
+    Keeps the compressed segments of the last manifest it encoded, keyed by the identity
+    of their entries (a scanner hands unchanged entries back as the same objects), so
+    that encoding the next one recompresses only the segments that changed.
+    """
+
+    def __init__(self) -> None:
+        self._segments: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+
+    def pieces(self, manifest: Manifest, max_piece: int) -> list[bytes]:
+        """The compressed manifest in pieces of at most ``max_piece`` bytes: one piece when it
+        fits; else each segment's bytes (the first with the zlib header), then the stream's end."""
+        entries = sorted(manifest.entries, key=lambda e: e.path)
+        mask = _segment_mask(len(entries))
+        segments: list[list[Entry]] = []
+        current: list[Entry] = []
+        for e in entries:
+            current.append(e)
+            if zlib.crc32(e.path.encode("utf-8", "surrogateescape")) & mask == mask:
+                segments.append(current)
+                current = []
+        if current:
+            segments.append(current)
+        cache: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+        compressed: list[bytes] = []
+        adler = 1
+        for i, seg in enumerate(segments):
+            key = (i == 0, *map(id, seg))  # the entries are kept alive by the cache: ids stay theirs
+            hit = self._segments.get(key) or cache.get(key)
+            if hit is None:
+                body = json.dumps([_entry_to_json(e) for e in seg], separators=(",", ":"), ensure_ascii=False)
+                raw = (_DOC_START if i == 0 else b",") + body[1:-1].encode("utf-8", "surrogateescape")
+                deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+                hit = (seg, raw, deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
+            cache[key] = hit
+            adler = zlib.adler32(hit[1], adler)
+            compressed.append(hit[2])
+        self._segments = cache
+        tail = _DOC_END if segments else _DOC_START + _DOC_END
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        end = deflate.compress(tail) + deflate.flush(zlib.Z_FINISH) + zlib.adler32(tail, adler).to_bytes(4, "big")
+        if compressed:
+            compressed[0] = _ZLIB_HEADER + compressed[0]
+        else:
+            end = _ZLIB_HEADER + end
+        if sum(map(len, compressed)) + len(end) <= max_piece:
+            return [b"".join(compressed) + end]
+        out: list[bytes] = []
+        for part in (*compressed, end):
+            out += [part[i:i + max_piece] for i in range(0, len(part), max_piece)]
+        return out
 
 
 def _int(d: dict, key: str, lo: int, hi: int, path: str) -> int:
@@ -139,6 +208,9 @@ def _str(d: dict, key: str, path: str, limit: int = 256) -> str:
     return v
 
 
+_ONE_CHUNK = object()  # "c" left out
+
+
 def _entry_from_json(d: object) -> Entry:
     if not isinstance(d, dict):
         raise CorruptData("manifest entry is not an object")
@@ -146,16 +218,18 @@ def _entry_from_json(d: object) -> Entry:
     kind = d.get("t")
     if kind not in _TYPES:
         raise CorruptData(f"manifest entry {path!r}: unknown type {kind!r}")
-    common = dict(path=path, type=kind, mode=_int(d, "m", 0, 0o7777, path),
-                  uid=_int(d, "u", 0, 2**32 - 1, path), gid=_int(d, "g", 0, 2**32 - 1, path),
-                  mtime_ns=_int(d, "mt", -(2**63), 2**63 - 1, path),
-                  user=_str(d, "U", path), group=_str(d, "G", path))
+    # Positional construction and no helper dict: a restore decodes every entry of the tree.
+    mode, uid, gid = _int(d, "m", 0, 0o7777, path), _int(d, "u", 0, 2**32 - 1, path), _int(d, "g", 0, 2**32 - 1, path)
+    mtime_ns = _int(d, "mt", -(2**63), 2**63 - 1, path)
+    user, group = _str(d, "U", path), _str(d, "G", path)
     if kind == FILE:
         sha = d.get("h")
         if not isinstance(sha, str) or not valid_sha256(sha):
             raise CorruptData(f"manifest entry {path!r}: bad sha256")
-        chunks = d.get("c", [sha])
-        if not isinstance(chunks, list) or not all(isinstance(c, str) and valid_sha256(c) for c in chunks):
+        chunks = d.get("c", _ONE_CHUNK)
+        if chunks is _ONE_CHUNK:  # one chunk named like the file: checked just above
+            chunks = (sha,)
+        elif not isinstance(chunks, list) or not all(isinstance(c, str) and valid_sha256(c) for c in chunks):
             raise CorruptData(f"manifest entry {path!r}: bad chunk list")
         size = _int(d, "s", 0, MAX_FILE_SIZE, path)
         if (size == 0) != (not chunks) or (len(chunks) == 1 and chunks[0] != sha):
@@ -163,13 +237,13 @@ def _entry_from_json(d: object) -> Entry:
         sealed = d.get("x", 0)
         if sealed not in (0, 1) or type(sealed) is not int:
             raise CorruptData(f"manifest entry {path!r}: bad encryption flag")
-        return Entry(size=size, sha256=sha, chunks=tuple(chunks), sealed=bool(sealed), **common)
+        return Entry(path, kind, mode, uid, gid, mtime_ns, size, sha, tuple(chunks), "", user, group, bool(sealed))
     if kind == SYMLINK:
         target = _str(d, "l", path, MAX_PATH_BYTES)
         if not target:
             raise CorruptData(f"manifest entry {path!r}: symlink without target")
-        return Entry(target=target, **common)
-    return Entry(**common)
+        return Entry(path, kind, mode, uid, gid, mtime_ns, target=target, user=user, group=group)
+    return Entry(path, kind, mode, uid, gid, mtime_ns, user=user, group=group)
 
 
 def check_tree(entries: tuple[Entry, ...]) -> None:

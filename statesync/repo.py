@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
+from collections.abc import Container
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -23,7 +24,7 @@ from .layout import Layout
 from .manifest import Manifest
 from .scan import ScanResult
 from .snapshot import Record
-from .store import Op, Store
+from .store import BulkWriter, Op, Store
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +68,7 @@ class Repo:
         self.sealer = sealer
         self.seal_manifest = seal_manifest and sealer is not None
         self._refs_cache: dict[str, frozenset[str]] = {}
+        self._manifest_encoder = mf.Encoder()
 
     # -- reading -------------------------------------------------------------------
 
@@ -109,9 +111,11 @@ class Repo:
         wanted = set(digests) | set(sealed)
         found: dict[str, bytes] = {}
         if len(wanted) > 32:
-            for pair in self.store.get_prefix(self.layout.chunks):
-                digest = self.layout.digest_of_chunk_key(pair.key)
-                if digest in wanted:
+            prefix = self.layout.chunks
+            n = len(prefix)
+            for pair in self.store.get_prefix(prefix):
+                digest = pair.key[n:]  # every wanted digest is a valid one: no need to check the rest
+                if digest in wanted and pair.key.startswith(prefix):
                     found[digest] = pair.value
         else:
             for digest in wanted:
@@ -139,8 +143,11 @@ class Repo:
 
     def file_bytes(self, entry: mf.Entry, contents: dict[str, bytes]) -> bytes:
         """Join a file's verified chunks and check its whole-content address; raise CorruptData."""
-        hasher = self.sealer.address if entry.sealed and self.sealer else chunking.sha256
-        data = chunking.join(entry.sha256, [contents[d] for d in entry.chunks], hasher)
+        if not entry.sealed and entry.chunks == (entry.sha256,):
+            data = contents[entry.sha256]  # one plain chunk: verified under this very address already
+        else:
+            hasher = self.sealer.address if entry.sealed and self.sealer else chunking.sha256
+            data = chunking.join(entry.sha256, [contents[d] for d in entry.chunks], hasher)
         if len(data) != entry.size:
             raise CorruptData(f"{entry.path}: content is {len(data)} bytes, the manifest says {entry.size}")
         return data
@@ -173,11 +180,12 @@ class Repo:
     # -- writing -------------------------------------------------------------------
 
     def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None,
-               fence: tuple[Op, ...] = ()) -> CommitResult | None:
+               fence: tuple[Op, ...] = (), sent: Container[str] = frozenset()) -> CommitResult | None:
         """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
 
         ``fence`` operations (the writer lock's ``check-session``) open every transaction
-        of the commit, the final one included; LockLost when one fails.
+        of the commit, the final one included; LockLost when one fails. ``sent`` names
+        chunks of ``scan.new_chunks`` already written while scanning (``chunk_stream``).
 
         ``known`` holds chunks already stored; it is updated with the chunks written.
         Raises MissingChunks when the manifest needs a chunk nobody has, CasConflict when
@@ -190,10 +198,11 @@ class Repo:
         absent = needed - known - scan.new_chunks.keys()
         if absent:
             raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
-        blob = mf.encode(m)
+        # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
+        manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
+        blob = b"".join(manifest_pieces)
         if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
             return None
-        manifest_pieces = list(chunking.split(blob, self.chunk_size))
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
         uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in known}
@@ -211,17 +220,26 @@ class Repo:
                      key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest)
         final = self._final_ops(rec, base, fence)
         upload_bytes = sum(len(p) for p in uploads.values())
-        if upload_bytes <= _SINGLE_TXN_BYTES and len(uploads) + len(final) <= self.store.settings.txn_max_ops:
-            ops = [Op("set", self.layout.chunk(d), p) for d, p in uploads.items()] + final
+        pending = {d: p for d, p in uploads.items() if d not in sent} if sent else uploads
+        pending_bytes = sum(len(p) for p in pending.values())
+        if pending_bytes <= _SINGLE_TXN_BYTES and len(pending) + len(final) <= self.store.settings.txn_max_ops:
+            ops = [Op("set", self.layout.chunk(d), p) for d, p in pending.items()] + final
         else:
-            self.store.put_many(((self.layout.chunk(d), p) for d, p in uploads.items()), fence=fence)
+            self.store.put_many(((self.layout.chunk(d), p) for d, p in pending.items()), fence=fence)
             ops = final
         head = self._apply_final(ops, rec, base)
         known.update(uploads)
         self._refs_cache[rec.id] = frozenset(needed | set(manifest_digests))
+        # Only kept snapshots are asked for again (ids sort by time): drop the oldest beyond them.
+        while len(self._refs_cache) > self.keep + 1:
+            del self._refs_cache[min(self._refs_cache)]
         return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
-                            upload_bytes, self.store.stats.kv_writes - writes_before,
+                            upload_bytes, self.store.stats.kv_writes - writes_before + len(uploads) - len(pending),
                             time.monotonic() - started)
+
+    def chunk_stream(self, fence: tuple[Op, ...] = ()) -> "ChunkStream":
+        """A writer of chunks for ``Scanner.scan(sink=...)``; pass its ``sent`` to ``commit``."""
+        return ChunkStream(BulkWriter(self.store, fence), self.layout.chunks)
 
     def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...] = ()) -> list[Op]:
         encoded = rec.encode()
@@ -281,6 +299,38 @@ class Repo:
             self.store.delete_many((self.layout.chunk(d) for d in doomed), fence=fence)
             log.info("garbage collected", node=self.layout.node, chunks=len(doomed), pending=len(keep_pending))
         return len(doomed)
+
+
+class ChunkStream:
+    """Uploads the chunks a scan reads while it goes on reading (``Store.BulkWriter``).
+
+    Only full transactions are sent; the chunks left over go with the commit. What was
+    sent before a commit fails is garbage like any upload of a failed commit: collected
+    once unreferenced for ``gc_grace``, and never counted as stored (``known``) before
+    the commit that references it has succeeded.
+    """
+
+    def __init__(self, writer: BulkWriter, chunks_prefix: str):
+        self._writer = writer
+        self._prefix = chunks_prefix
+
+    def add(self, digest: str, data: bytes) -> None:
+        self._writer.add(self._prefix + digest, data)
+
+    @property
+    def sent(self) -> set[str]:
+        """The digests written so far (complete once the stream is closed)."""
+        n = len(self._prefix)
+        return {key[n:] for key in self._writer.sent}
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "ChunkStream":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._writer.__exit__(kind, exc, tb)
 
 
 def _encode_gc(pending: dict[str, float]) -> bytes:

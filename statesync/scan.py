@@ -11,7 +11,7 @@ import grp
 import os
 import pwd
 import stat
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -63,29 +63,38 @@ class Scanner:
 
     def __init__(self, root: Path, path_filter: PathFilter, chunk_size: int, sealing: Sealing | None = None):
         self.root = Path(root)
+        self._root_str = str(self.root)
         self.filter = path_filter
         self.chunk_size = chunk_size
         self.sealing = sealing
         self._entries: dict[str, tuple[tuple, Entry]] = {}
+        self._sink: Callable[[str, bytes], None] | None = None
 
     def forget(self) -> None:
         """Drop the stat cache so the next scan reads every file again."""
         self._entries.clear()
 
-    def scan(self, known: Container[str], dirty: Iterable[str] | None = None) -> ScanResult:
+    def scan(self, known: Container[str], dirty: Iterable[str] | None = None,
+             sink: Callable[[str, bytes], None] | None = None) -> ScanResult:
         """Scan the whole tree, or only the ``dirty`` root-relative paths and their subtrees.
 
         ``known`` holds chunk digests already in the store; other chunks read are returned
-        in ``new_chunks``. Raises OSError when the root itself cannot be read.
+        in ``new_chunks``, and each is also passed to ``sink(digest, chunk)`` as soon as it is
+        read (once), so that uploading can overlap the reading. Raises OSError when the root
+        itself cannot be read, and whatever ``sink`` raises.
         """
         result = ScanResult(Manifest())
-        if dirty is None:
-            fresh: dict[str, tuple[tuple, Entry]] = {}
-            self._walk("", fresh, known, result)
-            self._entries = fresh
-        else:
-            for rel in sorted(set(dirty)):
-                self._rescan(rel, known, result)
+        self._sink = sink
+        try:
+            if dirty is None:
+                fresh: dict[str, tuple[tuple, Entry]] = {}
+                self._walk("", fresh, known, result)
+                self._entries = fresh
+            else:
+                for rel in sorted(set(dirty)):
+                    self._rescan(rel, known, result)
+        finally:
+            self._sink = None
         result.manifest = Manifest(tuple(e for _, (_, e) in sorted(self._entries.items())))
         return result
 
@@ -171,17 +180,23 @@ class Scanner:
 
     def _read_file(self, rel: str, common: dict, known: Container[str], result: ScanResult):
         """Read a file whole; a file that changes while read is read again, up to three times."""
+        path = f"{self._root_str}/{rel}"
         for _ in range(3):
             try:
-                fd = os.open(self.root / rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except (FileNotFoundError, OSError) as exc:
                 if isinstance(exc, FileNotFoundError) or exc.errno in (40,):  # ELOOP: replaced by a link
                     return None, None
                 raise
             try:
                 before = os.fstat(fd)
-                with os.fdopen(os.dup(fd), "rb") as fh:
-                    data = fh.read()
+                # One read() for the whole file; one byte more shows at once that it grew.
+                data = os.read(fd, before.st_size + 1)
+                if len(data) != before.st_size:  # grew, shrank, or too big for one read(): read to the end
+                    parts = [data]
+                    while piece := os.read(fd, 1 << 24):
+                        parts.append(piece)
+                    data = b"".join(parts)
                 after = os.fstat(fd)
             finally:
                 os.close(fd)
@@ -194,13 +209,26 @@ class Scanner:
         sealed = sealing is not None and sealing.wants(rel, data)
         if sealed:
             digest, pieces = chunking.address(data, self.chunk_size, sealing.sealer.address)
+        elif self._sink is not None and len(data) > self.chunk_size:
+            # A large file: hand each piece on as soon as it is hashed, so that uploading it
+            # overlaps hashing the rest (and the whole), instead of following it.
+            pieces = []
+            for piece in chunking.split(data, self.chunk_size):
+                d = chunking.sha256(piece)
+                pieces.append((d, piece))
+                if d not in known and d not in result.new_chunks:
+                    result.new_chunks[d] = piece
+                    self._sink(d, piece)
+            digest = chunking.sha256(data)
         else:
             digest, pieces = chunking.address(data, self.chunk_size)
-            if sealing is not None and sealing.is_secret(rel, data):
-                result.plain_secrets.append(rel)
+        if not sealed and sealing is not None and sealing.is_secret(rel, data):
+            result.plain_secrets.append(rel)
         for d, piece in pieces:
-            if d not in known:
+            if d not in known and d not in result.new_chunks:
                 result.new_chunks[d] = sealing.sealer.seal(sealing.node, d, piece) if sealed else piece
+                if self._sink is not None:
+                    self._sink(d, result.new_chunks[d])
         common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
         entry = Entry(type=FILE, size=len(data), sha256=digest, chunks=tuple(d for d, _ in pieces),
                       sealed=sealed, **common)

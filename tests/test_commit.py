@@ -63,12 +63,17 @@ def test_a_backup_killed_at_random_moments_always_leaves_a_head_that_restores(ma
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=cfg.prefix, STATESYNC_ROOT=str(cfg.root),
                STATESYNC_NODE=cfg.node, STATESYNC_CHUNK_SIZE="65536", STATESYNC_LOG_FORMAT="json")
     repo = repo_for(cfg)
+    # How long one backup process runs here (start-up, scan, commit): the kills land within it.
+    started = time.monotonic()
+    subprocess.run(statesync_cmd("backup"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   check=True, timeout=60)
+    duration = time.monotonic() - started
     kills = completed = 0
     for round_ in range(25):
         for path in rng.sample(sorted(p for p in cfg.root.rglob("f*")), 40):
             path.write_bytes(os.urandom(20_000))
         proc = subprocess.Popen(statesync_cmd("backup"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.05, 0.9))
+        time.sleep(rng.uniform(0.3, 1.2) * duration)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1
