@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
 
@@ -64,11 +63,3 @@ class HealthServer:
                 pass  # probes every few seconds would drown the log
 
         return Handler
-
-
-def heartbeat_check(last_beat: Callable[[], float], max_age: float) -> Check:
-    """Alive while the main loop has beaten within ``max_age`` seconds."""
-    def check() -> tuple[bool, str]:
-        age = time.monotonic() - last_beat()
-        return (age <= max_age, f"main loop last seen {age:.1f}s ago")
-    return check

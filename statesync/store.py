@@ -87,16 +87,6 @@ class Op:
     index: int | None = None
     session: str | None = None
 
-    def to_json(self) -> dict:
-        kv: dict = {"Verb": self.verb, "Key": self.key}
-        if self.value is not None:
-            kv["Value"] = base64.b64encode(self.value).decode()
-        if self.index is not None:
-            kv["Index"] = self.index
-        if self.session is not None:
-            kv["Session"] = self.session
-        return {"KV": kv}
-
     def body_size(self) -> int:
         value = 4 * math.ceil(len(self.value) / 3) if self.value else 0
         return value + len(self.key.encode()) + 96
@@ -532,8 +522,7 @@ class Store:
     def _lock_op(self, verb: str, key: str, session: str, value: bytes | None) -> _Resp:
         # As a transaction, a refused lock is a 409 naming the reason; the plain
         # ?acquire= form answers an ended session with a 500, which looks transient.
-        body = json.dumps([Op(verb, key, value, session=session).to_json()]).encode()
-        resp = self._call("put", "/v1/txn", data=body)
+        resp = self._call("put", "/v1/txn", data=_txn_body([Op(verb, key, value, session=session)]))
         if resp.code == 409 and "permission denied" in _brief(resp.content, 1000).lower():
             self.stats.errors += 1
             raise PermissionDenied(f"Consul denied to {verb} {key!r}: the token lacks write permission on that key")
@@ -643,7 +632,7 @@ class BulkWriter:
 
 
 def _txn_body(ops: list[Op]) -> bytes:
-    """The /v1/txn body of ``ops``: the JSON of ``[op.to_json() for op in ops]``, built as bytes.
+    """The /v1/txn body of ``ops`` (``[{"KV": {"Verb": ..., "Key": ..., "Value": base64, ...}}]``), built as bytes.
 
     A value's base64 never needs JSON escaping, so the values (nearly all of a body's bytes)
     are not passed through the JSON encoder nor decoded to str and encoded back.
