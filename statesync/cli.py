@@ -197,6 +197,7 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     from .daemon import Daemon
+    from . import metrics
     from .startup import clear_ready, mark_ready, prepare
     from .store import retry
     repo = _repo(cfg)
@@ -207,6 +208,7 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
         # At start Consul may still be electing a leader; give it a while before giving up.
         outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
         mark_ready(cfg.ready_file, outcome)
+        metrics.ready.set(1)
         log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
         daemon = holder["daemon"] = Daemon(cfg, repo)
         return _serve(cfg, daemon)

@@ -45,6 +45,7 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
         assert _metric(text, "statesync_chunks_uploaded_total") >= 1
         assert "statesync_commit_duration_seconds_bucket" in text
         assert "statesync_consul_errors_total" in text
+        assert _metric(text, "statesync_ready") == 1
         assert _get(port, "/nope")[0] == 404
 
         agent.stop()
