@@ -39,13 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw as rawlib  # noqa: E402
 
-from statesync import chunking, config, fingerprint, snapshot  # noqa: E402
-from statesync.manifest import FILE  # noqa: E402
-from statesync.repo import Repo  # noqa: E402
-from statesync.restore import restore  # noqa: E402
-from statesync.scan import Scanner  # noqa: E402
-from statesync.store import Store  # noqa: E402
-
+from statesync import config  # noqa: E402
+from statesync.consul.store import Store  # noqa: E402
+from statesync.pki import fingerprint  # noqa: E402
+from statesync.repo.repository import Repo  # noqa: E402
+from statesync.restore.apply import restore  # noqa: E402
+from statesync.snapshot import chunking  # noqa: E402
+from statesync.snapshot import record as snapshot
+from statesync.snapshot.manifest import FILE  # noqa: E402
+from statesync.snapshot.scan import Scanner  # noqa: E402
 from tests.support import ConsulAgent, find_consul, statesync_cmd  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -507,7 +509,7 @@ class Bench:
         p50, p99 = median(latencies), pctl(latencies, 0.99)
         say(f"  [{self.mode}] guard {label} {settings or '(defaults)'}: p50 {p50:.3f}s p99 {p99:.3f}s "
             f"over {rounds} rounds")
-        from statesync.guard_settings import DEFAULTS
+        from statesync.guard.settings import DEFAULTS
         used = {"confirmations": settings.get("confirmations", DEFAULTS.confirmations),
                 "confirm_interval_s": settings.get("confirm_interval", DEFAULTS.confirm_interval),
                 "purge_window_s": 0, "trigger": "command (/bin/sh appending to a file)"}

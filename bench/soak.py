@@ -28,9 +28,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from statesync import chunking  # noqa: E402
-from statesync import manifest as mf  # noqa: E402
-
+from statesync.snapshot import chunking  # noqa: E402
+from statesync.snapshot import manifest as mf  # noqa: E402
 from tests.ha_support import Churn, Sidecar, load_cfg, make_state_tree, node_repo, tree_manifest  # noqa: E402
 from tests.support import ConsulCluster, find_consul  # noqa: E402
 

@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .chunking import MAX_CHUNK_SIZE
-from .crypto import KeyFormatError, Sealer, Sealing, parse_key
+from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, Endpoint, LockSettings
 from .errors import ConfigError
-from .globs import PathFilter, compile_pattern
-from . import guard_settings as gs
-from .guard_settings import GuardSettings
-from .layout import Layout, valid_node, valid_prefix
-from .lock import LockSettings
-from .store import FENCED_VALUE_MAX, ConsulSettings, Endpoint
+from .guard import settings as gs
+from .guard.settings import GuardSettings
+from .snapshot.chunking import MAX_CHUNK_SIZE
+from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
+from .snapshot.globs import PathFilter, compile_pattern
+from .snapshot.layout import Layout, valid_node, valid_prefix
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -215,7 +214,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("http.port", _number(int, 0, 65535), 0, ("STATESYNC_HTTP_PORT",)),
     Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
     Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
-    # The satellite CA guard (see statesync/guard.py); defaults in guard_settings.GuardSettings.
+    # The satellite CA guard (see statesync/guard/satellite.py); defaults in guard/settings.GuardSettings.
     Setting("guard.trigger", _choice(gs.TRIGGERS), gs.DEFAULTS.trigger, ("STATESYNC_GUARD_TRIGGER",)),
     Setting("guard.confirmations", _number(int, 1, 20), gs.DEFAULTS.confirmations,
             ("STATESYNC_GUARD_CONFIRMATIONS",)),
@@ -237,7 +236,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("guard.command", _adapt(gs.parse_argv), (), ("STATESYNC_GUARD_COMMAND",)),
     Setting("guard.trigger_timeout", _number(float, 1.0, 600.0), gs.DEFAULTS.trigger_timeout,
             ("STATESYNC_GUARD_TRIGGER_TIMEOUT",)),
-    # One writer per node (see statesync/lock.py). Consul refuses TTLs below its servers'
+    # One writer per node (see statesync/consul/lock.py). Consul refuses TTLs below its servers'
     # session_ttl_min (10 s unless configured) and lock-delays above 60 s.
     Setting("lock.enabled", _bool, LockSettings.enabled, ("STATESYNC_LOCK_ENABLED",)),
     Setting("lock.ttl", _number(float, 1.0, 86400.0), LockSettings.ttl, ("STATESYNC_LOCK_TTL",)),

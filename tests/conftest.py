@@ -6,8 +6,8 @@ import os
 import pytest
 
 from statesync import config
-from statesync.repo import Repo
-from statesync.store import Store
+from statesync.consul.store import Store
+from statesync.repo.repository import Repo
 
 from .support import ConsulAgent, find_consul
 

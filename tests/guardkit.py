@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from statesync import cadoc
-from statesync.guard_logic import QUARANTINE_DIR
-from statesync.store import Store
+from statesync.consul.store import Store
+from statesync.guard.logic import QUARANTINE_DIR
+from statesync.pki import cadoc
 
 from .support import statesync_cmd, stop_process
 

@@ -11,13 +11,14 @@ import threading
 import time
 from pathlib import Path
 
-from statesync import chunking, config
-from statesync import manifest as mf
-from statesync.repo import Repo
-from statesync.restore import restore
-from statesync.scan import Scanner
-from statesync.snapshot import Record
-from statesync.store import Store
+from statesync import config
+from statesync.consul.store import Store
+from statesync.repo.repository import Repo
+from statesync.restore.apply import restore
+from statesync.snapshot import chunking
+from statesync.snapshot import manifest as mf
+from statesync.snapshot.record import Record
+from statesync.snapshot.scan import Scanner
 
 from .support import statesync_cmd, stop_process, tree_state
 

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from statesync.store import Store
+from statesync.consul.store import Store
 
 from .support import make_tree, statesync_cmd, tree_state
 

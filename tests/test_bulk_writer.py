@@ -5,8 +5,11 @@ from __future__ import annotations
 import pytest
 
 from statesync import config
+from statesync.consul.bulk import BulkWriter
+from statesync.consul.client import Op
+from statesync.consul.settings import PUT_THRESHOLD
+from statesync.consul.store import Store
 from statesync.errors import ConsulUnavailable, StoreError
-from statesync.store import PUT_THRESHOLD, BulkWriter, Op, Store
 
 from .support import free_ports
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 
-from statesync.restore import restore
-from statesync.scan import Scanner
-from statesync.store import Store
+from statesync.consul.store import Store
+from statesync.restore.apply import restore
+from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd, tree_state
+from .support import statesync_cmd
 
 pytestmark = pytest.mark.consul
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from statesync import config
-from statesync.repo import Repo
-from statesync.store import Store
+from statesync.consul.store import Store
+from statesync.repo.repository import Repo
 
 from .support import ConsulAgent, statesync_cmd, stop_process, wait_for
 
@@ -45,7 +45,7 @@ def _file_in_head(repo: Repo, path: str, content: bytes) -> bool:
     if rec is None:
         return False
     entry = repo.manifest(rec).by_path().get(path)
-    from statesync.chunking import sha256
+    from statesync.snapshot.chunking import sha256
     return entry is not None and entry.sha256 == sha256(content)
 
 
@@ -123,6 +123,6 @@ def test_sigterm_during_a_burst_stops_cleanly_without_a_half_commit(consul, pref
         assert sidecar.stop() == 0
     rec = repo.head().record
     target = tmp_path / "restored"
-    from statesync.restore import restore
+    from statesync.restore.apply import restore
     restore(repo, rec, target)
     assert len(list(target.iterdir())) == rec.files

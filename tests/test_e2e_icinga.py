@@ -25,13 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from statesync.crypto import format_key, generate_key
-from statesync.store import ConsulSettings, Store
+from statesync import config
 from statesync.config import parse_addr
-
-from statesync import cadoc, config
-from statesync.cli import _repo
-from statesync.fingerprint import spki_sha256
+from statesync.consul.settings import ConsulSettings
+from statesync.consul.store import Store
+from statesync.pki import cadoc
+from statesync.pki.fingerprint import spki_sha256
+from statesync.sidecar.wiring import open_repo as _repo
+from statesync.snapshot.crypto import format_key, generate_key
 
 from . import icinga
 from .icinga import MAX_WAIT, Api, Node, sha256_file

@@ -6,10 +6,10 @@ import threading
 import pytest
 import structlog
 
-from statesync import cadoc, fingerprint
-from statesync.daemon import Daemon
-from statesync.publish import CaPublisher
-from statesync.scan import Scanner
+from statesync.guard.publish import CaPublisher
+from statesync.pki import cadoc, fingerprint
+from statesync.sidecar.daemon import Daemon
+from statesync.snapshot.scan import Scanner
 
 from .certs import make_ca, renew
 from .support import wait_for

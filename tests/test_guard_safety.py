@@ -10,10 +10,12 @@ import time
 import pytest
 import structlog
 
-from statesync import fingerprint, triggers
-from statesync.guard import DECISION_FILE, Guard
-from statesync.guard_logic import Verdict
-from statesync.store import Store
+from statesync.consul.store import Store
+from statesync.guard import triggers
+from statesync.guard.logic import Verdict
+from statesync.guard.quarantine import DECISION_FILE
+from statesync.guard.satellite import Guard
+from statesync.pki import fingerprint
 
 from .certs import CERT_FILES, enrol, make_ca, renew, sign
 from .guardkit import APPEND, fired, publish, quarantines

@@ -10,9 +10,10 @@ import time
 
 import pytest
 
-from statesync import cadoc, config, fingerprint
+from statesync import config
+from statesync.consul.store import Store
 from statesync.errors import EXIT_RESTART
-from statesync.store import Store
+from statesync.pki import cadoc, fingerprint
 
 from .certs import CERT_FILES, enrol, make_ca, renew
 from .guardkit import SidecarProcess, fired, publish, quarantines, satellite_env

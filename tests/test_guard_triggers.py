@@ -18,9 +18,10 @@ import time
 
 import pytest
 
-from statesync import config, triggers
+from statesync import config
 from statesync.errors import TriggerError
-from statesync.triggers import ApiTrigger, CommandTrigger, DockerTrigger, ExitTrigger, SignalTrigger
+from statesync.guard import triggers
+from statesync.guard.triggers import ApiTrigger, CommandTrigger, DockerTrigger, ExitTrigger, SignalTrigger
 
 from .certs import make_ca, sign
 

@@ -6,10 +6,19 @@ import time
 
 import pytest
 
-from statesync.store import ConsulSettings, Endpoint, Store
+from statesync.consul.settings import ConsulSettings, Endpoint
+from statesync.consul.store import Store
 
-from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
-                         make_state_tree, node_repo)
+from .ha_support import (
+    Churn,
+    Sidecar,
+    assert_restores_to_tree,
+    check_history,
+    head_equals_tree,
+    load_cfg,
+    make_state_tree,
+    node_repo,
+)
 from .support import ConsulCluster, free_ports, wait_for
 
 pytestmark = pytest.mark.consul

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from statesync.restore import restore
+from statesync.restore.apply import restore
 
 from .ha_support import Churn, Sidecar, check_history, make_state_tree, node_repo
 from .support import wait_for

@@ -7,12 +7,20 @@ import time
 
 import pytest
 
+from statesync.consul.lock import LockSettings, WriterLock
 from statesync.errors import LockLost
-from statesync.lock import LockSettings, WriterLock
-from statesync.scan import Scanner
+from statesync.snapshot.scan import Scanner
 
-from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
-                         make_state_tree, node_repo)
+from .ha_support import (
+    Churn,
+    Sidecar,
+    assert_restores_to_tree,
+    check_history,
+    head_equals_tree,
+    load_cfg,
+    make_state_tree,
+    node_repo,
+)
 from .support import wait_for
 
 pytestmark = pytest.mark.consul

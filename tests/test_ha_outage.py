@@ -6,8 +6,16 @@ import time
 
 import pytest
 
-from .ha_support import (Churn, Sidecar, assert_restores_to_tree, check_history, head_equals_tree, load_cfg,
-                         make_state_tree, node_repo)
+from .ha_support import (
+    Churn,
+    Sidecar,
+    assert_restores_to_tree,
+    check_history,
+    head_equals_tree,
+    load_cfg,
+    make_state_tree,
+    node_repo,
+)
 from .support import ConsulAgent, wait_for
 
 pytestmark = pytest.mark.consul

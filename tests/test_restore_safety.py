@@ -16,10 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from statesync import chunking, config
-from statesync.repo import Repo
-from statesync.snapshot import Record, new_id
-from statesync.store import Store
+from statesync import config
+from statesync.consul.store import Store
+from statesync.repo.repository import Repo
+from statesync.snapshot import chunking
+from statesync.snapshot.record import Record, new_id
 
 from .support import statesync_cmd, tree_state
 
@@ -154,7 +155,7 @@ def test_a_master_holding_a_different_ca_refuses_to_start_and_changes_nothing(en
 
 
 def _snapshot_ca(env) -> bytes:
-    from statesync.startup import snapshot_ca
+    from statesync.restore.startup import snapshot_ca
     return snapshot_ca(env.repo, env.repo.head().record)
 
 
@@ -163,7 +164,7 @@ def test_on_conflict_restore_moves_the_local_state_aside_and_brings_back_the_pub
     env.run("backup", check=True)
     fresh, _ = make_ca_pem("a fresh CA")
     (env.root / "ca/ca.crt").write_bytes(fresh)
-    from statesync.startup import prepare
+    from statesync.restore.startup import prepare
     outcome = prepare(env.repo, env.root, "master", "restore")
     assert outcome.action == "restored"
     assert (env.root / "ca/ca.crt").read_bytes() == crt
@@ -176,7 +177,7 @@ def test_on_conflict_keep_local_leaves_both_alone_at_start(env):
     env.run("backup", check=True)
     fresh, _ = make_ca_pem("a fresh CA")
     (env.root / "ca/ca.crt").write_bytes(fresh)
-    from statesync.startup import prepare
+    from statesync.restore.startup import prepare
     assert prepare(env.repo, env.root, "master", "keep-local").action == "kept-local"
     assert (env.root / "ca/ca.crt").read_bytes() == fresh
 
@@ -243,7 +244,7 @@ def test_restore_of_another_node_and_of_an_older_snapshot(env, consul, prefix, t
 
 
 def test_an_interrupted_swap_is_rolled_forward_by_the_next_run(env):
-    from statesync.restore import JOURNAL, recover
+    from statesync.restore.apply import JOURNAL, recover
     root = env.root
     root.mkdir()
     (root / "old").write_text("old")

@@ -12,9 +12,10 @@ import os
 import pytest
 
 from statesync import config
+from statesync.consul.client import Op
+from statesync.consul.store import Store
 from statesync.errors import PermissionDenied
-from statesync.repo import Repo
-from statesync.store import Op, Store
+from statesync.repo.repository import Repo
 
 from .acl_support import ACL_DIR, AGENT_NODE, PREFIX, one_error_line, run_cli
 from .support import make_tree, tree_state

@@ -8,13 +8,12 @@ import subprocess
 
 import pytest
 
-from statesync import crypto
+from statesync.consul.store import Store
 from statesync.errors import CorruptData
-from statesync.store import Store
+from statesync.snapshot import crypto
 
+from .support import tree_state
 from .test_restore_safety import Env, icinga_tree, make_ca_pem
-from .support import statesync_cmd, tree_state
-
 
 # -- pure ------------------------------------------------------------------------------
 

@@ -11,11 +11,14 @@ import tempfile
 import zlib
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from statesync import chunking, crypto, manifest as mf, snapshot
 from statesync.errors import StatesyncError
-from statesync.restore import write_tree
+from statesync.restore.apply import write_tree
+from statesync.snapshot import chunking, crypto
+from statesync.snapshot import manifest as mf
+from statesync.snapshot import record as snapshot
 
 FUZZ = settings(max_examples=300, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])

@@ -13,7 +13,9 @@ import uuid
 import pytest
 import structlog
 
-from statesync import cli, config, logs
+from statesync import config
+from statesync.cli import parsers
+from statesync.sidecar import logs
 
 from .acl_support import PREFIX, assert_no_secret, one_error_line, run_cli, token_file
 from .support import make_tree, statesync_cmd, tree_state
@@ -29,15 +31,17 @@ def _recognisable() -> str:
 
 
 def test_no_command_line_flag_takes_the_token_itself():
-    parser = cli.build_parser()
+    parser = parsers.build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict)).choices
     assert set(subparsers) >= {"backup", "restore", "snapshots", "run", "ready"}
+    talks_to_consul = {"backup", "restore", "snapshots", "run", "rekey", "check-ca"}
     for name, sub in subparsers.items():
         options = {opt for action in sub._actions for opt in action.option_strings}
-        assert {opt for opt in options if "token" in opt} == {"--consul-token-file"}, name
+        expected = {"--consul-token-file"} if name in talks_to_consul else set()
+        assert {opt for opt in options if "token" in opt} == expected, name
         assert all(action.dest != "consul_token" for action in sub._actions), name
-    assert "consul.token" not in cli._FLAG_SETTINGS.values()
-    assert "consul.token_file" in cli._FLAG_SETTINGS.values()
+    assert "consul.token" not in parsers._FLAG_SETTINGS.values()
+    assert "consul.token_file" in parsers._FLAG_SETTINGS.values()
 
 
 def test_the_token_is_taken_from_the_token_file_or_the_config_file_and_never_shown_in_a_repr(tmp_path):

@@ -186,7 +186,7 @@ def test_a_client_certificate_from_an_untrusted_ca_is_rejected_in_one_line(run, 
     "EOF occurred in violation of protocol (_ssl.c:2427)",  # Go closed before the alert was read
 ])
 def test_each_way_a_refused_client_certificate_surfaces_names_the_client_certificate(raw):
-    from statesync.store import _tls_reason
+    from statesync.consul.transport import tls_reason as _tls_reason
     reason = _tls_reason(Exception(f"Max retries exceeded (Caused by SSLError(SSLError(1, '{raw}')))"))
     assert "client certificate" in reason and "CONSUL_CLIENT_CERT" in reason
 

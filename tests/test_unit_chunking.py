@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statesync import chunking
-from statesync.chunking import address, join, split, verify
 from statesync.errors import CorruptData
+from statesync.snapshot import chunking
+from statesync.snapshot.chunking import address, join, split, verify
 
 FAST = settings(max_examples=200, deadline=None, database=None)
 

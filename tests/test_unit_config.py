@@ -4,18 +4,17 @@ Files live in tmp_path; the environment is always passed explicitly (never os.en
 """
 from __future__ import annotations
 
-import re
 import socket
 from pathlib import Path
 
 import pytest
 
 from statesync import config
-from statesync.chunking import MAX_CHUNK_SIZE
 from statesync.config import DEFAULT_EXCLUDES, load
+from statesync.consul.settings import Endpoint
 from statesync.errors import EXIT_USAGE, ConfigError, exit_code_for
-from statesync.layout import Layout
-from statesync.store import Endpoint
+from statesync.snapshot.chunking import MAX_CHUNK_SIZE
+from statesync.snapshot.layout import Layout
 
 NODE = {"node": "testnode"}
 TOKEN = "b1gs3cret-7c1e-4f00-9a9a-0123456789ab"

@@ -8,8 +8,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from statesync import cadoc, fingerprint
 from statesync.errors import CorruptData
+from statesync.pki import cadoc, fingerprint
 
 from .certs import make_ca, renew, sign
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import fnmatch
-import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.config import DEFAULT_EXCLUDES
-from statesync.globs import PathFilter, compile_pattern
+from statesync.snapshot.globs import PathFilter, compile_pattern
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 

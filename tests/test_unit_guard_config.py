@@ -5,7 +5,7 @@ import pytest
 
 from statesync import config
 from statesync.errors import ConfigError
-from statesync.guard_settings import GuardSettings
+from statesync.guard.settings import GuardSettings
 
 
 def load(env=None, **flags):

@@ -6,9 +6,19 @@ from datetime import datetime, timezone
 
 import pytest
 
-from statesync import cadoc, fingerprint
-from statesync.guard_logic import (Decision, Verdict, cannot_tell, decide, last_purge_time, node_cert_name,
-                                   purge_allowed, quarantine_files, quarantine_stamp, same_mismatch)
+from statesync.guard.logic import (
+    Decision,
+    Verdict,
+    cannot_tell,
+    decide,
+    last_purge_time,
+    node_cert_name,
+    purge_allowed,
+    quarantine_files,
+    quarantine_stamp,
+    same_mismatch,
+)
+from statesync.pki import cadoc, fingerprint
 
 from .certs import make_ca, renew, sign
 

@@ -7,10 +7,21 @@ from datetime import datetime, timezone
 import pytest
 
 from statesync import config
+from statesync.consul.client import Op
+from statesync.consul.lock import (
+    LockSettings,
+    WriterLock,
+    describe_holder,
+    holder_value,
+    renew_interval,
+    retry_interval,
+    still_valid,
+    writer_lock,
+)
+from statesync.consul.settings import FENCED_VALUE_MAX, TXN_MAX_BODY_DEFAULT, ConsulSettings
+from statesync.consul.store import Store
+from statesync.consul.store import failed_op as _failed_op
 from statesync.errors import ConfigError, LockLost
-from statesync.lock import (LockSettings, WriterLock, describe_holder, holder_value, renew_interval, retry_interval,
-                            still_valid, writer_lock)
-from statesync.store import FENCED_VALUE_MAX, TXN_MAX_BODY_DEFAULT, ConsulSettings, Op, Store, _failed_op
 
 
 def test_a_session_is_renewed_three_times_per_ttl():

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statesync import manifest as mf
 from statesync.errors import CorruptData, StatesyncError, UnsafePath
-from statesync.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
+from statesync.snapshot import manifest as mf
+from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
 
 FAST = settings(max_examples=150, deadline=None, database=None)
 # Whole manifests are costly to generate; fewer examples still cover every entry kind.

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from statesync import manifest as mf
+from statesync.snapshot import manifest as mf
 
 
 def _entry(i: int, salt: str = "") -> mf.Entry:

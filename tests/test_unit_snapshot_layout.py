@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statesync import snapshot
 from statesync.errors import CorruptData
-from statesync.layout import SNAPSHOT_ID_RE, Layout, valid_node, valid_prefix, valid_sha256
-from statesync.snapshot import Record, decode, new_id, to_prune
+from statesync.snapshot import record as snapshot
+from statesync.snapshot.layout import SNAPSHOT_ID_RE, Layout, valid_node, valid_prefix, valid_sha256
+from statesync.snapshot.record import Record, decode, new_id, to_prune
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 

@@ -1,0 +1,8 @@
+"""The command layer: ``statesync COMMAND``, thin by design.
+
+``parsers`` builds one parser per command from parent parsers grouped by concern, so each
+command takes only the flags it uses; ``main`` loads the config (defaults, file,
+environment, flags), calls one action and maps every error to its exit code in one place
+(``errors.exit_code_for``). ``demo`` runs the whole story on a throwaway Consul dev agent
+and ``progress`` draws the restore progress bar on a terminal.
+"""

@@ -1,0 +1,243 @@
+"""The command layer: parse arguments, load the config, call one action, map errors to exit codes."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Sequence
+
+import structlog
+
+from .. import config
+from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UsageError, exit_code_for
+from ..repo.repository import Repo
+from ..sidecar import logs
+from ..sidecar.wiring import open_repo
+from .parsers import build_parser, setting_flags
+from .progress import ProgressBar
+
+log = structlog.get_logger(__name__)
+
+def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..sidecar.daemon import warn_plain_secrets
+    from ..snapshot.scan import Scanner
+    if not cfg.root.is_dir():
+        raise StatesyncError(f"root: {cfg.root} is not a directory")
+    repo = open_repo(cfg)
+    head = repo.head()
+    known = set(repo.refs(head.record)) if head.record else set()
+    # Chunks go up while the scan is still reading: Consul's work overlaps ours.
+    with repo.chunk_stream() as stream:
+        scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing).scan(known, sink=stream.add)
+    warn_plain_secrets(scan.plain_secrets)
+    res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent)
+    if res is None:
+        print(f"unchanged: snapshot {head.record.id} already holds this tree")
+        return EXIT_OK
+    r = res.record
+    print(f"snapshot {r.id}: {r.files} files, {r.bytes} bytes, {res.chunks_written} chunks written, "
+          f"{res.chunks_reused} reused, {res.kv_writes} KV writes, {res.seconds:.2f}s")
+    return EXIT_OK
+
+
+def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..restore import apply as rs
+    from ..restore.startup import StartOutcome, mark_ready
+    repo = open_repo(cfg)
+    if args.if_empty and rs.has_icinga_state(cfg.root):
+        print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
+        mark_ready(cfg.ready_file, StartOutcome("matched"))
+        return EXIT_OK
+    try:
+        record = repo.record(args.snapshot)
+    except NotFound:
+        if args.if_empty and args.snapshot is None:
+            print(f"no snapshot of node {cfg.node} yet; nothing restored")
+            mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+            return EXIT_OK
+        raise
+    if args.dry_run:
+        return _print_dry_run(cfg, repo, record)
+    bar = ProgressBar(sys.stderr, record.files, record.bytes)
+    res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update)
+    bar.close()
+    aside = f"; previous content moved to {res.aside}" if res.aside else ""
+    print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
+          f"into {cfg.root}{aside}")
+    mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
+    return EXIT_OK
+
+
+def _print_dry_run(cfg: config.Config, repo: Repo, record) -> int:
+    from ..snapshot.diffing import diff
+    from ..snapshot.scan import Scanner
+    wanted = repo.manifest(record)
+    current = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(set()).manifest if cfg.root.exists() else None
+    d = diff(current or type(wanted)(), wanted)
+    for label, paths in (("add", d.added), ("change", d.changed), ("remove", d.removed)):
+        for p in paths:
+            print(f"{label:<7}{p}")
+    print(f"dry run of snapshot {record.id}: {len(d.added)} to add, {len(d.changed)} to change, "
+          f"{len(d.removed)} to move aside; nothing written")
+    return EXIT_OK
+
+
+def cmd_ready(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..restore.startup import wait_ready
+    if wait_ready(cfg.ready_file, args.wait):
+        print(f"ready: {cfg.ready_file}")
+        return EXIT_OK
+    print(f"not ready: {cfg.ready_file} does not exist", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
+    records = open_repo(cfg).records()
+    if args.json:
+        print(json.dumps([r.summary() for r in records], indent=2))
+        return EXIT_OK
+    if not records:
+        print(f"no snapshots for node {cfg.node} under {cfg.prefix}")
+        return EXIT_OK
+    print(f"{'ID':<32} {'CREATED':<30} {'FILES':>7} {'BYTES':>12}")
+    for r in records:
+        print(f"{r.id:<32} {r.created:<30} {r.files:>7} {r.bytes:>12}")
+    return EXIT_OK
+
+
+def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .. import metrics
+    from ..consul.store import retry
+    from ..restore.startup import clear_ready, mark_ready, prepare
+    from ..sidecar.daemon import Daemon
+    repo = open_repo(cfg)
+    clear_ready(cfg.ready_file)
+    holder: dict = {}
+    server = _health_server(cfg, repo, holder)
+    try:
+        # At start Consul may still be electing a leader; give it a while before giving up.
+        outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
+        mark_ready(cfg.ready_file, outcome)
+        metrics.ready.set(1)
+        log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
+        daemon = holder["daemon"] = Daemon(cfg, repo)
+        return _serve(cfg, daemon)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def _health_server(cfg: config.Config, repo: Repo, holder: dict):
+    """Start /healthz, /readyz and /metrics when http.port is set; None otherwise."""
+    if not cfg.http_port:
+        return None
+    from .. import metrics
+    from ..sidecar.health import HealthServer
+
+    def alive() -> tuple[bool, str]:
+        daemon = holder.get("daemon")
+        if daemon is None:
+            return True, "starting: restoring or waiting for Consul"
+        age = time.monotonic() - daemon.state.beat
+        return age < 60, f"main loop last went round {age:.1f}s ago"
+
+    def ready() -> tuple[bool, str]:
+        if not cfg.ready_file.exists():
+            return False, "start-up restore not finished"
+        try:
+            repo.store.ping()
+        except StatesyncError as exc:
+            return False, f"Consul: {exc}"
+        return True, "ready"
+
+    metrics.watch_store(repo.store)
+    try:
+        return HealthServer(cfg.http_bind, cfg.http_port, alive, ready).start()
+    except OSError as exc:
+        raise StatesyncError(f"http.port: cannot listen on {cfg.http_bind}:{cfg.http_port}: {exc.strerror}") from None
+
+
+def _serve(cfg: config.Config, daemon) -> int:
+    from ..sidecar import roles
+    services = roles.attach(cfg, daemon)  # master: publishes its CA; satellite: guards it
+    daemon.install_signal_handlers()
+    services.start()
+    try:
+        daemon.run()
+    finally:
+        services.stop()
+    return services.exit_code
+
+
+def cmd_check_ca(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..guard.satellite import check_ca
+    return check_ca(cfg, sys.stdout)
+
+
+def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
+    import os
+
+    from ..snapshot.crypto import format_key, generate_key
+    try:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        raise UsageError(f"--out: {args.out} exists; statesync never overwrites a key") from None
+    except OSError as exc:
+        raise StatesyncError(f"--out: cannot create {args.out}: {exc.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (format_key(generate_key()) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    print(f"wrote a new encryption key to {args.out} (mode 0600); keep a copy outside Consul")
+    return EXIT_OK
+
+
+def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..repo.rekey import rekey
+    from ..snapshot.crypto import KeyFormatError, Sealer, parse_key
+    try:
+        with open(args.new_key_file, encoding="utf-8") as fh:
+            new = Sealer(parse_key(fh.read()))
+    except OSError as exc:
+        raise UsageError(f"--new-key-file: cannot read {args.new_key_file}: {exc.strerror}") from None
+    except KeyFormatError as exc:
+        raise UsageError(f"--new-key-file: {exc}") from None
+    count = rekey(open_repo(cfg), new)
+    print(f"re-encrypted {count} snapshot(s) of node {cfg.node} under key id {new.key_id}; "
+          f"now set encryption_key_file to the new key")
+    return EXIT_OK
+
+
+def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    return run_demo()
+
+
+COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
+            "ready": cmd_ready, "check-ca": cmd_check_ca}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``statesync`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config.load(setting_flags(args), config_file=getattr(args, "config", None))
+        logs.configure(cfg.log_format, cfg.log_level, sys.stdout if args.command == "run" else sys.stderr)
+        return COMMANDS[args.command](cfg, args)
+    except StatesyncError as exc:
+        print(f"statesync: error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("statesync: interrupted", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as exc:  # a bug: still one line, with the traceback in the debug log
+        log.debug("unexpected error", exc_info=True)
+        print(f"statesync: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

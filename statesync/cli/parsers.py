@@ -1,0 +1,130 @@
+"""The command line: one parser per command, built from parent parsers grouped by concern.
+
+Each command takes the flags it uses and no others, so ``statesync restore --help`` shows
+what restore reads. Every setting flag has an environment variable and a config-file key as
+well (``config.SCHEMA``); a flag, when given, wins over both.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from .. import __version__
+
+# flag destination -> setting name
+_FLAG_SETTINGS = {
+    "root": "root", "prefix": "prefix", "node": "node", "role": "role", "include": "include",
+    "exclude": "exclude", "keep": "keep", "on_conflict": "on_conflict", "chunk_size": "chunk_size", "debounce": "debounce",
+    "consul_addr": "consul.addr", "consul_token_file": "consul.token_file",
+    "consul_cacert": "consul.cacert", "consul_client_cert": "consul.client_cert",
+    "consul_client_key": "consul.client_key", "log_format": "log.format", "log_level": "log.level",
+}
+
+
+def _parent(title: str) -> tuple[argparse.ArgumentParser, Any]:
+    parser = argparse.ArgumentParser(add_help=False)
+    return parser, parser.add_argument_group(title)
+
+
+def _config_flags() -> argparse.ArgumentParser:
+    p, g = _parent("configuration")
+    g.add_argument("--config", help="TOML config file (env STATESYNC_CONFIG)")
+    return p
+
+
+def _consul_flags() -> argparse.ArgumentParser:
+    p, g = _parent("Consul connection (env CONSUL_HTTP_*, as Consul's own CLI)")
+    g.add_argument("--consul-addr", dest="consul_addr", action="append", metavar="ADDR",
+                   help="Consul HTTP address, repeatable (env CONSUL_HTTP_ADDR)")
+    g.add_argument("--consul-token-file", dest="consul_token_file", metavar="FILE",
+                   help="file holding the ACL token (env CONSUL_HTTP_TOKEN_FILE)")
+    g.add_argument("--consul-cacert", dest="consul_cacert", metavar="FILE", help="CA for Consul's TLS (env CONSUL_CACERT)")
+    g.add_argument("--consul-client-cert", dest="consul_client_cert", metavar="FILE",
+                   help="client certificate (env CONSUL_CLIENT_CERT)")
+    g.add_argument("--consul-client-key", dest="consul_client_key", metavar="FILE", help="client key (env CONSUL_CLIENT_KEY)")
+    return p
+
+
+def _node_flags() -> argparse.ArgumentParser:
+    p, g = _parent("which node's snapshots")
+    g.add_argument("--prefix", help="Consul KV prefix (default statesync/icinga2)")
+    g.add_argument("--node", help="node name in KV (default: the host name)")
+    return p
+
+
+def _root_flags() -> argparse.ArgumentParser:
+    p, g = _parent("local state")
+    g.add_argument("--root", help="Icinga 2 state directory (default /var/lib/icinga2)")
+    return p
+
+
+def _tree_flags() -> argparse.ArgumentParser:
+    p, g = _parent("what a snapshot holds")
+    g.add_argument("--include", action="append", metavar="GLOB", help="include pattern (repeatable)")
+    g.add_argument("--exclude", action="append", metavar="GLOB", help="exclude pattern (repeatable; replaces the defaults)")
+    return p
+
+
+def _write_flags() -> argparse.ArgumentParser:
+    p, g = _parent("how snapshots are written and kept")
+    g.add_argument("--chunk-size", dest="chunk_size", help="chunk size in bytes (default 262144)")
+    g.add_argument("--keep", help="snapshots kept per node (default 10)")
+    return p
+
+
+def _log_flags() -> argparse.ArgumentParser:
+    p, g = _parent("logging")
+    g.add_argument("--log-format", dest="log_format", help="auto, json or console")
+    g.add_argument("--log-level", dest="log_level", help="debug, info, warning or error")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    cfg, consul, node, root, tree, write, logs = (_config_flags(), _consul_flags(), _node_flags(), _root_flags(),
+                                                  _tree_flags(), _write_flags(), _log_flags())
+    parser = argparse.ArgumentParser(prog="statesync", description="Keep Icinga 2 state in Consul KV.")
+    parser.add_argument("--version", action="version", version=f"statesync {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[*parents, logs])
+
+    command("backup", "snapshot --root once and commit it", cfg, consul, node, root, tree, write)
+
+    p = command("restore", "restore a snapshot into --root (the disaster command)", cfg, consul, node, root, tree)
+    p.add_argument("--snapshot", metavar="ID", help="snapshot id (default: the node's latest)")
+    p.add_argument("--force", action="store_true",
+                   help="restore over a non-empty root, moving its content into .statesync-aside/<time>/ first")
+    p.add_argument("--if-empty", dest="if_empty", action="store_true",
+                   help="restore only when root holds no Icinga 2 state (no ca/, no certs/); else do nothing")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what would change, write nothing")
+
+    p = command("ready", "readiness probe: exit 0 once the start-up restore has finished", cfg, root)
+    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
+
+    command("demo", "show the whole story on a throwaway Consul dev agent")
+
+    p = command("keygen", "write a new encryption key to a file (mode 0600)", cfg)
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten")
+
+    p = command("rekey", "re-encrypt the node's kept snapshots under a new key", cfg, consul, node)
+    p.add_argument("--new-key-file", dest="new_key_file", required=True, metavar="FILE",
+                   help="the new key (from statesync keygen); the current one comes from encryption_key_file")
+
+    p = command("snapshots", "list a node's snapshots", cfg, consul, node)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = command("run", "run the sidecar daemon", cfg, consul, node, root, tree, write)
+    p.add_argument("--role", help="master or satellite (env STATESYNC_ROLE)")
+    p.add_argument("--on-conflict", dest="on_conflict",
+                   help="local CA differs from the snapshot's: refuse (default), keep-local or restore")
+    p.add_argument("--debounce", help="seconds of quiet before a burst is committed (default 0.5)")
+
+    command("check-ca", "compare the local CA with the published one (exit 0 match, 1 mismatch, 2 cannot tell)",
+            cfg, consul, node, root)
+    return parser
+
+
+def setting_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings the command line gave, by setting name (None where a flag was not given)."""
+    return {setting: getattr(args, dest) for dest, setting in _FLAG_SETTINGS.items() if hasattr(args, dest)}

@@ -1,0 +1,368 @@
+"""What the rest of statesync sees of Consul: keys, transactions and sessions, with its own errors.
+
+Every call goes through the library's endpoints (``client``); every failure, whether the
+library's exception or the transport's, leaves this module as one of statesync's exceptions
+(ConsulUnavailable, PermissionDenied naming the key prefix and whether read or write,
+CasConflict, LockLost, LockHeld, StoreError), never as a ``False``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from typing import Iterable, NamedTuple
+
+from consul import base as consul_base
+
+from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, PermissionDenied, StatesyncError, StoreError
+from .client import Client, Op
+from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, ConsulSettings
+from .transport import Stats, brief
+
+
+class KVPair(NamedTuple):
+    key: str
+    value: bytes
+    modify_index: int
+    session: str = ""
+
+
+class Store:
+    """A Consul KV client for statesync. Thread-safe for concurrent callers."""
+
+    def __init__(self, settings: ConsulSettings):
+        self.settings = settings
+        self.stats = Stats()
+        self.consul = Client(settings, self.stats)
+
+    # -- errors ------------------------------------------------------------------------
+
+    @contextmanager
+    def _speaking(self, what: str, key: str):
+        """Turn what the library raises for ``what`` (read, write, ...) of ``key`` into our errors."""
+        try:
+            yield
+        except StatesyncError:
+            raise
+        except consul_base.ConsulException as exc:
+            error = _translated(exc, what, key)
+            if not isinstance(error, (_Refused, _Ended)):  # answers the caller expects, not failures
+                self.stats.errors += 1
+            raise error from None
+        except (ValueError, KeyError, TypeError, IndexError):
+            self.stats.errors += 1
+            raise StoreError(f"Consul answered {what} of {key!r} with something that is not its API's JSON") from None
+
+    # -- key/value ---------------------------------------------------------------------
+
+    def ping(self) -> str:
+        """Return the current raft leader address; raise ConsulUnavailable without one."""
+        with self._speaking("read", "status/leader"):
+            leader = self.consul.status.leader()
+        if not leader or not isinstance(leader, str):
+            raise ConsulUnavailable("Consul has no cluster leader")
+        return leader
+
+    def get(self, key: str, consistent: bool = False) -> KVPair | None:
+        """Return the pair at ``key`` or None when it does not exist."""
+        with self._speaking("read", key):
+            _, item = self.consul.kv.get(key, consistency="consistent" if consistent else None)
+            return _pair(item) if item else None
+
+    def wait(self, key: str, index: int, wait_s: float) -> tuple[int, KVPair | None]:
+        """Blocking query: return ``(index, pair)`` once ``key`` changes past ``index`` or the wait ends."""
+        with self._speaking("read", key):
+            new_index, item = self.consul.kv.get(key, index=index, wait=f"{max(1, int(wait_s))}s")
+            return int(new_index or index), (_pair(item) if item else None)
+
+    def get_prefix(self, prefix: str) -> list[KVPair]:
+        """Return every pair below ``prefix`` in one recursive read."""
+        with self._speaking("read", prefix):
+            _, items = self.consul.kv.get(prefix, recurse=True)
+            if items is None:
+                return self._empty_or_denied(prefix)
+            return [_pair(item) for item in items]
+
+    def keys(self, prefix: str) -> list[str]:
+        """Return the key names below ``prefix``."""
+        with self._speaking("read", prefix):
+            _, names = self.consul.kv.get(prefix, keys=True)
+            return self._empty_or_denied(prefix) if names is None else list(names)
+
+    def _empty_or_denied(self, prefix: str) -> list:
+        """A listing answered 404: nothing there, or every key hidden by the token's ACL.
+
+        Consul filters what a token may not read out of a listing instead of answering
+        403, so read the prefix itself as one key: there a missing permission is a 403.
+        """
+        self.consul.kv.get(prefix)
+        return []
+
+    def put(self, key: str, value: bytes, cas: int | None = None, fence: tuple[Op, ...] = ()) -> None:
+        """Write ``value``; with ``cas`` only if the key's ModifyIndex still equals it (0: absent).
+
+        With ``fence`` the write goes as a transaction opened by those operations.
+        Raises CasConflict when the check-and-set lost, LockLost when a fence failed.
+        """
+        if fence:
+            self.txn([*fence, Op("set" if cas is None else "cas", key, value, index=cas)])
+            return
+        with self._speaking("write", key):
+            done = self.consul.kv.put(key, value, cas=cas)
+        self.stats.kv_writes += 1
+        if done is not True:
+            raise CasConflict(f"check-and-set on {key!r} lost: it changed since index {cas}")
+
+    def delete(self, key: str) -> None:
+        with self._speaking("delete", key):
+            self.consul.kv.delete(key)
+        self.stats.kv_writes += 1
+
+    def txn(self, ops: list[Op]) -> list[KVPair]:
+        """Apply ``ops`` atomically; return the pairs the operations returned.
+
+        Raises CasConflict when a cas/check operation failed, LockLost when a
+        ``check-session`` fence failed (in both cases nothing was applied).
+        """
+        with self._speaking("transaction", ops[0].key if ops else ""):
+            try:
+                answer = self.consul.txn.apply(ops)
+            except consul_base.ClientError as exc:
+                refused = _refused_txn(getattr(exc, "response", None), ops)
+                if refused is None:
+                    raise
+                raise refused from None
+            pairs = [_pair(r["KV"]) for r in answer.get("Results") or [] if r.get("KV")]
+        self.stats.kv_writes += sum(1 for op in ops if op.verb in ("set", "cas", "delete", "delete-cas", "delete-tree"))
+        return pairs
+
+    def put_many(self, items: Iterable[tuple[str, bytes]], fence: tuple[Op, ...] = ()) -> int:
+        """Write many pairs: small values in filled transactions, large ones by plain PUT.
+
+        ``fence`` operations (for example ``check-session``) open every transaction.
+        Returns the number of values written. Not atomic as a whole.
+        """
+        written = 0
+        batch: list[Op] = []
+        size = sum(op.body_size() for op in fence)
+        max_ops = self.settings.txn_max_ops - len(fence)
+        for key, value in items:
+            if len(value) > PUT_THRESHOLD and not fence:
+                self.put(key, value)
+                written += 1
+                continue
+            check_fenced_size(key, value)
+            op = Op("set", key, value)
+            if batch and (len(batch) >= max_ops or size + op.body_size() > self.settings.txn_max_body):
+                self.txn([*fence, *batch])
+                written += len(batch)
+                batch, size = [], sum(f.body_size() for f in fence)
+            batch.append(op)
+            size += op.body_size()
+        if batch:
+            self.txn([*fence, *batch])
+            written += len(batch)
+        return written
+
+    def delete_many(self, keys: Iterable[str], fence: tuple[Op, ...] = ()) -> int:
+        """Delete many keys in transactions; return how many."""
+        keys = list(keys)
+        step = self.settings.txn_max_ops - len(fence)
+        for i in range(0, len(keys), step):
+            self.txn([*fence, *(Op("delete", k) for k in keys[i:i + step])])
+        return len(keys)
+
+    # -- sessions and locks ------------------------------------------------------------
+
+    def session_create(self, name: str, ttl: float, lock_delay: float) -> str:
+        """Create a session that only its TTL keeps alive; return its id.
+
+        No node health check is attached: the session must outlive the Consul server it
+        was created on (a cluster losing its leader) and end only when its holder stops
+        renewing it. Keys it holds are released, not deleted, when it ends, and Consul
+        then refuses to lock them for ``lock_delay`` seconds. Consul itself ends a session
+        between ``ttl`` and twice ``ttl`` after its last renewal.
+        Raises StoreError (a TTL the servers refuse), PermissionDenied or ConsulUnavailable.
+        """
+        try:
+            with self._speaking("session creation", "session"):
+                session = self.consul.session.create(name, ttl, lock_delay, behavior="release", checks=())
+        except ConsulUnavailable as exc:
+            _raise_if_bad_ttl(str(exc), ttl)
+            raise
+        if not session:
+            raise StoreError("Consul answered a session creation without a session id")
+        return str(session)
+
+    def session_renew(self, session: str) -> None:
+        """Reset the TTL of ``session``.
+
+        Raises LockLost when the session has ended, ConsulUnavailable (also while a new
+        leader cannot yet tell), PermissionDenied or StoreError.
+        """
+        try:
+            with self._speaking("session renewal", "session"):
+                self.consul.session.renew(session)
+        except _Ended:
+            # A server elected a moment ago may not have replayed its log yet and answer 404 for
+            # a live session; a consistent read, refused until it has, tells for sure.
+            if self._session_exists(session):
+                raise ConsulUnavailable(f"Consul's new leader does not know session {session} yet") from None
+            raise LockLost(f"session {session} has ended (expired or destroyed)") from None
+
+    def _session_exists(self, session: str) -> bool:
+        with self._speaking("session lookup", "session"):
+            _, info = self.consul.session.info(session, consistency="consistent")
+        return bool(info)
+
+    def session_destroy(self, session: str) -> None:
+        """End ``session`` (ending one that has already ended is no error).
+
+        Locks it still holds are released and Consul's lock-delay starts on them.
+        """
+        with self._speaking("session destruction", "session"):
+            self.consul.session.destroy(session)
+
+    def lock_acquire(self, key: str, session: str, value: bytes) -> None:
+        """Lock ``key`` for ``session`` and set its value; locking it again with its holder is fine.
+
+        Raises LockHeld when another session holds the key or Consul's lock-delay after
+        the last holder is running, LockLost when ``session`` has ended, PermissionDenied,
+        ConsulUnavailable or StoreError otherwise.
+        """
+        refused = self._lock_op("lock", key, session, value)
+        if refused is not None:
+            what = "; ".join(txn_errors(refused))
+            if "invalid session" in what.lower():
+                raise LockLost(f"session {session} has ended: {what[:200]}")
+            raise LockHeld(f"lock {key!r} is taken: {what[:200]}")
+        self.stats.kv_writes += 1
+
+    def lock_release(self, key: str, session: str) -> None:
+        """Unlock ``key`` if ``session`` holds it (no lock-delay follows an explicit release).
+
+        Releasing a lock the session does not hold (any more) changes nothing and is no error.
+        Raises PermissionDenied, ConsulUnavailable or StoreError.
+        """
+        if self._lock_op("unlock", key, session, None) is None:
+            self.stats.kv_writes += 1
+
+    def _lock_op(self, verb: str, key: str, session: str, value: bytes | None) -> bytes | None:
+        """Send a lock or unlock; return Consul's answer when it refused it (409), else None.
+
+        As a transaction, a refused lock is a 409 naming the reason; the plain ?acquire=
+        form answers an ended session with a 500, which looks transient.
+        """
+        try:
+            with self._speaking(verb, key):
+                self.consul.txn.apply([Op(verb, key, value, session=session)])
+        except _Refused as refused:
+            if "permission denied" in brief(refused.content, 1000).lower():
+                raise PermissionDenied(f"Consul denied to {verb} {key!r}: the token lacks write permission "
+                                       "on that key") from None
+            return refused.content
+        return None
+
+
+class _Refused(StoreError):
+    """A 409 to a lock operation: the caller decides what it means."""
+
+    def __init__(self, content: bytes):
+        super().__init__("refused")
+        self.content = content
+
+
+class _Ended(StoreError):
+    """A 404 to a session renewal: the session is unknown to the server that answered."""
+
+
+def _translated(exc: consul_base.ConsulException, what: str, key: str) -> StatesyncError:
+    response = getattr(exc, "response", None)
+    if response is None:
+        return StoreError(f"Consul refused {what} of {key!r}")
+    code, content = response.code, response.content
+    if code == 404 and what == "session renewal":
+        return _Ended(key)
+    if code == 409 and what in ("lock", "unlock"):
+        return _Refused(content)
+    if code == 403:
+        if what.startswith("session"):
+            return PermissionDenied(f"Consul denied {what}: the token lacks session write permission "
+                                    "on the Consul agent's node")
+        if b"acl not found" in content.lower():  # an unknown, deleted or expired token
+            return PermissionDenied(f"Consul denied {what} of {key!r}: it does not know the ACL token "
+                                    "(ACL not found); check consul.token_file (CONSUL_HTTP_TOKEN_FILE)")
+        need = "read" if what == "read" else "write"
+        return PermissionDenied(f"Consul denied {what} of {key!r}: the token lacks {need} permission on that key prefix")
+    if code == 413:
+        return StoreError("transaction too large for Consul (lower txn_max_ops or check txn_max_req_len)")
+    if code >= 500:
+        return ConsulUnavailable(f"Consul answered {code} to {what} of {key!r}: {brief(content)}")
+    return StoreError(f"Consul answered {code} to {what} of {key!r}: {brief(content)}")
+
+
+def _refused_txn(response, ops: list[Op]) -> StatesyncError | None:
+    """Our error for a transaction Consul refused with a 409 (nothing applied); None for other answers."""
+    if response is None or response.code != 409:
+        return None
+    errors = txn_errors(response.content)
+    joined = "; ".join(errors)[:300]
+    # Decided by the failing operation, not the message: a missing key reads alike for both.
+    if failed_op(response.content, ops).verb == "check-session":
+        return LockLost(f"a fenced write was refused, the writer lock is gone: {joined}")
+    if any(_is_conflict(e) for e in errors):
+        return CasConflict(f"transaction lost a check-and-set: {joined}")
+    if any("permission denied" in e.lower() for e in errors):
+        key = failed_op(response.content, ops).key or (ops[0].key if ops else "")
+        return PermissionDenied(f"Consul denied a write below {key!r}: the token lacks write permission on that key prefix")
+    return StoreError(f"transaction rejected: {joined}")
+
+
+def check_fenced_size(key: str, value: bytes) -> None:
+    if len(value) > FENCED_VALUE_MAX:
+        raise StoreError(f"value of {key!r} ({len(value)} bytes) is too large for a fenced transaction; "
+                         f"lower chunk_size to at most {FENCED_VALUE_MAX}")
+
+
+def _pair(item: dict) -> KVPair:
+    return KVPair(item["Key"], item.get("Value") or b"", int(item.get("ModifyIndex", 0)), item.get("Session") or "")
+
+
+def txn_errors(content: bytes) -> list[str]:
+    try:
+        return [str(e.get("What", "")) for e in json.loads(content).get("Errors") or []]
+    except (ValueError, AttributeError):
+        return [brief(content)]
+
+
+def failed_op(content: bytes, ops: list[Op]) -> Op:
+    """The operation a 409 answer names as failed; a blank Op when the answer names none."""
+    try:
+        return ops[int(json.loads(content)["Errors"][0]["OpIndex"])]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return Op("", "")
+
+
+def _is_conflict(what: str) -> bool:
+    w = what.lower()
+    return ("cas" in w or "index" in w or "doesn't exist" in w or "not exist" in w
+            or "already exists" in w or "session" in w) and "permission" not in w
+
+
+def _raise_if_bad_ttl(text: str, ttl: float) -> None:
+    # Consul answers a TTL outside its session_ttl_min..24h with a 500; retrying cannot help.
+    if "Invalid Session TTL" in text:
+        raise StoreError(f"lock.ttl: Consul refuses a session TTL of {ttl:g}s ({text[:200]}); "
+                         "raise lock.ttl or lower the servers' session_ttl_min") from None
+
+
+def retry(fn, attempts: int = 5, base: float = 0.2, cap: float = 5.0, sleep=time.sleep):
+    """Call ``fn`` until it succeeds, retrying ConsulUnavailable with capped exponential backoff."""
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except ConsulUnavailable:
+            if attempt == attempts - 1:
+                raise
+            sleep(min(cap, base * (2 ** attempt)))
+    raise AssertionError("unreachable")

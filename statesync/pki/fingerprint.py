@@ -1,0 +1,60 @@
+"""CA identity: fingerprints of certificates and their public keys. Pure.
+
+A CA is identified by its public key, not by the bytes of its certificate: Icinga 2
+(from 2.14) renews the CA certificate keeping the key pair, and a renewed
+certificate is the same CA.
+"""
+from __future__ import annotations
+
+import hashlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from ..errors import CorruptData
+
+
+def load_cert(pem: bytes) -> x509.Certificate:
+    """Parse the first PEM certificate in ``pem``; raise CorruptData when it does not parse."""
+    try:
+        return x509.load_pem_x509_certificate(pem)
+    except (ValueError, TypeError):
+        raise CorruptData("certificate is not valid PEM") from None
+
+
+def spki_sha256(pem: bytes) -> str:
+    """SHA-256 (hex) of the certificate's SubjectPublicKeyInfo in DER; raise CorruptData."""
+    der = load_cert(pem).public_key().public_bytes(serialization.Encoding.DER,
+                                                   serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(der).hexdigest()
+
+
+def cert_sha256(pem: bytes) -> str:
+    """SHA-256 (hex) of the certificate in DER; raise CorruptData."""
+    return hashlib.sha256(load_cert(pem).public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def identity(pem: bytes) -> tuple[str, str]:
+    """Return ``(spki_sha256, cert_sha256)`` of one PEM certificate, parsed once; raise CorruptData."""
+    cert = load_cert(pem)
+    der = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (hashlib.sha256(der).hexdigest(),
+            hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest())
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Return True when ``cert_pem`` names ``ca_pem``'s subject as issuer and carries a
+    signature that ``ca_pem``'s public key verifies; raise CorruptData if either does not parse.
+
+    Validity dates are not checked: whether a certificate belongs to a CA does not
+    change when it expires, and a renewed CA (same key, same subject) still verifies
+    the certificates it signed before its renewal.
+    """
+    from cryptography.exceptions import InvalidSignature
+    cert, ca = load_cert(cert_pem), load_cert(ca_pem)
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True

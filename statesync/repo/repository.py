@@ -1,0 +1,350 @@
+"""Snapshots of one node in Consul: load, commit, prune and collect garbage.
+
+Commit order is what makes a snapshot all-or-nothing: every chunk first (in
+filled transactions or plain PUTs), then one transaction that writes the
+snapshot record, moves ``head`` with check-and-set and drops records past the
+retention. A writer killed at any moment leaves ``head`` on the previous
+complete snapshot; what it uploaded before dying is garbage, collected later.
+"""
+from __future__ import annotations
+
+import json
+import time
+import zlib
+from collections.abc import Container
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import structlog
+
+from ..consul.bulk import BulkWriter
+from ..consul.client import Op
+from ..consul.store import Store
+from ..errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError
+from ..snapshot import chunking
+from ..snapshot import manifest as mf
+from ..snapshot import record as snapshot
+from ..snapshot.crypto import Sealer
+from ..snapshot.layout import Layout
+from ..snapshot.manifest import Manifest
+from ..snapshot.record import Record
+from ..snapshot.scan import ScanResult
+
+log = structlog.get_logger(__name__)
+
+# One transaction carries a small commit whole; beyond this the chunks go first.
+_SINGLE_TXN_BYTES = 256 * 1024
+_GC_PENDING_MAX = 4000
+
+
+class MissingChunks(StoreError):
+    """The manifest names chunks that are neither known to be stored nor freshly read."""
+
+
+@dataclass(frozen=True)
+class Head:
+    """The head as last read: its record (None when the node has none) and ModifyIndex."""
+
+    record: Record | None
+    index: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    record: Record
+    head: Head
+    chunks_written: int
+    chunks_reused: int
+    bytes_written: int
+    kv_writes: int
+    seconds: float
+
+
+class Repo:
+    """The snapshots of one node, read and written through a Store."""
+
+    def __init__(self, store: Store, layout: Layout, chunk_size: int, keep: int = 10,
+                 sealer: Sealer | None = None, seal_manifest: bool = False):
+        self.store = store
+        self.layout = layout
+        self.chunk_size = chunk_size
+        self.keep = keep
+        self.sealer = sealer
+        self.seal_manifest = seal_manifest and sealer is not None
+        self._refs_cache: dict[str, frozenset[str]] = {}
+        self._manifest_encoder = mf.Encoder()
+
+    # -- reading -------------------------------------------------------------------
+
+    def head(self) -> Head:
+        """Read the head; a node without snapshots has ``Head(None, 0)``."""
+        pair = self.store.get(self.layout.head)
+        if pair is None:
+            return Head(None, 0)
+        return Head(snapshot.decode(pair.value), pair.modify_index)
+
+    def record(self, snapshot_id: str | None = None) -> Record:
+        """Return the record of ``snapshot_id``, or of the head; raise NotFound."""
+        if snapshot_id is None:
+            head = self.head()
+            if head.record is None:
+                raise NotFound(f"node {self.layout.node!r} has no snapshot under {self.layout.node_root}")
+            return head.record
+        pair = self.store.get(self.layout.snapshot(snapshot_id))
+        if pair is None:
+            raise NotFound(f"node {self.layout.node!r} has no snapshot {snapshot_id!r}")
+        return snapshot.decode(pair.value)
+
+    def records(self) -> list[Record]:
+        """Every kept snapshot record of the node, oldest first."""
+        pairs = self.store.get_prefix(self.layout.snapshots)
+        out = []
+        for p in pairs:
+            if self.layout.snapshot_id_of_key(p.key):
+                out.append(snapshot.decode(p.value))
+        return sorted(out, key=lambda r: r.id)
+
+    def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "") -> dict[str, bytes]:
+        """Fetch and verify chunks, decrypting those in ``sealed``; return plaintext by address.
+
+        Raises CorruptData when one is missing or damaged, EncryptionKeyError when sealed
+        chunks need a key that is not configured, or another than the one configured.
+        """
+        if sealed:
+            self._check_key(key_id)
+        wanted = set(digests) | set(sealed)
+        found: dict[str, bytes] = {}
+        if len(wanted) > 32:
+            prefix = self.layout.chunks
+            n = len(prefix)
+            for pair in self.store.get_prefix(prefix):
+                digest = pair.key[n:]  # every wanted digest is a valid one: no need to check the rest
+                if digest in wanted and pair.key.startswith(prefix):
+                    found[digest] = pair.value
+        else:
+            for digest in wanted:
+                pair = self.store.get(self.layout.chunk(digest))
+                if pair is not None:
+                    found[digest] = pair.value
+        missing = wanted - found.keys()
+        if missing:
+            first = sorted(missing)[0]
+            raise CorruptData(f"{len(missing)} chunk(s) missing from Consul, first {first[:16]}…")
+        for digest, data in found.items():
+            if digest in sealed:
+                found[digest] = self.sealer.open(self.layout.node, digest, data)
+            else:
+                chunking.verify(digest, data)
+        return found
+
+    def _check_key(self, key_id: str) -> None:
+        if self.sealer is None:
+            raise EncryptionKeyError(f"node {self.layout.node!r} has encrypted data and no encryption key is "
+                                     f"configured (encryption_key_file)")
+        if key_id and key_id != self.sealer.key_id:
+            raise EncryptionKeyError(f"the data was encrypted with key id {key_id}, the configured key has id "
+                                     f"{self.sealer.key_id}")
+
+    def file_bytes(self, entry: mf.Entry, contents: dict[str, bytes]) -> bytes:
+        """Join a file's verified chunks and check its whole-content address; raise CorruptData."""
+        if not entry.sealed and entry.chunks == (entry.sha256,):
+            data = contents[entry.sha256]  # one plain chunk: verified under this very address already
+        else:
+            hasher = self.sealer.address if entry.sealed and self.sealer else chunking.sha256
+            data = chunking.join(entry.sha256, [contents[d] for d in entry.chunks], hasher)
+        if len(data) != entry.size:
+            raise CorruptData(f"{entry.path}: content is {len(data)} bytes, the manifest says {entry.size}")
+        return data
+
+    def contents(self, record: Record, manifest: Manifest) -> dict[str, bytes]:
+        """Every file chunk of a snapshot, fetched, verified and decrypted."""
+        sealed = manifest.sealed_refs()
+        return self.fetch_chunks(manifest.chunk_refs() - sealed, sealed, record.key_id)
+
+    def manifest(self, record: Record) -> Manifest:
+        """Fetch, verify and decode the manifest a record names."""
+        digests = set(record.manifest_chunks)
+        if record.sealed_manifest:
+            pieces = self.fetch_chunks(set(), digests, record.key_id)
+        else:
+            pieces = self.fetch_chunks(digests)
+        blob = b"".join(pieces[d] for d in record.manifest_chunks)
+        if chunking.sha256(blob) != record.manifest_sha256:
+            raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
+        return mf.decode(blob)
+
+    def refs(self, record: Record) -> frozenset[str]:
+        """Every chunk a snapshot needs: its manifest's chunks and its files' chunks."""
+        cached = self._refs_cache.get(record.id)
+        if cached is None:
+            cached = frozenset(self.manifest(record).chunk_refs() | set(record.manifest_chunks))
+            self._refs_cache[record.id] = cached
+        return cached
+
+    # -- writing -------------------------------------------------------------------
+
+    def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None,
+               fence: tuple[Op, ...] = (), sent: Container[str] = frozenset()) -> CommitResult | None:
+        """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
+
+        ``fence`` operations (the writer lock's ``check-session``) open every transaction
+        of the commit, the final one included; LockLost when one fails. ``sent`` names
+        chunks of ``scan.new_chunks`` already written while scanning (``chunk_stream``).
+
+        ``known`` holds chunks already stored; it is updated with the chunks written.
+        Raises MissingChunks when the manifest needs a chunk nobody has, CasConflict when
+        the head moved since ``base`` was read, ConsulUnavailable/StoreError on failures.
+        """
+        started = time.monotonic()
+        writes_before = self.store.stats.kv_writes
+        m = scan.manifest
+        needed = m.chunk_refs()
+        absent = needed - known - scan.new_chunks.keys()
+        if absent:
+            raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
+        # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
+        manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
+        blob = b"".join(manifest_pieces)
+        if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
+            return None
+        name = self.sealer.address if self.seal_manifest else chunking.sha256
+        manifest_digests = tuple(name(p) for p in manifest_pieces)
+        uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in known}
+        for d, p in zip(manifest_digests, manifest_pieces):
+            if d not in known:
+                uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
+        sealed = self.seal_manifest or any(e.sealed for e in m.entries)
+        now = datetime.now(timezone.utc)
+        rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
+                     files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
+                     symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
+                     manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
+                     manifest_size=len(blob), parent=base.record.id if base.record else "",
+                     chunk_size=self.chunk_size, meta=meta or {},
+                     key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest)
+        final = self._final_ops(rec, base, fence)
+        upload_bytes = sum(len(p) for p in uploads.values())
+        pending = {d: p for d, p in uploads.items() if d not in sent} if sent else uploads
+        pending_bytes = sum(len(p) for p in pending.values())
+        if pending_bytes <= _SINGLE_TXN_BYTES and len(pending) + len(final) <= self.store.settings.txn_max_ops:
+            ops = [Op("set", self.layout.chunk(d), p) for d, p in pending.items()] + final
+        else:
+            self.store.put_many(((self.layout.chunk(d), p) for d, p in pending.items()), fence=fence)
+            ops = final
+        head = self._apply_final(ops, rec, base)
+        known.update(uploads)
+        self._refs_cache[rec.id] = frozenset(needed | set(manifest_digests))
+        # Only kept snapshots are asked for again (ids sort by time): drop the oldest beyond them.
+        while len(self._refs_cache) > self.keep + 1:
+            del self._refs_cache[min(self._refs_cache)]
+        return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
+                            upload_bytes, self.store.stats.kv_writes - writes_before + len(uploads) - len(pending),
+                            time.monotonic() - started)
+
+    def chunk_stream(self, fence: tuple[Op, ...] = ()) -> "ChunkStream":
+        """A writer of chunks for ``Scanner.scan(sink=...)``; pass its ``sent`` to ``commit``."""
+        return ChunkStream(BulkWriter(self.store, fence), self.layout.chunks)
+
+    def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...] = ()) -> list[Op]:
+        encoded = rec.encode()
+        ops = [*fence, Op("set", self.layout.snapshot(rec.id), encoded),
+               Op("cas", self.layout.head, encoded, index=base.index)]
+        existing = [sid for k in self.store.keys(self.layout.snapshots)
+                    if (sid := self.layout.snapshot_id_of_key(k))]
+        doomed = snapshot.to_prune(existing + [rec.id], self.keep, {rec.id})
+        room = self.store.settings.txn_max_ops - len(ops)
+        ops += [Op("delete", self.layout.snapshot(sid)) for sid in doomed[:room]]
+        return ops
+
+    def _apply_final(self, ops: list[Op], rec: Record, base: Head) -> Head:
+        try:
+            results = self.store.txn(ops)
+        except CasConflict:
+            # The answer to an applied transaction can be lost; the head then names us.
+            current = self.head()
+            if current.record is not None and current.record.id == rec.id:
+                return current
+            raise CasConflict(f"head of node {self.layout.node!r} moved during the commit "
+                              f"(expected index {base.index}, now {current.index})") from None
+        index = next((p.modify_index for p in results if p.key == self.layout.head), 0)
+        return Head(rec, index)
+
+    # -- garbage -------------------------------------------------------------------
+
+    def collect_garbage(self, grace: float, now: float | None = None, fence: tuple[Op, ...] = ()) -> int:
+        """Delete chunks no kept snapshot needs and that were already unreferenced
+        ``grace`` seconds ago; return how many were deleted.
+
+        The grace period protects a concurrent commit that uploaded chunks but has not
+        yet moved the head. ``fence`` opens every write (LockLost when it fails).
+        Raises StoreError/ConsulUnavailable.
+        """
+        now = time.time() if now is None else now
+        records = self.records()
+        referenced: set[str] = set()
+        for r in records:
+            referenced |= self.refs(r)
+        head = self.head()
+        if head.record is not None:
+            referenced |= self.refs(head.record)
+        live = {r.id for r in records}
+        self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in live}
+        stored = {d for k in self.store.keys(self.layout.chunks) if (d := self.layout.digest_of_chunk_key(k))}
+        unreferenced = stored - referenced
+        pair = self.store.get(self.layout.gc)
+        pending = _decode_gc(pair.value) if pair else {}
+        doomed = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
+        keep_pending = {d: pending.get(d, now) for d in unreferenced if d not in doomed}
+        if len(keep_pending) > _GC_PENDING_MAX:
+            keep_pending = dict(sorted(keep_pending.items(), key=lambda kv: kv[1])[:_GC_PENDING_MAX])
+        # The check-and-set serialises collectors: the loser of a race deletes nothing.
+        self.store.put(self.layout.gc, _encode_gc(keep_pending), cas=pair.modify_index if pair else 0, fence=fence)
+        if doomed:
+            self.store.delete_many((self.layout.chunk(d) for d in doomed), fence=fence)
+            log.info("garbage collected", node=self.layout.node, chunks=len(doomed), pending=len(keep_pending))
+        return len(doomed)
+
+
+class ChunkStream:
+    """Uploads the chunks a scan reads while it goes on reading (``Store.BulkWriter``).
+
+    Only full transactions are sent; the chunks left over go with the commit. What was
+    sent before a commit fails is garbage like any upload of a failed commit: collected
+    once unreferenced for ``gc_grace``, and never counted as stored (``known``) before
+    the commit that references it has succeeded.
+    """
+
+    def __init__(self, writer: BulkWriter, chunks_prefix: str):
+        self._writer = writer
+        self._prefix = chunks_prefix
+
+    def add(self, digest: str, data: bytes) -> None:
+        self._writer.add(self._prefix + digest, data)
+
+    @property
+    def sent(self) -> set[str]:
+        """The digests written so far (complete once the stream is closed)."""
+        n = len(self._prefix)
+        return {key[n:] for key in self._writer.sent}
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> "ChunkStream":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> None:
+        self._writer.__exit__(kind, exc, tb)
+
+
+def _encode_gc(pending: dict[str, float]) -> bytes:
+    return zlib.compress(json.dumps({"v": 1, "pending": {d: round(t, 1) for d, t in pending.items()}}).encode())
+
+
+def _decode_gc(blob: bytes) -> dict[str, float]:
+    try:
+        doc = json.loads(zlib.decompress(blob))
+        return {str(d): float(t) for d, t in doc["pending"].items()}
+    except (zlib.error, ValueError, KeyError, TypeError, AttributeError):
+        log.warning("garbage collector state unreadable; starting over")
+        return {}

@@ -1,0 +1,306 @@
+"""The mirror daemon: watch --root, let bursts settle, commit one snapshot per burst.
+
+Watching says *which* paths changed; the scanner rereads only those. Commits that
+fail because Consul is away are retried with backoff, and because the scanner's
+view always reflects the current tree, the first commit that succeeds catches up
+with everything that happened meanwhile.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import structlog
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
+from watchdog.observers import Observer
+
+from .. import metrics
+from ..config import Config
+from ..consul.lock import WriterLock, writer_lock
+from ..errors import CasConflict, LockLost, StoreError
+from ..repo.repository import Head, MissingChunks, Repo
+from ..snapshot.scan import INTERNAL_PREFIX, Scanner
+from .memory import release_free_memory
+
+log = structlog.get_logger(__name__)
+
+# watchdog's inotify emitter re-adds the watch of a directory created while it was
+# being scanned and warns that it replaced its own callback: harmless, and noisy while
+# Icinga 2 creates api/packages/. Nothing else is silenced.
+warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
+
+
+def warn_plain_secrets(paths: list[str]) -> None:
+    """Say loudly that private keys go to Consul unencrypted."""
+    if paths:
+        log.warning("PRIVATE KEYS WILL BE STORED IN CONSUL IN PLAIN TEXT: configure encryption_key_file "
+                    "(statesync keygen) to encrypt them", files=sorted(paths)[:20], count=len(paths))
+
+
+class _Changes(FileSystemEventHandler):
+    """Collects root-relative paths from watchdog events; thread-safe."""
+
+    def __init__(self, root: str, cfg: Config):
+        self.root = root.rstrip("/") + "/"
+        self.cfg = cfg
+        self.lock = threading.Lock()
+        self.paths: set[str] = set()
+        self.first = 0.0
+        self.last = 0.0
+        self.event = threading.Event()
+
+    def _rel(self, path: str | bytes) -> str | None:
+        path = os.fsdecode(path)
+        if not path.startswith(self.root):
+            return None
+        rel = path[len(self.root):].rstrip("/")
+        if not rel or rel.startswith(INTERNAL_PREFIX) or self.cfg.path_filter.excluded(rel):
+            # included() is not asked here: a directory event must still reach the scanner
+            return None
+        return rel
+
+    def on_any_event(self, event: FileSystemEvent) -> None:
+        if event.event_type in ("opened", "closed_no_write"):
+            return
+        rels = [self._rel(event.src_path)]
+        if getattr(event, "dest_path", ""):
+            rels.append(self._rel(event.dest_path))
+        rels = [r for r in rels if r]
+        if not rels:
+            return
+        now = time.monotonic()
+        with self.lock:
+            if not self.paths:
+                self.first = now
+            self.paths.update(rels)
+            self.last = now
+        self.event.set()
+
+    def settled(self, debounce: float, max_wait: float) -> float:
+        """Seconds left until the burst counts as settled (0: take it now)."""
+        with self.lock:
+            if not self.paths:
+                return -1.0
+            now = time.monotonic()
+            return max(0.0, min(self.last + debounce, self.first + max_wait) - now)
+
+    def take(self) -> set[str]:
+        with self.lock:
+            taken, self.paths = self.paths, set()
+            self.event.clear()
+            return taken
+
+
+@dataclass
+class DaemonState:
+    """What the daemon knows; read by health checks and tests."""
+
+    commits: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_commit_id: str = ""
+    last_commit_time: float = 0.0
+    last_error: str = ""
+    ready: threading.Event = field(default_factory=threading.Event)
+    # monotonic time the main loop last went round; /healthz reads it
+    beat: float = field(default_factory=time.monotonic)
+
+
+class Daemon:
+    """Mirrors one root into one node's snapshots until ``stop()``."""
+
+    def __init__(self, cfg: Config, repo: Repo):
+        self.cfg = cfg
+        self.repo = repo
+        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing)
+        self.state = DaemonState()
+        self._stop = threading.Event()
+        self._changes = _Changes(str(cfg.root), cfg)
+        self._head: Head | None = None
+        self._known: set[str] = set()
+        # Chunks read for a commit that failed: never stored, and not read again while their files
+        # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
+        self._unsent: dict[str, bytes] = {}
+        self._pending = True
+        self._last_full = 0.0
+        self._last_gc = 0.0
+        # One writer per node: every write is fenced by this lock (None when lock.enabled is off).
+        self.lock: WriterLock | None = writer_lock(cfg.lock, repo.store, repo.layout.lock, cfg.node)
+        # Callables (record, manifest) run after every successful sync, with the head's
+        # record and manifest whether or not the sync wrote a new snapshot (the master's
+        # CA publisher is one). A StoreError they raise fails the sync, which is retried.
+        self.on_commit: list = []
+
+    def stop(self, *_args) -> None:
+        self._stop.set()
+        self._changes.event.set()
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+
+    def run(self) -> None:
+        """Mirror until stopped. Returns after the commit in progress, if any, is complete."""
+        self.cfg.root.mkdir(parents=True, exist_ok=True)
+        observer = Observer()
+        observer.schedule(self._changes, str(self.cfg.root), recursive=True)
+        observer.start()
+        log.info("mirroring", root=str(self.cfg.root), node=self.cfg.node, prefix=self.cfg.prefix)
+        try:
+            self._loop()
+        finally:
+            observer.stop()
+            observer.join(timeout=5)
+            if self.lock is not None:
+                self.lock.release()
+            log.info("stopped", commits=self.state.commits)
+
+    def _loop(self) -> None:
+        backoff = 0.0
+        while not self._stop.is_set():
+            work = self._next_work()
+            if work is None:
+                break
+            try:
+                self._sync(work)
+                backoff = 0.0
+            except (StoreError, OSError) as exc:
+                self._failed(exc)
+                # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
+                backoff = min(5.0, max(0.5, backoff * 2))
+                self._stop.wait(backoff)
+                continue
+            self._maybe_gc()
+
+    def _next_work(self) -> str | set[str] | None:
+        """Block until there is something to commit: "full" for a full scan, or the
+        set of changed paths once their burst has settled. None when stopping."""
+        while not self._stop.is_set():
+            self.state.beat = time.monotonic()
+            due = time.monotonic() - self._last_full >= self.cfg.full_scan_interval
+            if self._head is None or self._pending or due:
+                self._changes.take()
+                return "full"
+            wait = self._changes.settled(self.cfg.debounce, self.cfg.max_wait)
+            if wait == 0.0:
+                return self._changes.take()
+            if wait > 0:
+                self._stop.wait(wait)
+                continue
+            self._changes.event.clear()
+            if self._changes.settled(0, 0) < 0:  # re-check: an event may have landed before clear()
+                self._changes.event.wait(self._next_timer())
+        return None
+
+    def _next_timer(self) -> float:
+        now = time.monotonic()
+        full = self._last_full + self.cfg.full_scan_interval - now
+        gc = self._last_gc + self.cfg.gc_interval - now
+        return max(0.05, min(full, gc, 5.0))
+
+    def _failed(self, exc: Exception) -> None:
+        metrics.commit_failures.inc()
+        self.state.failures += 1
+        self.state.consecutive_failures += 1
+        self.state.last_error = str(exc)
+        self._pending = True
+        log.warning("commit failed; will retry", error=str(exc), consecutive=self.state.consecutive_failures)
+
+    def fence(self) -> tuple:
+        """The operations that must open every write transaction: the writer lock's check
+        (none without a lock). Raises LockLost when the lock is not held."""
+        return self.lock.fence if self.lock is not None else ()
+
+    def _take_lock(self) -> bool:
+        """Wait for the writer lock; False when stopping. Raises StoreError when Consul fails."""
+        if not self.lock.acquire(self._stop):
+            self._pending = True
+            return False
+        # Another writer may have moved the head and collected chunks meanwhile: start over.
+        self._head = None
+        self.scanner.forget()
+        return True
+
+    def _sync(self, dirty) -> None:
+        if self.lock is not None and not self.lock.held:
+            if not self._take_lock():
+                return
+            dirty = "full"
+        if self._head is None:
+            self._load_head()
+        if dirty == "full":
+            result = self.scanner.scan(self._known)
+            warn_plain_secrets(result.plain_secrets)
+            self._last_full = time.monotonic()
+        else:
+            result = self.scanner.scan(self._known, dirty)
+        if self._unsent:
+            result.new_chunks = {**self._unsent, **result.new_chunks}
+        try:
+            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
+                                   fence=self.fence())
+        except LockLost as exc:
+            self.lock.lost(str(exc))
+            self._head = None
+            raise
+        except (MissingChunks, CasConflict) as exc:
+            log.warning("reloading from Consul", reason=str(exc))
+            self._head = None
+            self.scanner.forget()
+            raise StoreError(str(exc)) from None
+        except StoreError:
+            needed = result.manifest.chunk_refs()
+            self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
+            raise
+        self._unsent = {}
+        self._pending = False
+        if res is None:
+            self._after_commit(self._head.record, result.manifest)
+            self._mark_ok()
+            return
+        self._head = res.head
+        self.state.commits += 1
+        self.state.last_commit_id = res.record.id
+        self.state.last_commit_time = time.time()
+        metrics.record_commit(res.seconds, res.chunks_written, res.chunks_reused, res.bytes_written,
+                              self.state.last_commit_time)
+        self._mark_ok()
+        log.info("committed", snapshot=res.record.id, files=res.record.files, bytes=res.record.bytes,
+                 chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
+                 kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
+        self._after_commit(res.record, result.manifest)
+        del result  # the chunks read for this commit: give their memory back to the system
+        release_free_memory()
+
+    def _after_commit(self, record, manifest) -> None:
+        for hook in self.on_commit:
+            try:
+                hook(record, manifest)
+            except StoreError:
+                raise
+            except Exception as exc:  # a hook's bug must not stop the mirror
+                log.error("on_commit hook failed", hook=repr(hook), error=f"{type(exc).__name__}: {exc}")
+
+    def _mark_ok(self) -> None:
+        if self.state.consecutive_failures:
+            log.info("caught up with Consul", after_failures=self.state.consecutive_failures)
+        self.state.consecutive_failures = 0
+        self.state.ready.set()
+
+    def _load_head(self) -> None:
+        head = self.repo.head()
+        self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
+        self._head = head
+
+    def _maybe_gc(self) -> None:
+        if self._pending or time.monotonic() - self._last_gc < self.cfg.gc_interval:
+            return
+        self._last_gc = time.monotonic()
+        try:
+            self.repo.collect_garbage(self.cfg.gc_grace, fence=self.fence())
+        except (StoreError, CasConflict) as exc:
+            log.warning("garbage collection skipped", error=str(exc))

@@ -1,0 +1,65 @@
+"""The HTTP endpoint: /healthz (alive), /readyz (restored and Consul reachable), /metrics."""
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from ..metrics import REGISTRY
+
+log = structlog.get_logger(__name__)
+
+Check = Callable[[], tuple[bool, str]]
+
+
+class HealthServer:
+    """Serves the probes on ``bind:port`` from a daemon thread until ``stop()``."""
+
+    def __init__(self, bind: str, port: int, alive: Check, ready: Check):
+        self._checks = {"/healthz": alive, "/readyz": ready}
+        handler = self._handler()
+        self._server = ThreadingHTTPServer((bind, port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1]
+
+    def start(self) -> "HealthServer":
+        self._thread.start()
+        log.info("health endpoint listening", port=self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def _handler(self):
+        checks = self._checks
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                elif path in checks:
+                    ok, why = checks[path]()
+                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+                else:
+                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+
+            def _send(self, code: int, body: bytes, ctype: str) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass  # probes every few seconds would drown the log
+
+        return Handler

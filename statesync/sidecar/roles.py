@@ -1,0 +1,47 @@
+"""What ``statesync run`` adds to the mirror daemon for each role.
+
+master:    after every successful sync, publish the CA of the committed snapshot at
+           ``<prefix>/ca`` (``publish.CaPublisher``).
+satellite: guard the CA (``guard.Guard``) next to mirroring the node's own state.
+"""
+from __future__ import annotations
+
+from ..config import Config
+from ..consul.store import Store
+from ..errors import EXIT_OK, EXIT_RESTART
+
+
+class RoleServices:
+    """Started before the daemon runs, stopped after it returns."""
+
+    def __init__(self, guard=None, exit_trigger=None):
+        self.guard = guard
+        self.exit_trigger = exit_trigger
+
+    def start(self) -> None:
+        if self.guard is not None:
+            self.guard.start()
+
+    def stop(self) -> None:
+        if self.guard is not None:
+            self.guard.stop()
+
+    @property
+    def exit_code(self) -> int:
+        """EXIT_RESTART (3) when the guard purged and guard.trigger is exit, else 0."""
+        if self.exit_trigger is not None and self.exit_trigger.requested.is_set():
+            return EXIT_RESTART
+        return EXIT_OK
+
+
+def attach(cfg: Config, daemon) -> RoleServices:
+    """Wire the role of ``cfg`` into ``daemon`` (a ``daemon.Daemon``); return what to start and stop."""
+    if cfg.role == "master":
+        from ..guard.publish import CaPublisher
+        daemon.on_commit.append(CaPublisher(daemon.repo, cfg.root, fence=daemon.fence))
+        return RoleServices()
+    from ..guard import triggers
+    from ..guard.satellite import Guard
+    trigger = triggers.from_settings(cfg.guard, stop=daemon.stop)
+    guard = Guard(cfg, Store(cfg.consul), trigger)
+    return RoleServices(guard, trigger if isinstance(trigger, triggers.ExitTrigger) else None)

@@ -1,0 +1,288 @@
+"""The manifest: what a snapshot holds, path by path. Pure: no I/O.
+
+Encoded as compact JSON, compressed with zlib, then cut into chunks like any
+file. Decoding validates everything a restore will rely on, so a corrupted or
+hostile manifest fails here with ``CorruptData`` / ``UnsafePath`` and never later.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+
+from ..errors import CorruptData, UnsafePath
+from .layout import valid_sha256
+
+FORMAT_VERSION = 1
+FILE, DIR, SYMLINK = "f", "d", "l"
+_TYPES = (FILE, DIR, SYMLINK)
+MAX_PATH_BYTES = 4096
+MAX_DEPTH = 256
+MAX_ENTRIES = 1_000_000
+MAX_FILE_SIZE = 1 << 40
+# Compressed manifests inflate far more than this only when built to exhaust memory.
+MAX_MANIFEST_BYTES = 512 << 20
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One path in a snapshot. ``chunks`` lists the content chunks of a file in order."""
+
+    path: str
+    type: str
+    mode: int
+    uid: int
+    gid: int
+    mtime_ns: int
+    size: int = 0
+    sha256: str = ""
+    chunks: tuple[str, ...] = ()
+    target: str = ""
+    user: str = ""
+    group: str = ""
+    sealed: bool = False  # content encrypted; digests are keyed addresses (statesync.crypto)
+
+    def same_content(self, other: "Entry") -> bool:
+        """True when ``other`` has the same type and bytes (or link target)."""
+        return (self.type, self.sha256, self.target, self.size) == (
+            other.type, other.sha256, other.target, other.size)
+
+    def same_metadata(self, other: "Entry") -> bool:
+        """True when mode, ownership and mtime also agree."""
+        return (self.mode, self.uid, self.gid, self.mtime_ns, self.user, self.group) == (
+            other.mode, other.uid, other.gid, other.mtime_ns, other.user, other.group)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    entries: tuple[Entry, ...] = field(default_factory=tuple)
+
+    def by_path(self) -> dict[str, Entry]:
+        return {e.path: e for e in self.entries}
+
+    def chunk_refs(self) -> set[str]:
+        """Every content chunk the files of this manifest need."""
+        refs: set[str] = set()
+        for e in self.entries:
+            refs.update(e.chunks)
+        return refs
+
+    def sealed_refs(self) -> set[str]:
+        """The chunks of encrypted files."""
+        return {d for e in self.entries if e.sealed for d in e.chunks}
+
+    @property
+    def file_count(self) -> int:
+        return sum(1 for e in self.entries if e.type == FILE)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(e.size for e in self.entries if e.type == FILE)
+
+
+def check_path(path: object) -> str:
+    """Return ``path`` if it is a safe root-relative POSIX path; raise UnsafePath otherwise."""
+    if not isinstance(path, str) or not path:
+        raise UnsafePath("manifest path is empty or not a string")
+    if "\x00" in path:
+        raise UnsafePath(f"manifest path {path!r} contains a NUL byte")
+    if path.startswith("/"):
+        raise UnsafePath(f"manifest path {path!r} is absolute")
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        raise UnsafePath(f"manifest path {path!r} escapes the root or is not normalised")
+    try:
+        encoded = path.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raise UnsafePath(f"manifest path {path!r} is not encodable") from None
+    if len(parts) > MAX_DEPTH or len(encoded) > MAX_PATH_BYTES:
+        raise UnsafePath(f"manifest path {path[:80]!r}... is too deep or too long")
+    return path
+
+
+def _entry_to_json(e: Entry) -> dict:
+    d: dict = {"p": e.path, "t": e.type, "m": e.mode, "u": e.uid, "g": e.gid, "mt": e.mtime_ns}
+    if e.user:
+        d["U"] = e.user
+    if e.group:
+        d["G"] = e.group
+    if e.type == FILE:
+        d["s"] = e.size
+        d["h"] = e.sha256
+        if e.chunks != (e.sha256,):
+            d["c"] = list(e.chunks)
+        if e.sealed:
+            d["x"] = 1
+    elif e.type == SYMLINK:
+        d["l"] = e.target
+    return d
+
+
+def encode(manifest: Manifest) -> bytes:
+    """Return the compressed manifest bytes, entries in path order (``Encoder`` explains the stream)."""
+    return b"".join(Encoder().pieces(manifest, 1 << 62))
+
+
+# The compressed manifest is one zlib stream of the compact JSON document. It is cut into
+# segments at content-defined entries (where a hash of the path has its low bits set):
+# each segment is deflated on its own and ends with a full flush, so its bytes depend on
+# its entries only. A change to one file changes one segment and the stream's end (its
+# adler32), not everything after the change: an incremental commit rewrites those two
+# pieces instead of the whole manifest. Readers just concatenate the pieces (FORMAT.md).
+_ZLIB_HEADER = b"\x78\x9c"  # deflate, 32 KiB window, default level
+_DOC_START = b'{"v":%d,"e":[' % FORMAT_VERSION
+_DOC_END = b"]}"
+
+
+def _segment_mask(entries: int) -> int:
+    """About 16 segments (at least 1,024 entries each on average): few pieces to read back."""
+    return (1 << max(10, (entries // 16).bit_length())) - 1
+
+
+class Encoder:
+    """Encodes manifests into pieces whose concatenation is ``encode``'s output.
+
+    Keeps the compressed segments of the last manifest it encoded, keyed by the identity
+    of their entries (a scanner hands unchanged entries back as the same objects), so
+    that encoding the next one recompresses only the segments that changed.
+    """
+
+    def __init__(self) -> None:
+        self._segments: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+
+    def pieces(self, manifest: Manifest, max_piece: int) -> list[bytes]:
+        """The compressed manifest in pieces of at most ``max_piece`` bytes: one piece when it
+        fits; else each segment's bytes (the first with the zlib header), then the stream's end."""
+        entries = sorted(manifest.entries, key=lambda e: e.path)
+        mask = _segment_mask(len(entries))
+        segments: list[list[Entry]] = []
+        current: list[Entry] = []
+        for e in entries:
+            current.append(e)
+            if zlib.crc32(e.path.encode("utf-8", "surrogateescape")) & mask == mask:
+                segments.append(current)
+                current = []
+        if current:
+            segments.append(current)
+        cache: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+        compressed: list[bytes] = []
+        adler = 1
+        for i, seg in enumerate(segments):
+            key = (i == 0, *map(id, seg))  # the entries are kept alive by the cache: ids stay theirs
+            hit = self._segments.get(key) or cache.get(key)
+            if hit is None:
+                body = json.dumps([_entry_to_json(e) for e in seg], separators=(",", ":"), ensure_ascii=False)
+                raw = (_DOC_START if i == 0 else b",") + body[1:-1].encode("utf-8", "surrogateescape")
+                deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+                hit = (seg, raw, deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
+            cache[key] = hit
+            adler = zlib.adler32(hit[1], adler)
+            compressed.append(hit[2])
+        self._segments = cache
+        tail = _DOC_END if segments else _DOC_START + _DOC_END
+        deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+        end = deflate.compress(tail) + deflate.flush(zlib.Z_FINISH) + zlib.adler32(tail, adler).to_bytes(4, "big")
+        if compressed:
+            compressed[0] = _ZLIB_HEADER + compressed[0]
+        else:
+            end = _ZLIB_HEADER + end
+        if sum(map(len, compressed)) + len(end) <= max_piece:
+            return [b"".join(compressed) + end]
+        out: list[bytes] = []
+        for part in (*compressed, end):
+            out += [part[i:i + max_piece] for i in range(0, len(part), max_piece)]
+        return out
+
+
+def _int(d: dict, key: str, lo: int, hi: int, path: str) -> int:
+    v = d.get(key, 0)
+    if type(v) is not int or not lo <= v <= hi:
+        raise CorruptData(f"manifest entry {path!r}: field {key!r} is not an integer in range")
+    return v
+
+
+def _str(d: dict, key: str, path: str, limit: int = 256) -> str:
+    v = d.get(key, "")
+    if not isinstance(v, str) or len(v) > limit or "\x00" in v:
+        raise CorruptData(f"manifest entry {path!r}: field {key!r} is not a valid string")
+    return v
+
+
+_ONE_CHUNK = object()  # "c" left out
+
+
+def _entry_from_json(d: object) -> Entry:
+    if not isinstance(d, dict):
+        raise CorruptData("manifest entry is not an object")
+    path = check_path(d.get("p"))
+    kind = d.get("t")
+    if kind not in _TYPES:
+        raise CorruptData(f"manifest entry {path!r}: unknown type {kind!r}")
+    # Positional construction and no helper dict: a restore decodes every entry of the tree.
+    mode, uid, gid = _int(d, "m", 0, 0o7777, path), _int(d, "u", 0, 2**32 - 1, path), _int(d, "g", 0, 2**32 - 1, path)
+    mtime_ns = _int(d, "mt", -(2**63), 2**63 - 1, path)
+    user, group = _str(d, "U", path), _str(d, "G", path)
+    if kind == FILE:
+        sha = d.get("h")
+        if not isinstance(sha, str) or not valid_sha256(sha):
+            raise CorruptData(f"manifest entry {path!r}: bad sha256")
+        chunks = d.get("c", _ONE_CHUNK)
+        if chunks is _ONE_CHUNK:  # one chunk named like the file: checked just above
+            chunks = (sha,)
+        elif not isinstance(chunks, list) or not all(isinstance(c, str) and valid_sha256(c) for c in chunks):
+            raise CorruptData(f"manifest entry {path!r}: bad chunk list")
+        size = _int(d, "s", 0, MAX_FILE_SIZE, path)
+        if (size == 0) != (not chunks) or (len(chunks) == 1 and chunks[0] != sha):
+            raise CorruptData(f"manifest entry {path!r}: size, digest and chunk list disagree")
+        sealed = d.get("x", 0)
+        if sealed not in (0, 1) or type(sealed) is not int:
+            raise CorruptData(f"manifest entry {path!r}: bad encryption flag")
+        return Entry(path, kind, mode, uid, gid, mtime_ns, size, sha, tuple(chunks), "", user, group, bool(sealed))
+    if kind == SYMLINK:
+        target = _str(d, "l", path, MAX_PATH_BYTES)
+        if not target:
+            raise CorruptData(f"manifest entry {path!r}: symlink without target")
+        return Entry(path, kind, mode, uid, gid, mtime_ns, target=target, user=user, group=group)
+    return Entry(path, kind, mode, uid, gid, mtime_ns, user=user, group=group)
+
+
+def check_tree(entries: tuple[Entry, ...]) -> None:
+    """Raise unless paths are unique and no entry lies below a symlink or a file."""
+    kinds: dict[str, str] = {}
+    for e in entries:
+        if e.path in kinds:
+            raise CorruptData(f"manifest lists {e.path!r} twice")
+        kinds[e.path] = e.type
+    for e in entries:
+        parent = e.path.rpartition("/")[0]
+        while parent:
+            kind = kinds.get(parent)
+            if kind == SYMLINK:
+                raise UnsafePath(f"manifest path {e.path!r} leads through the symlink {parent!r}")
+            if kind == FILE:
+                raise CorruptData(f"manifest path {e.path!r} lies below the file {parent!r}")
+            parent = parent.rpartition("/")[0]
+
+
+def decode(blob: bytes) -> Manifest:
+    """Parse and validate compressed manifest bytes; raise CorruptData/UnsafePath."""
+    try:
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(blob, MAX_MANIFEST_BYTES)
+        if inflater.unconsumed_tail:
+            raise CorruptData("manifest inflates beyond the size limit")
+        if not inflater.eof:
+            raise CorruptData("manifest is truncated")
+        if inflater.unused_data:
+            raise CorruptData("manifest has trailing bytes after its compressed data")
+        doc = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except (zlib.error, ValueError, RecursionError) as exc:
+        raise CorruptData(f"manifest is not valid compressed JSON ({type(exc).__name__})") from None
+    if (not isinstance(doc, dict) or type(doc.get("v")) is not int or doc["v"] != FORMAT_VERSION
+            or not isinstance(doc.get("e"), list)):
+        raise CorruptData("manifest has an unknown format version or no entry list")
+    if len(doc["e"]) > MAX_ENTRIES:
+        raise CorruptData("manifest has too many entries")
+    entries = tuple(_entry_from_json(d) for d in doc["e"])
+    check_tree(entries)
+    return Manifest(entries)

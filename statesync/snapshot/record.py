@@ -1,0 +1,92 @@
+"""Snapshot records: the small JSON documents that name a manifest. Pure.
+
+A record is stored twice: at ``snapshots/<id>`` (the history) and at ``head``
+(the latest, moved last with check-and-set).
+"""
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from ..errors import CorruptData
+from .layout import SNAPSHOT_ID_RE, valid_sha256
+
+RECORD_VERSION = 1
+
+
+def new_id(now: datetime | None = None) -> str:
+    """Return a new snapshot id that sorts by creation time, e.g. ``20261123T234407.123456Z-1a2b3c``."""
+    now = now or datetime.now(timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass(frozen=True)
+class Record:
+    id: str
+    node: str
+    created: str
+    files: int
+    dirs: int
+    symlinks: int
+    bytes: int
+    manifest_chunks: tuple[str, ...]
+    manifest_sha256: str
+    manifest_size: int
+    parent: str = ""
+    chunk_size: int = 0
+    meta: dict = field(default_factory=dict)
+    key_id: str = ""  # id of the encryption key when the snapshot holds sealed chunks
+    sealed_manifest: bool = False
+
+    def encode(self) -> bytes:
+        d = asdict(self)
+        d["v"] = RECORD_VERSION
+        d["manifest_chunks"] = list(self.manifest_chunks)
+        return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    def summary(self) -> dict:
+        """The fields ``statesync snapshots`` shows."""
+        return {"id": self.id, "created": self.created, "files": self.files, "bytes": self.bytes,
+                "node": self.node}
+
+
+def decode(blob: bytes) -> Record:
+    """Parse a stored record; raise CorruptData when it is malformed."""
+    try:
+        d = json.loads(blob)
+        if not isinstance(d, dict) or type(d.get("v")) is not int or d.pop("v") != RECORD_VERSION:
+            raise ValueError("unknown version")
+        if not isinstance(d.get("manifest_chunks"), list):
+            raise TypeError("manifest_chunks")
+        d["manifest_chunks"] = tuple(d["manifest_chunks"])
+        rec = Record(**d)
+        _check_types(rec)
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise CorruptData(f"snapshot record is malformed ({type(exc).__name__})") from None
+    if not SNAPSHOT_ID_RE.fullmatch(str(rec.id)) or not valid_sha256(str(rec.manifest_sha256)):
+        raise CorruptData("snapshot record has a bad id or manifest digest")
+    if not rec.manifest_chunks or not all(isinstance(c, str) and valid_sha256(c) for c in rec.manifest_chunks):
+        raise CorruptData(f"snapshot {rec.id} has a bad manifest chunk list")
+    return rec
+
+
+def _check_types(rec: Record) -> None:
+    for name in ("files", "dirs", "symlinks", "bytes", "manifest_size", "chunk_size"):
+        value = getattr(rec, name)
+        if type(value) is not int or value < 0:
+            raise TypeError(name)
+    if not isinstance(rec.sealed_manifest, bool):
+        raise TypeError("sealed_manifest")
+    for name in ("id", "node", "created", "parent", "manifest_sha256", "key_id"):
+        if not isinstance(getattr(rec, name), str):
+            raise TypeError(name)
+    if not isinstance(rec.meta, dict):
+        raise TypeError("meta")
+
+
+def to_prune(ids: list[str], keep: int, protect: set[str]) -> list[str]:
+    """Return the ids beyond the newest ``keep``, never one in ``protect``."""
+    newest_first = sorted(ids, reverse=True)
+    return [i for i in newest_first[keep:] if i not in protect]
