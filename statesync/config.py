@@ -186,8 +186,13 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("node", _node, None, ("STATESYNC_NODE",)),
     Setting("role", _choice(ROLES), "master", ("STATESYNC_ROLE",)),
     Setting("include", _patterns, ("**",), ("STATESYNC_INCLUDE",)),
-    Setting("exclude", _patterns, DEFAULT_EXCLUDES, ("STATESYNC_EXCLUDE",)),
+    # Empty, because patterns given add to DEFAULT_EXCLUDES: one extra pattern must not silently
+    # drop them (default_excludes = false does that, on purpose).
+    Setting("exclude", _patterns, (), ("STATESYNC_EXCLUDE",)),
+    Setting("default_excludes", _bool, True, ("STATESYNC_DEFAULT_EXCLUDES",)),
     Setting("keep", _number(int, 1, 1000), 10, ("STATESYNC_KEEP",)),
+    # A wiped or unmounted volume looks like a tree that lost most of its files at once.
+    Setting("max_drop", _number(float, 0.0, 1.0), 0.9, ("STATESYNC_MAX_DROP",)),
     Setting("chunk_size", _number(int, 4096, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
     Setting("debounce", _number(float, 0.0, 60.0), 0.5, ("STATESYNC_DEBOUNCE",)),
     Setting("max_wait", _number(float, 0.1, 600.0), 5.0, ("STATESYNC_MAX_WAIT",)),
@@ -212,6 +217,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("consul.txn_max_ops", _number(int, 2, 1024), 64, ("STATESYNC_CONSUL_TXN_MAX_OPS",)),
     Setting("http.bind", _str, "127.0.0.1", ("STATESYNC_HTTP_BIND",)),
     Setting("http.port", _number(int, 0, 65535), 0, ("STATESYNC_HTTP_PORT",)),
+    Setting("health.max_failures", _number(int, 1, 1000), 5, ("STATESYNC_HEALTH_MAX_FAILURES",)),
     Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
     Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
     # The satellite CA guard (see statesync/guard/satellite.py); defaults in guard/settings.GuardSettings.
@@ -262,6 +268,7 @@ class Config:
     gc_interval: float
     gc_grace: float
     consul: ConsulSettings = field(repr=False)
+    max_drop: float = 0.9
     on_conflict: str = "refuse"
     sealing: Sealing | None = field(default=None, repr=False)
     ready_file: Path = Path(DEFAULT_ROOT) / READY_FILE_NAME
@@ -269,6 +276,7 @@ class Config:
     log_level: str = "info"
     http_bind: str = "127.0.0.1"
     http_port: int = 0
+    health_max_failures: int = 5
     guard: GuardSettings = field(default_factory=GuardSettings)
     lock: LockSettings = field(default_factory=LockSettings)
 
@@ -298,6 +306,8 @@ def _read_file(path: str) -> dict[str, Any]:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config: {path} is not valid TOML: not UTF-8 text (byte {exc.start})") from None
     values = _flatten(doc)
     for name in values:
         if name not in _BY_NAME:
@@ -316,10 +326,14 @@ def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _read_secret(path: str, setting: str) -> str:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:  # the position only: the bytes are secret
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text (byte {exc.start})") from None
 
 
 def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None,
@@ -374,9 +388,12 @@ def _build(v: dict[str, Any]) -> Config:
     node = v["node"] or socket.gethostname().split(".")[0]
     if not valid_node(node):
         raise ConfigError(f"node: host name {node!r} is not a usable node name; set node explicitly")
-    token = v["consul.token"]
+    token, token_from = v["consul.token"], "consul.token"
     if v["consul.token_file"]:
-        token = _read_secret(v["consul.token_file"], "consul.token_file")
+        token, token_from = _read_secret(v["consul.token_file"], "consul.token_file"), "consul.token_file"
+    if not all(" " < c < "\x7f" for c in token):
+        # It travels in an HTTP header, where such characters fail far from here, or worse.
+        raise ConfigError(f"{token_from}: the token holds spaces, control or non-ASCII characters")
     for name in ("consul.cacert", "consul.client_cert", "consul.client_key"):
         if v[name] and not os.path.isfile(v[name]):
             raise ConfigError(f"{name}: file {v[name]} does not exist")
@@ -390,12 +407,13 @@ def _build(v: dict[str, Any]) -> Config:
                             txn_max_ops=v["consul.txn_max_ops"])
     sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"])
     root = Path(v["root"]).absolute()
+    excludes = (DEFAULT_EXCLUDES if v["default_excludes"] else ()) + v["exclude"]
     ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME
     return Config(root=root, on_conflict=v["on_conflict"], sealing=sealing, ready_file=ready_file, prefix=v["prefix"], node=node, role=v["role"],
-                  path_filter=PathFilter(v["include"], v["exclude"]), keep=v["keep"],
+                  path_filter=PathFilter(v["include"], excludes), keep=v["keep"],
                   chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
-                  gc_grace=v["gc_grace"], consul=consul, log_format=v["log.format"],
-                  http_bind=v["http.bind"], http_port=v["http.port"],
+                  gc_grace=v["gc_grace"], max_drop=v["max_drop"], consul=consul, log_format=v["log.format"],
+                  http_bind=v["http.bind"], http_port=v["http.port"], health_max_failures=v["health.max_failures"],
                   log_level=v["log.level"], guard=gs.build(v),
                   lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]))

@@ -5,6 +5,8 @@ the single line the user sees, so it must never carry a token or key material.
 """
 from __future__ import annotations
 
+import os
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -64,6 +66,28 @@ class CorruptData(StatesyncError):
     """Stored data failed verification: wrong checksum, bad encoding, bad manifest."""
 
 
+class SuspiciousDrop(StatesyncError):
+    """The tree shrank by more than ``max_drop`` since the last snapshot: not committed without an operator."""
+
+
+class UnreadablePath(StatesyncError):
+    """A file or directory below the root cannot be read (permissions, I/O error). ``path`` is
+    relative to the root (absolute when outside it); the message is ``cannot read PATH: REASON``."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read {path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, root) -> "UnreadablePath":
+        """The error for an OSError raised while reading below ``root`` (its filename, if any, names the path)."""
+        name = os.fsdecode(exc.filename) if exc.filename is not None else os.fspath(root)
+        base = os.fspath(root).rstrip("/") + "/"
+        path = name[len(base):] if name.startswith(base) else name
+        return cls(path or name, exc.strerror or str(exc))
+
+
 class UnsafePath(CorruptData):
     """A manifest path would escape the root (``..``, absolute, or through a symlink)."""
 
@@ -78,6 +102,11 @@ class EncryptionKeyError(StatesyncError):
 
 class RestoreRefused(StatesyncError):
     """The target root is not in a state that restore may write to."""
+
+
+class RootBusy(StatesyncError):
+    """Another statesync process holds the root's lock; the message names it. Exit 1, not a
+    code of its own: the command was valid, and retrying once the holder has gone succeeds."""
 
 
 def exit_code_for(exc: BaseException) -> int:

@@ -4,7 +4,9 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 
 def fsync_dir(path: Path) -> None:
@@ -30,6 +32,26 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.close(fd)
     os.rename(tmp, path)
     fsync_dir(path.parent)
+
+
+@contextmanager
+def keeping_times(directory: Path) -> Iterator[None]:
+    """Put ``directory``'s atime and mtime back after the block: for statesync's own files
+    (lock, readiness marker) in the root, whose mtime snapshots record, so that they never
+    make an unchanged tree look changed. Best effort: a process that does not own the
+    directory may not set its times, and then the mtime moves."""
+    try:
+        before = os.stat(directory)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            os.utime(directory, ns=(before.st_atime_ns, before.st_mtime_ns))
+        except OSError:
+            pass
 
 
 def sync_filesystem(path: Path) -> None:

@@ -7,6 +7,9 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 
 commits = Counter("statesync_commits", "Snapshots committed", registry=REGISTRY)
 commit_failures = Counter("statesync_commit_failures", "Commits that failed and will be retried", registry=REGISTRY)
+# The failing path is in the log and in /healthz's body, not in a label: one series per path would not stay bounded.
+consecutive_failures = Gauge("statesync_consecutive_failures", "Sync cycles failed in a row since the last success",
+                             registry=REGISTRY)
 last_commit = Gauge("statesync_last_commit_timestamp_seconds", "Unix time of the last successful commit",
                     registry=REGISTRY)
 commit_seconds = Histogram("statesync_commit_duration_seconds", "Time to commit one snapshot",
@@ -18,6 +21,10 @@ restores = Counter("statesync_restores", "Snapshots restored into the root", reg
 purges = Counter("statesync_guard_purges", "Certificate sets quarantined by the CA guard", registry=REGISTRY)
 guard_state = Gauge("statesync_guard_state", "CA guard verdict: 1 for the current one", ["state"], registry=REGISTRY)
 ready = Gauge("statesync_ready", "1 once the start-up restore has finished", registry=REGISTRY)
+damage = Counter("statesync_damage", "Damage found and handled: head-missing (re-pointed to the newest snapshot)",
+                 ["kind"], registry=REGISTRY)
+suspicious_drops = Counter("statesync_suspicious_drops", "Commits refused because the tree shrank by more than "
+                           "max_drop since the last snapshot", registry=REGISTRY)
 
 GUARD_STATES = ("match", "renewed-same-key", "mismatch", "cannot-tell")
 

@@ -89,7 +89,8 @@ def test_a_second_sidecar_waits_then_takes_over_when_the_writer_is_killed(consul
     try:
         wait_for(lambda: repo.head().record is not None, 20, what="first snapshot")
         standby = Sidecar([consul.addr], prefix, root, tmp_path / "standby.log", settings=LOCK_ENV)
-        wait_for(lambda: standby.count('"waiting for the writer lock"'), 20, what="standby waiting")
+        # On the same root a standby waits for the root lock first, then for the writer lock.
+        wait_for(lambda: standby.count('"waiting for the root lock"'), 20, what="standby waiting")
         churn.start()
         wait_for(lambda: writer.count('"committed"') >= 5, 20, what="writer commits during churn")
         assert standby.count('"committed"') == 0, "the standby must not write while the writer holds the lock"
@@ -106,12 +107,13 @@ def test_a_second_sidecar_waits_then_takes_over_when_the_writer_is_killed(consul
 
         # A clean stop releases the lock: a third sidecar takes over without any TTL or lock-delay.
         third = Sidecar([consul.addr], prefix, root, tmp_path / "third.log", settings=LOCK_ENV)
-        wait_for(lambda: third.count('"waiting for the writer lock"'), 20, what="third waiting")
+        wait_for(lambda: third.count('"waiting for the root lock"'), 20, what="third waiting")
         assert standby.stop() == 0
         stopped = time.monotonic()
         (root / "api/after-stop.conf").write_text("written after a clean stop")
         wait_for(lambda: _has(repo, "api/after-stop.conf"), 10, what="handover after a clean stop")
         print(f"handover after SIGTERM: {time.monotonic() - stopped:.2f}s")
+        wait_for(lambda: third.count('"committed"') >= 3, 20, what="the third sidecar committing the churn")
 
         churn.stop()
         record = wait_for(lambda: head_equals_tree(repo, cfg), 20, step=0.2, what="head equal to the final tree")

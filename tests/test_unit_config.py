@@ -109,7 +109,7 @@ def test_the_file_overrides_the_defaults(tmp_path):
     assert c.prefix == "from/file"
     assert c.keep == 3
     assert c.debounce == 1.0 and isinstance(c.debounce, float)
-    assert c.path_filter.exclude == ("a/", "*.bak")
+    assert c.path_filter.exclude == DEFAULT_EXCLUDES + ("a/", "*.bak")
     assert c.consul.endpoints == (Endpoint("http", "file-host", 1111), Endpoint("https", "file-other", 2222))
     assert c.consul.timeout == 20.0
     assert c.log_level == "debug"
@@ -165,7 +165,7 @@ def test_numbers_from_the_environment_are_parsed():
 
 def test_patterns_from_the_environment_are_a_comma_separated_list_without_blanks():
     c = cfg(env={"STATESYNC_EXCLUDE": "api/log/, *.bak,, ", "STATESYNC_INCLUDE": "ca/,certs/"})
-    assert c.path_filter.exclude == ("api/log/", "*.bak")
+    assert c.path_filter.exclude == DEFAULT_EXCLUDES + ("api/log/", "*.bak")
     assert c.path_filter.include == ("ca/", "certs/")
 
 
@@ -448,3 +448,84 @@ def test_an_empty_config_file_leaves_the_defaults(tmp_path):
 def test_the_parse_addr_default_scheme_applies_only_without_a_scheme():
     assert config.parse_addr("h:1", "https") == Endpoint("https", "h", 1)
     assert config.parse_addr("http://h:1", "https") == Endpoint("http", "h", 1)
+
+
+# --- excludes add to the defaults ------------------------------------------------------
+
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_an_exclude_pattern_is_added_to_the_default_excludes_from_every_source(tmp_path, source):
+    c = {"flag": lambda: cfg({"exclude": ["*.bak"]}),
+         "env": lambda: cfg(env={"STATESYNC_EXCLUDE": "*.bak"}),
+         "file": lambda: cfg(config_file=toml(tmp_path, 'exclude = ["*.bak"]\n'))}[source]()
+    assert c.path_filter.exclude == DEFAULT_EXCLUDES + ("*.bak",)
+    assert c.path_filter.excluded("x.swp") and c.path_filter.excluded("x.tmp") and c.path_filter.excluded("x.bak")
+
+
+@pytest.mark.parametrize("source", ["flag", "env", "file"])
+def test_default_excludes_off_drops_the_defaults_from_every_source(tmp_path, source):
+    c = {"flag": lambda: cfg({"default_excludes": False, "exclude": ["*.bak"]}),
+         "env": lambda: cfg(env={"STATESYNC_DEFAULT_EXCLUDES": "false", "STATESYNC_EXCLUDE": "*.bak"}),
+         "file": lambda: cfg(config_file=toml(tmp_path, 'default_excludes = false\nexclude = ["*.bak"]\n'))}[source]()
+    assert c.path_filter.exclude == ("*.bak",)
+    assert not c.path_filter.excluded("x.swp")
+
+
+def test_default_excludes_must_be_a_boolean():
+    assert config_error(env={"STATESYNC_DEFAULT_EXCLUDES": "perhaps"}).startswith("default_excludes: ")
+
+
+# --- health -------------------------------------------------------------------------------
+
+def test_health_max_failures_defaults_to_five_and_comes_from_the_environment():
+    assert cfg().health_max_failures == 5
+    assert cfg(env={"STATESYNC_HEALTH_MAX_FAILURES": "2"}).health_max_failures == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "1.5", "nan", "many", "1001"])
+def test_a_bad_health_max_failures_is_a_config_error(value):
+    message = config_error(env={"STATESYNC_HEALTH_MAX_FAILURES": value})
+    assert message.startswith("health.max_failures: "), message
+
+
+# --- files that are not text --------------------------------------------------------------
+
+BAD_UTF8 = b"\xff\xfe not text \xc3\x28"
+
+
+def test_a_config_file_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_bytes(b'keep = "' + BAD_UTF8 + b'"\n')
+    message = config_error(config_file=str(path))
+    assert message.startswith("config: ") and str(path) in message and "UTF-8" in message
+
+
+def test_an_encryption_key_file_that_is_not_utf8_is_a_config_error_naming_the_file(tmp_path):
+    path = tmp_path / "key"
+    path.write_bytes(b"statesync-key-v1:" + BAD_UTF8)
+    message = config_error(env={"STATESYNC_ENCRYPTION_KEY_FILE": str(path)})
+    assert message.startswith("encryption_key_file: ") and str(path) in message
+    assert "xff" not in message and "statesync-key-v1" not in message
+
+
+def test_a_token_file_that_is_not_utf8_is_a_config_error_without_its_bytes(tmp_path):
+    path = tmp_path / "token"
+    path.write_bytes(TOKEN.encode() + BAD_UTF8)
+    message = config_error(env={"CONSUL_HTTP_TOKEN_FILE": str(path)})
+    assert message.startswith("consul.token_file: ") and str(path) in message
+    assert TOKEN not in message and "xff" not in message
+
+
+@pytest.mark.parametrize("token", [TOKEN + "\nX-Injected: 1", TOKEN + " x", TOKEN + "\u00e9", "\x00" + TOKEN])
+def test_a_token_an_http_header_cannot_carry_is_a_config_error_without_the_token(tmp_path, token):
+    (tmp_path / "token").write_text(token, encoding="utf-8")
+    message = config_error(env={"CONSUL_HTTP_TOKEN_FILE": str(tmp_path / "token")})
+    assert message.startswith("consul.token_file: ") and TOKEN not in message
+    assert config_error(env={"CONSUL_HTTP_TOKEN": token}).startswith("consul.token: ")
+
+
+def test_a_key_file_read_as_bytes_that_are_not_ascii_is_a_key_format_error():
+    from statesync.snapshot.crypto import KeyFormatError, format_key, parse_key
+    with pytest.raises(KeyFormatError):
+        parse_key(b"statesync-key-v1:" + BAD_UTF8)
+    key = bytes(range(32))
+    assert parse_key((format_key(key) + "\n").encode()) == key

@@ -100,3 +100,11 @@ def test_plain_http_to_the_api_is_refused_except_on_loopback(tmp_path):
     common = dict(guard__trigger="api", guard__api_user="u", guard__api_password_file=str(pw))
     assert error(guard__api_url="http://icinga2:5665", **common).startswith("guard.api_url: use https://")
     assert load(guard__api_url="http://127.0.0.1:5665", **common).guard.api_url == "http://127.0.0.1:5665"
+
+
+def test_a_password_file_that_is_not_utf8_is_one_config_error_naming_the_setting(tmp_path):
+    pw = tmp_path / "pw"
+    pw.write_bytes(b"\xff\xfesecret")
+    with pytest.raises(ConfigError, match=r"guard.api_password_file: .* is not UTF-8 text"):
+        load(guard__trigger="api", guard__api_url="https://icinga2:5665", guard__api_user="u",
+             guard__api_password_file=str(pw))

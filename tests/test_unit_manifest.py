@@ -1,6 +1,7 @@
 """Unit tests for statesync.manifest: encoding, decoding and validation. Pure, no I/O."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import zlib
@@ -203,7 +204,7 @@ def test_same_content_ignores_metadata_and_same_metadata_ignores_content():
 
 @pytest.mark.parametrize("path", ["a", "a/b/c", "ca/ca.crt", "api/zones/master/_etc/hosts.conf",
                                   ".hidden", "...", "a..b", "..a", "a.", "zönes/名前", "with space",
-                                  "back\\slash", "/".join(["d"] * mf.MAX_DEPTH), "x" * mf.MAX_PATH_BYTES])
+                                  "back\\slash", "/".join(["d"] * 1000), "/".join(["n" * 255] * 20)])
 def test_check_path_accepts_and_returns_a_normal_relative_path(path):
     assert check_path(path) == path
 
@@ -238,9 +239,12 @@ def test_check_path_rejects_nul_bytes(path):
         check_path(path)
 
 
-def test_check_path_rejects_paths_that_are_too_deep_or_too_long():
-    with pytest.raises(UnsafePath):
-        check_path("/".join(["d"] * (mf.MAX_DEPTH + 1)))
+def test_check_path_sets_no_depth_limit_and_no_path_max_of_its_own():
+    assert check_path("/".join(["d"] * 5000)) == "/".join(["d"] * 5000)
+    assert len(check_path("/".join(["n" * 255] * 40)).encode()) > 4096
+
+
+def test_check_path_rejects_paths_beyond_its_hostile_input_bound():
     with pytest.raises(UnsafePath):
         check_path("x" * (mf.MAX_PATH_BYTES + 1))
     with pytest.raises(UnsafePath):
@@ -389,7 +393,7 @@ def test_decode_rejects_an_unknown_entry_type(kind):
         decode_entries(dentry(t=kind))
 
 
-@pytest.mark.parametrize("target", ["", 5, None, "a\x00b", "x" * (mf.MAX_PATH_BYTES + 1)])
+@pytest.mark.parametrize("target", ["", 5, None, "a\x00b", "x" * (mf.MAX_LINK_TARGET + 1)])
 def test_decode_rejects_a_symlink_with_a_bad_or_missing_target(target):
     with pytest.raises(CorruptData):
         decode_entries(lentry(target=target))
@@ -500,17 +504,104 @@ _FIELD = {
     "h": st.one_of(SHA, _JUNK),
     "c": st.one_of(st.lists(SHA, max_size=3), _JUNK),
     "l": st.one_of(PATH, _JUNK),
+    "k": st.one_of(PATH, _JUNK),
 }
 _FUZZ_ENTRY = st.fixed_dictionaries({}, optional=_FIELD)
 
 
+_ROOT = st.one_of(st.none(), _JUNK, st.fixed_dictionaries({}, optional={k: _FIELD[k] for k in "mugUG"}))
+
+
 @TREES
-@given(st.lists(_FUZZ_ENTRY, max_size=6), st.one_of(st.just(1), _JUNK))
-def test_decoding_a_fuzzed_entry_list_returns_a_manifest_or_raises_corrupt_data(entries, version):
+@given(st.lists(_FUZZ_ENTRY, max_size=6), st.one_of(st.just(1), _JUNK), _ROOT)
+def test_decoding_a_fuzzed_entry_list_returns_a_manifest_or_raises_corrupt_data(entries, version, root):
+    doc = {"v": version, "e": entries}
+    if root is not None:
+        doc["r"] = root
     try:
-        result = decode(blob_of({"v": version, "e": entries}))
+        result = decode(blob_of(doc))
     except CorruptData:
         return
     assert isinstance(result, Manifest)
     for e in result.entries:
         assert check_path(e.path) == e.path
+
+
+# --- tree order, the root's own metadata, hard links -----------------------------------
+
+def test_tree_order_puts_a_directory_s_whole_subtree_before_its_next_sibling():
+    paths = ["a-c", "a/b", "a", "a/b/c", "a.d", "b", "a/z"]
+    assert sorted(paths, key=mf.tree_order) == ["a", "a/b", "a/b/c", "a/z", "a-c", "a.d", "b"]
+
+
+ROOT = Entry(".", DIR, 0o750, 110, 118, 1_700_000_000_123_456_789, user="nagios", group="nagios")
+
+
+def test_the_root_s_mode_owner_and_mtime_survive_encoding():
+    m = Manifest((Entry("a", DIR, 0o755, 0, 0, 1),), ROOT)
+    assert decode(encode(m)).root == ROOT
+
+
+def test_the_root_of_an_empty_manifest_survives_encoding():
+    assert decode(encode(Manifest((), ROOT))).root == ROOT
+
+
+def test_a_manifest_written_before_the_root_was_recorded_decodes_without_it():
+    m = decode_entries(dentry("d"))
+    assert m.root is None and [e.path for e in m.entries] == ["d"]
+    assert b'"r"' not in zlib.decompress(encode(m))
+
+
+@pytest.mark.parametrize("root", [5, "x", [], {"m": 0o10000}, {"u": -1}, {"mt": "1"}, {"U": 5}])
+def test_decode_rejects_a_bad_root_record(root):
+    doc = doc_of(dentry("d"))
+    doc["r"] = root
+    with pytest.raises(CorruptData):
+        decode(blob_of(doc))
+
+
+def test_the_root_record_lives_in_the_stream_s_end_piece_not_in_a_segment():
+    entries = tuple(Entry(f"f{i:05d}", FILE, 0o644, 0, 0, i, size=1, sha256=SHA_A, chunks=(SHA_A,))
+                    for i in range(5000))
+    enc = mf.Encoder()
+    first = enc.pieces(Manifest(entries, ROOT), 4096)
+    second = enc.pieces(Manifest(entries, dataclasses.replace(ROOT, mtime_ns=5)), 4096)
+    assert len(first) == len(second) > 2
+    assert [a == b for a, b in zip(first, second)].count(False) == 1 and first[-1] != second[-1]
+
+
+def _hard_linked(*paths: str, **over) -> tuple[Entry, ...]:
+    first = Entry(paths[0], FILE, 0o640, 0, 0, 7, size=1, sha256=SHA_A, chunks=(SHA_A,))
+    return (first, *(Entry(p, FILE, 0o640, 0, 0, 7, size=1, sha256=SHA_A, chunks=(SHA_A,),
+                           link=over.get("link", paths[0])) for p in paths[1:]))
+
+
+def test_a_hard_link_survives_encoding_and_a_plain_file_carries_no_link_field():
+    m = Manifest(_hard_linked("a/x", "b", "c/y"))
+    back = decode(encode(m))
+    assert [(e.path, e.link) for e in back.entries] == [("a/x", ""), ("b", "a/x"), ("c/y", "a/x")]
+    doc = json.loads(zlib.decompress(encode(m)))
+    assert [("k" in d) for d in doc["e"]] == [False, True, True]
+
+
+def test_a_link_may_precede_its_target_in_path_order_but_not_in_tree_order():
+    # "a/x" sorts after "a-b" as a string, but a restore writes the directory "a" first
+    tree = (Entry("a", DIR, 0o755, 0, 0, 1), *_hard_linked("a/x", "a-b"))
+    assert [e.link for e in decode(encode(Manifest(tree))).entries] == ["", "a/x", ""]
+
+
+@pytest.mark.parametrize("link", ["missing", "c", "d", "l", "..", "/etc/passwd", 5, ["a"]])
+def test_decode_rejects_a_hard_link_to_anything_but_an_earlier_file(link):
+    doc = doc_of(fentry("a"), fentry("c"), dentry("d"), lentry("l"), fentry("b", k=link))
+    with pytest.raises(CorruptData):
+        decode(blob_of(doc))
+
+
+def test_decode_rejects_a_hard_link_whose_content_differs_from_its_target():
+    with pytest.raises(CorruptData):
+        decode_entries(fentry("a"), fentry("b", h=SHA_B, k="a"))
+
+
+def test_decode_rejects_a_hard_link_to_a_hard_link():
+    with pytest.raises(CorruptData):
+        decode_entries(fentry("a"), fentry("b", k="a"), fentry("c", k="b"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -10,7 +11,7 @@ from typing import Sequence
 import structlog
 
 from .. import config
-from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UsageError, exit_code_for
+from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UnreadablePath, UsageError, exit_code_for
 from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
@@ -19,19 +20,39 @@ from .progress import ProgressBar
 
 log = structlog.get_logger(__name__)
 
+
+@contextlib.contextmanager
+def _reading(root):
+    """Name the file that could not be read below ``root``, in one line."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        raise UnreadablePath.from_os_error(exc, root) from None
+
+
 def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..restore.apply import recover
+    from ..restore.rootlock import hold_root
     from ..sidecar.daemon import warn_plain_secrets
     from ..snapshot.scan import Scanner
     if not cfg.root.is_dir():
         raise StatesyncError(f"root: {cfg.root} is not a directory")
-    repo = open_repo(cfg)
-    head = repo.head()
-    known = set(repo.refs(head.record)) if head.record else set()
-    # Chunks go up while the scan is still reading: Consul's work overlaps ours.
-    with repo.chunk_stream() as stream:
-        scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing).scan(known, sink=stream.add)
-    warn_plain_secrets(scan.plain_secrets)
-    res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent)
+    with hold_root(cfg.root, "backup"):
+        recover(cfg.root)  # never snapshot a tree that a killed restore left half swapped
+        repo = open_repo(cfg)
+        head = repo.checked_head()
+        known = set(repo.refs(head.record)) if head.record else set()
+        # Chunks go up while the scan is still reading: Consul's work overlaps ours.
+        with _reading(cfg.root), repo.chunk_stream() as stream:
+            # A file that keeps changing while read keeps its version from the head (stderr says so).
+            previous = (lambda: repo.manifest(head.record)) if head.record else None
+            scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing,
+                           previous=previous).scan(known, sink=stream.add)
+        warn_plain_secrets(scan.plain_secrets)
+        res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
+                          max_drop=1.0 if args.allow_drop else cfg.max_drop)
     if res is None:
         print(f"unchanged: snapshot {head.record.id} already holds this tree")
         return EXIT_OK
@@ -42,30 +63,38 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
+    import contextlib
+
     from ..restore import apply as rs
+    from ..restore.rootlock import hold_root
     from ..restore.startup import StartOutcome, mark_ready
-    repo = open_repo(cfg)
-    if args.if_empty and rs.has_icinga_state(cfg.root):
-        print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
-        mark_ready(cfg.ready_file, StartOutcome("matched"))
-        return EXIT_OK
-    try:
-        record = repo.record(args.snapshot)
-    except NotFound:
-        if args.if_empty and args.snapshot is None:
-            print(f"no snapshot of node {cfg.node} yet; nothing restored")
-            mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+    # A dry run writes nothing and takes no lock; everything else holds the root from here on.
+    lock = contextlib.nullcontext() if args.dry_run else hold_root(cfg.root, "restore", create=True)
+    with lock:
+        if not args.dry_run:
+            rs.recover(cfg.root)  # first: a half-swapped root must not pass for one holding state
+        repo = open_repo(cfg)
+        if args.if_empty and rs.has_icinga_state(cfg.root):
+            print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
+            mark_ready(cfg.ready_file, StartOutcome("matched"))
             return EXIT_OK
-        raise
-    if args.dry_run:
-        return _print_dry_run(cfg, repo, record)
-    bar = ProgressBar(sys.stderr, record.files, record.bytes)
-    res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update)
-    bar.close()
-    aside = f"; previous content moved to {res.aside}" if res.aside else ""
-    print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
-          f"into {cfg.root}{aside}")
-    mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
+        try:
+            record = repo.record(args.snapshot)
+        except NotFound:
+            if args.if_empty and args.snapshot is None:
+                print(f"no snapshot of node {cfg.node} yet; nothing restored")
+                mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+                return EXIT_OK
+            raise
+        if args.dry_run:
+            return _print_dry_run(cfg, repo, record)
+        bar = ProgressBar(sys.stderr, record.files, record.bytes)
+        res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update)
+        bar.close()
+        aside = f"; previous content moved to {res.aside}" if res.aside else ""
+        print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
+              f"into {cfg.root}{aside}")
+        mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
     return EXIT_OK
 
 
@@ -109,20 +138,25 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
 def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     from .. import metrics
     from ..consul.store import retry
+    from ..restore.rootlock import hold_root
     from ..restore.startup import clear_ready, mark_ready, prepare
     from ..sidecar.daemon import Daemon
     repo = open_repo(cfg)
-    clear_ready(cfg.ready_file)
     holder: dict = {}
     server = _health_server(cfg, repo, holder)
     try:
-        # At start Consul may still be electing a leader; give it a while before giving up.
-        outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
-        mark_ready(cfg.ready_file, outcome)
-        metrics.ready.set(1)
-        log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
-        daemon = holder["daemon"] = Daemon(cfg, repo)
-        return _serve(cfg, daemon)
+        # Held for the daemon's whole life, so no restore or backup runs beside it. A second
+        # sidecar on this root (a rolling update's overlap) waits rather than exits: it is a
+        # service, and it takes over the moment the first one is gone.
+        with hold_root(cfg.root, f"run --role {cfg.role}", create=True, wait=True):
+            clear_ready(cfg.ready_file)
+            # At start Consul may still be electing a leader; give it a while before giving up.
+            outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
+            mark_ready(cfg.ready_file, outcome)
+            metrics.ready.set(1)
+            log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
+            daemon = holder["daemon"] = Daemon(cfg, repo)
+            return _serve(cfg, daemon)
     finally:
         if server is not None:
             server.stop()
@@ -139,6 +173,9 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict):
         daemon = holder.get("daemon")
         if daemon is None:
             return True, "starting: restoring or waiting for Consul"
+        failing = daemon.state.failing(cfg.health_max_failures)
+        if failing:
+            return False, failing
         age = time.monotonic() - daemon.state.beat
         return age < 60, f"main loop last went round {age:.1f}s ago"
 
@@ -199,12 +236,12 @@ def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..repo.rekey import rekey
     from ..snapshot.crypto import KeyFormatError, Sealer, parse_key
     try:
-        with open(args.new_key_file, encoding="utf-8") as fh:
+        with open(args.new_key_file, "rb") as fh:
             new = Sealer(parse_key(fh.read()))
     except OSError as exc:
         raise UsageError(f"--new-key-file: cannot read {args.new_key_file}: {exc.strerror}") from None
     except KeyFormatError as exc:
-        raise UsageError(f"--new-key-file: {exc}") from None
+        raise UsageError(f"--new-key-file: {args.new_key_file}: {exc}") from None
     count = rekey(open_repo(cfg), new)
     print(f"re-encrypted {count} snapshot(s) of node {cfg.node} under key id {new.key_id}; "
           f"now set encryption_key_file to the new key")
@@ -223,9 +260,11 @@ COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup"
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``statesync`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    configured = False
     try:
         cfg = config.load(setting_flags(args), config_file=getattr(args, "config", None))
         logs.configure(cfg.log_format, cfg.log_level, sys.stdout if args.command == "run" else sys.stderr)
+        configured = True
         return COMMANDS[args.command](cfg, args)
     except StatesyncError as exc:
         print(f"statesync: error: {exc}", file=sys.stderr)
@@ -233,8 +272,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("statesync: interrupted", file=sys.stderr)
         return EXIT_FAILURE
+    except OSError as exc:
+        if configured:
+            log.debug("unexpected error", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        print(f"statesync: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
     except Exception as exc:  # a bug: still one line, with the traceback in the debug log
-        log.debug("unexpected error", exc_info=True)
+        if configured:  # unconfigured, structlog would print the traceback at any level
+            log.debug("unexpected error", exc_info=True)
         print(f"statesync: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
 

@@ -7,18 +7,46 @@ well (``config.SCHEMA``); a flag, when given, wins over both.
 from __future__ import annotations
 
 import argparse
+import math
 from typing import Any
 
 from .. import __version__
+from ..errors import EXIT_USAGE
+from ..snapshot.layout import SNAPSHOT_ID_RE
 
 # flag destination -> setting name
 _FLAG_SETTINGS = {
     "root": "root", "prefix": "prefix", "node": "node", "role": "role", "include": "include",
-    "exclude": "exclude", "keep": "keep", "on_conflict": "on_conflict", "chunk_size": "chunk_size", "debounce": "debounce",
+    "exclude": "exclude", "default_excludes": "default_excludes", "keep": "keep", "on_conflict": "on_conflict", "chunk_size": "chunk_size", "debounce": "debounce",
     "consul_addr": "consul.addr", "consul_token_file": "consul.token_file",
     "consul_cacert": "consul.cacert", "consul_client_cert": "consul.client_cert",
     "consul_client_key": "consul.client_key", "log_format": "log.format", "log_level": "log.level",
 }
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors in one line, as every other error is; the usage itself is one --help away."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"statesync: error: {message} (see {self.prog} --help)\n")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    # nan compares false with everything: a wait for it would never end.
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
+def _snapshot_id(text: str) -> str:
+    # It becomes part of a KV key: '../' in it would name another key.
+    if not SNAPSHOT_ID_RE.fullmatch(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a snapshot id (statesync snapshots lists them)")
+    return text
 
 
 def _parent(title: str) -> tuple[argparse.ArgumentParser, Any]:
@@ -61,7 +89,10 @@ def _root_flags() -> argparse.ArgumentParser:
 def _tree_flags() -> argparse.ArgumentParser:
     p, g = _parent("what a snapshot holds")
     g.add_argument("--include", action="append", metavar="GLOB", help="include pattern (repeatable)")
-    g.add_argument("--exclude", action="append", metavar="GLOB", help="exclude pattern (repeatable; replaces the defaults)")
+    g.add_argument("--exclude", action="append", metavar="GLOB",
+                   help="exclude pattern (repeatable; added to the default excludes)")
+    g.add_argument("--no-default-excludes", dest="default_excludes", action="store_const", const=False,
+                   help="drop the default excludes (api/log/, api/zones-stage/, *.tmp, *.swp, *~)")
     return p
 
 
@@ -82,17 +113,20 @@ def _log_flags() -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     cfg, consul, node, root, tree, write, logs = (_config_flags(), _consul_flags(), _node_flags(), _root_flags(),
                                                   _tree_flags(), _write_flags(), _log_flags())
-    parser = argparse.ArgumentParser(prog="statesync", description="Keep Icinga 2 state in Consul KV.")
+    parser = _Parser(prog="statesync", description="Keep Icinga 2 state in Consul KV.")
     parser.add_argument("--version", action="version", version=f"statesync {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[*parents, logs])
 
-    command("backup", "snapshot --root once and commit it", cfg, consul, node, root, tree, write)
+    p = command("backup", "snapshot --root once and commit it", cfg, consul, node, root, tree, write)
+    p.add_argument("--allow-drop", dest="allow_drop", action="store_true",
+                   help="commit even when the tree lost more than max_drop of its files or bytes (a deliberate "
+                        "large deletion; without it such a commit is refused as a likely wiped volume)")
 
     p = command("restore", "restore a snapshot into --root (the disaster command)", cfg, consul, node, root, tree)
-    p.add_argument("--snapshot", metavar="ID", help="snapshot id (default: the node's latest)")
+    p.add_argument("--snapshot", metavar="ID", type=_snapshot_id, help="snapshot id (default: the node's latest)")
     p.add_argument("--force", action="store_true",
                    help="restore over a non-empty root, moving its content into .statesync-aside/<time>/ first")
     p.add_argument("--if-empty", dest="if_empty", action="store_true",
@@ -100,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what would change, write nothing")
 
     p = command("ready", "readiness probe: exit 0 once the start-up restore has finished", cfg, root)
-    p.add_argument("--wait", type=float, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
+    p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
 
     command("demo", "show the whole story on a throwaway Consul dev agent")
 

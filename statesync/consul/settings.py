@@ -8,6 +8,9 @@ TXN_MAX_OPS_DEFAULT = 64
 TXN_MAX_BODY_DEFAULT = 480 * 1024
 # Values above this go by plain PUT: inside a transaction they cost base64 and JSON twice.
 PUT_THRESHOLD = 96 * 1024
+# Values read by name per transaction: an answer this size takes well under a second
+# even on a slow link, far inside the default 10 s request timeout.
+READ_BATCH_BYTES = 4 * 1024 * 1024
 # A fenced value must travel inside a transaction (a plain PUT cannot carry a check-session),
 # so it must fit one transaction body once base64-encoded, with room for the fence.
 FENCED_VALUE_MAX = TXN_MAX_BODY_DEFAULT * 3 // 4 - 1024

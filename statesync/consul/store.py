@@ -7,6 +7,7 @@ CasConflict, LockLost, LockHeld, StoreError), never as a ``False``.
 """
 from __future__ import annotations
 
+import binascii
 import json
 import time
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ from consul import base as consul_base
 
 from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, PermissionDenied, StatesyncError, StoreError
 from .client import Client, Op
-from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, ConsulSettings
+from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief
 
 
@@ -89,6 +90,24 @@ class Store:
             _, names = self.consul.kv.get(prefix, keys=True)
             return self._empty_or_denied(prefix) if names is None else list(names)
 
+    def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[str, bytes]:
+        """Read keys by name, given as ``(key, expected value size)``; return the values of those that exist.
+
+        The keys go in transactions of ``get`` operations, each holding at most
+        ``txn_max_ops`` keys and about ``READ_BATCH_BYTES`` of expected values, so that no
+        answer grows with what else the prefix holds and each stays well inside the request
+        timeout. Consul refuses a batch that names a missing key as a whole; its keys are
+        then read one by one.
+        """
+        found: dict[str, bytes] = {}
+        for batch in _read_batches(keys, self.settings.txn_max_ops, READ_BATCH_BYTES):
+            try:
+                pairs = self.txn([Op("get", k) for k in batch])
+            except CasConflict:
+                pairs = [p for k in batch if (p := self.get(k)) is not None]
+            found.update((p.key, p.value) for p in pairs)
+        return found
+
     def _empty_or_denied(self, prefix: str) -> list:
         """A listing answered 404: nothing there, or every key hidden by the token's ACL.
 
@@ -132,7 +151,7 @@ class Store:
                 if refused is None:
                     raise
                 raise refused from None
-            pairs = [_pair(r["KV"]) for r in answer.get("Results") or [] if r.get("KV")]
+            pairs = [_pair(r["KV"], encoded=True) for r in answer.get("Results") or [] if r.get("KV")]
         self.stats.kv_writes += sum(1 for op in ops if op.verb in ("set", "cas", "delete", "delete-cas", "delete-tree"))
         return pairs
 
@@ -318,14 +337,32 @@ def _refused_txn(response, ops: list[Op]) -> StatesyncError | None:
     return StoreError(f"transaction rejected: {joined}")
 
 
+def _read_batches(keys: Iterable[tuple[str, int]], max_ops: int, max_bytes: int) -> Iterable[list[str]]:
+    batch: list[str] = []
+    size = 0
+    for key, expected in keys:
+        if batch and (len(batch) >= max_ops or size + expected > max_bytes):
+            yield batch
+            batch, size = [], 0
+        batch.append(key)
+        size += expected
+    if batch:
+        yield batch
+
+
 def check_fenced_size(key: str, value: bytes) -> None:
     if len(value) > FENCED_VALUE_MAX:
         raise StoreError(f"value of {key!r} ({len(value)} bytes) is too large for a fenced transaction; "
                          f"lower chunk_size to at most {FENCED_VALUE_MAX}")
 
 
-def _pair(item: dict) -> KVPair:
-    return KVPair(item["Key"], item.get("Value") or b"", int(item.get("ModifyIndex", 0)), item.get("Session") or "")
+def _pair(item: dict, encoded: bool = False) -> KVPair:
+    """A pair from Consul's JSON; ``encoded``: the value is still base64 (transaction results,
+    which the library does not decode as it does a KV read's)."""
+    value = item.get("Value") or b""
+    if encoded and value:
+        value = binascii.a2b_base64(value)
+    return KVPair(item["Key"], value, int(item.get("ModifyIndex", 0)), item.get("Session") or "")
 
 
 def txn_errors(content: bytes) -> list[str]:

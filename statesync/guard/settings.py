@@ -140,6 +140,8 @@ def _read_password(path: str) -> str:
             password = fh.read().strip()
     except OSError as exc:
         raise ConfigError(f"guard.api_password_file: cannot read {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"guard.api_password_file: {path} is not UTF-8 text (byte {exc.start})") from None
     if not password:
         raise ConfigError(f"guard.api_password_file: {path} is empty")
     return password

@@ -62,7 +62,7 @@ def _rewrite(old: Repo, new: Repo, record: Record) -> Record:
         for d, piece in pieces:
             uploads[d] = new.sealer.seal(new.layout.node, d, piece)
         entries.append(dataclasses.replace(e, sha256=digest, chunks=tuple(d for d, _ in pieces)))
-    blob = mf.encode(mf.Manifest(tuple(entries)))
+    blob = mf.encode(mf.Manifest(tuple(entries), manifest.root))
     pieces = list(chunking.split(blob, new.chunk_size))
     if new.seal_manifest:
         digests = tuple(new.sealer.address(p) for p in pieces)

@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Container
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import structlog
 
+from .. import metrics
 from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
-from ..errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError
+from ..errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError, SuspiciousDrop
 from ..snapshot import chunking
 from ..snapshot import manifest as mf
 from ..snapshot import record as snapshot
@@ -34,6 +35,8 @@ log = structlog.get_logger(__name__)
 
 # One transaction carries a small commit whole; beyond this the chunks go first.
 _SINGLE_TXN_BYTES = 256 * 1024
+# A sealed chunk's header, nonce and tag, rounded up.
+_SEAL_SLACK = 64
 _GC_PENDING_MAX = 4000
 
 
@@ -83,11 +86,41 @@ class Repo:
             return Head(None, 0)
         return Head(snapshot.decode(pair.value), pair.modify_index)
 
+    def checked_head(self, fence: tuple[Op, ...] = ()) -> Head:
+        """The head, for a writer: when its key is gone while snapshot records remain, that is
+        damage, not a fresh start. It is logged, counted, and the newest record is put back as
+        the head (check-and-set on an absent key), so that nothing is ever committed over the
+        history as if the node had none."""
+        head = self.head()
+        if head.record is not None:
+            return head
+        records = self.records()
+        if not records:
+            return head
+        newest = records[-1]
+        metrics.damage.labels(kind="head-missing").inc()
+        log.error("the head key is missing while snapshot records remain; re-pointing it to the newest snapshot",
+                  key=self.layout.head, snapshots=len(records), snapshot=newest.id)
+        try:
+            self.store.put(self.layout.head, newest.encode(), cas=0, fence=fence)
+        except CasConflict:
+            pass  # another writer put a head back meanwhile: take that one
+        return self.head()
+
     def record(self, snapshot_id: str | None = None) -> Record:
-        """Return the record of ``snapshot_id``, or of the head; raise NotFound."""
+        """Return the record of ``snapshot_id``, or of the head; raise NotFound.
+
+        Without a head key but with snapshot records (damage), the newest record is the
+        head's content by construction: it is returned, with a warning, and nothing written.
+        """
         if snapshot_id is None:
             head = self.head()
             if head.record is None:
+                records = self.records()
+                if records:
+                    log.warning("the head key is missing; using the newest snapshot record", key=self.layout.head,
+                                snapshot=records[-1].id)
+                    return records[-1]
                 raise NotFound(f"node {self.layout.node!r} has no snapshot under {self.layout.node_root}")
             return head.record
         pair = self.store.get(self.layout.snapshot(snapshot_id))
@@ -104,28 +137,23 @@ class Repo:
                 out.append(snapshot.decode(p.value))
         return sorted(out, key=lambda r: r.id)
 
-    def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "") -> dict[str, bytes]:
+    def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "",
+                     sizes: Mapping[str, int] | None = None) -> dict[str, bytes]:
         """Fetch and verify chunks, decrypting those in ``sealed``; return plaintext by address.
 
-        Raises CorruptData when one is missing or damaged, EncryptionKeyError when sealed
-        chunks need a key that is not configured, or another than the one configured.
+        Only the chunks asked for are read, by key, however many others (older versions,
+        garbage) the node holds; ``sizes`` (expected size by address, default the chunk
+        size) lets the reads be batched by bytes. Raises CorruptData when one is missing or
+        damaged, EncryptionKeyError when sealed chunks need a key that is not configured, or
+        another than the one configured.
         """
         if sealed:
             self._check_key(key_id)
         wanted = set(digests) | set(sealed)
-        found: dict[str, bytes] = {}
-        if len(wanted) > 32:
-            prefix = self.layout.chunks
-            n = len(prefix)
-            for pair in self.store.get_prefix(prefix):
-                digest = pair.key[n:]  # every wanted digest is a valid one: no need to check the rest
-                if digest in wanted and pair.key.startswith(prefix):
-                    found[digest] = pair.value
-        else:
-            for digest in wanted:
-                pair = self.store.get(self.layout.chunk(digest))
-                if pair is not None:
-                    found[digest] = pair.value
+        prefix, n = self.layout.chunks, len(self.layout.chunks)
+        sizes = sizes or {}
+        values = self.store.get_many((prefix + d, sizes.get(d, self.chunk_size)) for d in sorted(wanted))
+        found = {key[n:]: value for key, value in values.items()}
         missing = wanted - found.keys()
         if missing:
             first = sorted(missing)[0]
@@ -159,7 +187,8 @@ class Repo:
     def contents(self, record: Record, manifest: Manifest) -> dict[str, bytes]:
         """Every file chunk of a snapshot, fetched, verified and decrypted."""
         sealed = manifest.sealed_refs()
-        return self.fetch_chunks(manifest.chunk_refs() - sealed, sealed, record.key_id)
+        return self.fetch_chunks(manifest.chunk_refs() - sealed, sealed, record.key_id,
+                                 chunk_sizes(manifest, record.chunk_size or self.chunk_size))
 
     def manifest(self, record: Record) -> Manifest:
         """Fetch, verify and decode the manifest a record names."""
@@ -184,22 +213,34 @@ class Repo:
     # -- writing -------------------------------------------------------------------
 
     def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None,
-               fence: tuple[Op, ...] = (), sent: Container[str] = frozenset()) -> CommitResult | None:
+               fence: tuple[Op, ...] = (), sent: Container[str] = frozenset(),
+               max_drop: float = 1.0) -> CommitResult | None:
         """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
 
         ``fence`` operations (the writer lock's ``check-session``) open every transaction
         of the commit, the final one included; LockLost when one fails. ``sent`` names
         chunks of ``scan.new_chunks`` already written while scanning (``chunk_stream``).
 
-        ``known`` holds chunks already stored; it is updated with the chunks written.
-        Raises MissingChunks when the manifest needs a chunk nobody has, CasConflict when
-        the head moved since ``base`` was read, ConsulUnavailable/StoreError on failures.
+        Only the chunks ``base`` references count as stored, whatever the caller believes:
+        garbage collection deletes any other chunk, and a commit that named one without
+        uploading it would publish a snapshot that cannot be restored. ``known`` (what the
+        scan was told is stored) is set to the chunks of the new head. Raises MissingChunks
+        when the manifest needs a chunk that is neither in ``base`` nor read by the scan,
+        CasConflict when the head moved since ``base`` was read, SuspiciousDrop when the tree
+        lost more than ``max_drop`` of its files or bytes since ``base``,
+        ConsulUnavailable/StoreError on failures.
         """
         started = time.monotonic()
         writes_before = self.store.stats.kv_writes
         m = scan.manifest
+        why = snapshot.suspicious_drop(base.record, m.file_count, m.total_bytes, max_drop)
+        if why is not None:
+            metrics.suspicious_drops.inc()
+            raise SuspiciousDrop(f"not committed: {why}; if the files were removed on purpose, stop the "
+                                 "sidecar and run `statesync backup --allow-drop`")
         needed = m.chunk_refs()
-        absent = needed - known - scan.new_chunks.keys()
+        stored = self.refs(base.record) if base.record is not None else frozenset()
+        absent = needed - stored - scan.new_chunks.keys()
         if absent:
             raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
         # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
@@ -209,9 +250,9 @@ class Repo:
             return None
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
-        uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in known}
+        uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in stored}
         for d, p in zip(manifest_digests, manifest_pieces):
-            if d not in known:
+            if d not in stored:
                 uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
         sealed = self.seal_manifest or any(e.sealed for e in m.entries)
         now = datetime.now(timezone.utc)
@@ -232,8 +273,9 @@ class Repo:
             self.store.put_many(((self.layout.chunk(d), p) for d, p in pending.items()), fence=fence)
             ops = final
         head = self._apply_final(ops, rec, base)
-        known.update(uploads)
-        self._refs_cache[rec.id] = frozenset(needed | set(manifest_digests))
+        self._refs_cache[rec.id] = refs = frozenset(needed | set(manifest_digests))
+        known.clear()
+        known.update(refs)
         # Only kept snapshots are asked for again (ids sort by time): drop the oldest beyond them.
         while len(self._refs_cache) > self.keep + 1:
             del self._refs_cache[min(self._refs_cache)]
@@ -335,6 +377,15 @@ class ChunkStream:
 
     def __exit__(self, kind, exc, tb) -> None:
         self._writer.__exit__(kind, exc, tb)
+
+
+def chunk_sizes(manifest: Manifest, chunk_size: int) -> dict[str, int]:
+    """The stored size each file chunk of ``manifest`` is expected to have (sealed ones a little more)."""
+    sizes: dict[str, int] = {}
+    for e in manifest.entries:
+        for i, digest in enumerate(e.chunks):
+            sizes[digest] = max(0, min(chunk_size, e.size - i * chunk_size)) + (_SEAL_SLACK if e.sealed else 0)
+    return sizes
 
 
 def _encode_gc(pending: dict[str, float]) -> bytes:

@@ -26,9 +26,11 @@ import structlog
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import fsync_dir, sync_filesystem, write_atomic
 from ..repo.repository import Repo
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest
+from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
 from ..snapshot.scan import INTERNAL_PREFIX
+from .rootlock import hold_root, holds
 
 log = structlog.get_logger(__name__)
 
@@ -74,36 +76,42 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
 
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             progress: Progress | None = None) -> RestoreResult:
-    """Restore ``record`` into ``root``.
+    """Restore ``record`` into ``root``, holding the root lock (taken here unless this process
+    holds it already: `statesync restore` and `run` take it first).
 
     ``root`` must be absent or empty unless ``force``, in which case its content is moved
-    into ``.statesync-aside/<timestamp>/`` first. Raises RestoreRefused, CorruptData,
+    into ``.statesync-aside/<timestamp>/`` first. Raises RootBusy, RestoreRefused, CorruptData,
     UnsafePath, or StatesyncError for I/O failures; in every case ``root`` is left as it was.
     """
     if root.exists() and not root.is_dir():
         raise RestoreRefused(f"{root} exists and is not a directory")
-    recover(root)
-    existing = user_entries(root)
-    if existing and not force:
-        raise RestoreRefused(f"{root} is not empty ({len(existing)} entries); use --force to move them aside")
-    manifest, file_bytes = fetch_verified(repo, record)
-    created_root = not root.exists()
-    staging: Path | None = None
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        _remove_stale_staging(root)
-        staging = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
-        staging.mkdir(mode=0o700)
-        write_tree(staging, manifest, file_bytes, progress)
-        aside = _swap(root, staging, existing, _top_names(manifest))
-    except BaseException as exc:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
-        if created_root:
-            shutil.rmtree(root, ignore_errors=True)
-        if isinstance(exc, OSError):
-            raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
-        raise
+    # A root this call creates is removed again by hold_root if the restore fails and
+    # nothing but the lock file is in it: never with anything in it that we did not make.
+    with hold_root(root, "restore", create=True):
+        recover(root)
+        existing = user_entries(root)
+        if existing and not force:
+            raise RestoreRefused(f"{root} is not empty ({len(existing)} entries); use --force to move them aside")
+        manifest, file_bytes = fetch_verified(repo, record)
+        staging: Path | None = None
+        try:
+            _remove_stale_staging(root)
+            candidate = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
+            candidate.mkdir(mode=0o700)
+            staging = candidate  # ours once mkdir made it: never clean up a directory we did not make
+            write_tree(staging, manifest, file_bytes, progress)
+            aside = _swap(root, staging, existing, _top_names(manifest))
+        except BaseException as exc:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(exc, OSError):
+                raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
+            raise
+        try:
+            restore_root_metadata(root, manifest)
+        except OSError as exc:  # the tree is in place already: say so rather than fail
+            log.warning("restored, but the root did not take its recorded owner, mode or mtime", root=str(root),
+                        error=_describe(exc))
     return RestoreResult(record, manifest.file_count, manifest.total_bytes, len(manifest.entries), aside)
 
 
@@ -119,6 +127,10 @@ def _describe(exc: OSError) -> str:
 
 
 def _remove_stale_staging(root: Path) -> None:
+    """Remove staging directories that a killed restore left behind. Only the root lock's
+    holder may: without the lock, one of them may be another restore's work in progress."""
+    if not holds(root):
+        return
     for name in os.listdir(root):
         if name.startswith(STAGING_PREFIX):
             shutil.rmtree(root / name, ignore_errors=True)
@@ -177,17 +189,22 @@ def recover(root: Path) -> bool:
     """Finish a swap that a crash interrupted; return True when there was one to finish.
 
     The staged tree was complete and fsynced before the journal was written, so the
-    only safe direction is forward.
+    only safe direction is forward. Every entry point (restore, backup, `run` start-up)
+    calls this first. It rolls forward only under the root lock (taken here unless held):
+    a journal seen without the lock may be a live restore's swap in progress.
     """
     path = root / JOURNAL
-    try:
-        journal = json.loads(path.read_bytes())
-    except FileNotFoundError:
+    if not path.exists():
         return False
-    except ValueError:
-        raise StatesyncError(f"{path} is unreadable; inspect {root} by hand") from None
-    log.warning("finishing an interrupted restore", root=str(root))
-    _roll_forward(root, journal)
+    with hold_root(root, "restore"):
+        try:
+            journal = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return False
+        except ValueError:
+            raise StatesyncError(f"{path} is unreadable; inspect {root} by hand") from None
+        log.warning("finishing an interrupted restore", root=str(root))
+        _roll_forward(root, journal)
     return True
 
 
@@ -198,8 +215,11 @@ def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], b
     """Create every entry of ``manifest`` under the empty directory ``target``; ``file_bytes``
     gives a file entry's verified content.
 
-    Directory metadata is applied last, deepest first, so that writing their children
-    does not disturb their mtimes. Raises OSError, CorruptData or UnsafePath.
+    Entries are written depth first (``tree_order``), each relative to its parent's directory
+    descriptor, so that no path the OS sees is longer than one name: any depth and any path
+    length restore. A directory gets its metadata once its subtree is written, so that writing
+    its children does not disturb its mtime. Raises OSError naming the entry's path,
+    CorruptData or UnsafePath.
     """
     as_root = os.geteuid() == 0
     owners: dict[tuple, tuple[int, int]] = {}  # one user database lookup per owner, not per file
@@ -210,48 +230,93 @@ def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], b
             owners[key] = owner_of(e)
         return owners[key]
 
-    entries = sorted(manifest.entries, key=lambda e: e.path)
+    def finish_dir() -> None:
+        nonlocal where
+        d = dirs.pop()
+        where = d.path
+        chain.leave()
+        _set_metadata(chain.fd, d.path.rpartition("/")[2], d, owner(d) if as_root else None)
+
     files = written = 0
-    checked: set[str] = set()
-    base = str(target)
-    for e in entries:
-        path = _safe_join(base, e.path, checked)
-        if e.type == DIR:
-            os.mkdir(path, 0o700)
-        elif e.type == FILE:
-            _write_file(path, e, file_bytes(e), owner(e) if as_root else None)
-            files += 1
-            written += e.size
-            if progress:
-                progress(files, written)
-        elif e.type == SYMLINK:
-            os.symlink(e.target, path)
-            if as_root:
-                os.lchown(path, *owner(e))
-            os.utime(path, ns=(e.mtime_ns, e.mtime_ns), follow_symlinks=False)
-    for e in sorted((e for e in entries if e.type == DIR), key=lambda e: e.path.count("/"), reverse=True):
-        path = f"{base}/{e.path}"
-        if as_root:
-            os.lchown(path, *owner(e))
-        os.chmod(path, e.mode)
-        os.utime(path, ns=(e.mtime_ns, e.mtime_ns))
+    root_fd = os.open(target, DIR_FLAGS)
+    chain = DirChain(root_fd)
+    dirs: list[Entry] = []  # the entries of the directories on the chain, below target
+    where = ""  # the path being written, for the error message
+    try:
+        for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)):
+            parent, _, name = e.path.rpartition("/")
+            while chain.rel != parent and dirs:
+                finish_dir()
+            if chain.rel != parent:
+                raise UnsafePath(f"manifest path {e.path!r} does not lie below a directory of the snapshot")
+            fd = chain.fd
+            where = e.path
+            if e.type == DIR:
+                os.mkdir(name, 0o700, dir_fd=fd)
+                chain.enter(name, e.path)
+                dirs.append(e)
+            elif e.type == FILE:
+                if e.link:
+                    _link(root_fd, e.link, name, fd)
+                else:
+                    _write_file(name, e, file_bytes(e), owner(e) if as_root else None, dir_fd=fd)
+                files += 1
+                written += e.size
+                if progress:
+                    progress(files, written)
+            elif e.type == SYMLINK:
+                os.symlink(e.target, name, dir_fd=fd)
+                if as_root:
+                    os.chown(name, *owner(e), dir_fd=fd, follow_symlinks=False)
+                os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=fd, follow_symlinks=False)
+        while dirs:
+            finish_dir()
+    except OSError as exc:
+        # The OS saw one name relative to a descriptor: name the whole path instead.
+        raise OSError(exc.errno, exc.strerror, where or str(target)) from None
+    finally:
+        chain.close()
+        os.close(root_fd)
     # Durable before the swap: one sync of the filesystem instead of an fsync per file and
     # directory (10,000 fsyncs take seconds). Raises OSError when the writeback failed.
     sync_filesystem(target)
 
 
-def _safe_join(base: str, rel: str, checked: set[str] | None = None) -> str:
-    path = f"{base}/{rel}"
-    parent = path.rpartition("/")[0]
-    # Paths were validated when the manifest was decoded; this guards the filesystem
-    # itself: every parent must be a real directory we created, never a link. ``checked``
-    # holds the parents found so earlier in this walk (the staging directory is ours, 0700).
-    if parent != base and (checked is None or parent not in checked):
-        if os.path.islink(parent) or not os.path.isdir(parent):
-            raise UnsafePath(f"manifest path {rel!r} does not lie below a directory of the snapshot")
-        if checked is not None:
-            checked.add(parent)
-    return path
+def _set_metadata(dir_fd: int, name: str, e: Entry, owner: tuple[int, int] | None) -> None:
+    """Give the directory ``name`` in ``dir_fd`` the owner (None: leave it), mode and mtime of ``e``."""
+    if owner is not None:
+        os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+    os.chmod(name, e.mode, dir_fd=dir_fd)  # a directory this restore made: no symlink to follow
+    os.utime(name, ns=(e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+
+
+def _link(root_fd: int, first: str, name: str, dir_fd: int) -> None:
+    """Make ``name`` in ``dir_fd`` a hard link of the file ``first`` (root-relative), written
+    earlier by this walk."""
+    parent, _, first_name = first.rpartition("/")
+    src = open_below(root_fd, parent)
+    try:
+        os.link(first_name, name, src_dir_fd=src, dst_dir_fd=dir_fd, follow_symlinks=False)
+    finally:
+        if src != root_fd:
+            os.close(src)
+
+
+def restore_root_metadata(root: Path, manifest: Manifest) -> None:
+    """Give ``root`` the owner (when run as root), mode and mtime the snapshot recorded for the
+    root directory itself; nothing for a snapshot written before they were recorded. To be
+    called once nothing else changes the root: every entry made or moved in it sets its mtime."""
+    e = manifest.root
+    if e is None:
+        return
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if os.geteuid() == 0:
+            os.fchown(fd, *owner_of(e))
+        os.fchmod(fd, e.mode)
+        os.utime(fd, ns=(e.mtime_ns, e.mtime_ns))
+    finally:
+        os.close(fd)
 
 
 def owner_of(e: Entry) -> tuple[int, int]:
@@ -271,10 +336,11 @@ def owner_of(e: Entry) -> tuple[int, int]:
     return uid, gid
 
 
-def _write_file(path: str, e: Entry, data: bytes, owner: tuple[int, int] | None) -> None:
-    """Create ``path`` with ``data``, the ``owner`` (uid, gid; None: leave it), mode and mtime
-    of ``e``. Not synced: write_tree syncs the whole tree once."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+def _write_file(path: str, e: Entry, data: bytes, owner: tuple[int, int] | None,
+                dir_fd: int | None = None) -> None:
+    """Create ``path`` (relative to ``dir_fd`` when given) with ``data``, the ``owner`` (uid, gid;
+    None: leave it), mode and mtime of ``e``. Not synced: write_tree syncs the whole tree once."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:

@@ -13,7 +13,7 @@ import structlog
 
 from .. import metrics
 from ..errors import StatesyncError
-from ..fsutil import write_atomic
+from ..fsutil import keeping_times, write_atomic
 from ..repo.repository import Repo
 from ..snapshot.manifest import FILE
 from ..snapshot.record import Record
@@ -59,7 +59,7 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
     truth, ``restore`` moves the local state aside and restores. Raises StatesyncError.
     """
     recover(root)
-    head = repo.head().record
+    head = repo.checked_head().record
     if head is None:
         log.info("no snapshot in Consul yet; starting from the local state", node=repo.layout.node)
         return StartOutcome("nothing-to-restore")
@@ -98,13 +98,15 @@ def mark_ready(ready_file: Path, outcome: StartOutcome) -> None:
     """Write the readiness marker atomically."""
     ready_file.parent.mkdir(parents=True, exist_ok=True)
     doc = {"action": outcome.action, "snapshot": outcome.snapshot, "time": time.time(), "pid": os.getpid()}
-    write_atomic(ready_file, json.dumps(doc).encode(), mode=0o644)
+    with keeping_times(ready_file.parent):
+        write_atomic(ready_file, json.dumps(doc).encode(), mode=0o644)
 
 
 def clear_ready(ready_file: Path) -> None:
     """Remove a marker left by an earlier run, so a stale one never lets Icinga 2 start early."""
     try:
-        ready_file.unlink()
+        with keeping_times(ready_file.parent):
+            ready_file.unlink()
     except FileNotFoundError:
         pass
 

@@ -21,7 +21,7 @@ from watchdog.observers import Observer
 from .. import metrics
 from ..config import Config
 from ..consul.lock import WriterLock, writer_lock
-from ..errors import CasConflict, LockLost, StoreError
+from ..errors import CasConflict, ConsulUnavailable, LockLost, StoreError, SuspiciousDrop, UnreadablePath
 from ..repo.repository import Head, MissingChunks, Repo
 from ..snapshot.scan import INTERNAL_PREFIX, Scanner
 from .memory import release_free_memory
@@ -105,9 +105,20 @@ class DaemonState:
     last_commit_id: str = ""
     last_commit_time: float = 0.0
     last_error: str = ""
+    # the root-relative path the last failed cycle could not read ("" when it failed otherwise)
+    failing_path: str = ""
+    # the last failed cycle failed only because Consul was unreachable
+    consul_away: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
     # monotonic time the main loop last went round; /healthz reads it
     beat: float = field(default_factory=time.monotonic)
+
+    def failing(self, max_failures: int) -> str:
+        """Why /healthz should say unhealthy: ``max_failures`` cycles in a row failed; "" otherwise.
+        An unreachable Consul is /readyz's to report: restarting the sidecar would not bring it back."""
+        if self.consecutive_failures < max_failures or self.consul_away:
+            return ""
+        return f"{self.consecutive_failures} sync cycles failed in a row; the last: {self.last_error}"
 
 
 class Daemon:
@@ -116,7 +127,8 @@ class Daemon:
     def __init__(self, cfg: Config, repo: Repo):
         self.cfg = cfg
         self.repo = repo
-        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing)
+        # A file that never reads whole keeps the version the head holds (fetched only then).
+        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=self._head_manifest)
         self.state = DaemonState()
         self._stop = threading.Event()
         self._changes = _Changes(str(cfg.root), cfg)
@@ -168,7 +180,7 @@ class Daemon:
             try:
                 self._sync(work)
                 backoff = 0.0
-            except (StoreError, OSError) as exc:
+            except (StoreError, OSError, SuspiciousDrop, UnreadablePath) as exc:
                 self._failed(exc)
                 # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
                 backoff = min(5.0, max(0.5, backoff * 2))
@@ -188,6 +200,9 @@ class Daemon:
             wait = self._changes.settled(self.cfg.debounce, self.cfg.max_wait)
             if wait == 0.0:
                 return self._changes.take()
+            if wait < 0 and time.monotonic() - self._last_gc >= self.cfg.gc_interval:
+                # An idle node collects its garbage too: a sync of no paths, then the collection.
+                return set()
             if wait > 0:
                 self._stop.wait(wait)
                 continue
@@ -203,10 +218,15 @@ class Daemon:
         return max(0.05, min(full, gc, 5.0))
 
     def _failed(self, exc: Exception) -> None:
+        if isinstance(exc, OSError) and exc.filename is not None:
+            exc = UnreadablePath.from_os_error(exc, self.cfg.root)
         metrics.commit_failures.inc()
         self.state.failures += 1
         self.state.consecutive_failures += 1
+        metrics.consecutive_failures.set(self.state.consecutive_failures)
         self.state.last_error = str(exc)
+        self.state.failing_path = exc.path if isinstance(exc, UnreadablePath) else ""
+        self.state.consul_away = isinstance(exc, ConsulUnavailable)
         self._pending = True
         log.warning("commit failed; will retry", error=str(exc), consecutive=self.state.consecutive_failures)
 
@@ -242,7 +262,7 @@ class Daemon:
             result.new_chunks = {**self._unsent, **result.new_chunks}
         try:
             res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
-                                   fence=self.fence())
+                                   fence=self.fence(), max_drop=self.cfg.max_drop)
         except LockLost as exc:
             self.lock.lost(str(exc))
             self._head = None
@@ -289,10 +309,15 @@ class Daemon:
         if self.state.consecutive_failures:
             log.info("caught up with Consul", after_failures=self.state.consecutive_failures)
         self.state.consecutive_failures = 0
+        metrics.consecutive_failures.set(0)
         self.state.ready.set()
 
+    def _head_manifest(self):
+        head = self._head
+        return self.repo.manifest(head.record) if head is not None and head.record is not None else None
+
     def _load_head(self) -> None:
-        head = self.repo.head()
+        head = self.repo.checked_head(fence=self.fence())
         self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
         self._head = head
 

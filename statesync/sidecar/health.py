@@ -1,6 +1,7 @@
 """The HTTP endpoint: /healthz (alive), /readyz (restored and Consul reachable), /metrics."""
 from __future__ import annotations
 
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable
@@ -15,14 +16,25 @@ log = structlog.get_logger(__name__)
 Check = Callable[[], tuple[bool, str]]
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # socketserver prints a traceback to stderr here; a probe that hangs up is no news.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            log.debug("health client went away", client=client_address[0], error=str(exc))
+        else:
+            log.error("health request failed", error=f"{type(exc).__name__}: {exc}")
+
+
 class HealthServer:
     """Serves the probes on ``bind:port`` from a daemon thread until ``stop()``."""
 
     def __init__(self, bind: str, port: int, alive: Check, ready: Check):
         self._checks = {"/healthz": alive, "/readyz": ready}
         handler = self._handler()
-        self._server = ThreadingHTTPServer((bind, port), handler)
-        self._server.daemon_threads = True
+        self._server = _Server((bind, port), handler)
         self._thread = threading.Thread(target=self._server.serve_forever, name="health", daemon=True)
 
     @property
@@ -42,6 +54,9 @@ class HealthServer:
         checks = self._checks
 
         class Handler(BaseHTTPRequestHandler):
+            # a client that sends half a request and stalls would hold its thread for ever
+            timeout = 10
+
             def do_GET(self):  # noqa: N802 (http.server's name)
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

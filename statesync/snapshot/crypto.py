@@ -44,8 +44,13 @@ def format_key(key: bytes) -> str:
     return KEY_PREFIX + base64.b64encode(key).decode()
 
 
-def parse_key(text: str) -> bytes:
-    """Parse ``statesync-key-v1:<base64 of 32 bytes>``; raise KeyFormatError."""
+def parse_key(text: str | bytes) -> bytes:
+    """Parse ``statesync-key-v1:<base64 of 32 bytes>`` (text, or a key file's bytes); raise KeyFormatError."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("ascii")
+        except UnicodeDecodeError:
+            raise KeyFormatError("not a statesync key (not ASCII text)") from None
     text = text.strip()
     if not text.startswith(KEY_PREFIX):
         raise KeyFormatError(f"not a statesync key (expected it to start with {KEY_PREFIX!r})")

@@ -16,8 +16,12 @@ from .layout import valid_sha256
 FORMAT_VERSION = 1
 FILE, DIR, SYMLINK = "f", "d", "l"
 _TYPES = (FILE, DIR, SYMLINK)
-MAX_PATH_BYTES = 4096
-MAX_DEPTH = 256
+# No depth limit and no PATH_MAX: a restore walks with directory descriptors, so any tree the
+# filesystem holds can come back (a single name over 255 bytes the OS refuses on its own). The
+# bound on a whole path only keeps one hostile entry from costing megabytes of work.
+MAX_PATH_BYTES = 1 << 20
+# The kernel refuses symlink targets of PATH_MAX bytes or more.
+MAX_LINK_TARGET = 4096
 MAX_ENTRIES = 1_000_000
 MAX_FILE_SIZE = 1 << 40
 # Compressed manifests inflate far more than this only when built to exhaust memory.
@@ -41,6 +45,7 @@ class Entry:
     user: str = ""
     group: str = ""
     sealed: bool = False  # content encrypted; digests are keyed addresses (statesync.crypto)
+    link: str = ""  # a file: the path of the entry it is a hard link of (first in tree_order)
 
     def same_content(self, other: "Entry") -> bool:
         """True when ``other`` has the same type and bytes (or link target)."""
@@ -53,9 +58,18 @@ class Entry:
             other.mode, other.uid, other.gid, other.mtime_ns, other.user, other.group)
 
 
+def tree_order(path: str) -> str:
+    """Sort key of the depth-first order in which a walk meets paths (a directory's whole
+    subtree before its next sibling): ``/`` sorts before every character of a name."""
+    return path.replace("/", "\x00")
+
+
 @dataclass(frozen=True)
 class Manifest:
     entries: tuple[Entry, ...] = field(default_factory=tuple)
+    # The root directory's own mode, owner and mtime (path "."); None in manifests written
+    # before it was recorded, which restore as they always did.
+    root: Entry | None = None
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
@@ -95,8 +109,8 @@ def check_path(path: object) -> str:
         encoded = path.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:
         raise UnsafePath(f"manifest path {path!r} is not encodable") from None
-    if len(parts) > MAX_DEPTH or len(encoded) > MAX_PATH_BYTES:
-        raise UnsafePath(f"manifest path {path[:80]!r}... is too deep or too long")
+    if len(encoded) > MAX_PATH_BYTES:
+        raise UnsafePath(f"manifest path {path[:80]!r}... is too long")
     return path
 
 
@@ -113,9 +127,20 @@ def _entry_to_json(e: Entry) -> dict:
             d["c"] = list(e.chunks)
         if e.sealed:
             d["x"] = 1
+        if e.link:
+            d["k"] = e.link
     elif e.type == SYMLINK:
         d["l"] = e.target
     return d
+
+
+def _root_to_json(e: Entry) -> bytes:
+    d: dict = {"m": e.mode, "u": e.uid, "g": e.gid, "mt": e.mtime_ns}
+    if e.user:
+        d["U"] = e.user
+    if e.group:
+        d["G"] = e.group
+    return json.dumps(d, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogateescape")
 
 
 def encode(manifest: Manifest) -> bytes:
@@ -131,7 +156,12 @@ def encode(manifest: Manifest) -> bytes:
 # pieces instead of the whole manifest. Readers just concatenate the pieces (FORMAT.md).
 _ZLIB_HEADER = b"\x78\x9c"  # deflate, 32 KiB window, default level
 _DOC_START = b'{"v":%d,"e":[' % FORMAT_VERSION
-_DOC_END = b"]}"
+
+
+def _doc_end(root: Entry | None) -> bytes:
+    # The root's record follows the entry list, so it lives in the stream's small end piece
+    # that every commit rewrites anyway: a changed root mtime costs no segment.
+    return b"]}" if root is None else b'],"r":' + _root_to_json(root) + b"}"
 
 
 def _segment_mask(entries: int) -> int:
@@ -179,7 +209,7 @@ class Encoder:
             adler = zlib.adler32(hit[1], adler)
             compressed.append(hit[2])
         self._segments = cache
-        tail = _DOC_END if segments else _DOC_START + _DOC_END
+        tail = _doc_end(manifest.root) if segments else _DOC_START + _doc_end(manifest.root)
         deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
         end = deflate.compress(tail) + deflate.flush(zlib.Z_FINISH) + zlib.adler32(tail, adler).to_bytes(4, "big")
         if compressed:
@@ -237,22 +267,48 @@ def _entry_from_json(d: object) -> Entry:
         sealed = d.get("x", 0)
         if sealed not in (0, 1) or type(sealed) is not int:
             raise CorruptData(f"manifest entry {path!r}: bad encryption flag")
-        return Entry(path, kind, mode, uid, gid, mtime_ns, size, sha, tuple(chunks), "", user, group, bool(sealed))
+        link = d.get("k", "")
+        if link:
+            check_path(link)
+        elif link != "":
+            raise CorruptData(f"manifest entry {path!r}: bad hard link")
+        return Entry(path, kind, mode, uid, gid, mtime_ns, size, sha, tuple(chunks), "", user, group, bool(sealed),
+                     link)
     if kind == SYMLINK:
-        target = _str(d, "l", path, MAX_PATH_BYTES)
+        target = _str(d, "l", path, MAX_LINK_TARGET)
         if not target:
             raise CorruptData(f"manifest entry {path!r}: symlink without target")
         return Entry(path, kind, mode, uid, gid, mtime_ns, target=target, user=user, group=group)
     return Entry(path, kind, mode, uid, gid, mtime_ns, user=user, group=group)
 
 
+def _root_from_json(d: object) -> Entry:
+    if not isinstance(d, dict):
+        raise CorruptData("manifest root is not an object")
+    return Entry(".", DIR, _int(d, "m", 0, 0o7777, "."), _int(d, "u", 0, 2**32 - 1, "."),
+                 _int(d, "g", 0, 2**32 - 1, "."), _int(d, "mt", -(2**63), 2**63 - 1, "."),
+                 user=_str(d, "U", "."), group=_str(d, "G", "."))
+
+
 def check_tree(entries: tuple[Entry, ...]) -> None:
-    """Raise unless paths are unique and no entry lies below a symlink or a file."""
+    """Raise unless paths are unique, no entry lies below a symlink or a file, and every hard
+    link names a file entry met before it in tree_order with the same content."""
     kinds: dict[str, str] = {}
+    linked: list[Entry] = []
     for e in entries:
         if e.path in kinds:
             raise CorruptData(f"manifest lists {e.path!r} twice")
         kinds[e.path] = e.type
+        if e.link:
+            linked.append(e)
+    if linked:
+        files = {e.path: e for e in entries if e.type == FILE}
+        for e in linked:
+            first = files.get(e.link)
+            if (first is None or first.link or tree_order(first.path) >= tree_order(e.path)
+                    or (first.sha256, first.size, first.chunks, first.sealed) != (e.sha256, e.size, e.chunks, e.sealed)):
+                raise CorruptData(f"manifest entry {e.path!r}: hard link to {e.link!r}, "
+                                  "which is no earlier file with the same content")
     for e in entries:
         parent = e.path.rpartition("/")[0]
         while parent:
@@ -285,4 +341,5 @@ def decode(blob: bytes) -> Manifest:
         raise CorruptData("manifest has too many entries")
     entries = tuple(_entry_from_json(d) for d in doc["e"])
     check_tree(entries)
-    return Manifest(entries)
+    root = doc.get("r")
+    return Manifest(entries, None if root is None else _root_from_json(root))

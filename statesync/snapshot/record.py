@@ -90,3 +90,20 @@ def to_prune(ids: list[str], keep: int, protect: set[str]) -> list[str]:
     """Return the ids beyond the newest ``keep``, never one in ``protect``."""
     newest_first = sorted(ids, reverse=True)
     return [i for i in newest_first[keep:] if i not in protect]
+
+
+def suspicious_drop(before: Record | None, files: int, size: int, max_drop: float) -> str | None:
+    """Why a tree of ``files`` files and ``size`` bytes, after ``before``, looks like a lost volume
+    rather than a change; None when it does not.
+
+    A drop of more than ``max_drop`` (a fraction) of the files or of the bytes in one commit is
+    what an unmounted or wiped volume looks like; committing it would make emptiness the
+    newest snapshot, the one a rebuild restores. ``max_drop`` 1.0 never objects.
+    """
+    if before is None or max_drop >= 1.0:
+        return None
+    for what, old, new in (("files", before.files, files), ("bytes", before.bytes, size)):
+        if old > 0 and (old - new) / old > max_drop:
+            return (f"the tree lost {100 * (old - new) / old:.0f} % of its {what} since snapshot {before.id} "
+                    f"({old} -> {new}), more than max_drop = {max_drop:g}")
+    return None
