@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -275,3 +276,14 @@ def tree_state(root: Path) -> dict:
             else:
                 out[rel] = ("f", oct(st.st_mode & 0o7777), st.st_mtime_ns, p.read_bytes())
     return out
+
+
+def http_get(port: int, path: str) -> tuple[int, str]:
+    """GET ``path`` from a local HTTP endpoint: (status, body); (0, "") when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""

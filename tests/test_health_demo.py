@@ -5,22 +5,14 @@ import os
 import re
 import subprocess
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from .support import ConsulAgent, free_ports, statesync_cmd, stop_process, wait_for
+from .support import ConsulAgent, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 pytestmark = pytest.mark.consul
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_consul(consul_bin, prefix, tmp_path):
@@ -35,25 +27,25 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
     log = open(tmp_path / "sidecar.log", "wb")
     proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200 if _port_open(port) else False, 30, step=0.1)
-        assert _get(port, "/healthz")[0] == 200
-        status, text = _get(port, "/metrics")
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200 if _port_open(port) else False, 30, step=0.1)
+        assert http_get(port, "/healthz")[0] == 200
+        status, text = http_get(port, "/metrics")
         assert status == 200
-        wait_for(lambda: _metric(_get(port, "/metrics")[1], "statesync_commits_total") >= 1, 30, step=0.1)
-        text = _get(port, "/metrics")[1]
+        wait_for(lambda: _metric(http_get(port, "/metrics")[1], "statesync_commits_total") >= 1, 30, step=0.1)
+        text = http_get(port, "/metrics")[1]
         assert _metric(text, "statesync_last_commit_timestamp_seconds") > time.time() - 120
         assert _metric(text, "statesync_chunks_uploaded_total") >= 1
         assert "statesync_commit_duration_seconds_bucket" in text
         assert "statesync_consul_errors_total" in text
         assert _metric(text, "statesync_ready") == 1
-        assert _get(port, "/nope")[0] == 404
+        assert http_get(port, "/nope")[0] == 404
 
         agent.stop()
-        status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/readyz")), 30, step=0.1)
+        status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/readyz")), 30, step=0.1)
         assert "Consul" in why
-        assert _get(port, "/healthz")[0] == 200, "alive while Consul is away"
+        assert http_get(port, "/healthz")[0] == 200, "alive while Consul is away"
         agent.start()
-        wait_for(lambda: _get(port, "/readyz")[0] == 200, 60, step=0.1)
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, 60, step=0.1)
     finally:
         assert stop_process(proc, 30) == 0
         log.close()

@@ -15,8 +15,6 @@ import socket
 import struct
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 
 import pytest
@@ -24,7 +22,7 @@ import pytest
 from statesync.errors import EXIT_FAILURE, EXIT_OK, EXIT_RESTART, EXIT_USAGE
 from statesync.snapshot.crypto import format_key
 
-from .support import free_ports, statesync_cmd, stop_process, wait_for
+from .support import free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 EXIT_CODES = {EXIT_FAILURE, EXIT_USAGE, EXIT_RESTART}
 BAD_UTF8 = b"\xff\xfe\xc3\x28 not text"
@@ -202,14 +200,6 @@ def test_ready_refuses_a_wait_that_is_not_a_finite_number_of_seconds_as_a_usage_
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("statesync: error: argument --wait: "), proc.stderr
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def _abort(port: int, payload: bytes) -> None:
@@ -234,11 +224,11 @@ def test_a_health_client_that_resets_its_connection_is_handled_quietly(consul, p
     with open(log, "wb") as fh:
         proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=fh, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: _get(port, "/readyz")[0] == 200, 30, "the sidecar ready", log.read_text, step=0.1)
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200, 30, "the sidecar ready", log.read_text, step=0.1)
         for payload in (b"GET /healthz HTTP/1.1\r\nHost: x", b"GET /metr", b"", b"GET /metrics HTTP/1.1\r\n\r\n"):
             _abort(port, payload)
         time.sleep(0.3)
-        assert _get(port, "/healthz")[0] == 200
+        assert http_get(port, "/healthz")[0] == 200
         assert proc.poll() is None
     finally:
         assert stop_process(proc, 15) == 0

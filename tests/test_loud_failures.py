@@ -10,13 +10,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from .support import REPO, free_ports, statesync_cmd, stop_process, wait_for
+from .support import REPO, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 NOBODY = 65534
 
@@ -96,18 +94,10 @@ def test_backup_of_an_unreadable_file_exits_1_with_one_line_naming_the_file(cons
     assert "unexpected" not in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except OSError:
-        return 0, ""
 
 
 def _gauge(port: int, name: str) -> float | None:
-    m = re.search(rf"^{name} ([0-9.e+-]+)$", _get(port, "/metrics")[1], re.M)
+    m = re.search(rf"^{name} ([0-9.e+-]+)$", http_get(port, "/metrics")[1], re.M)
     return float(m.group(1)) if m else None
 
 
@@ -121,14 +111,14 @@ def test_a_sidecar_that_cannot_read_a_file_turns_unhealthy_naming_it_and_recover
         proc = subprocess.Popen(_unprivileged(statesync_cmd("run", "--role", "master")), env=env, cwd=REPO,
                                 stdout=fh, stderr=subprocess.STDOUT)
     try:
-        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(_get(port, "/healthz")), 20,
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/healthz")), 20,
                                 "/healthz unhealthy", log.read_text, step=0.1)
         assert "cannot read ca/ca.key: Permission denied" in body
         assert _gauge(port, "statesync_consecutive_failures") >= 2
         assert proc.poll() is None, "the sidecar keeps trying"
 
         os.chmod(unreadable_root / "ca/ca.key", 0o600)
-        wait_for(lambda: _get(port, "/healthz")[0] == 200, 20, "/healthz healthy again", log.read_text, step=0.1)
+        wait_for(lambda: http_get(port, "/healthz")[0] == 200, 20, "/healthz healthy again", log.read_text, step=0.1)
         assert _gauge(port, "statesync_consecutive_failures") == 0
     finally:
         assert stop_process(proc, 15) == 0
