@@ -1,0 +1,98 @@
+"""A/B of two checkouts of statesync: backup and chunk reads of the same tree, alternated.
+
+    .venv/bin/python bench/ab.py OLD_CHECKOUT NEW_CHECKOUT [--reps 12] [--files 10000]
+
+A refactor is judged by its own cost, not by the spread between two full benchmark runs
+(which on a 2-core machine exceeds the few per cent in question). Both checkouts run, in
+turn and in alternating order, against one real single-server Consul agent (raft on
+disk) on loopback: a Repo-level backup of a tree of FILES × 4 KiB files, as `statesync
+backup` does it, then a read of every chunk of that snapshot, as a restore does. Each run
+is a fresh process importing the checkout under test (PYTHONPATH). Prints every run and
+the medians; exits 0.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from tests.support import ConsulAgent, find_consul  # noqa: E402
+
+# Runs inside the checkout under test; the imports cover the layouts before and after issue 13.
+ONE_RUN = r"""
+import sys, time
+from pathlib import Path
+from statesync import config
+try:
+    from statesync.consul.store import Store
+    from statesync.repo.repository import Repo
+    from statesync.snapshot.scan import Scanner
+except ImportError:
+    from statesync.repo import Repo
+    from statesync.scan import Scanner
+    from statesync.store import Store
+addr, root, prefix = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+cfg = config.load({"root": str(root), "prefix": prefix, "node": "ab", "consul.addr": [addr], "log.format": "json"},
+                  env={})
+started = time.perf_counter()
+repo = Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
+head = repo.head()
+known = set()
+with repo.chunk_stream() as stream:
+    scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(known, sink=stream.add)
+repo.commit(scan, head, known, meta={}, sent=stream.sent)
+backup = time.perf_counter() - started
+started = time.perf_counter()
+record = repo.record()
+contents = repo.contents(record, repo.manifest(record))
+print(f"{backup:.4f} {time.perf_counter() - started:.4f} {len(contents)}")
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("old", type=Path)
+    ap.add_argument("new", type=Path)
+    ap.add_argument("--reps", type=int, default=12)
+    ap.add_argument("--files", type=int, default=10_000)
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="statesync-ab-"))
+    agent = ConsulAgent(find_consul(), dev=False, workdir=str(work / "consul")).start(timeout=60)
+    try:
+        tree = work / "tree"
+        for i in range(args.files):
+            path = tree / f"d{i % 10}" / f"f{i}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(os.urandom(4096))
+        results: dict[str, list[tuple[float, float]]] = {"old": [], "new": []}
+        for rep in range(args.reps):
+            for which in (("old", "new") if rep % 2 == 0 else ("new", "old")):
+                checkout = getattr(args, which)
+                env = {**os.environ, "PYTHONPATH": str(checkout)}
+                out = subprocess.run([sys.executable, "-c", ONE_RUN, agent.addr, str(tree), f"ab/{which}/{rep}"],
+                                     env=env, cwd=checkout, capture_output=True, text=True, timeout=600, check=True)
+                backup, read, chunks = out.stdout.split()
+                results[which].append((float(backup), float(read)))
+                print(f"{which} rep {rep}: backup {float(backup):.3f}s, read {float(read):.3f}s ({chunks} chunks)")
+        for which, runs in results.items():
+            print(f"{which}: backup median {statistics.median(b for b, _ in runs):.3f}s, "
+                  f"chunk read median {statistics.median(r for _, r in runs):.3f}s over {len(runs)} runs")
+        old_b = statistics.median(b for b, _ in results["old"])
+        new_b = statistics.median(b for b, _ in results["new"])
+        print(f"backup new/old = {new_b / old_b:.3f}")
+    finally:
+        agent.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
