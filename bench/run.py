@@ -369,7 +369,8 @@ class Bench:
     def sidecar(self, root: Path, prefix: str, node: str, role: str, env: dict) -> tuple[subprocess.Popen, Path]:
         full = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
         full.update(CONSUL_HTTP_ADDR=self.agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json", **env)
+                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
+                    STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **env)
         log = self.work / f"sidecar-{self.mode}-{node}.log"
         with open(log, "ab") as fh:
             proc = subprocess.Popen(statesync_cmd("run", "--role", role), env=full, stdout=fh,

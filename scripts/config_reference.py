@@ -17,9 +17,13 @@ BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
-def _default(value) -> str:
+# Settings whose None default means something other than "the host name".
+_NONE = {"role": "(none: required by run)"}
+
+
+def _default(value, name: str = "") -> str:
     if value is None:
-        return "(host name)"
+        return _NONE.get(name, "(host name)")
     if isinstance(value, (tuple, list)):
         return ", ".join(f"`{v}`" for v in value) or "(none)"
     if value == "":
@@ -31,7 +35,7 @@ def table() -> str:
     rows = ["| setting (TOML) | environment | default |", "|---|---|---|"]
     for s in SCHEMA:
         env = ", ".join(f"`{e}`" for e in s.env)
-        default = "(never shown)" if s.secret else _default(s.default)
+        default = "(never shown)" if s.secret else _default(s.default, s.name)
         rows.append(f"| `{s.name}` | {env} | {default} |")
     return "\n".join(rows)
 

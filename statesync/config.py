@@ -7,6 +7,7 @@ the STATESYNC_* variables, being more specific, win over them.
 """
 from __future__ import annotations
 
+import difflib
 import os
 import socket
 import tomllib
@@ -184,7 +185,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("root", _path, DEFAULT_ROOT, ("STATESYNC_ROOT",)),
     Setting("prefix", _prefix, DEFAULT_PREFIX, ("STATESYNC_PREFIX",)),
     Setting("node", _node, None, ("STATESYNC_NODE",)),
-    Setting("role", _choice(ROLES), "master", ("STATESYNC_ROLE",)),
+    # No default: a sidecar that guessed its role would publish a CA it should only guard, or the reverse.
+    Setting("role", _choice(ROLES), None, ("STATESYNC_ROLE",)),
     Setting("include", _patterns, ("**",), ("STATESYNC_INCLUDE",)),
     # Empty, because patterns given add to DEFAULT_EXCLUDES: one extra pattern must not silently
     # drop them (default_excludes = false does that, on purpose).
@@ -204,6 +206,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("encryption_key", _str, "", ("STATESYNC_ENCRYPTION_KEY",), secret=True),
     Setting("encrypt", _patterns, DEFAULT_ENCRYPT, ("STATESYNC_ENCRYPT",)),
     Setting("encrypt_all", _bool, False, ("STATESYNC_ENCRYPT_ALL",)),
+    Setting("allow_plaintext_secrets", _bool, False, ("STATESYNC_ALLOW_PLAINTEXT_SECRETS",)),
     Setting("ready_file", _opt_path, "", ("STATESYNC_READY_FILE",)),
     Setting("consul.addr", _addrs, ("127.0.0.1:8500",), ("CONSUL_HTTP_ADDR", "STATESYNC_CONSUL_ADDR")),
     Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
@@ -230,6 +233,7 @@ SCHEMA: tuple[Setting, ...] = (
             ("STATESYNC_GUARD_CHECK_INTERVAL",)),
     Setting("guard.purge_window", _number(float, 0.0, 7 * 86400.0), gs.DEFAULTS.purge_window,
             ("STATESYNC_GUARD_PURGE_WINDOW",)),
+    Setting("guard.clock_skew", _number(float, 0.0, 86400.0), gs.DEFAULTS.clock_skew, ("STATESYNC_GUARD_CLOCK_SKEW",)),
     Setting("guard.cert_name", _adapt(gs.parse_cert_name), "", ("STATESYNC_GUARD_CERT_NAME",)),
     Setting("guard.api_url", _adapt(gs.parse_url), "", ("STATESYNC_GUARD_API_URL",)),
     Setting("guard.api_user", _opt_path, "", ("STATESYNC_GUARD_API_USER",)),
@@ -249,6 +253,15 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("lock.delay", _number(float, 0.0, 60.0), LockSettings.delay, ("STATESYNC_LOCK_DELAY",)),
 )
 _BY_NAME = {s.name: s for s in SCHEMA}
+# STATESYNC_* variables that are no setting: the config file, the consul binary the demo runs,
+# and the steps scripts/setup.sh takes. Any other STATESYNC_* name is a typo.
+OTHER_VARIABLES = ("STATESYNC_CONFIG", "STATESYNC_CONSUL_BIN", "STATESYNC_SETUP_ONLY")
+KNOWN_VARIABLES = frozenset(OTHER_VARIABLES + tuple(v for s in SCHEMA for v in s.env if v.startswith("STATESYNC_")))
+
+
+def _did_you_mean(name: str, known) -> str:
+    close = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 @dataclass(frozen=True)
@@ -258,7 +271,7 @@ class Config:
     root: Path
     prefix: str
     node: str
-    role: str
+    role: str | None
     path_filter: PathFilter
     keep: int
     chunk_size: int
@@ -311,11 +324,14 @@ def _read_file(path: str) -> dict[str, Any]:
     values = _flatten(doc)
     for name in values:
         if name not in _BY_NAME:
-            raise ConfigError(f"{name}: unknown setting in {path}")
+            raise ConfigError(f"{name}: unknown setting in {path}{_did_you_mean(name, _BY_NAME)}")
     return values
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    for var in sorted(env):
+        if var.startswith("STATESYNC_") and var not in KNOWN_VARIABLES:
+            raise ConfigError(f"unknown variable {var}{_did_you_mean(var, KNOWN_VARIABLES)}")
     values: dict[str, Any] = {}
     for s in SCHEMA:
         for var in s.env:  # later variables (STATESYNC_*) win
@@ -405,7 +421,7 @@ def _build(v: dict[str, Any]) -> Config:
                             client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
                             txn_max_ops=v["consul.txn_max_ops"])
-    sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"])
+    sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"], v["allow_plaintext_secrets"])
     root = Path(v["root"]).absolute()
     excludes = (DEFAULT_EXCLUDES if v["default_excludes"] else ()) + v["exclude"]
     ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME

@@ -100,6 +100,17 @@ class EncryptionKeyError(StatesyncError):
     """The encryption key needed is missing, or is not the one the data was sealed with."""
 
 
+class PlaintextSecret(EncryptionKeyError):
+    """A file holding a private key was about to go to Consul unencrypted, which needs the
+    explicit opt-out ``allow_plaintext_secrets``; nothing of it was uploaded."""
+
+    def __init__(self, path: str):
+        super().__init__(f"{path} holds a private key and no encryption key is configured: create one with "
+                         f"\"statesync keygen --out FILE\" and set encryption_key_file, or pass "
+                         f"--allow-plaintext-secrets")
+        self.path = path
+
+
 class RestoreRefused(StatesyncError):
     """The target root is not in a state that restore may write to."""
 

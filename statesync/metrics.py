@@ -19,8 +19,13 @@ chunks_uploaded = Counter("statesync_chunks_uploaded", "Chunks uploaded to Consu
 chunks_reused = Counter("statesync_chunks_reused", "Chunks a commit found already stored", registry=REGISTRY)
 restores = Counter("statesync_restores", "Snapshots restored into the root", registry=REGISTRY)
 purges = Counter("statesync_guard_purges", "Certificate sets quarantined by the CA guard", registry=REGISTRY)
+untrusted_cas = Counter("statesync_guard_untrusted_ca", "Published CA certificates the guard would have purged for "
+                        "but that are no CA worth acting on (not a CA, bad self-signature, outside validity)",
+                        registry=REGISTRY)
 guard_state = Gauge("statesync_guard_state", "CA guard verdict: 1 for the current one", ["state"], registry=REGISTRY)
 ready = Gauge("statesync_ready", "1 once the start-up restore has finished", registry=REGISTRY)
+ca_conflict = Gauge("statesync_ca_conflict", "1 while a master does not publish its CA because another key is "
+                    "published without an operator's accept-ca; 0 otherwise", registry=REGISTRY)
 damage = Counter("statesync_damage", "Damage found and handled: head-missing (re-pointed to the newest snapshot)",
                  ["kind"], registry=REGISTRY)
 suspicious_drops = Counter("statesync_suspicious_drops", "Commits refused because the tree shrank by more than "

@@ -85,7 +85,8 @@ def run_cli(consul: AclConsul, tmp: Path, token: str, *args: str, node: str, roo
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=consul.addr, CONSUL_HTTP_TOKEN_FILE=str(token_file(tmp / "tokens", token)),
                STATESYNC_NODE=node, STATESYNC_ROOT=str(root), STATESYNC_PREFIX=PREFIX,
-               STATESYNC_LOG_FORMAT="json")
+               STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     env.update(extra)
     proc = subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=60)
     assert_no_secret(proc, consul.secrets)

@@ -42,7 +42,7 @@ def make_cfg(consul, prefix, tmp_path):
     """Build a Config for the session agent; keyword arguments are setting overrides."""
     def build(**overrides):
         flags = {"root": str(tmp_path / "root"), "prefix": prefix, "node": "node1",
-                 "consul.addr": [consul.addr], "log.format": "json"}
+                 "consul.addr": [consul.addr], "log.format": "json", "allow_plaintext_secrets": True}
         flags.update({k.replace("__", "."): v for k, v in overrides.items()})
         return config.load(flags, env={})
     return build

@@ -45,7 +45,8 @@ class SidecarProcess:
     def __init__(self, addr: str, prefix: str, root: Path, node: str, role: str, env: dict | None = None):
         full = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
         full.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json", **(env or {}))
+                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
+                    STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **(env or {}))
         self.log = root.parent / f"sidecar-{node}.log"
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(statesync_cmd("run", "--role", role), env=full,

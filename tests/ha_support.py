@@ -43,6 +43,7 @@ class Sidecar:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
         env.update(STATESYNC_CONSUL_ADDR=",".join(addrs), STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
+                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true",
                    STATESYNC_READY_FILE=str(log.with_suffix(".ready")))
         env.update({f"STATESYNC_{k.upper()}": str(v) for k, v in (settings or {}).items()})
         self.log = log

@@ -8,8 +8,8 @@ so nothing leaks to the host. ``icinga2 daemon -d`` keeps its namespace alive; w
 its last process exits the namespace and its mounts are gone. A sidecar needs no
 namespace: it is pointed at the host path of the node's lib directory.
 
-Every process the suite starts carries ``STATESYNC_E2E_SESSION=<id>`` in its
-environment, and every Icinga 2 process also ``STATESYNC_E2E_NODE=<id>/<cn>``, so
+Every process the suite starts carries ``E2E_STATESYNC_SESSION=<id>`` in its
+environment, and every Icinga 2 process also ``E2E_STATESYNC_NODE=<id>/<cn>``, so
 that a node is stopped, and the session cleaned up, by PID even when the process
 was started by someone else (the satellite guard's restart command).
 
@@ -54,8 +54,8 @@ else:  # run as a script (the guard's restart command): tests/ is sys.path[0]
 PACKAGE_ETC = Path("/etc/icinga2")
 MOUNTS = {"etc": "/etc/icinga2", "lib": "/var/lib/icinga2", "log": "/var/log/icinga2",
           "cache": "/var/cache/icinga2", "run": "/run/icinga2"}
-SESSION_VAR = "STATESYNC_E2E_SESSION"
-NODE_VAR = "STATESYNC_E2E_NODE"
+SESSION_VAR = "E2E_STATESYNC_SESSION"
+NODE_VAR = "E2E_STATESYNC_NODE"
 LIB = MOUNTS["lib"]
 MAX_WAIT = 60.0
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.consul
 def _env(consul, prefix, root, node="node1"):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     return env
 
 

@@ -61,7 +61,8 @@ def test_a_backup_killed_at_random_moments_always_leaves_a_head_that_restores(ma
     _fill(cfg.root, 300, size=20_000)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=cfg.prefix, STATESYNC_ROOT=str(cfg.root),
-               STATESYNC_NODE=cfg.node, STATESYNC_CHUNK_SIZE="65536", STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE=cfg.node, STATESYNC_CHUNK_SIZE="65536", STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     repo = repo_for(cfg)
     # How long one backup process runs here (start-up, scan, commit): the kills land within it.
     started = time.monotonic()

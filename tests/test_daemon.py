@@ -22,7 +22,8 @@ class Sidecar:
     def __init__(self, addr: str, prefix: str, root: Path, node: str = "node1", role: str = "master", extra=()):
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
         env.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-                   STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json")
+                   STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
+                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
         self.log = root.parent / f"sidecar-{node}.log"
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(statesync_cmd("run", "--role", role, *extra), env=env,

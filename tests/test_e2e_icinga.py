@@ -415,8 +415,9 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
         # node setup --master on an empty lib/ mints a new CA, a new certificate and a new TicketSalt.
         # Then the sidecar is started on the same node name, as an operator would: not on a fresh node
         # prefix, which would sidestep the start-up CA conflict rule instead of exercising it. With its
-        # default on_conflict=refuse it must refuse; the operator then accepts the new CA with
-        # on_conflict=keep-local, the documented way to make a new CA the truth.
+        # default on_conflict=refuse it must refuse; the new CA is then made the truth with
+        # on_conflict=keep-local, the permanent override automation uses (tests/test_ca_publication.py
+        # covers an operator's one-time statesync accept-ca).
         c.destroy(c.master, c.master_sidecar)
         icinga.provision_master(c.master, [c.sat], c.api_user, c.api_password)
         new_ca = spki_sha256(c.master.ca_cert().read_bytes())
@@ -431,7 +432,7 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
             raise AssertionError(f"the master's sidecar neither refused nor exited\n{refused.tail()}") from None
         assert code == 1 and new_ca in refused.tail() and old_ca["master_ca"] in refused.tail(), refused.tail()
         assert c.published_ca().spki_sha256 == old_ca["master_ca"]
-        # ... until the operator accepts the new CA as the truth: on_conflict=keep-local. Its first
+        # ... until the new CA is made the truth: on_conflict=keep-local. Its first
         # commit publishes the new CA; that publication is what the satellite's guard reacts to.
         c.start_master_sidecar(STATESYNC_ON_CONFLICT="keep-local")
         assert c.master_sidecar.wait_ready()["action"] == "kept-local"

@@ -95,12 +95,21 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
         assert {e["verdict"] for e in _checked(sat, fingerprint.cert_sha256(renewed.pem))} == {"renewed-same-key"}
         assert any(e.get("event", "").startswith("CA certificate renewed") for e in master.events())
 
+        # A new key is published only once an operator accepts it (statesync accept-ca).
         new = make_ca()
         (master_root / "ca/ca.crt").write_bytes(new.pem)
+        wait_for(lambda: any(e.get("event", "").startswith("CA conflict") for e in master.events()), 10,
+                 what="the master refusing to publish an unaccepted key", step=0.01)
+        assert fired(marker) == 0
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(master_root),
+                   STATESYNC_NODE="master1")
+        subprocess.run(statesync_cmd("accept-ca", "--yes", "--reason", "test"), env=env, check=True,
+                       capture_output=True, timeout=60)
         wait_for(lambda: fired(marker) == 1, 10, what="satellite purged", step=0.01)
         [qdir] = quarantines(sat_root)
         assert {n: (qdir / n).read_bytes() for n in files} == files
-        assert any(e.get("event", "").startswith("CA key changed") for e in master.events())
+        assert any(e.get("event", "").startswith("CA key changed as accepted") for e in master.events())
     finally:
         assert master.stop() == 0
         if sat is not None:

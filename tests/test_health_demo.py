@@ -23,7 +23,8 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
     (port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     log = open(tmp_path / "sidecar.log", "wb")
     proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:

@@ -74,7 +74,7 @@ COMMANDS = {
     "keygen": lambda f: ["keygen", "--out", f.new_key],
     "rekey": lambda f: ["rekey", "--new-key-file", f.good_key],
     "snapshots": lambda f: ["snapshots"],
-    "run": lambda f: ["run", "--root", f.root],
+    "run": lambda f: ["run", "--role", "master", "--root", f.root],
     "check-ca": lambda f: ["check-ca", "--root", f.root],
 }
 
@@ -219,7 +219,8 @@ def test_a_health_client_that_resets_its_connection_is_handled_quietly(consul, p
     (port,) = free_ports(1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     log = tmp_path / "sidecar.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=fh, stderr=subprocess.STDOUT)

@@ -81,7 +81,8 @@ def unreadable_root():
 def _env(consul, prefix: str, root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", **extra)
+               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **extra)
     return env
 
 

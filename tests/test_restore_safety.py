@@ -69,7 +69,8 @@ class Env:
     def env(self, **extra) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
         env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE=self.node, STATESYNC_LOG_FORMAT="json")
+                   STATESYNC_NODE=self.node, STATESYNC_LOG_FORMAT="json",
+                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
         env.update(extra)
         return env
 
@@ -180,6 +181,43 @@ def test_on_conflict_keep_local_leaves_both_alone_at_start(env):
     from statesync.restore.startup import prepare
     assert prepare(env.repo, env.root, "master", "keep-local").action == "kept-local"
     assert (env.root / "ca/ca.crt").read_bytes() == fresh
+
+
+def _publish_ca(env, pem: bytes, node: str) -> None:
+    from statesync.pki import cadoc
+    env.repo.store.put(env.cfg.layout.ca, cadoc.encode(cadoc.from_pem(pem, "t", node, "s")))
+
+
+def test_a_master_with_no_snapshot_of_its_own_refuses_a_ca_other_than_the_published_one(env):
+    from statesync.restore.startup import CaConflict, prepare
+    published, _ = make_ca_pem("the fleet's CA")
+    _publish_ca(env, published, "master1")
+    fresh = icinga_tree(env.root)  # e.g. a mistyped --node on a freshly set up master
+    before = tree_state(env.root)
+    for on_conflict in ("refuse", "restore"):
+        with pytest.raises(CaConflict) as err:
+            prepare(env.repo, env.root, "master", on_conflict)
+        assert spki(fresh) in str(err.value) and spki(published) in str(err.value)
+    assert "no snapshot to restore" in str(err.value)
+    assert tree_state(env.root) == before
+    assert prepare(env.repo, env.root, "master", "keep-local").action == "kept-local"
+
+
+def test_a_master_on_a_prefix_with_nothing_published_and_no_snapshot_is_a_fresh_install(env):
+    from statesync.restore.startup import prepare
+    icinga_tree(env.root)
+    assert prepare(env.repo, env.root, "master").action == "nothing-to-restore"
+
+
+def test_a_master_matching_its_own_snapshot_still_refuses_when_another_key_is_published(env):
+    from statesync.restore.startup import CaConflict, prepare
+    crt = icinga_tree(env.root)
+    env.run("backup", check=True)
+    other, _ = make_ca_pem("published by another master")
+    _publish_ca(env, other, "master2")
+    with pytest.raises(CaConflict) as err:
+        prepare(env.repo, env.root, "master")
+    assert spki(crt) in str(err.value) and spki(other) in str(err.value) and "master2" in str(err.value)
 
 
 # -- restore options ----------------------------------------------------------------------

@@ -130,7 +130,8 @@ def test_a_file_rewritten_in_place_while_scanned_is_only_ever_committed_whole(tm
 def _env(consul, prefix, root) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     return env
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
+import uuid
 
 import pytest
 
@@ -18,7 +20,7 @@ from statesync.errors import PermissionDenied
 from statesync.repo.repository import Repo
 
 from .acl_support import ACL_DIR, AGENT_NODE, PREFIX, one_error_line, run_cli
-from .support import make_tree, tree_state
+from .support import make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -195,10 +197,72 @@ def test_a_denied_read_is_one_line_naming_the_key_prefix_and_the_read_permission
     assert proc.returncode == 1
     line = one_error_line(proc)
     assert f"{PREFIX}/nodes/sat1/" in line
-    assert "denied read" in line and "lacks read permission" in line
+    assert "permission denied: the token may not read" in line and "lacks read permission" in line
 
 
 def test_without_any_token_default_deny_refuses_every_read(acl_consul, master_backup):
     repo = Repo(master_store(acl_consul, ""), node_config(acl_consul).layout, 4096)
-    with pytest.raises(PermissionDenied, match="lacks read permission"):
+    with pytest.raises(PermissionDenied, match="no ACL token configured"):
         repo.head()
+
+
+# -- which of Consul's refusals it was, in one line ------------------------------------
+
+def _cli_without_token(acl_consul, *args: str, root) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env.update(CONSUL_HTTP_ADDR=acl_consul.addr, STATESYNC_NODE="master1", STATESYNC_ROOT=str(root),
+               STATESYNC_PREFIX=PREFIX, STATESYNC_LOG_FORMAT="json")
+    return subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_without_a_token_the_one_line_says_that_no_token_is_configured_not_that_one_lacks_a_right(
+        acl_consul, master_backup, tmp_path):
+    root = tmp_path / "no-token"
+    make_tree(root)
+    for args in (("snapshots",), ("backup",), ("restore", "--dry-run")):
+        proc = _cli_without_token(acl_consul, *args, root=root)
+        assert proc.returncode == 1, proc.stderr
+        line = one_error_line(proc)
+        assert "no ACL token configured (set consul.token_file / CONSUL_HTTP_TOKEN_FILE)" in line, line
+        assert "may not" not in line and "lacks" not in line and "does not know" not in line
+    with pytest.raises(PermissionDenied, match="^Consul refused session creation: no ACL token configured"):
+        master_store(acl_consul, "").session_create("statesync", 10, 0)
+
+
+def test_an_unknown_token_is_named_unknown_for_reads_writes_and_sessions(acl_consul, cli, tmp_path):
+    unknown = str(uuid.uuid4())
+    acl_consul.secrets.append(unknown)
+    root = tmp_path / "unknown"
+    make_tree(root)
+    for args in (("snapshots",), ("backup",)):
+        proc = cli(unknown, *args, node="master1", root=root)
+        assert proc.returncode == 1
+        line = one_error_line(proc)
+        assert "Consul does not know the ACL token (deleted, expired, or from another cluster)" in line, line
+        assert "may not" not in line and "lacks" not in line
+    store = master_store(acl_consul, unknown)
+    for call in (lambda: store.session_create("statesync", 10, 0), lambda: store.put(CA_KEY, b"x"),
+                 lambda: store.txn([Op("set", f"{MASTER_PREFIX}head", b"{}")])):
+        with pytest.raises(PermissionDenied, match="Consul does not know the ACL token") as caught:
+            call()
+        assert "lacks" not in str(caught.value)
+
+
+def test_a_token_without_the_right_is_told_which_operation_on_which_key_it_may_not_do(acl_consul, tokens, cli,
+                                                                                      master_backup, tmp_path):
+    sat = master_store(acl_consul, tokens["satellite"])
+    restore = master_store(acl_consul, tokens["restore"])
+    cases = [(lambda: sat.get(f"{MASTER_PREFIX}head"), f"the token may not read '{MASTER_PREFIX}head'"),
+             (lambda: sat.put(CA_KEY, b"forged"), f"the token may not write '{CA_KEY}'"),
+             (lambda: sat.txn([Op("set", CA_KEY, b"forged")]), f"the token may not write '{CA_KEY}'"),
+             (lambda: sat.delete(CA_KEY), f"the token may not delete '{CA_KEY}'"),
+             (lambda: restore.session_create("statesync", 10, 0),
+              "the token may not create a session (it lacks session write on the agent's node)")]
+    for call, says in cases:
+        with pytest.raises(PermissionDenied) as caught:
+            call()
+        assert str(caught.value).startswith("permission denied: ") and says in str(caught.value), str(caught.value)
+    (tmp_path / "master1/icinga2.state").write_bytes(b"changed, so that the backup must write")
+    proc = cli(tokens["restore"], "backup", node="master1", root=tmp_path / "master1")
+    assert proc.returncode == 1
+    assert f"permission denied: the token may not write '{MASTER_PREFIX}" in one_error_line(proc)

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from statesync.consul.store import Store
-from statesync.errors import CorruptData
+from statesync.errors import CorruptData, PlaintextSecret
 from statesync.snapshot import crypto
 
 from .support import tree_state
@@ -64,6 +64,20 @@ def test_the_sealer_never_shows_its_key():
     key = crypto.generate_key()
     s = crypto.Sealer(key)
     assert key.hex() not in repr(s) and base64.b64encode(key).decode() not in repr(s)
+
+
+def test_without_a_key_a_secret_is_refused_by_name_unless_plain_text_was_allowed():
+    _, key_pem = make_ca_pem()
+    strict = crypto.Sealing(None, "n1", ("ca/ca.key",))
+    with pytest.raises(PlaintextSecret) as info:
+        strict.check_plain("ca/ca.key", b"anything")
+    assert info.value.path == "ca/ca.key" and "statesync keygen --out FILE" in str(info.value)
+    with pytest.raises(PlaintextSecret):
+        strict.check_plain("odd.pem", key_pem)  # found by content, not by name
+    assert strict.check_plain("ca/ca.crt", b"-----BEGIN CERTIFICATE-----\n") is False
+    allowed = crypto.Sealing(None, "n1", ("ca/ca.key",), plaintext_allowed=True)
+    assert allowed.check_plain("ca/ca.key", b"anything") is True
+    assert b"anything" not in str(info.value).encode() and b"PRIVATE" not in str(info.value).encode()
 
 
 # -- against Consul ----------------------------------------------------------------------
@@ -123,9 +137,9 @@ def test_with_a_key_no_value_in_consul_holds_a_private_key_in_plain_text(env):
 
 
 @pytest.mark.consul
-def test_without_a_key_the_backup_warns_loudly_that_keys_go_in_plain_text(env):
+def test_without_a_key_but_with_plain_text_allowed_the_backup_warns_loudly(env):
     icinga_tree(env.root)
-    proc = env.run("backup")
+    proc = env.run("backup", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     assert proc.returncode == 0
     assert "PRIVATE KEYS WILL BE STORED IN CONSUL IN PLAIN TEXT" in proc.stderr
     assert "ca/ca.key" in proc.stderr

@@ -34,7 +34,7 @@ def test_no_command_line_flag_takes_the_token_itself():
     parser = parsers.build_parser()
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict)).choices
     assert set(subparsers) >= {"backup", "restore", "snapshots", "run", "ready"}
-    talks_to_consul = {"backup", "restore", "snapshots", "run", "rekey", "check-ca"}
+    talks_to_consul = {"backup", "restore", "snapshots", "run", "rekey", "check-ca", "accept-ca"}
     for name, sub in subparsers.items():
         options = {opt for action in sub._actions for opt in action.option_strings}
         expected = {"--consul-token-file"} if name in talks_to_consul else set()
@@ -107,7 +107,8 @@ def test_the_daemon_logs_never_carry_the_token(acl_consul, tmp_path, request):
     env = _clean_env()
     env.update({"CONSUL_HTTP_ADDR": acl_consul.addr, "CONSUL_HTTP_TOKEN_FILE": str(token_file(tmp_path, secret)),
                 "STATESYNC_NODE": "secret-daemon", "STATESYNC_ROOT": str(root), "STATESYNC_PREFIX": PREFIX,
-                "STATESYNC_LOG_FORMAT": "json", "STATESYNC_LOG_LEVEL": "debug", "STATESYNC_DEBOUNCE": "0.1"})
+                "STATESYNC_LOG_FORMAT": "json", "STATESYNC_LOG_LEVEL": "debug", "STATESYNC_DEBOUNCE": "0.1",
+                "STATESYNC_ALLOW_PLAINTEXT_SECRETS": "true"})
     proc = subprocess.Popen(statesync_cmd("run", "--role", "satellite"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 

@@ -120,7 +120,8 @@ def run(tls_consul, pki, tmp_path):
         env.update(CONSUL_HTTP_ADDR=f"https://{tls_consul.addr}", CONSUL_CACERT=str(pki.ca.pem),
                    CONSUL_CLIENT_CERT=pki.client[0], CONSUL_CLIENT_KEY=pki.client[1],
                    STATESYNC_PREFIX=f"tls/{tmp_path.name}", STATESYNC_NODE="master1",
-                   STATESYNC_ROOT=str(root), STATESYNC_LOG_FORMAT="json")
+                   STATESYNC_ROOT=str(root), STATESYNC_LOG_FORMAT="json",
+                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
         env.update(extra)
         for name in [k for k, v in env.items() if v is None]:
             del env[name]

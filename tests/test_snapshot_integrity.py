@@ -24,7 +24,8 @@ pytestmark = pytest.mark.consul
 def _env(consul, prefix: str, root: Path, **settings) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json")
+               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
+               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     env.update({f"STATESYNC_{k.upper()}": str(v) for k, v in settings.items()})
     return env
 

@@ -44,7 +44,7 @@ def test_defaults_apply_when_nothing_is_set():
     assert c.root == Path("/var/lib/icinga2")
     assert c.prefix == "statesync/icinga2"
     assert c.node == "testnode"
-    assert c.role == "master"
+    assert c.role is None  # no default role: run refuses to guess one
     assert c.path_filter.include == ("**",)
     assert c.path_filter.exclude == DEFAULT_EXCLUDES
     assert (c.keep, c.chunk_size) == (10, 256 * 1024)
@@ -529,3 +529,61 @@ def test_a_key_file_read_as_bytes_that_are_not_ascii_is_a_key_format_error():
         parse_key(b"statesync-key-v1:" + BAD_UTF8)
     key = bytes(range(32))
     assert parse_key((format_key(key) + "\n").encode()) == key
+
+
+# --- typos are errors, and secrets need a key or an explicit opt-out (issue 15) -----------------
+
+@pytest.mark.parametrize("var, hint", [
+    ("STATESYNC_ENCRYPTION_KEYFILE", "STATESYNC_ENCRYPTION_KEY_FILE"),
+    ("STATESYNC_ROOTS", "STATESYNC_ROOT"),
+    ("STATESYNC_ALLOW_PLAINTEXT_SECRET", "STATESYNC_ALLOW_PLAINTEXT_SECRETS"),
+])
+def test_an_unknown_statesync_variable_is_a_usage_error_naming_the_closest_known_one(var, hint):
+    with pytest.raises(ConfigError) as info:
+        cfg(env={var: "x"})
+    assert str(info.value) == f"unknown variable {var} (did you mean {hint}?)"
+    assert exit_code_for(info.value) == EXIT_USAGE
+
+
+def test_an_unknown_variable_far_from_every_known_one_is_named_without_a_guess():
+    assert config_error(env={"STATESYNC_ZZZZZZZZZZZZZZZZZZZZ": "1"}) == "unknown variable STATESYNC_ZZZZZZZZZZZZZZZZZZZZ"
+
+
+def test_an_unknown_variable_is_refused_even_when_empty():
+    assert config_error(env={"STATESYNC_NODES": ""}).startswith("unknown variable STATESYNC_NODES")
+
+
+def test_variables_that_are_no_setting_but_belong_to_statesync_are_accepted():
+    c = cfg(env={name: "x" for name in config.OTHER_VARIABLES if name != "STATESYNC_CONFIG"})
+    assert c.node == "testnode"
+
+
+def test_every_setting_variable_is_a_known_variable():
+    assert {v for s in config.SCHEMA for v in s.env if v.startswith("STATESYNC_")} <= config.KNOWN_VARIABLES
+
+
+def test_other_variables_are_left_alone():
+    assert cfg(env={"CONSUL_HTTP_TOKEN_FILEX": "1", "STATESYNCROOT": "x", "HOME": "/root"}).node == "testnode"
+
+
+def test_an_unknown_key_in_the_file_names_the_closest_setting(tmp_path):
+    message = config_error(config_file=toml(tmp_path, 'encryption_keyfile = "/k"\n'))
+    assert message.startswith("encryption_keyfile: unknown setting in ")
+    assert message.endswith("(did you mean encryption_key_file?)")
+
+
+def test_an_unknown_nested_key_in_the_file_names_its_path_and_the_closest_setting(tmp_path):
+    message = config_error(config_file=toml(tmp_path, '[consul]\ntoken_fil = "/t"\n'))
+    assert message.startswith("consul.token_fil: unknown setting in ")
+    assert message.endswith("(did you mean consul.token_file?)")
+
+
+def test_plaintext_secrets_are_refused_unless_allowed():
+    assert cfg().sealing.plaintext_allowed is False
+    assert cfg(env={"STATESYNC_ALLOW_PLAINTEXT_SECRETS": "true"}).sealing.plaintext_allowed is True
+    assert cfg({"allow_plaintext_secrets": True}).sealing.plaintext_allowed is True
+
+
+def test_the_role_is_taken_from_the_environment_and_has_no_default():
+    assert cfg(env={"STATESYNC_ROLE": "satellite"}).role == "satellite"
+    assert cfg().role is None

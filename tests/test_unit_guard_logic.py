@@ -11,6 +11,7 @@ from statesync.guard.logic import (
     Verdict,
     cannot_tell,
     decide,
+    future_purges,
     last_purge_time,
     node_cert_name,
     purge_allowed,
@@ -145,3 +146,72 @@ def test_a_purge_moves_the_node_files_ticket_and_parent_and_the_ca_last():
     files = quarantine_files("sat1")
     assert files == ["certs/sat1.crt", "certs/sat1.key", "certs/sat1.csr", "certs/ticket",
                      "certs/trusted-parent.crt", "certs/ca.crt"]
+
+
+# -- a published CA worth acting on ---------------------------------------------------
+
+def _forged_ca(cn: str = "Icinga CA"):
+    """A certificate claiming to be a self-signed CA but signed by another key than its own."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    own, signer = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(own.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(signer, hashes.SHA256()))
+    return type("Forged", (), {"pem": cert.public_bytes(serialization.Encoding.PEM)})()
+
+
+def _leaf(ca):
+    return type("Leaf", (), {"pem": sign(ca, "not-a-ca.example")[1]})()
+
+
+def _now() -> float:
+    return datetime.now(timezone.utc).timestamp()
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda: _leaf(make_ca()), "not a CA certificate"),
+    (_forged_ca, "self-signature does not verify"),
+    (lambda: make_ca(start=datetime.now(timezone.utc).replace(year=2020), days=30), "expired at"),
+    (lambda: make_ca(start=datetime.fromtimestamp(_now() + 3600, timezone.utc)), "not valid before"),
+])
+def test_a_published_certificate_that_is_no_ca_worth_acting_on_is_cannot_tell_not_a_mismatch(cas, make, reason):
+    d = decide(cas["old"].pem, published(make()), cas["node"], now=_now(), clock_skew=300)
+    assert d.verdict is Verdict.UNKNOWN and d.exit_code == 2 and d.untrusted
+    assert reason in d.reason and d.reason.startswith("the published CA is not trusted")
+    assert d.published_spki is not None and d.local_spki == fingerprint.spki_sha256(cas["old"].pem)
+
+
+def test_a_ca_valid_from_within_the_clock_skew_or_expired_within_it_is_still_acted_on(cas):
+    soon = make_ca(start=datetime.fromtimestamp(_now() + 60, timezone.utc))
+    assert decide(cas["old"].pem, published(soon), cas["node"], now=_now(), clock_skew=300).verdict is Verdict.MISMATCH
+    assert decide(cas["old"].pem, published(soon), cas["node"], now=_now(), clock_skew=0).untrusted
+    just_expired = make_ca(start=datetime.fromtimestamp(_now() - 86400 - 60, timezone.utc), days=1)
+    d = decide(cas["old"].pem, published(just_expired), cas["node"], now=_now(), clock_skew=300)
+    assert d.verdict is Verdict.MISMATCH and not d.untrusted
+
+
+def test_a_good_new_ca_is_still_a_mismatch_and_a_renewal_valid_from_next_month_still_a_renewal(cas):
+    assert decide(cas["old"].pem, published(cas["new"]), cas["node"], now=_now()).verdict is Verdict.MISMATCH
+    assert decide(cas["old"].pem, published(cas["renewed"]), cas["node"], now=_now()).verdict is Verdict.RENEWED
+
+
+def test_quarantine_directories_dated_beyond_the_clock_skew_neither_block_a_purge_nor_go_unnoticed():
+    now = datetime(2026, 12, 1, 12, 0, 0, tzinfo=timezone.utc)
+    past = quarantine_stamp(datetime(2026, 12, 1, 11, 55, 0, tzinfo=timezone.utc))
+    near = quarantine_stamp(datetime(2026, 12, 1, 12, 4, 0, tzinfo=timezone.utc))
+    far = quarantine_stamp(datetime(2099, 1, 1, tzinfo=timezone.utc))
+    t = now.timestamp()
+    assert last_purge_time([far], t, 300) is None
+    assert last_purge_time([past, far], t, 300) == datetime(2026, 12, 1, 11, 55, tzinfo=timezone.utc).timestamp()
+    assert last_purge_time([near, far], t, 300) == datetime(2026, 12, 1, 12, 4, tzinfo=timezone.utc).timestamp()
+    assert future_purges([past, near, far, "junk"], t, 300) == [far]

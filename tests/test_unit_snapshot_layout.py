@@ -350,3 +350,15 @@ def test_chunk_and_snapshot_keys_round_trip_for_any_valid_node(digest, node):
     assert layout.snapshot_id_of_key(layout.snapshot(sid)) == sid
     assert layout.digest_of_chunk_key(layout.snapshot(sid)) is None
     assert layout.snapshot_id_of_key(layout.chunk(digest)) is None
+
+
+def test_nodes_with_snapshots_are_read_from_head_and_snapshot_keys_only():
+    lay = Layout("p/q", "me")
+    keys = ["p/q/ca", "p/q/nodes/b/head", "p/q/nodes/a/snapshots/" + ID0, "p/q/nodes/a/head",
+            "p/q/nodes/c/chunks/" + SHA_A, "p/q/nodes/d/lock", "p/q/nodes/e/gc", "p/q/nodes/f/snapshots/junk",
+            "p/q/nodes/g/head/extra", "p/qx/nodes/h/head", "other/nodes/i/head"]
+    assert lay.nodes_with_snapshots(keys) == ["a", "b"]
+
+
+def test_no_keys_means_no_nodes_with_snapshots():
+    assert Layout("p", "me").nodes_with_snapshots([]) == []

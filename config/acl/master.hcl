@@ -14,6 +14,15 @@ key "statesync/icinga2/ca" {
   policy = "write"
 }
 
+# The CAs published before (written when a publication replaces one) and the pending
+# operator decision of `statesync accept-ca` (consumed when it is published).
+key "statesync/icinga2/ca-history" {
+  policy = "write"
+}
+key "statesync/icinga2/ca-accept" {
+  policy = "write"
+}
+
 # Session locks: one writer per node. A session is registered on the agent's node.
 session "AGENT" {
   policy = "write"

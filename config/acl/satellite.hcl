@@ -15,6 +15,11 @@ key "statesync/icinga2/ca" {
   policy = "read"
 }
 
+# The CAs the fleet trusted before, shown by `statesync check-ca`: read only.
+key "statesync/icinga2/ca-history" {
+  policy = "read"
+}
+
 # Session locks: one writer per node. A session is registered on the agent's node.
 session "AGENT" {
   policy = "write"

@@ -68,6 +68,8 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore import apply as rs
     from ..restore.rootlock import hold_root
     from ..restore.startup import StartOutcome, mark_ready
+    if args.fresh and not args.if_empty:
+        raise UsageError("--fresh: only with --if-empty (a plain restore never starts afresh)")
     # A dry run writes nothing and takes no lock; everything else holds the root from here on.
     lock = contextlib.nullcontext() if args.dry_run else hold_root(cfg.root, "restore", create=True)
     with lock:
@@ -82,6 +84,8 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
             record = repo.record(args.snapshot)
         except NotFound:
             if args.if_empty and args.snapshot is None:
+                if not args.fresh:
+                    _refuse_unless_fresh_prefix(cfg, repo)
                 print(f"no snapshot of node {cfg.node} yet; nothing restored")
                 mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
                 return EXIT_OK
@@ -96,6 +100,36 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
               f"into {cfg.root}{aside}")
         mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
     return EXIT_OK
+
+
+def _refuse_unless_fresh_prefix(cfg: config.Config, repo: Repo) -> None:
+    """Raise RestoreRefused unless the prefix holds nothing at all: a node without a snapshot
+    beside others that have one, or beside a published CA, is more likely a mistyped node name
+    than a new installation, and going on would let Icinga 2 create a new CA."""
+    from ..errors import PermissionDenied, RestoreRefused
+    if cfg.role == "satellite":
+        # A satellite's certificate comes from enrolment, never from a CA of its own: a new
+        # satellite beside others is the normal way a fleet grows, not a typo to refuse.
+        return
+    layout = repo.layout
+    try:
+        nodes: list[str] | None = layout.nodes_with_snapshots(repo.store.keys(layout.nodes))
+    except PermissionDenied:
+        nodes = None  # a token for one node's prefix may not list the others
+    try:
+        ca: bool | None = repo.store.get(layout.ca) is not None
+    except PermissionDenied:
+        ca = None
+    if nodes == [] and ca is False:
+        return
+    if nodes:
+        seen = f"node(s) {', '.join(nodes)} have snapshots there"
+    elif ca:
+        seen = f"a CA is published at {layout.ca}"
+    else:
+        seen = "the token cannot see whether other nodes have snapshots there or a CA is published"
+    raise RestoreRefused(f"no snapshot of node {cfg.node} under {cfg.prefix}, but {seen}: check --node "
+                         f"(STATESYNC_NODE), or pass --fresh to start this node with no state; nothing restored")
 
 
 def _print_dry_run(cfg: config.Config, repo: Repo, record) -> int:
@@ -141,6 +175,9 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore.rootlock import hold_root
     from ..restore.startup import clear_ready, mark_ready, prepare
     from ..sidecar.daemon import Daemon
+    if cfg.role is None:
+        raise UsageError("role: run needs one: pass --role master or --role satellite (or set STATESYNC_ROLE, "
+                         "or role in the config file)")
     repo = open_repo(cfg)
     holder: dict = {}
     server = _health_server(cfg, repo, holder)
@@ -212,6 +249,34 @@ def cmd_check_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     return check_ca(cfg, sys.stdout)
 
 
+def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..consul.store import Store
+    from ..guard import accept
+    if not args.yes and not sys.stdin.isatty():
+        raise UsageError("accept-ca asks for confirmation on a terminal; without one, pass --yes")
+    accept.clean_reason(args.reason)
+    store = Store(cfg.consul)
+    p = accept.plan(cfg, store)
+    print(f"published CA ({cfg.layout.ca}):")
+    print("\n".join(accept.describe(p.published)))
+    print(f"local CA ({cfg.root / 'ca/ca.crt'}):")
+    print("\n".join(accept.describe(p.local)))
+    if not p.needed:
+        print("the local CA has the published key already: nothing to accept")
+        return EXIT_OK
+    if p.pending is not None:
+        print(f"replacing the pending acceptance of key {p.pending.new_spki_sha256} by {p.pending.operator}")
+    if not args.yes:
+        answer = input("Accept this CA for the whole fleet? Every satellite will enrol again. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not accepted; nothing written")
+            return EXIT_FAILURE
+    a = accept.record(cfg, store, p, args.reason)
+    print(f"accepted: {cfg.layout.ca_accept} records {a.old_spki_sha256 or '(none)'} -> {a.new_spki_sha256} "
+          f"by {a.operator} at {a.time}; the master sidecar of node {cfg.node} publishes it on its next sync")
+    return EXIT_OK
+
+
 def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
     import os
 
@@ -233,7 +298,7 @@ def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
-    from ..repo.rekey import rekey
+    from ..repo.rekey import holding_writer_lock, rekey
     from ..snapshot.crypto import KeyFormatError, Sealer, parse_key
     try:
         with open(args.new_key_file, "rb") as fh:
@@ -242,7 +307,9 @@ def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
         raise UsageError(f"--new-key-file: cannot read {args.new_key_file}: {exc.strerror}") from None
     except KeyFormatError as exc:
         raise UsageError(f"--new-key-file: {args.new_key_file}: {exc}") from None
-    count = rekey(open_repo(cfg), new)
+    repo = open_repo(cfg)
+    with holding_writer_lock(repo.store, repo.layout.lock, cfg.lock, cfg.node) as fence:
+        count = rekey(repo, new, fence=fence)
     print(f"re-encrypted {count} snapshot(s) of node {cfg.node} under key id {new.key_id}; "
           f"now set encryption_key_file to the new key")
     return EXIT_OK
@@ -254,7 +321,7 @@ def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
-            "ready": cmd_ready, "check-ca": cmd_check_ca}
+            "ready": cmd_ready, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

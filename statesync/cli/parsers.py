@@ -21,6 +21,7 @@ _FLAG_SETTINGS = {
     "consul_addr": "consul.addr", "consul_token_file": "consul.token_file",
     "consul_cacert": "consul.cacert", "consul_client_cert": "consul.client_cert",
     "consul_client_key": "consul.client_key", "log_format": "log.format", "log_level": "log.level",
+    "allow_plaintext_secrets": "allow_plaintext_secrets",
 }
 
 
@@ -103,6 +104,14 @@ def _write_flags() -> argparse.ArgumentParser:
     return p
 
 
+def _secrets_flags() -> argparse.ArgumentParser:
+    p, g = _parent("private keys")
+    g.add_argument("--allow-plaintext-secrets", dest="allow_plaintext_secrets", action="store_const", const=True,
+                   help="store private keys in Consul unencrypted when no encryption key is configured "
+                        "(refused without it; env STATESYNC_ALLOW_PLAINTEXT_SECRETS)")
+    return p
+
+
 def _log_flags() -> argparse.ArgumentParser:
     p, g = _parent("logging")
     g.add_argument("--log-format", dest="log_format", help="auto, json or console")
@@ -120,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     def command(name: str, help: str, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
         return sub.add_parser(name, help=help, description=help, parents=[*parents, logs])
 
-    p = command("backup", "snapshot --root once and commit it", cfg, consul, node, root, tree, write)
+    secrets = _secrets_flags()
+    p = command("backup", "snapshot --root once and commit it", cfg, consul, node, root, tree, write, secrets)
     p.add_argument("--allow-drop", dest="allow_drop", action="store_true",
                    help="commit even when the tree lost more than max_drop of its files or bytes (a deliberate "
                         "large deletion; without it such a commit is refused as a likely wiped volume)")
@@ -131,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restore over a non-empty root, moving its content into .statesync-aside/<time>/ first")
     p.add_argument("--if-empty", dest="if_empty", action="store_true",
                    help="restore only when root holds no Icinga 2 state (no ca/, no certs/); else do nothing")
+    p.add_argument("--fresh", action="store_true",
+                   help="with --if-empty: this node is new, so go on without a snapshot even when other nodes "
+                        "have snapshots or a CA is published (without it that is refused as a likely typo)")
     p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what would change, write nothing")
 
     p = command("ready", "readiness probe: exit 0 once the start-up restore has finished", cfg, root)
@@ -148,14 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("snapshots", "list a node's snapshots", cfg, consul, node)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
-    p = command("run", "run the sidecar daemon", cfg, consul, node, root, tree, write)
-    p.add_argument("--role", help="master or satellite (env STATESYNC_ROLE)")
+    p = command("run", "run the sidecar daemon", cfg, consul, node, root, tree, write, secrets)
+    p.add_argument("--role", help="master or satellite, required (env STATESYNC_ROLE)")
     p.add_argument("--on-conflict", dest="on_conflict",
-                   help="local CA differs from the snapshot's: refuse (default), keep-local or restore")
+                   help="master's CA differs from the published one: refuse (default), keep-local or restore; "
+                        "for a one-time change use accept-ca")
     p.add_argument("--debounce", help="seconds of quiet before a burst is committed (default 0.5)")
 
     command("check-ca", "compare the local CA with the published one (exit 0 match, 1 mismatch, 2 cannot tell)",
             cfg, consul, node, root)
+
+    p = command("accept-ca", "publish the master's local ca/ca.crt for the whole fleet once, as a recorded decision",
+                cfg, consul, node, root)
+    p.add_argument("--reason", required=True, metavar="TEXT", help="why the fleet's CA changes (recorded)")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation (needed when not on a terminal)")
     return parser
 
 

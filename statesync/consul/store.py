@@ -46,7 +46,7 @@ class Store:
         except StatesyncError:
             raise
         except consul_base.ConsulException as exc:
-            error = _translated(exc, what, key)
+            error = _translated(exc, what, key, bool(self.settings.token))
             if not isinstance(error, (_Refused, _Ended)):  # answers the caller expects, not failures
                 self.stats.errors += 1
             raise error from None
@@ -147,7 +147,7 @@ class Store:
             try:
                 answer = self.consul.txn.apply(ops)
             except consul_base.ClientError as exc:
-                refused = _refused_txn(getattr(exc, "response", None), ops)
+                refused = _refused_txn(getattr(exc, "response", None), ops, bool(self.settings.token))
                 if refused is None:
                     raise
                 raise refused from None
@@ -277,8 +277,7 @@ class Store:
                 self.consul.txn.apply([Op(verb, key, value, session=session)])
         except _Refused as refused:
             if "permission denied" in brief(refused.content, 1000).lower():
-                raise PermissionDenied(f"Consul denied to {verb} {key!r}: the token lacks write permission "
-                                       "on that key") from None
+                raise denied(verb, key, refused.content, bool(self.settings.token)) from None
             return refused.content
         return None
 
@@ -295,7 +294,7 @@ class _Ended(StoreError):
     """A 404 to a session renewal: the session is unknown to the server that answered."""
 
 
-def _translated(exc: consul_base.ConsulException, what: str, key: str) -> StatesyncError:
+def _translated(exc: consul_base.ConsulException, what: str, key: str, has_token: bool) -> StatesyncError:
     response = getattr(exc, "response", None)
     if response is None:
         return StoreError(f"Consul refused {what} of {key!r}")
@@ -305,14 +304,7 @@ def _translated(exc: consul_base.ConsulException, what: str, key: str) -> States
     if code == 409 and what in ("lock", "unlock"):
         return _Refused(content)
     if code == 403:
-        if what.startswith("session"):
-            return PermissionDenied(f"Consul denied {what}: the token lacks session write permission "
-                                    "on the Consul agent's node")
-        if b"acl not found" in content.lower():  # an unknown, deleted or expired token
-            return PermissionDenied(f"Consul denied {what} of {key!r}: it does not know the ACL token "
-                                    "(ACL not found); check consul.token_file (CONSUL_HTTP_TOKEN_FILE)")
-        need = "read" if what == "read" else "write"
-        return PermissionDenied(f"Consul denied {what} of {key!r}: the token lacks {need} permission on that key prefix")
+        return denied(what, key, content, has_token)
     if code == 413:
         return StoreError("transaction too large for Consul (lower txn_max_ops or check txn_max_req_len)")
     if code >= 500:
@@ -320,7 +312,7 @@ def _translated(exc: consul_base.ConsulException, what: str, key: str) -> States
     return StoreError(f"Consul answered {code} to {what} of {key!r}: {brief(content)}")
 
 
-def _refused_txn(response, ops: list[Op]) -> StatesyncError | None:
+def _refused_txn(response, ops: list[Op], has_token: bool) -> StatesyncError | None:
     """Our error for a transaction Consul refused with a 409 (nothing applied); None for other answers."""
     if response is None or response.code != 409:
         return None
@@ -333,8 +325,35 @@ def _refused_txn(response, ops: list[Op]) -> StatesyncError | None:
         return CasConflict(f"transaction lost a check-and-set: {joined}")
     if any("permission denied" in e.lower() for e in errors):
         key = failed_op(response.content, ops).key or (ops[0].key if ops else "")
-        return PermissionDenied(f"Consul denied a write below {key!r}: the token lacks write permission on that key prefix")
+        return denied("write", key, response.content, has_token)
     return StoreError(f"transaction rejected: {joined}")
+
+
+_SESSION_OPS = {"session creation": "create", "session renewal": "renew", "session lookup": "read",
+                "session destruction": "destroy"}
+
+
+def denied(what: str, key: str, content: bytes, has_token: bool) -> PermissionDenied:
+    """Which of Consul's three refusals a denied ``what`` of ``key`` is, in one line.
+
+    Consul 1.8 answers an unknown token "ACL not found" and a token without the right
+    (or no token at all, under default deny) "Permission denied": only whether a token
+    was sent tells the last two apart, and their remedies differ.
+    """
+    subject = what if what in _SESSION_OPS else f"{what} of {key!r}"
+    if b"acl not found" in content.lower():
+        return PermissionDenied(f"Consul refused {subject}: Consul does not know the ACL token (deleted, expired, "
+                                "or from another cluster); check consul.token_file (CONSUL_HTTP_TOKEN_FILE)")
+    if not has_token:
+        return PermissionDenied(f"Consul refused {subject}: no ACL token configured "
+                                "(set consul.token_file / CONSUL_HTTP_TOKEN_FILE)")
+    if what in _SESSION_OPS:
+        need = "read" if what == "session lookup" else "write"
+        return PermissionDenied(f"permission denied: the token may not {_SESSION_OPS[what]} a session "
+                                f"(it lacks session {need} on the agent's node)")
+    op = what if what in ("read", "write", "delete", "lock", "unlock") else "write"
+    need = "read" if op == "read" else "write"
+    return PermissionDenied(f"permission denied: the token may not {op} {key!r} (it lacks {need} permission on that key)")
 
 
 def _read_batches(keys: Iterable[tuple[str, int]], max_ops: int, max_bytes: int) -> Iterable[list[str]]:

@@ -48,6 +48,8 @@ class Decision:
     published_spki: str | None = None
     published_cert: str | None = None
     published: PublishedCA | None = field(default=None, repr=False, compare=False)
+    # The published certificate would have been a mismatch but is no CA worth acting on.
+    untrusted: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -62,12 +64,15 @@ class Decision:
 
 
 def decide(local_ca_pem: bytes | None, published_blob: bytes | None, node_cert_pem: bytes | None,
-           node_cert_path: str = "the node certificate") -> Decision:
+           node_cert_path: str = "the node certificate", now: float | None = None,
+           clock_skew: float = 300.0) -> Decision:
     """Compare the local CA (and node certificate) with the published CA document.
 
     ``local_ca_pem``: bytes of certs/ca.crt, None when it does not exist.
     ``published_blob``: the raw value at ``<prefix>/ca``, None when the key does not exist.
     ``node_cert_pem``: bytes of certs/<node>.crt, None when it does not exist.
+    ``now`` (epoch seconds) and ``clock_skew``: a published certificate outside its validity
+    period by more than the skew is never a mismatch (dates unchecked when ``now`` is None).
     Returns a Decision; never raises for bad input (bad input is ``cannot-tell``).
     """
     local_spki = local_cert = local_error = None
@@ -95,17 +100,32 @@ def decide(local_ca_pem: bytes | None, published_blob: bytes | None, node_cert_p
     if local_error is not None:
         return Decision(Verdict.UNKNOWN, f"{LOCAL_CA} is unreadable: {local_error}", **fp)
     if local_spki != published.spki_sha256:
-        return Decision(Verdict.MISMATCH, "the local CA has another public key than the published CA", **fp)
+        return _mismatch("the local CA has another public key than the published CA", now, clock_skew, fp)
     if node_cert_pem is not None:
         try:
             verifies = fingerprint.issued_by(node_cert_pem, published.pem)
         except CorruptData as exc:
             return Decision(Verdict.UNKNOWN, f"{node_cert_path} is unreadable: {exc}", **fp)
         if not verifies:
-            return Decision(Verdict.MISMATCH, f"{node_cert_path} does not verify against the published CA", **fp)
+            return _mismatch(f"{node_cert_path} does not verify against the published CA", now, clock_skew, fp)
     if local_cert != published.cert_sha256:
         return Decision(Verdict.RENEWED, "the CA certificate differs but its key is the same: a renewal", **fp)
     return Decision(Verdict.MATCH, "the local CA is the published CA", **fp)
+
+
+def _mismatch(reason: str, now: float | None, clock_skew: float, fp: dict) -> Decision:
+    """A mismatch, unless the published certificate is no CA worth purging for.
+
+    Checked only here: a match or a same-key renewal never purges, so an odd published
+    certificate there (a renewal valid from next month, say) harms nothing.
+    """
+    try:
+        problem = fingerprint.untrusted_ca(fp["published"].pem, now, clock_skew)
+    except CorruptData as exc:
+        problem = str(exc)
+    if problem is None:
+        return Decision(Verdict.MISMATCH, reason, **fp)
+    return Decision(Verdict.UNKNOWN, f"the published CA is not trusted: {problem}", untrusted=True, **fp)
 
 
 def cannot_tell(reason: str, local_ca_pem: bytes | None = None) -> Decision:
@@ -144,19 +164,31 @@ def quarantine_stamp(now: datetime) -> str:
     return now.astimezone(timezone.utc).strftime(_STAMP_FORMAT)
 
 
-def last_purge_time(names: Iterable[str]) -> float | None:
-    """The epoch time of the newest purge among quarantine directory ``names``, or None."""
-    newest: float | None = None
+def last_purge_time(names: Iterable[str], now: float | None = None, clock_skew: float = 300.0) -> float | None:
+    """The epoch time of the newest purge among quarantine directory ``names``, or None.
+
+    Names dated more than ``clock_skew`` seconds after ``now`` are ignored (see
+    ``future_purges``): a directory from a wrong clock, or made by hand, would otherwise
+    forbid every purge until its date.
+    """
+    times = [t for _, t in _stamps(names) if now is None or t <= now + clock_skew]
+    return max(times) if times else None
+
+
+def future_purges(names: Iterable[str], now: float, clock_skew: float = 300.0) -> list[str]:
+    """The quarantine directory names dated more than ``clock_skew`` seconds after ``now``."""
+    return [name for name, t in _stamps(names) if t > now + clock_skew]
+
+
+def _stamps(names: Iterable[str]) -> Iterable[tuple[str, float]]:
     for name in names:
         m = _STAMP_RE.match(name)
         if not m:
             continue
         try:
-            t = datetime.strptime(m.group(1), _STAMP_FORMAT).replace(tzinfo=timezone.utc).timestamp()
+            yield name, datetime.strptime(m.group(1), _STAMP_FORMAT).replace(tzinfo=timezone.utc).timestamp()
         except ValueError:
             continue
-        newest = t if newest is None else max(newest, t)
-    return newest
 
 
 def node_cert_name(cert_files: Iterable[str], configured: str, node: str) -> str:

@@ -44,6 +44,7 @@ from .logic import (
     Verdict,
     cannot_tell,
     decide,
+    future_purges,
     last_purge_time,
     node_cert_name,
     purge_allowed,
@@ -183,7 +184,7 @@ class Guard:
             except StatesyncError as exc:
                 return cannot_tell(f"Consul unreachable or refusing: {exc}", local)
             published = pair.value if pair is not None else None
-        return decide(local, published, node_cert, node_path)
+        return decide(local, published, node_cert, node_path, now=self.clock(), clock_skew=self.settings.clock_skew)
 
     def check(self, source: str, published=_READ, wait: bool = True) -> Decision | None:
         """Compare once and act on a confirmed mismatch; return the final decision.
@@ -209,7 +210,11 @@ class Guard:
         self.state.checks += 1
         previous, self.state.last = self.state.last, d
         fields = dict(source=source, key=self.key, **d.log_fields())
-        if d.verdict is Verdict.MISMATCH:
+        if d.untrusted:
+            metrics.untrusted_cas.inc()
+        if d.untrusted and (previous is None or previous.reason != d.reason):
+            log.error("CA check", note="the published CA is no CA worth acting on; nothing is purged", **fields)
+        elif d.verdict is Verdict.MISMATCH:
             log.warning("CA check", **fields)
         elif d.verdict is Verdict.RENEWED:
             # Icinga 2 >= 2.14 renews its CA keeping the key: the same CA, never a purge.
@@ -220,10 +225,16 @@ class Guard:
             log.info("CA check", **fields)
 
     def _last_purge_time(self) -> float | None:
+        now, skew = self.clock(), self.settings.clock_skew
         try:
-            persisted = last_purge_time(_names(self.root / QUARANTINE_DIR))
+            names = _names(self.root / QUARANTINE_DIR)
         except OSError:
-            persisted = None
+            names = []
+        persisted = last_purge_time(names, now, skew)
+        future = future_purges(names, now, skew)
+        if future:
+            log.error("quarantine directories dated in the future are ignored for the purge window",
+                      quarantine=str(self.root / QUARANTINE_DIR), names=sorted(future)[:10], clock_skew=skew)
         times = [t for t in (persisted, self._last_purge) if t is not None]
         return max(times) if times else None
 
@@ -324,5 +335,14 @@ def check_ca(cfg: Config, out: TextIO) -> int:
     print(f"local:     {d.local_spki or '-'}  {cfg.root / LOCAL_CA}", file=out)
     print(f"published: {d.published_spki or '-'}  {cfg.layout.ca}{where}", file=out)
     print(f"result:    {d.verdict.value}: {d.reason}", file=out)
-    log.info("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
+    from .accept import history_lines
+    history = history_lines(cfg, guard.store)
+    if history:
+        print(f"trusted before ({cfg.layout.ca_history}, newest first):", file=out)
+        print("\n".join(history), file=out)
+    if d.untrusted:
+        metrics.untrusted_cas.inc()
+        log.error("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
+    else:
+        log.info("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
     return d.exit_code

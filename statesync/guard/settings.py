@@ -41,6 +41,7 @@ class GuardSettings:
     confirm_interval: float = 2.0
     check_interval: float = 60.0
     purge_window: float = 600.0
+    clock_skew: float = 300.0
     cert_name: str = ""
     api_url: str = ""
     api_user: str = ""
@@ -168,6 +169,7 @@ def build(v: Mapping[str, Any]) -> GuardSettings:
     return GuardSettings(
         trigger=trigger, confirmations=v["guard.confirmations"], confirm_interval=v["guard.confirm_interval"],
         check_interval=v["guard.check_interval"], purge_window=v["guard.purge_window"],
+        clock_skew=v["guard.clock_skew"],
         cert_name=v["guard.cert_name"], api_url=v["guard.api_url"], api_user=v["guard.api_user"],
         api_password_file=v["guard.api_password_file"], api_password=password, api_cacert=v["guard.api_cacert"],
         pidfile=v["guard.pidfile"], signal=v["guard.signal"], docker_socket=v["guard.docker_socket"],

@@ -58,3 +58,34 @@ def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
     except (ValueError, TypeError, InvalidSignature):
         return False
     return True
+
+
+def untrusted_ca(pem: bytes, now: float | None, clock_skew: float) -> str | None:
+    """Why the certificate ``pem`` is no CA worth acting on at ``now`` (epoch seconds), or None.
+
+    A CA must say so (basicConstraints CA:TRUE), verify its own signature (a certificate
+    naming a CA's subject but signed by another key is not that CA) and be inside its
+    validity period, give or take ``clock_skew`` seconds of disagreement between clocks
+    (not checked when ``now`` is None). Raises CorruptData when it does not parse.
+    """
+    from cryptography.exceptions import InvalidSignature
+    cert = load_cert(pem)
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "it is not a CA certificate (no basicConstraints)"
+    except ValueError:
+        return "its extensions do not parse"
+    if not constraints.ca:
+        return "it is not a CA certificate (basicConstraints CA:FALSE)"
+    try:
+        cert.verify_directly_issued_by(cert)
+    except (ValueError, TypeError, InvalidSignature):
+        return "its self-signature does not verify against its own key"
+    if now is None:
+        return None
+    if cert.not_valid_before_utc.timestamp() > now + clock_skew:
+        return f"it is not valid before {cert.not_valid_before_utc.isoformat()}"
+    if cert.not_valid_after_utc.timestamp() < now - clock_skew:
+        return f"it expired at {cert.not_valid_after_utc.isoformat()}"
+    return None

@@ -4,16 +4,26 @@ Sealed chunks are addressed by a key-dependent MAC, so a new key means new chunk
 names and therefore new manifests. Each kept snapshot is rewritten in place (same
 id): its sealed files re-sealed, its manifest re-encoded, its record replaced; the
 head is moved last, with check-and-set. The old chunks become garbage and are
-collected after the grace period. Stop the sidecar of the node first.
+collected after the grace period.
+
+A running sidecar would go on committing under the old key, so rekey is the node's
+writer while it works: it takes the writer lock (``holding_writer_lock``), refusing
+while a sidecar holds it, and fences every write with it as the daemon does.
 """
 from __future__ import annotations
 
 import dataclasses
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 import structlog
 
 from ..consul.client import Op
-from ..errors import CasConflict, NotFound
+from ..consul.lock import describe_holder, writer_lock
+from ..consul.settings import LockSettings
+from ..consul.store import Store
+from ..errors import CasConflict, LockHeld, NotFound
 from ..snapshot import chunking
 from ..snapshot import manifest as mf
 from ..snapshot.crypto import Sealer
@@ -23,11 +33,53 @@ from .repository import Repo
 log = structlog.get_logger(__name__)
 
 
-def rekey(old: Repo, new_sealer: Sealer) -> int:
+# Beyond the lock-delay, a lock still not free is held by someone who took it meanwhile.
+_SPARE_S = 2.0
+
+
+@contextmanager
+def holding_writer_lock(store: Store, key: str, settings: LockSettings, node: str) -> Iterator[tuple[Op, ...]]:
+    """Hold ``node``'s writer lock ``key`` for the block and give its fence (``()`` when
+    ``settings.enabled`` is off: nothing fences then, as for the daemon).
+
+    Raises LockHeld naming the holder when another process holds it: rekey never waits
+    for a sidecar, which would only go on writing under the old key once it got the lock back.
+    """
+    lock = writer_lock(settings, store, key, node)
+    if lock is None:
+        log.warning("lock.enabled is off: rekey is not fenced; make sure no sidecar of the node runs", node=node)
+        yield ()
+        return
+    _refuse_if_held(store, key, node)
+    stop = threading.Event()
+    # A free lock may still be in Consul's lock-delay after a holder that died: wait that out only.
+    timer = threading.Timer(settings.delay + _SPARE_S, stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        if not lock.acquire(stop):
+            _refuse_if_held(store, key, node)
+            raise LockHeld(f"the writer lock of node {node!r} did not become free within "
+                           f"{settings.delay + _SPARE_S:g}s; run rekey again")
+        yield lock.fence
+    finally:
+        timer.cancel()
+        lock.release()
+
+
+def _refuse_if_held(store: Store, key: str, node: str) -> None:
+    pair = store.get(key, consistent=True)
+    if pair is not None and pair.session:
+        raise LockHeld(f"the writer lock of node {node!r} is held by {describe_holder(pair.value)}: "
+                       "stop the node's sidecar, then run rekey again")
+
+
+def rekey(old: Repo, new_sealer: Sealer, fence: tuple[Op, ...] = ()) -> int:
     """Rewrite every kept snapshot of ``old``'s node under ``new_sealer``; return how many.
 
-    ``old`` must carry the current key. Raises EncryptionKeyError, CorruptData,
-    CasConflict (the head moved meanwhile: a sidecar is still writing), StoreError.
+    ``old`` must carry the current key; ``fence`` (the writer lock's) opens every write.
+    Raises EncryptionKeyError, CorruptData, CasConflict (the head moved meanwhile),
+    LockLost (the fence failed), StoreError.
     """
     head = old.head()
     if head.record is None:
@@ -35,8 +87,8 @@ def rekey(old: Repo, new_sealer: Sealer) -> int:
     new = Repo(old.store, old.layout, old.chunk_size, old.keep, sealer=new_sealer, seal_manifest=old.seal_manifest)
     done = 0
     for record in old.records():
-        rewritten = _rewrite(old, new, record)
-        ops = [Op("set", old.layout.snapshot(record.id), rewritten.encode())]
+        rewritten = _rewrite(old, new, record, fence)
+        ops = [*fence, Op("set", old.layout.snapshot(record.id), rewritten.encode())]
         if record.id == head.record.id:
             ops.append(Op("cas", old.layout.head, rewritten.encode(), index=head.index))
         try:
@@ -48,7 +100,7 @@ def rekey(old: Repo, new_sealer: Sealer) -> int:
     return done
 
 
-def _rewrite(old: Repo, new: Repo, record: Record) -> Record:
+def _rewrite(old: Repo, new: Repo, record: Record, fence: tuple[Op, ...]) -> Record:
     manifest = old.manifest(record)
     contents = old.contents(record, manifest)
     uploads: dict[str, bytes] = {}
@@ -70,7 +122,7 @@ def _rewrite(old: Repo, new: Repo, record: Record) -> Record:
     else:
         digests = tuple(chunking.sha256(p) for p in pieces)
         uploads.update(zip(digests, pieces))
-    new.store.put_many((new.layout.chunk(d), v) for d, v in uploads.items())
+    new.store.put_many(((new.layout.chunk(d), v) for d, v in uploads.items()), fence=fence)
     sealed = new.seal_manifest or any(e.sealed for e in entries)
     return dataclasses.replace(record, manifest_chunks=digests, manifest_sha256=chunking.sha256(blob),
                                manifest_size=len(blob), key_id=new.sealer.key_id if sealed else "")

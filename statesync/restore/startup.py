@@ -12,7 +12,7 @@ from pathlib import Path
 import structlog
 
 from .. import metrics
-from ..errors import StatesyncError
+from ..errors import CorruptData, PermissionDenied, StatesyncError
 from ..fsutil import keeping_times, write_atomic
 from ..repo.repository import Repo
 from ..snapshot.manifest import FILE
@@ -25,12 +25,13 @@ CA_CERT = "ca/ca.crt"
 
 
 class CaConflict(StatesyncError):
-    """The root holds a CA other than the one in the node's latest snapshot."""
+    """The root holds a CA other than the published one (or, with none published, the one in the
+    node's latest snapshot), and no operator accepted it."""
 
 
 @dataclass(frozen=True)
 class StartOutcome:
-    action: str  # "restored", "nothing-to-restore", "kept-local", "matched", "no-ca"
+    action: str  # "restored", "nothing-to-restore", "kept-local", "accepted", "matched", "no-ca"
     snapshot: str = ""
 
 
@@ -50,17 +51,62 @@ def snapshot_ca(repo: Repo, record: Record) -> bytes | None:
     return repo.file_bytes(entry, contents)
 
 
+def published_ca(repo: Repo):
+    """The verified document at ``<prefix>/ca``, or None (absent, or invalid: logged)."""
+    from ..pki import cadoc
+    pair = repo.store.get(repo.layout.ca, consistent=True)
+    if pair is None:
+        return None
+    try:
+        return cadoc.decode(pair.value)
+    except CorruptData as exc:
+        log.warning("the published CA is invalid; comparing with the node's own snapshot only",
+                    key=repo.layout.ca, error=str(exc))
+        return None
+
+
+def pending_acceptance(repo: Repo):
+    """The operator's pending ``accept-ca`` record, or None (absent, or invalid: logged)."""
+    from ..pki.acceptance import decode_acceptance
+    try:
+        pair = repo.store.get(repo.layout.ca_accept, consistent=True)
+    except PermissionDenied as exc:
+        log.warning("cannot read the CA acceptance record", error=str(exc))
+        return None
+    if pair is None:
+        return None
+    try:
+        return decode_acceptance(pair.value)
+    except CorruptData as exc:
+        log.warning("the CA acceptance record is invalid; ignored", key=repo.layout.ca_accept, error=str(exc))
+        return None
+
+
 def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> StartOutcome:
     """Bring ``root`` into a state the sidecar may mirror from.
 
     Restores the latest snapshot when ``root`` holds no Icinga 2 state. For a master,
-    a local CA whose key differs from the snapshot's is a conflict: ``refuse`` raises
-    CaConflict and touches nothing, ``keep-local`` lets the local state become the new
-    truth, ``restore`` moves the local state aside and restores. Raises StatesyncError.
+    a local CA whose key differs from the published CA (``<prefix>/ca``, whichever node
+    published it; without one, from the CA of the node's latest snapshot) is a conflict,
+    unless an operator's pending ``accept-ca`` record names exactly that change:
+    ``refuse`` raises CaConflict and touches nothing, ``keep-local`` lets the local state
+    become the new truth (logged at error level), ``restore`` moves the local state aside
+    and restores the node's latest snapshot. Raises StatesyncError.
     """
     recover(root)
     head = repo.checked_head().record
     if head is None:
+        if role == "master" and (root / CA_CERT).exists():
+            try:
+                local_fp = ca_identity((root / CA_CERT).read_bytes())
+            except CorruptData:
+                local_fp = ""  # never published either: the publisher skips what does not parse
+            if local_fp:
+                published = published_ca(repo)
+                if published is not None and published.spki_sha256 != local_fp:
+                    # A typo'd --node or a second master: no snapshot of its own, a CA of its own.
+                    return _ca_conflict(repo, root, None, local_fp, published.spki_sha256,
+                                        f"the published CA (by node {published.node or '?'})", on_conflict)
         log.info("no snapshot in Consul yet; starting from the local state", node=repo.layout.node)
         return StartOutcome("nothing-to-restore")
     if not has_icinga_state(root):
@@ -71,27 +117,50 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
     if role != "master":
         return StartOutcome("matched", head.id)
     local_path = root / CA_CERT
-    remote = snapshot_ca(repo, head)
-    if remote is None or not local_path.exists():
+    if not local_path.exists():
         return StartOutcome("no-ca", head.id)
-    local_fp, remote_fp = ca_identity(local_path.read_bytes()), ca_identity(remote)
+    published = published_ca(repo)
+    if published is not None:
+        remote_fp, what = published.spki_sha256, f"the published CA (by node {published.node or '?'})"
+    else:
+        remote = snapshot_ca(repo, head)
+        if remote is None:
+            return StartOutcome("no-ca", head.id)
+        remote_fp, what = ca_identity(remote), f"the CA of snapshot {head.id}"
+    local_fp = ca_identity(local_path.read_bytes())
     if local_fp == remote_fp:
         return StartOutcome("matched", head.id)
-    fields = dict(local_ca_spki_sha256=local_fp, snapshot_ca_spki_sha256=remote_fp, snapshot=head.id,
-                  on_conflict=on_conflict)
+    return _ca_conflict(repo, root, head, local_fp, remote_fp, what, on_conflict,
+                        published.spki_sha256 if published is not None else "")
+
+
+def _ca_conflict(repo: Repo, root: Path, head: Record | None, local_fp: str, remote_fp: str, what: str,
+                 on_conflict: str, published_fp: str | None = None) -> StartOutcome:
+    """Resolve a master's local CA differing from ``remote_fp``; raise CaConflict when refused."""
+    sid = head.id if head is not None else ""
+    accepted = pending_acceptance(repo)
+    if accepted is not None and accepted.allows(remote_fp if published_fp is None else published_fp, local_fp):
+        log.warning("local CA differs from the published one, as accepted by an operator; it is published once",
+                    local_ca_spki_sha256=local_fp, published_ca_spki_sha256=remote_fp, operator=accepted.operator,
+                    reason=accepted.reason)
+        return StartOutcome("accepted", sid)
+    fields = dict(local_ca_spki_sha256=local_fp, reference_ca_spki_sha256=remote_fp, reference=what,
+                  snapshot=sid, on_conflict=on_conflict)
     if on_conflict == "keep-local":
-        log.warning("local CA differs from the published one; keeping the local one as the new truth", **fields)
-        return StartOutcome("kept-local", head.id)
-    if on_conflict == "restore":
+        log.error("local CA differs from the published one; on_conflict=keep-local overrides: keeping the local "
+                  "one as the new truth (use statesync accept-ca instead)", **fields)
+        return StartOutcome("kept-local", sid)
+    if on_conflict == "restore" and head is not None:
         res = restore(repo, head, root, force=True)
         metrics.restores.inc()
         log.warning("local CA differs from the published one; moved the local state aside and restored",
                     aside=str(res.aside), **fields)
         return StartOutcome("restored", head.id)
-    log.error("local CA differs from the CA in the latest snapshot; refusing to touch either", **fields)
-    raise CaConflict(f"local CA (public key sha256 {local_fp}) differs from the CA of snapshot {head.id} "
-                     f"(public key sha256 {remote_fp}); nothing was changed. Set on_conflict to keep-local "
-                     f"or restore to resolve")
+    log.error("local CA differs from the trusted one; refusing to touch either", **fields)
+    restore_note = "" if head is not None else f" (node {repo.layout.node} has no snapshot to restore)"
+    raise CaConflict(f"local CA (public key sha256 {local_fp}) differs from {what} (public key sha256 "
+                     f"{remote_fp}); nothing was changed{restore_note}. Check --node; to make the local CA the "
+                     f"fleet's, run statesync accept-ca; or set on_conflict to restore")
 
 
 def mark_ready(ready_file: Path, outcome: StartOutcome) -> None:

@@ -1,7 +1,8 @@
 """What ``statesync run`` adds to the mirror daemon for each role.
 
 master:    after every successful sync, publish the CA of the committed snapshot at
-           ``<prefix>/ca`` (``publish.CaPublisher``).
+           ``<prefix>/ca`` (``publish.CaPublisher``), and follow ``<prefix>/ca-accept`` so
+           that an operator's ``accept-ca`` is published at once (``publish.AcceptanceWatcher``).
 satellite: guard the CA (``guard.Guard``) next to mirroring the node's own state.
 """
 from __future__ import annotations
@@ -14,17 +15,20 @@ from ..errors import EXIT_OK, EXIT_RESTART
 class RoleServices:
     """Started before the daemon runs, stopped after it returns."""
 
-    def __init__(self, guard=None, exit_trigger=None):
+    def __init__(self, guard=None, exit_trigger=None, watcher=None):
         self.guard = guard
         self.exit_trigger = exit_trigger
+        self.watcher = watcher
 
     def start(self) -> None:
-        if self.guard is not None:
-            self.guard.start()
+        for service in (self.guard, self.watcher):
+            if service is not None:
+                service.start()
 
     def stop(self) -> None:
-        if self.guard is not None:
-            self.guard.stop()
+        for service in (self.guard, self.watcher):
+            if service is not None:
+                service.stop()
 
     @property
     def exit_code(self) -> int:
@@ -37,9 +41,10 @@ class RoleServices:
 def attach(cfg: Config, daemon) -> RoleServices:
     """Wire the role of ``cfg`` into ``daemon`` (a ``daemon.Daemon``); return what to start and stop."""
     if cfg.role == "master":
-        from ..guard.publish import CaPublisher
-        daemon.on_commit.append(CaPublisher(daemon.repo, cfg.root, fence=daemon.fence))
-        return RoleServices()
+        from ..guard.publish import AcceptanceWatcher, CaPublisher
+        publisher = CaPublisher(daemon.repo, cfg.root, fence=daemon.fence, on_conflict=cfg.on_conflict)
+        daemon.on_commit.append(publisher)
+        return RoleServices(watcher=AcceptanceWatcher(publisher))
     from ..guard import triggers
     from ..guard.satellite import Guard
     trigger = triggers.from_settings(cfg.guard, stop=daemon.stop)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import CorruptData
+from ..errors import CorruptData, PlaintextSecret
 from .globs import compile_pattern
 
 KEY_PREFIX = "statesync-key-v1:"
@@ -125,6 +125,8 @@ class Sealing:
     node: str
     patterns: tuple[str, ...]
     everything: bool = False
+    # Without a key, a secret file is refused unless plain text was asked for (allow_plaintext_secrets).
+    plaintext_allowed: bool = False
 
     def is_secret(self, rel: str, data: bytes) -> bool:
         """True for files that must not reach Consul in plain text: the configured
@@ -134,3 +136,12 @@ class Sealing:
     def wants(self, rel: str, data: bytes) -> bool:
         """True when the file at ``rel`` is to be sealed."""
         return self.sealer is not None and (self.everything or self.is_secret(rel, data))
+
+    def check_plain(self, rel: str, data: bytes) -> bool:
+        """For a file that goes up unsealed: True when it is a secret allowed in plain text, False
+        when it is no secret. Raises PlaintextSecret for a secret nobody allowed in plain text."""
+        if not self.is_secret(rel, data):
+            return False
+        if not self.plaintext_allowed:
+            raise PlaintextSecret(rel)
+        return True

@@ -6,6 +6,8 @@
     <prefix>/nodes/<node>/gc                    JSON: unreferenced chunks and when first seen
     <prefix>/nodes/<node>/lock                  the writer lock: held by one sidecar's Consul session
     <prefix>/ca                                 the published CA (written by master sidecars)
+    <prefix>/ca-accept                          a pending operator decision to publish another CA key
+    <prefix>/ca-history                         the CAs published before, newest first
 
 Chunks live under the node so that an ACL policy can grant a node its own prefix
 and nothing else. Pure functions only.
@@ -80,6 +82,25 @@ class Layout:
     @property
     def ca(self) -> str:
         return f"{self.prefix}/ca"
+
+    @property
+    def ca_accept(self) -> str:
+        return f"{self.prefix}/ca-accept"
+
+    @property
+    def ca_history(self) -> str:
+        return f"{self.prefix}/ca-history"
+
+    def nodes_with_snapshots(self, keys) -> list[str]:
+        """The names of the nodes that have a head or a snapshot record among ``keys`` (sorted)."""
+        found = set()
+        for key in keys:
+            parts = key[len(self.nodes):].split("/") if key.startswith(self.nodes) else []
+            if len(parts) >= 2 and valid_node(parts[0]) and (
+                    parts[1:] == ["head"] or (parts[1] == "snapshots" and len(parts) == 3
+                                              and SNAPSHOT_ID_RE.fullmatch(parts[2]))):
+                found.add(parts[0])
+        return sorted(found)
 
     def for_node(self, node: str) -> "Layout":
         """Return the layout of another node under the same prefix."""

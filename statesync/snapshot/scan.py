@@ -346,7 +346,9 @@ class Scanner:
         ``READ_TRIES`` reads its previous version is kept. None: the file is gone, or new and
         never read whole."""
         before = st
-        confirm: bytes | None = None  # a first read of a recently stamped file
+        # The digest of a first read of a recently stamped file: a digest, not the bytes, so that
+        # a large state file written a moment ago is held in memory once, not twice.
+        confirm: str | None = None
         for attempt in range(READ_TRIES):
             try:
                 fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
@@ -377,14 +379,20 @@ class Scanner:
                 if attempt < READ_TRIES - 1:
                     time.sleep(0.005 * 2 ** attempt)  # let the writer finish
                 continue
-            if settled or data == confirm:
+            if settled:
                 break
-            confirm = data
+            digest = chunking.sha256(data)
+            if digest == confirm:
+                break
+            confirm = digest
         else:
             return self._keep_previous(rel, result)
         result.files_read += 1
         sealing = self.sealing
         sealed = sealing is not None and sealing.wants(rel, data)
+        # Before any piece reaches the sink: a refused secret must leave nothing of itself in Consul.
+        if not sealed and sealing is not None and sealing.check_plain(rel, data):
+            result.plain_secrets.append(rel)
         if sealed:
             digest, pieces = chunking.address(data, self.chunk_size, sealing.sealer.address)
         elif self._sink is not None and len(data) > self.chunk_size:
@@ -400,8 +408,6 @@ class Scanner:
             digest = chunking.sha256(data)
         else:
             digest, pieces = chunking.address(data, self.chunk_size)
-        if not sealed and sealing is not None and sealing.is_secret(rel, data):
-            result.plain_secrets.append(rel)
         for d, piece in pieces:
             if d not in known and d not in result.new_chunks:
                 result.new_chunks[d] = sealing.sealer.seal(sealing.node, d, piece) if sealed else piece

@@ -1,0 +1,127 @@
+"""``statesync accept-ca``: an operator's one-time, recorded decision that the fleet trusts another CA.
+
+The record goes to ``<prefix>/ca-accept`` (``pki.acceptance``); the master sidecar whose
+committed CA it names publishes that CA once, deleting the record in the same
+transaction and filing it in ``<prefix>/ca-history`` with the CA it replaced.
+"""
+from __future__ import annotations
+
+import getpass
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..config import Config
+from ..consul.store import Store
+from ..errors import CorruptData, StatesyncError, UsageError
+from ..pki import acceptance, cadoc, fingerprint
+from ..pki.cadoc import PublishedCA
+from .publish import CA_CERT
+
+
+@dataclass(frozen=True)
+class Plan:
+    published: PublishedCA | None
+    local: PublishedCA
+    pending: acceptance.Acceptance | None
+    pending_index: int
+
+    @property
+    def needed(self) -> bool:
+        """False when the local CA's key is the published one: nothing to accept."""
+        return self.published is None or self.published.spki_sha256 != self.local.spki_sha256
+
+
+def plan(cfg: Config, store: Store) -> Plan:
+    """Read the local ca/ca.crt and the published CA; raise StatesyncError when the local one is unusable."""
+    path = cfg.root / CA_CERT
+    try:
+        pem = path.read_bytes()
+    except FileNotFoundError:
+        raise StatesyncError(f"{path} does not exist: nothing to accept") from None
+    except OSError as exc:
+        raise StatesyncError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        local = cadoc.from_pem(pem, published="", node=cfg.node, snapshot="")
+    except CorruptData:
+        raise StatesyncError(f"{path} is not a PEM certificate") from None
+    pair = store.get(cfg.layout.ca, consistent=True)
+    published = None
+    if pair is not None:
+        try:
+            published = cadoc.decode(pair.value)
+        except CorruptData:
+            published = None  # an invalid document is replaced by the publisher without any decision
+    pending_pair = store.get(cfg.layout.ca_accept, consistent=True)
+    pending = None
+    if pending_pair is not None:
+        try:
+            pending = acceptance.decode_acceptance(pending_pair.value)
+        except CorruptData:
+            pending = None
+    return Plan(published, local, pending, pending_pair.modify_index if pending_pair is not None else 0)
+
+
+def describe(doc: PublishedCA | None) -> list[str]:
+    """Lines naming a CA: subject, public key sha256, validity, and who published it."""
+    if doc is None:
+        return ["  (none)"]
+    cert = fingerprint.load_cert(doc.pem)
+    lines = [f"  subject:        {doc.subject}",
+             f"  key sha256:     {doc.spki_sha256}",
+             f"  cert sha256:    {doc.cert_sha256}",
+             f"  valid:          {cert.not_valid_before_utc.isoformat()} .. {cert.not_valid_after_utc.isoformat()}"]
+    if doc.node or doc.published:
+        lines.append(f"  published:      by {doc.node or '?'}, snapshot {doc.snapshot or '?'}, "
+                     f"at {doc.published or '?'}")
+    return lines
+
+
+def record(cfg: Config, store: Store, p: Plan, reason: str) -> acceptance.Acceptance:
+    """Write the acceptance of ``p.local`` in place of ``p.published`` by check-and-set; return it.
+
+    A pending record for another change is replaced (the latest decision counts); raises
+    CasConflict when another operator wrote one meanwhile.
+    """
+    reason = clean_reason(reason)
+    a = acceptance.Acceptance(
+        old_spki_sha256=p.published.spki_sha256 if p.published is not None else "",
+        new_spki_sha256=p.local.spki_sha256, new_cert_sha256=p.local.cert_sha256, new_subject=p.local.subject,
+        node=cfg.node, operator=f"{_user()}@{socket.gethostname()}",
+        time=datetime.now(timezone.utc).isoformat(timespec="seconds"), reason=reason)
+    store.put(cfg.layout.ca_accept, acceptance.encode_acceptance(a), cas=p.pending_index)
+    return a
+
+
+def clean_reason(reason: str) -> str:
+    """The reason on one line; raise UsageError when empty or too long."""
+    reason = " ".join(reason.split())
+    if not reason:
+        raise UsageError("--reason: say why the fleet's CA changes (it is recorded)")
+    if len(reason) > acceptance.MAX_REASON:
+        raise UsageError(f"--reason: at most {acceptance.MAX_REASON} characters")
+    return reason
+
+
+def history_lines(cfg: Config, store: Store) -> list[str]:
+    """``check-ca``'s view of the CAs the fleet trusted before, newest first; [] when none or unreadable."""
+    try:
+        pair = store.get(cfg.layout.ca_history)
+    except StatesyncError:
+        return []
+    out = []
+    for item in acceptance.decode_history(pair.value if pair is not None else None):
+        doc, why = item.get("doc") or {}, item.get("decision", "?")
+        acc = item.get("acceptance") or {}
+        if acc:
+            why += f" by {acc.get('operator', '?')}: {acc.get('reason', '')}"
+        out.append(f"  until {item.get('replaced', '?')}: {doc.get('spki_sha256', '?')}  {doc.get('subject', '')}"
+                   f"  (by {doc.get('node') or '?'}; replaced: {why})")
+    return out
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "?"
