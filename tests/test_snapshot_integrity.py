@@ -221,15 +221,21 @@ def test_a_root_wiped_while_the_sidecar_runs_is_not_committed(consul, prefix, tm
         assert sidecar.stop() == 0
 
 
-def test_backup_refuses_a_tree_that_lost_most_of_its_files_unless_allowed(consul, prefix, tmp_path):
+def _backed_up_then_emptied(consul, prefix, tmp_path, files: int, kept: int) -> dict:
+    """A tree of ``files`` small files, backed up, then all but ``kept`` of them deleted; its env."""
     root = tmp_path / "root"
     root.mkdir()
-    for i in range(20):
+    for i in range(files):
         (root / f"f{i}").write_text("x" * 100)
     env = _env(consul, prefix, root)
     assert _cli(env, "backup").returncode == 0
-    for i in range(1, 20):
+    for i in range(kept, files):
         (root / f"f{i}").unlink()
+    return env
+
+
+def test_backup_refuses_a_tree_that_lost_most_of_its_files_unless_allowed(consul, prefix, tmp_path):
+    env = _backed_up_then_emptied(consul, prefix, tmp_path, files=20, kept=1)
     refused = _cli(env, "backup")
     assert refused.returncode == 1
     assert refused.stderr.count("\n") == 1 and "lost 95 % of its files" in refused.stderr
@@ -239,14 +245,7 @@ def test_backup_refuses_a_tree_that_lost_most_of_its_files_unless_allowed(consul
 
 
 def test_backup_with_allow_drop_commits_a_deliberate_large_deletion(consul, prefix, tmp_path):
-    root = tmp_path / "root"
-    root.mkdir()
-    for i in range(10):
-        (root / f"f{i}").write_text("x" * 100)
-    env = _env(consul, prefix, root)
-    assert _cli(env, "backup").returncode == 0
-    for i in range(10):
-        (root / f"f{i}").unlink()
+    env = _backed_up_then_emptied(consul, prefix, tmp_path, files=10, kept=0)
     done = _cli(env, "backup", "--allow-drop")
     assert done.returncode == 0, done.stderr
     assert node_repo([consul.addr], prefix).record().files == 0
