@@ -208,3 +208,26 @@ def test_a_directory_the_os_will_not_let_backup_read_fails_it_with_one_line_nami
         assert lines == ["statesync: error: cannot read private: Permission denied"]
     finally:
         remove(base)
+
+
+def test_a_staging_tree_a_thousand_levels_deep_is_cleaned_up_without_recursion(tmp_path):
+    from statesync.restore.apply import _remove_tree
+    staging = tmp_path / ".statesync-staging-deep"
+    staging.mkdir()
+    fd = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for level in range(1100):
+            (Path(f"/proc/self/fd/{fd}") / "f").write_text(str(level))
+            os.symlink("f", "link", dir_fd=fd)
+            os.mkdir("d", dir_fd=fd)
+            deeper = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = deeper
+    finally:
+        os.close(fd)
+    outside = tmp_path / "outside"
+    outside.write_text("never followed")
+    os.symlink(outside, staging / "escape")
+    _remove_tree(staging)
+    assert not staging.exists()
+    assert outside.read_text() == "never followed"

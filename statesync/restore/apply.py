@@ -15,7 +15,6 @@ import json
 import os
 import pwd
 import secrets
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +102,7 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             aside = _swap(root, staging, existing, _top_names(manifest))
         except BaseException as exc:
             if staging is not None:
-                shutil.rmtree(staging, ignore_errors=True)
+                _remove_tree(staging)
             if isinstance(exc, OSError):
                 raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
             raise
@@ -113,6 +112,46 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             log.warning("restored, but the root did not take its recorded owner, mode or mtime", root=str(root),
                         error=_describe(exc))
     return RestoreResult(record, manifest.file_count, manifest.total_bytes, len(manifest.entries), aside)
+
+
+def _remove_tree(path: Path) -> None:
+    """Remove the directory ``path`` and all below it, at any depth and never through a symlink;
+    best effort, as clean-up is. Not shutil.rmtree: in Python 3.11 it recurses, and a tree a
+    thousand levels deep ends in a RecursionError that would hide the error being cleaned up."""
+    try:
+        parent = os.open(path.parent, DIR_FLAGS)
+    except OSError:
+        return
+    top, chain = -1, None
+    try:
+        top = os.open(path.name, DIR_FLAGS, dir_fd=parent)
+        chain = DirChain(top)
+        names: list[str] = []
+        while True:
+            sub = None
+            with os.scandir(chain.fd) as entries:
+                for e in entries:
+                    if e.is_dir(follow_symlinks=False):
+                        sub = e.name
+                        break
+                    os.unlink(e.name, dir_fd=chain.fd)
+            if sub is not None:
+                chain.enter(sub, sub)
+                names.append(sub)
+            elif names:
+                chain.leave()
+                os.rmdir(names.pop(), dir_fd=chain.fd)
+            else:
+                break
+        os.rmdir(path.name, dir_fd=parent)
+    except OSError:
+        pass
+    finally:
+        if chain is not None:
+            chain.close()
+        if top >= 0:
+            os.close(top)
+        os.close(parent)
 
 
 def _top_names(manifest: Manifest) -> list[str]:
@@ -133,7 +172,7 @@ def _remove_stale_staging(root: Path) -> None:
         return
     for name in os.listdir(root):
         if name.startswith(STAGING_PREFIX):
-            shutil.rmtree(root / name, ignore_errors=True)
+            _remove_tree(root / name)
 
 
 # -- the swap, under a journal -------------------------------------------------------
@@ -167,7 +206,7 @@ def _roll_forward(root: Path, journal: dict) -> None:
     if aside is not None:
         fsync_dir(aside)
     os.unlink(root / JOURNAL)
-    shutil.rmtree(staging, ignore_errors=True)
+    _remove_tree(staging)
     fsync_dir(root)
 
 
@@ -180,7 +219,7 @@ def _roll_back(root: Path, journal: dict) -> None:
         if aside is not None and ((aside / name).exists() or (aside / name).is_symlink()):
             os.rename(aside / name, root / name)
     if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+        _remove_tree(aside)
     os.unlink(root / JOURNAL)
     fsync_dir(root)
 
