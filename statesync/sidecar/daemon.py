@@ -105,8 +105,6 @@ class DaemonState:
     last_commit_id: str = ""
     last_commit_time: float = 0.0
     last_error: str = ""
-    # the root-relative path the last failed cycle could not read ("" when it failed otherwise)
-    failing_path: str = ""
     # the last failed cycle failed only because Consul was unreachable
     consul_away: bool = False
     ready: threading.Event = field(default_factory=threading.Event)
@@ -225,7 +223,6 @@ class Daemon:
         self.state.consecutive_failures += 1
         metrics.consecutive_failures.set(self.state.consecutive_failures)
         self.state.last_error = str(exc)
-        self.state.failing_path = exc.path if isinstance(exc, UnreadablePath) else ""
         self.state.consul_away = isinstance(exc, ConsulUnavailable)
         self._pending = True
         log.warning("commit failed; will retry", error=str(exc), consecutive=self.state.consecutive_failures)
