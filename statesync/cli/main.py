@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import signal
 import sys
 import time
 from typing import Sequence
@@ -169,7 +170,29 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _StoppedDuringStartup(BaseException):
+    """SIGTERM or SIGINT before the daemon's own handlers are in place. A BaseException, so that no
+    retry loop on the way (waiting for Consul, for the root lock) takes it for a failure to retry."""
+
+
+def _stop_during_startup(signum, _frame) -> None:
+    raise _StoppedDuringStartup(signal.Signals(signum).name)
+
+
 def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
+    # A container engine stops a sidecar that is still restoring or waiting for Consul with the
+    # same SIGTERM; dying of it unhandled reads as a crash (exit -15). Whatever a start-up restore
+    # had begun is settled by the journal rule at the next start, as after a kill.
+    signal.signal(signal.SIGTERM, _stop_during_startup)
+    signal.signal(signal.SIGINT, _stop_during_startup)
+    try:
+        return _run(cfg)
+    except _StoppedDuringStartup as exc:
+        log.info("stopped during start-up", signal=str(exc))
+        return EXIT_OK
+
+
+def _run(cfg: config.Config) -> int:
     from .. import metrics
     from ..consul.store import retry
     from ..restore.rootlock import hold_root
