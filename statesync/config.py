@@ -15,14 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, Endpoint, LockSettings
+from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, LockSettings
 from .errors import ConfigError
 from .guard import settings as gs
 from .guard.settings import GuardSettings
 from .snapshot.chunking import MAX_CHUNK_SIZE
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
-from .snapshot.globs import PathFilter, compile_pattern
-from .snapshot.layout import Layout, valid_node, valid_prefix
+from .snapshot.globs import PathFilter
+from .snapshot.layout import Layout, valid_node
+from .parsing import Invalid as _Invalid
+from .parsing import parse_addr  # noqa: F401 (part of config's interface)
+from .parsing import (_addrs, _adapt, _bool, _choice, _node, _number, _opt_path, _path, _patterns, _prefix,
+                      _roots, _str)
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -41,137 +45,6 @@ LOG_FORMATS = ("auto", "json", "console")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-class _Invalid(ValueError):
-    pass
-
-
-def _bool(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise _Invalid(f"expected true or false, got {v!r}")
-
-
-def _number(kind: type, lo: float, hi: float) -> Callable[[Any], Any]:
-    def parse(v: Any):
-        if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
-            raise _Invalid(f"expected {'a whole' if kind is int else 'a'} number, got {v!r}")
-        try:
-            n = kind(v)
-        except (TypeError, ValueError):
-            raise _Invalid(f"expected a number, got {v!r}") from None
-        if not lo <= n <= hi:
-            raise _Invalid(f"must be between {lo:g} and {hi:g}, got {n:g}")
-        return n
-    return parse
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
-    def parse(v: Any) -> str:
-        if v not in options:
-            raise _Invalid(f"must be one of {', '.join(options)}, got {v!r}")
-        return v
-    return parse
-
-
-def _str(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Invalid(f"expected a string, got {type(v).__name__}")
-    return v
-
-
-def _patterns(v: Any) -> tuple[str, ...]:
-    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
-        raise _Invalid("expected a list of glob patterns")
-    out = tuple(p for p in items if p)
-    for p in out:
-        try:
-            compile_pattern(p)
-        except ValueError as exc:
-            raise _Invalid(f"pattern {p!r}: {exc}") from None
-    return out
-
-
-def _prefix(v: Any) -> str:
-    v = _str(v).strip("/")
-    if not valid_prefix(v):
-        raise _Invalid(f"{v!r} is not a KV prefix like statesync/icinga2")
-    return v
-
-
-def _node(v: Any) -> str:
-    v = _str(v)
-    if not valid_node(v):
-        raise _Invalid(f"{v!r} is not a node name (letters, digits, '.', '_', '-')")
-    return v
-
-
-def _path(v: Any) -> str:
-    v = _str(v)
-    if not v:
-        raise _Invalid("must not be empty")
-    return v
-
-
-def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
-    """Parse ``[http://|https://]host[:port]`` (IPv6 in brackets) into an Endpoint."""
-    text = text.strip()
-    scheme = default_scheme
-    if "://" in text:
-        scheme, _, text = text.partition("://")
-        if scheme not in ("http", "https"):
-            raise _Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
-    text = text.rstrip("/")
-    if text.startswith("["):
-        host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
-            raise _Invalid(f"{text!r} is not [ipv6]:port")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    else:
-        host, port_text = text, ""
-    if not host or "/" in host:
-        raise _Invalid(f"{text!r} is not host[:port]")
-    try:
-        port = int(port_text) if port_text else 8500
-    except ValueError:
-        raise _Invalid(f"port {port_text!r} is not a number") from None
-    if not 0 < port < 65536:
-        raise _Invalid(f"port {port} is out of range")
-    return Endpoint(scheme, host, port)
-
-
-def _opt_path(v: Any) -> str:
-    return _str(v).strip()
-
-
-def _addrs(v: Any) -> tuple[str, ...]:
-    items = v.split(",") if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) for a in items):
-        raise _Invalid("expected an address or a list of addresses")
-    items = [a.strip() for a in items if a.strip()]
-    if not items:
-        raise _Invalid("expected an address or a list of addresses")
-    for a in items:
-        parse_addr(a)
-    return tuple(items)
-
-
-def _adapt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """Use a parser of another module (raising ValueError) like our own."""
-    def wrapped(v: Any) -> Any:
-        try:
-            return parse(v)
-        except ValueError as exc:
-            raise _Invalid(str(exc)) from None
-    return wrapped
-
-
 @dataclass(frozen=True)
 class Setting:
     name: str
@@ -183,6 +56,9 @@ class Setting:
 
 SCHEMA: tuple[Setting, ...] = (
     Setting("root", _path, DEFAULT_ROOT, ("STATESYNC_ROOT",)),
+    # Named subtrees of root mirrored together, in one snapshot (the official image keeps both
+    # /etc/icinga2 and /var/lib/icinga2 on one volume); empty: the whole root is the state.
+    Setting("roots", _roots, (), ("STATESYNC_ROOTS",)),
     Setting("prefix", _prefix, DEFAULT_PREFIX, ("STATESYNC_PREFIX",)),
     Setting("node", _node, None, ("STATESYNC_NODE",)),
     # No default: a sidecar that guessed its role would publish a CA it should only guard, or the reverse.
@@ -244,6 +120,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("guard.docker_socket", _opt_path, gs.DEFAULTS.docker_socket, ("STATESYNC_GUARD_DOCKER_SOCKET",)),
     Setting("guard.docker_container", _adapt(gs.parse_container), "", ("STATESYNC_GUARD_DOCKER_CONTAINER",)),
     Setting("guard.command", _adapt(gs.parse_argv), (), ("STATESYNC_GUARD_COMMAND",)),
+    Setting("guard.parent_host", _adapt(gs.parse_parent_host), "", ("STATESYNC_GUARD_PARENT_HOST",)),
+    Setting("guard.trusted_parent_file", _opt_path, "", ("STATESYNC_GUARD_TRUSTED_PARENT_FILE",)),
     Setting("guard.trigger_timeout", _number(float, 1.0, 600.0), gs.DEFAULTS.trigger_timeout,
             ("STATESYNC_GUARD_TRIGGER_TIMEOUT",)),
     # One writer per node (see statesync/consul/lock.py). Consul refuses TTLs below its servers'
@@ -292,10 +170,17 @@ class Config:
     health_max_failures: int = 5
     guard: GuardSettings = field(default_factory=GuardSettings)
     lock: LockSettings = field(default_factory=LockSettings)
+    # (name, path below root) pairs, sorted; () when the whole root is the state
+    roots: tuple[tuple[str, str], ...] = ()
 
     @property
     def layout(self) -> Layout:
         return Layout(self.prefix, self.node)
+
+    @property
+    def state_dir(self) -> Path:
+        """Where Icinga 2 keeps ca/ and certs/: the root, or its subtree named state."""
+        return self.root / dict(self.roots)["state"] if self.roots else self.root
 
 
 def _flatten(doc: Mapping, parent: str = "") -> dict[str, Any]:
@@ -432,4 +317,4 @@ def _build(v: dict[str, Any]) -> Config:
                   gc_grace=v["gc_grace"], max_drop=v["max_drop"], consul=consul, log_format=v["log.format"],
                   http_bind=v["http.bind"], http_port=v["http.port"], health_max_failures=v["health.max_failures"],
                   log_level=v["log.level"], guard=gs.build(v),
-                  lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]))
+                  lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]), roots=v["roots"])

@@ -25,7 +25,8 @@ ALLOWED = {
     "pki": {"snapshot"},
     "consul": set(),
     # config builds each package's settings type from the raw settings, and nothing else
-    "config": {"snapshot", "consul.settings", "guard.settings"},
+    "config": {"snapshot", "consul.settings", "guard.settings", "parsing"},
+    "parsing": {"snapshot", "consul.settings"},
     "errors": set(), "fsutil": set(), "metrics": set(),
     "__main__": {"cli"},
 }

@@ -535,7 +535,7 @@ def test_a_key_file_read_as_bytes_that_are_not_ascii_is_a_key_format_error():
 
 @pytest.mark.parametrize("var, hint", [
     ("STATESYNC_ENCRYPTION_KEYFILE", "STATESYNC_ENCRYPTION_KEY_FILE"),
-    ("STATESYNC_ROOTS", "STATESYNC_ROOT"),
+    ("STATESYNC_RO0T", "STATESYNC_ROOT"),
     ("STATESYNC_ALLOW_PLAINTEXT_SECRET", "STATESYNC_ALLOW_PLAINTEXT_SECRETS"),
 ])
 def test_an_unknown_statesync_variable_is_a_usage_error_naming_the_closest_known_one(var, hint):

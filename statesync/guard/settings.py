@@ -54,9 +54,29 @@ class GuardSettings:
     docker_container: str = ""
     command: tuple[str, ...] = ()
     trigger_timeout: float = 30.0
+    # The parent endpoint whose TLS certificate the guard fetches, checks against the published
+    # CA and writes to trusted_parent_file, for the next enrolment to pin (host:port).
+    parent_host: str = ""
+    trusted_parent_file: str = ""
 
 
 DEFAULTS = GuardSettings()
+
+
+def parse_parent_host(v: Any) -> str:
+    """``host[:port]`` of the parent endpoint (port 5665 when left out); "" for none."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected host[:port], got {type(v).__name__}")
+    v = v.strip()
+    if not v:
+        return ""
+    host, _, port = v.rpartition(":") if v.count(":") == 1 or v.startswith("[") else (v, "", "")
+    host = host.strip("[]")
+    if not host or not re.match(r"^[A-Za-z0-9._:-]+$", host):
+        raise ValueError(f"{v!r} is not host[:port]")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{v!r}: port {port!r} is not 1-65535")
+    return f"{host}:{port or 5665}" if ":" not in host else f"[{host}]:{port or 5665}"
 
 
 def parse_signal(v: Any) -> str:
@@ -174,5 +194,6 @@ def build(v: Mapping[str, Any]) -> GuardSettings:
         api_password_file=v["guard.api_password_file"], api_password=password, api_cacert=v["guard.api_cacert"],
         pidfile=v["guard.pidfile"], signal=v["guard.signal"], docker_socket=v["guard.docker_socket"],
         docker_container=v["guard.docker_container"], command=v["guard.command"],
-        trigger_timeout=v["guard.trigger_timeout"])
+        trigger_timeout=v["guard.trigger_timeout"], parent_host=v["guard.parent_host"],
+        trusted_parent_file=v["guard.trusted_parent_file"])
 

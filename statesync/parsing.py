@@ -1,0 +1,176 @@
+"""The value parsers of ``config.SCHEMA``: pure, each raising ``Invalid`` with what was expected.
+
+``config`` names the setting in front of the message, so a parser says only what is wrong
+with the value.
+"""
+from __future__ import annotations
+
+import posixpath
+import re
+from typing import Any, Callable
+
+from .consul.settings import Endpoint
+from .snapshot.globs import compile_pattern
+from .snapshot.layout import valid_node, valid_prefix
+
+
+class Invalid(ValueError):
+    pass
+
+
+def _bool(v: Any) -> bool:
+    if isinstance(v, bool):
+        return v
+    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise Invalid(f"expected true or false, got {v!r}")
+
+
+def _number(kind: type, lo: float, hi: float) -> Callable[[Any], Any]:
+    def parse(v: Any):
+        if isinstance(v, bool) or (kind is int and isinstance(v, float) and not v.is_integer()):
+            raise Invalid(f"expected {'a whole' if kind is int else 'a'} number, got {v!r}")
+        try:
+            n = kind(v)
+        except (TypeError, ValueError):
+            raise Invalid(f"expected a number, got {v!r}") from None
+        if not lo <= n <= hi:
+            raise Invalid(f"must be between {lo:g} and {hi:g}, got {n:g}")
+        return n
+    return parse
+
+
+def _choice(options: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(v: Any) -> str:
+        if v not in options:
+            raise Invalid(f"must be one of {', '.join(options)}, got {v!r}")
+        return v
+    return parse
+
+
+def _str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise Invalid(f"expected a string, got {type(v).__name__}")
+    return v
+
+
+def _patterns(v: Any) -> tuple[str, ...]:
+    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+        raise Invalid("expected a list of glob patterns")
+    out = tuple(p for p in items if p)
+    for p in out:
+        try:
+            compile_pattern(p)
+        except ValueError as exc:
+            raise Invalid(f"pattern {p!r}: {exc}") from None
+    return out
+
+
+def _prefix(v: Any) -> str:
+    v = _str(v).strip("/")
+    if not valid_prefix(v):
+        raise Invalid(f"{v!r} is not a KV prefix like statesync/icinga2")
+    return v
+
+
+def _node(v: Any) -> str:
+    v = _str(v)
+    if not valid_node(v):
+        raise Invalid(f"{v!r} is not a node name (letters, digits, '.', '_', '-')")
+    return v
+
+
+def _path(v: Any) -> str:
+    v = _str(v)
+    if not v:
+        raise Invalid("must not be empty")
+    return v
+
+
+def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
+    """Parse ``[http://|https://]host[:port]`` (IPv6 in brackets) into an Endpoint."""
+    text = text.strip()
+    scheme = default_scheme
+    if "://" in text:
+        scheme, _, text = text.partition("://")
+        if scheme not in ("http", "https"):
+            raise Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
+    text = text.rstrip("/")
+    if text.startswith("["):
+        host, closed, rest = text[1:].partition("]")
+        if not closed or (rest and not rest.startswith(":")):
+            raise Invalid(f"{text!r} is not [ipv6]:port")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host or "/" in host:
+        raise Invalid(f"{text!r} is not host[:port]")
+    try:
+        port = int(port_text) if port_text else 8500
+    except ValueError:
+        raise Invalid(f"port {port_text!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise Invalid(f"port {port} is out of range")
+    return Endpoint(scheme, host, port)
+
+
+def _opt_path(v: Any) -> str:
+    return _str(v).strip()
+
+
+def _addrs(v: Any) -> tuple[str, ...]:
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) for a in items):
+        raise Invalid("expected an address or a list of addresses")
+    items = [a.strip() for a in items if a.strip()]
+    if not items:
+        raise Invalid("expected an address or a list of addresses")
+    for a in items:
+        parse_addr(a)
+    return tuple(items)
+
+
+def _adapt(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Use a parser of another module (raising ValueError) like our own."""
+    def wrapped(v: Any) -> Any:
+        try:
+            return parse(v)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from None
+    return wrapped
+
+
+_ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+
+
+def _roots(v: Any) -> tuple[tuple[str, str], ...]:
+    """``name=relative/path`` items (a comma-separated string or a list): named subtrees of the
+    root, mirrored together in one snapshot. One must be ``state`` (where ca/ and certs/ live)."""
+    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+        raise Invalid("expected name=path items, such as state=var/lib/icinga2,config=etc/icinga2")
+    out: dict[str, str] = {}
+    for item in (p.strip() for p in items if p.strip()):
+        name, eq, path = item.partition("=")
+        name, path = name.strip(), path.strip()
+        if not eq or not _ROOT_NAME.match(name):
+            raise Invalid(f"{item!r} is not name=path (a name of lower-case letters, digits, '_', '-')")
+        norm = posixpath.normpath(path) if path else ""
+        if not path or path.startswith("/") or norm in (".", "..") or norm.startswith("../") or "\0" in path:
+            raise Invalid(f"{name}: {path!r} must be a path below the root, such as var/lib/icinga2")
+        if norm.split("/")[0].startswith(".statesync"):
+            raise Invalid(f"{name}: {path!r} is statesync's own")
+        if name in out:
+            raise Invalid(f"{name} is given twice")
+        for other_name, other in out.items():
+            if norm == other or norm.startswith(other + "/") or other.startswith(norm + "/"):
+                raise Invalid(f"{name} ({norm}) and {other_name} ({other}) overlap")
+        out[name] = norm
+    if out and "state" not in out:
+        raise Invalid("one root must be named state: the directory that holds ca/ and certs/")
+    return tuple(sorted(out.items()))
