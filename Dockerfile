@@ -4,13 +4,19 @@
 # and pass --build-arg ICINGA_UID=... ICINGA_GID=...), so it reads and writes the
 # shared volume with the same ownership. Works with a read-only root filesystem: it
 # writes only to the shared volume.
-FROM python:3.11-slim AS build
+#
+# PYTHON_IMAGE picks the base; the default is the public image users pull. The test
+# suite points it at a locally built stand-in (tests/images/), since its machines reach
+# no registry.
+ARG PYTHON_IMAGE=python:3.11-slim
+
+FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY statesync ./statesync
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${PYTHON_IMAGE}
 ARG ICINGA_UID=5665
 ARG ICINGA_GID=5665
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,14 +24,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STATESYNC_LOG_FORMAT=json \
     STATESYNC_HTTP_BIND=0.0.0.0 \
     STATESYNC_HTTP_PORT=9465
+# /data belongs to the Icinga user because Docker gives a new named volume the owner of the
+# directory it is first mounted on: when statesync is the first container on the volume,
+# a /data missing here would leave the volume owned by root and Icinga unable to write it.
 RUN groupadd --gid "$ICINGA_GID" icinga \
     && useradd --uid "$ICINGA_UID" --gid icinga --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin icinga
+       --shell /usr/sbin/nologin icinga \
+    && install -d -o icinga -g icinga -m 0755 /data
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER icinga
 EXPOSE 9465
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9465/healthz', timeout=2).status == 200 else 1)"]
+# `statesync health` asks the port and address the configuration gives (STATESYNC_HTTP_PORT,
+# the config file, ...), so moving the port cannot mark a healthy sidecar unhealthy.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 CMD ["statesync", "health"]
 ENTRYPOINT ["statesync"]
 CMD ["run"]

@@ -60,13 +60,20 @@ install_python() {
   fi
 }
 
+install_engine() {
+  # After consul: the Consul stand-in image is built from the binary fetched above.
+  bash "$here/scripts/engine.sh"
+  bash "$here/scripts/images.sh"
+}
+
 # STATESYNC_SETUP_ONLY limits the steps (the demo needs no Icinga 2): "consul python".
-steps=${STATESYNC_SETUP_ONLY:-"consul debian python"}
+steps=${STATESYNC_SETUP_ONLY:-"consul debian python engine"}
 for step in $steps; do
   case $step in
     consul) install_consul ;;
     debian) install_debian_packages ;;
     python) install_python ;;
+    engine) install_engine ;;
     *) log "unknown setup step $step"; exit 2 ;;
   esac
 done

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
-# The project's test command: installs what the suite needs (scripts/setup.sh), then runs it.
+# The project's test command: installs what the suite needs (scripts/setup.sh: Consul,
+# Icinga 2, the container engine and the stand-in images), then runs it.
 # Extra arguments go to pytest, e.g. ./scripts/test.sh -m "not e2e" -x
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
+engine_was_up=0
+if [ -x /usr/bin/docker ] && /usr/bin/docker info >/dev/null 2>&1; then engine_was_up=1; fi
 bash scripts/setup.sh
-exec .venv/bin/python -m pytest "$@"
+# A container engine this run started is stopped again when the run ends; one that was
+# already running is left alone.
+if [ "$engine_was_up" = 0 ]; then trap 'bash scripts/engine.sh stop' EXIT; fi
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+exit "$status"

@@ -21,7 +21,7 @@ from .guard import settings as gs
 from .guard.settings import GuardSettings
 from .snapshot.chunking import MAX_CHUNK_SIZE
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
-from .snapshot.globs import PathFilter
+from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
 from .parsing import Invalid as _Invalid
 from .parsing import parse_addr  # noqa: F401 (part of config's interface)
@@ -36,6 +36,12 @@ from .parsing import (_addrs, _adapt, _bool, _choice, _node, _number, _opt_path,
 DEFAULT_EXCLUDES = ("api/log/", "api/zones-stage/", "**/*.tmp", "**/*.swp", "**/*~")
 # Private keys: the CA's (signs every certificate of the cluster) and each node's.
 DEFAULT_ENCRYPT = ("ca/ca.key", "certs/*.key")
+# With roots, the two defaults above apply below the root named state, and these secrets of
+# the root named config (/etc/icinga2) are added, below it:
+#   constants.conf         the TicketSalt, from which every satellite's enrolment ticket is derived
+#   conf.d/api-users.conf  the passwords of the API users
+# User-given include, exclude and encrypt patterns are relative to root, with roots or without.
+CONFIG_SECRETS = ("constants.conf", "conf.d/api-users.conf")
 DEFAULT_ROOT = "/var/lib/icinga2"
 DEFAULT_PREFIX = "statesync/icinga2"
 ROLES = ("master", "satellite")
@@ -177,6 +183,10 @@ class Config:
     def layout(self) -> Layout:
         return Layout(self.prefix, self.node)
 
+    def in_state(self, rel: str) -> str:
+        """``rel`` (relative to the state directory) as a snapshot path, which is relative to root."""
+        return f"{dict(self.roots)['state']}/{rel}" if self.roots else rel
+
     @property
     def state_dir(self) -> Path:
         """Where Icinga 2 keeps ca/ and certs/: the root, or its subtree named state."""
@@ -248,10 +258,8 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     config_file = config_file or env.get("STATESYNC_CONFIG") or None
     raw: dict[str, Any] = {s.name: s.default for s in SCHEMA}
-    if config_file:
-        raw.update(_read_file(config_file))
-    raw.update(_from_env(env))
-    raw.update(flags)
+    given = {**(_read_file(config_file) if config_file else {}), **_from_env(env), **flags}
+    raw.update(given)
     values: dict[str, Any] = {}
     for s in SCHEMA:
         v = raw[s.name]
@@ -262,7 +270,17 @@ def load(flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None =
             values[s.name] = s.parse(v)
         except _Invalid as exc:
             raise ConfigError(f"{s.name}: {exc}") from None
+    if "encrypt" not in given:
+        values["encrypt"] = default_encrypt(values["roots"])
     return _build(values)
+
+
+def default_encrypt(roots: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The secrets encrypted by default, relative to root: DEFAULT_ENCRYPT below the state
+    subtree, and CONFIG_SECRETS below the config subtree when there is one."""
+    named = dict(roots)
+    return rebase(named.get("state", ""), DEFAULT_ENCRYPT) + (
+        rebase(named["config"], CONFIG_SECRETS) if "config" in named else ())
 
 
 def _sealer(v: dict[str, Any]) -> Sealer | None:
@@ -308,10 +326,11 @@ def _build(v: dict[str, Any]) -> Config:
                             txn_max_ops=v["consul.txn_max_ops"])
     sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"], v["allow_plaintext_secrets"])
     root = Path(v["root"]).absolute()
-    excludes = (DEFAULT_EXCLUDES if v["default_excludes"] else ()) + v["exclude"]
+    state = dict(v["roots"]).get("state", "")
+    excludes = (rebase(state, DEFAULT_EXCLUDES) if v["default_excludes"] else ()) + v["exclude"]
     ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME
     return Config(root=root, on_conflict=v["on_conflict"], sealing=sealing, ready_file=ready_file, prefix=v["prefix"], node=node, role=v["role"],
-                  path_filter=PathFilter(v["include"], excludes), keep=v["keep"],
+                  path_filter=PathFilter(v["include"], excludes, tuple(p for _, p in v["roots"])), keep=v["keep"],
                   chunk_size=v["chunk_size"], debounce=v["debounce"], max_wait=v["max_wait"],
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
                   gc_grace=v["gc_grace"], max_drop=v["max_drop"], consul=consul, log_format=v["log.format"],

@@ -101,11 +101,12 @@ class EncryptionKeyError(StatesyncError):
 
 
 class PlaintextSecret(EncryptionKeyError):
-    """A file holding a private key was about to go to Consul unencrypted, which needs the
-    explicit opt-out ``allow_plaintext_secrets``; nothing of it was uploaded."""
+    """A secret file (a private key, constants.conf with the TicketSalt, API passwords) was about
+    to go to Consul unencrypted, which needs the explicit opt-out ``allow_plaintext_secrets``;
+    nothing of it was uploaded."""
 
     def __init__(self, path: str):
-        super().__init__(f"{path} holds a private key and no encryption key is configured: create one with "
+        super().__init__(f"{path} is a secret (a private key, the TicketSalt or passwords) and no encryption key is configured: create one with "
                          f"\"statesync keygen --out FILE\" and set encryption_key_file, or pass "
                          f"--allow-plaintext-secrets")
         self.path = path

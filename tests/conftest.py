@@ -62,3 +62,17 @@ def acl_consul(consul_bin, tmp_path_factory, request):
     agent = AclConsul(consul_bin, str(tmp_path_factory.mktemp("consul-acl")))
     request.addfinalizer(agent.stop)
     return agent.start()
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """The real container engine with the stand-in images built (tests/engine.py).
+
+    A test that asks for it fails when the engine cannot be brought up: it never skips.
+    """
+    from .engine import Engine, EngineError, ensure_engine
+    try:
+        ensure_engine()
+    except EngineError as exc:
+        pytest.fail(f"container engine unavailable: {exc}", pytrace=False)
+    return Engine()

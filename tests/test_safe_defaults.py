@@ -69,7 +69,7 @@ def test_backup_without_a_key_refuses_a_tree_holding_private_keys_and_uploads_no
     proc = _cli(consul, prefix, root, "backup")
     assert proc.returncode == 1, proc.stderr
     line = _error_line(proc)
-    assert "holds a private key and no encryption key is configured" in line and line.endswith(KEY_HINT)
+    assert "is a secret (a private key, the TicketSalt or passwords) and no encryption key is configured" in line and line.endswith(KEY_HINT)
     assert "ca/ca.key" in line or "certs/bundle.pem" in line
     values = _values(consul, prefix)
     for v in values:
@@ -87,7 +87,7 @@ def test_a_pem_key_under_any_name_is_refused_too(consul, prefix, tmp_path):
     (root / "odd-name.txt").write_bytes(pem)
     proc = _cli(consul, prefix, root, "backup")
     assert proc.returncode == 1
-    assert _error_line(proc) == f"statesync: error: odd-name.txt holds a private key and no encryption key is " \
+    assert _error_line(proc) == f"statesync: error: odd-name.txt is a secret (a private key, the TicketSalt or passwords) and no encryption key is " \
                                 f"configured: {KEY_HINT}"
 
 
@@ -137,7 +137,7 @@ def test_the_sidecar_without_a_key_exits_with_one_line_instead_of_uploading_keys
         raise AssertionError(f"the sidecar kept running with private keys and no encryption key:\n{err[-2000:]}")
     assert proc.returncode == 1, err
     line = _error_line(subprocess.CompletedProcess([], 1, out, err))
-    assert "holds a private key and no encryption key is configured" in line
+    assert "is a secret (a private key, the TicketSalt or passwords) and no encryption key is configured" in line
     assert not any(s in v for v in _values(consul, prefix) for s in secrets)
 
 

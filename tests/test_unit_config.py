@@ -587,3 +587,39 @@ def test_plaintext_secrets_are_refused_unless_allowed():
 def test_the_role_is_taken_from_the_environment_and_has_no_default():
     assert cfg(env={"STATESYNC_ROLE": "satellite"}).role == "satellite"
     assert cfg().role is None
+
+
+# -- roots: the defaults follow the named subtrees -----------------------------------------
+
+ROOTS = "state=var/lib/icinga2,config=etc/icinga2"
+
+
+def test_with_roots_the_scope_is_the_named_subtrees():
+    c = cfg({"root": "/data", "roots": ROOTS})
+    assert c.path_filter.scope == ("etc/icinga2", "var/lib/icinga2")
+    assert c.state_dir == Path("/data/var/lib/icinga2")
+    assert cfg({"root": "/data"}).path_filter.scope == ()
+
+
+def test_with_roots_the_default_excludes_apply_below_the_state_subtree():
+    excludes = cfg({"roots": ROOTS}).path_filter.exclude
+    assert "var/lib/icinga2/api/log/" in excludes and "var/lib/icinga2/api/zones-stage/" in excludes
+    assert "**/*.tmp" in excludes and "api/log/" not in excludes
+    assert cfg({"roots": ROOTS, "exclude": ["var/lib/icinga2/big/"]}).path_filter.exclude[-1] == "var/lib/icinga2/big/"
+
+
+def test_with_roots_the_default_secrets_are_the_state_keys_and_the_configs_ticket_salt_and_api_passwords():
+    assert cfg({"roots": ROOTS}).sealing.patterns == (
+        "var/lib/icinga2/ca/ca.key", "var/lib/icinga2/certs/*.key",
+        "etc/icinga2/constants.conf", "etc/icinga2/conf.d/api-users.conf")
+    # without a root named config there is no config to protect
+    assert cfg({"roots": "state=var/lib/icinga2"}).sealing.patterns == (
+        "var/lib/icinga2/ca/ca.key", "var/lib/icinga2/certs/*.key")
+    assert cfg().sealing.patterns == config.DEFAULT_ENCRYPT
+
+
+def test_encrypt_patterns_the_user_gives_stay_relative_to_root_with_roots(tmp_path):
+    assert cfg({"roots": ROOTS, "encrypt": ["secrets/*"]}).sealing.patterns == ("secrets/*",)
+    assert cfg({"roots": ROOTS}, env={"STATESYNC_ENCRYPT": "a/b"}).sealing.patterns == ("a/b",)
+    path = toml(tmp_path, 'roots = ["state=var/lib/icinga2", "config=etc/icinga2"]\nencrypt = ["ca/ca.key"]\n')
+    assert cfg(config_file=path).sealing.patterns == ("ca/ca.key",)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.config import DEFAULT_EXCLUDES
-from statesync.snapshot.globs import PathFilter, compile_pattern
+from statesync.snapshot.globs import PathFilter, ancestor_only, compile_pattern, in_scope, rebase
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 
@@ -338,3 +338,44 @@ def test_star_and_question_mark_match_component_by_component_like_fnmatch(pcomps
     expected = len(pcomps) == len(scomps) and all(
         fnmatch.fnmatchcase(s, p) for p, s in zip(pcomps, scomps))
     assert matches("/".join(pcomps), "/".join(scomps)) == expected
+
+
+# -- the scope of named roots ------------------------------------------------------------
+
+SCOPE = ("etc/icinga2", "var/lib/icinga2")
+
+
+def test_a_scope_keeps_the_named_subtrees_and_their_ancestors_as_directories_only():
+    f = PathFilter(scope=SCOPE)
+    for d in ("etc", "var", "var/lib", "etc/icinga2", "var/lib/icinga2", "var/lib/icinga2/ca"):
+        assert f.wanted(d, True), d
+    for p in ("etc/icinga2/constants.conf", "var/lib/icinga2/ca/ca.crt", "var/lib/icinga2/icinga2.state"):
+        assert f.wanted(p, False) and f.included(p), p
+    # a file where an ancestor directory belongs is no part of either subtree
+    assert not f.wanted("var", False) and not f.included("var/lib")
+
+
+def test_a_scope_leaves_out_everything_beside_the_named_subtrees_and_never_walks_into_it():
+    f = PathFilter(scope=SCOPE)
+    for p in ("var/log", "var/log/icinga2/icinga2.log", "var/cache/icinga2/x", "var/run", "var/spool/icinga2",
+              "etc/hosts", "etc/icinga2-old", "var/lib/other", "other", "var/libx"):
+        assert f.excluded(p) and f.excluded(p, ancestors=False), p
+        assert not f.wanted(p, True) and not f.wanted(p, False), p
+
+
+def test_an_empty_scope_is_the_whole_tree():
+    assert in_scope((), "anything/at/all") and not ancestor_only((), "x")
+    assert PathFilter().wanted("var/log/x", False)
+
+
+def test_scope_and_excludes_apply_together():
+    f = PathFilter(exclude=rebase("var/lib/icinga2", DEFAULT_EXCLUDES), scope=SCOPE)
+    assert not f.wanted("var/lib/icinga2/api/log/current", False)
+    assert not f.wanted("etc/icinga2/zones.conf.swp", False)
+    assert f.wanted("var/lib/icinga2/api/zones/master/x.conf", False)
+
+
+def test_rebase_prefixes_patterns_with_the_subtree_but_leaves_any_depth_patterns_alone():
+    assert rebase("var/lib/icinga2", ("api/log/", "ca/ca.key", "certs/*.key", "**/*.tmp")) == (
+        "var/lib/icinga2/api/log/", "var/lib/icinga2/ca/ca.key", "var/lib/icinga2/certs/*.key", "**/*.tmp")
+    assert rebase("", ("api/log/", "**/*.tmp")) == ("api/log/", "**/*.tmp")

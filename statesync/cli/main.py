@@ -6,6 +6,7 @@ import contextlib
 import json
 import signal
 import sys
+import threading
 import time
 from typing import Sequence
 
@@ -17,6 +18,7 @@ from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
 from .parsers import build_parser, setting_flags
+from .ops import cmd_health, cmd_keygen, cmd_pin_parent
 from .progress import ProgressBar
 
 log = structlog.get_logger(__name__)
@@ -77,7 +79,7 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
         if not args.dry_run:
             rs.recover(cfg.root)  # first: a half-swapped root must not pass for one holding state
         repo = open_repo(cfg)
-        if args.if_empty and rs.has_icinga_state(cfg.root):
+        if args.if_empty and rs.has_icinga_state(cfg.state_dir):
             print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
             mark_ready(cfg.ready_file, StartOutcome("matched"))
             return EXIT_OK
@@ -94,7 +96,8 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
         if args.dry_run:
             return _print_dry_run(cfg, repo, record)
         bar = ProgressBar(sys.stderr, record.files, record.bytes)
-        res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update)
+        res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update,
+                         subtrees=tuple(p for _, p in cfg.roots))
         bar.close()
         aside = f"; previous content moved to {res.aside}" if res.aside else ""
         print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
@@ -211,7 +214,12 @@ def _run(cfg: config.Config) -> int:
         with hold_root(cfg.root, f"run --role {cfg.role}", create=True, wait=True):
             clear_ready(cfg.ready_file)
             # At start Consul may still be electing a leader; give it a while before giving up.
-            outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict), attempts=8, cap=10.0)
+            outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict, cfg.roots), attempts=8, cap=10.0)
+            if cfg.role == "satellite":
+                # Before the first enrolment (which waits for the ready marker): the parent's
+                # certificate, checked against the published CA, for node setup to pin.
+                from ..guard.parent import pin_at_startup
+                pin_at_startup(cfg, repo.store, threading.Event())  # SIGTERM ends the wait (see cmd_run)
             mark_ready(cfg.ready_file, outcome)
             metrics.ready.set(1)
             log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
@@ -282,7 +290,7 @@ def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     p = accept.plan(cfg, store)
     print(f"published CA ({cfg.layout.ca}):")
     print("\n".join(accept.describe(p.published)))
-    print(f"local CA ({cfg.root / 'ca/ca.crt'}):")
+    print(f"local CA ({cfg.state_dir / 'ca/ca.crt'}):")
     print("\n".join(accept.describe(p.local)))
     if not p.needed:
         print("the local CA has the published key already: nothing to accept")
@@ -297,26 +305,6 @@ def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     a = accept.record(cfg, store, p, args.reason)
     print(f"accepted: {cfg.layout.ca_accept} records {a.old_spki_sha256 or '(none)'} -> {a.new_spki_sha256} "
           f"by {a.operator} at {a.time}; the master sidecar of node {cfg.node} publishes it on its next sync")
-    return EXIT_OK
-
-
-def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
-    import os
-
-    from ..snapshot.crypto import format_key, generate_key
-    try:
-        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        raise UsageError(f"--out: {args.out} exists; statesync never overwrites a key") from None
-    except OSError as exc:
-        raise StatesyncError(f"--out: cannot create {args.out}: {exc.strerror}") from None
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (format_key(generate_key()) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    print(f"wrote a new encryption key to {args.out} (mode 0600); keep a copy outside Consul")
     return EXIT_OK
 
 
@@ -344,7 +332,7 @@ def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
-            "ready": cmd_ready, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca}
+            "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,6 +32,12 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"statesync: error: {message} (see {self.prog} --help)\n")
 
 
+def _gid(text: str) -> int:
+    if not text.isdigit() or int(text) > 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a numeric group id")
+    return int(text)
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -149,10 +155,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("ready", "readiness probe: exit 0 once the start-up restore has finished", cfg, root)
     p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
 
+    p = command("health", "health probe of a running sidecar (a container's HEALTHCHECK): asks its /healthz "
+                          "on the configured http.bind and http.port", cfg)
+    p.add_argument("--ready", action="store_true", help="ask /readyz instead: restored and Consul reachable")
+    p.add_argument("--timeout", type=_seconds, default=3.0, metavar="SECONDS", help="give up after this long (default 3)")
+
+    p = command("pin-parent", "before a satellite's first enrolment: fetch the parent's certificate, check it "
+                              "against the CA published in Consul and write it to guard.trusted_parent_file "
+                              "(nothing to do on an enrolled node)", cfg, consul, root)
+    p.add_argument("--wait", type=_seconds, default=300.0, metavar="SECONDS",
+                   help="keep trying this long for a parent that is still starting (default 300)")
+
     command("demo", "show the whole story on a throwaway Consul dev agent")
 
     p = command("keygen", "write a new encryption key to a file (mode 0600)", cfg)
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten")
+    p.add_argument("--group", type=_gid, metavar="GID",
+                   help="make the key readable by this group too (mode 0640, owner root): the uid 5665 of the "
+                        "containers reads a compose file secret with the owner and mode it has on the host")
 
     p = command("rekey", "re-encrypt the node's kept snapshots under a new key", cfg, consul, node)
     p.add_argument("--new-key-file", dest="new_key_file", required=True, metavar="FILE",

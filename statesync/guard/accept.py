@@ -34,7 +34,7 @@ class Plan:
 
 def plan(cfg: Config, store: Store) -> Plan:
     """Read the local ca/ca.crt and the published CA; raise StatesyncError when the local one is unusable."""
-    path = cfg.root / CA_CERT
+    path = cfg.state_dir / CA_CERT
     try:
         pem = path.read_bytes()
     except FileNotFoundError:

@@ -50,8 +50,11 @@ class CaPublisher:
 
     def __init__(self, repo: Repo, root: Path, recheck: float = 60.0,
                  clock: Callable[[], float] = time.monotonic, fence: Callable[[], tuple] = tuple,
-                 on_conflict: str = "refuse"):
+                 on_conflict: str = "refuse", ca_entry: str = CA_CERT):
         self.repo = repo
+        # Where the CA is in a snapshot (below root) and on disk (below the state directory):
+        # the same file, but not the same path when root holds several named roots.
+        self.ca_entry = ca_entry
         # The writer lock's fence: a master that lost its lock publishes nothing either.
         self.fence = fence
         self.root = Path(root)
@@ -87,7 +90,7 @@ class CaPublisher:
                 self._run(*self._last)
 
     def _run(self, record: Record, manifest: Manifest) -> None:
-        entry = next((e for e in manifest.entries if e.path == CA_CERT), None)
+        entry = next((e for e in manifest.entries if e.path == self.ca_entry), None)
         if entry is None or entry.type != FILE:
             return
         now = self.clock()

@@ -63,3 +63,30 @@ def _move(src: Path, dst: Path) -> None:
         with open(dst, "rb") as fh:
             os.fsync(fh.fileno())
     os.unlink(src)
+
+
+def unquarantine(root: Path, dest: Path, moved: list[str]) -> list[str]:
+    """Undo ``quarantine``: move ``moved`` (root-relative, as it returned them) back from ``dest``.
+
+    Used when the restart trigger failed: a node left without certificates and without a
+    restart is worse than one with the old ones. Files go back in reverse order, so ca.crt
+    (moved last) returns last. A file that reappeared in its place meanwhile is left in the
+    quarantine rather than overwritten. Once all are back, the decision note and the
+    directory go too, so that the purge window does not count this attempt. Returns the
+    files left in quarantine. Raises OSError.
+    """
+    left, targets = [], set()
+    for rel in reversed(moved):
+        src, dst = dest / Path(rel).name, Path(root) / rel
+        if os.path.lexists(dst) or not os.path.lexists(src):
+            left.append(rel)
+            continue
+        _move(src, dst)
+        targets.add(dst.parent)
+    for d in targets:
+        fsync_dir(d)
+    if not left:
+        os.unlink(dest / DECISION_FILE)
+        os.rmdir(dest)
+        fsync_dir(dest.parent)
+    return left

@@ -12,11 +12,17 @@ net. Both call ``check``, which is serialised by a lock, decides with the pure
   * comes from a published document whose PEM parses and matches its published
     fingerprints (``cadoc.decode``; anything else is *cannot tell*);
   * falls outside ``guard.purge_window`` of the previous purge, whose time is read
-    from the quarantine directory names, so that it survives restarts.
+    from the quarantine directory names, so that it survives restarts;
+  * finds the restart trigger usable (its preflight ``check``) and, with
+    ``guard.parent_host``, the parent presenting a certificate of the published CA
+    (``parent.pin_parent``): a node is only sent to enrol again when it can.
+
+A trigger that still fails after the move gets the certificates moved back, and the
+attempt does not count for the purge window, so the next check tries again.
 
 Consul unreachable, no published CA, an invalid one, or no local ca.crt are never a
 mismatch. Every decision is logged with both fingerprints. A purge moves (never
-deletes) the files into ``<root>/.statesync-quarantine/<UTC time>/`` — a name the
+deletes) the files into ``<state dir>/.statesync-quarantine/<UTC time>/`` — a name the
 scanner skips, so the quarantine never enters a snapshot.
 """
 from __future__ import annotations
@@ -52,8 +58,9 @@ from .logic import (
     quarantine_stamp,
     same_mismatch,
 )
-from .quarantine import quarantine
-from .triggers import Trigger
+from .parent import ParentNotVerified, pin_parent, trusted_parent_file
+from .quarantine import quarantine, unquarantine
+from .triggers import Trigger, preflight
 
 log = structlog.get_logger(__name__)
 
@@ -72,6 +79,8 @@ class GuardState:
     purges: list[Path] = field(default_factory=list)
     fired: int = 0
     trigger_errors: int = 0
+    trigger_problem: str = ""  # the last preflight's answer; "" when the trigger is usable
+    held: int = 0  # confirmed mismatches not acted on: trigger unusable or parent not on the published CA
 
 
 class Guard:
@@ -88,7 +97,7 @@ class Guard:
         self.settings = cfg.guard
         self.store = store
         self.trigger = trigger
-        self.root = Path(cfg.root)
+        self.root = cfg.state_dir
         self.key = cfg.layout.ca
         self.clock = clock
         self.state = GuardState()
@@ -110,6 +119,7 @@ class Guard:
                  confirmations=self.settings.confirmations, confirm_interval=self.settings.confirm_interval,
                  check_interval=self.settings.check_interval, purge_window=self.settings.purge_window)
         self._stop.clear()
+        self._preflight("start")
         self._watcher = threading.Thread(target=self._watch, name="ca-guard-watch", daemon=True)
         self._watcher.start()
         self._scheduler = BackgroundScheduler(daemon=True, timezone=timezone.utc)
@@ -156,7 +166,22 @@ class Guard:
             self._safe_check("watch", published=pair.value if pair is not None else None)
 
     def _periodic(self) -> None:
+        self._preflight("periodic")
         self._safe_check("periodic", wait=False)
+
+    def _preflight(self, source: str) -> str:
+        """Check the trigger; log a new problem once at error level, and its end; return it."""
+        if self.trigger is None:
+            return ""
+        problem = preflight(self.trigger)
+        metrics.trigger_ready.set(0 if problem else 1)
+        previous, self.state.trigger_problem = self.state.trigger_problem, problem
+        if problem and problem != previous:
+            log.error("restart trigger not usable; no certificates are quarantined until it is",
+                      trigger=self.trigger.name, source=source, error=problem)
+        elif previous and not problem:
+            log.info("restart trigger usable again", trigger=self.trigger.name, source=source)
+        return problem
 
     def _safe_check(self, source: str, **kwargs) -> None:
         try:
@@ -272,8 +297,14 @@ class Guard:
     def _purge(self, d: Decision) -> None:
         self.state.phase = "purging"
         fields = d.log_fields()
+        if not self._may_purge(d, fields):
+            self.state.held += 1
+            return
         names = _names(self.root / CERTS_DIR)
         files = quarantine_files(node_cert_name(names, self.settings.cert_name, self.cfg.node))
+        if self.settings.parent_host:  # the pin just written may live in certs/: it stays
+            pinned = os.path.abspath(trusted_parent_file(self.cfg))
+            files = [f for f in files if os.path.abspath(self.root / f) != pinned]
         if self.trigger is not None:
             try:
                 self.trigger.prepare()
@@ -289,20 +320,57 @@ class Guard:
         except OSError as exc:
             log.error("quarantine failed; restart not triggered", error=str(exc), **fields)
             return
+        log.warning("certificates quarantined", quarantine=str(dest), files=moved, **fields)
+        if self.trigger is not None:
+            try:
+                result = self.trigger.fire()
+            except TriggerError as exc:
+                self.state.trigger_errors += 1
+                self._undo(dest, moved, str(exc), fields)
+                return
         self._last_purge = now
         self.state.purges.append(dest)
         metrics.purges.inc()
-        log.warning("certificates quarantined", quarantine=str(dest), files=moved, **fields)
         if self.trigger is None:
-            return
-        try:
-            result = self.trigger.fire()
-        except TriggerError as exc:
-            self.state.trigger_errors += 1
-            log.error("restart trigger failed", trigger=self.trigger.name, error=str(exc), **fields)
             return
         self.state.fired += 1
         log.warning("restart triggered", trigger=self.trigger.name, result=result, **fields)
+
+    def _may_purge(self, d: Decision, fields: dict) -> bool:
+        problem = self._preflight("before purge")
+        if problem:
+            log.error("restart trigger not usable; certificates kept, nothing quarantined",
+                      trigger=self.trigger.name, error=problem, **fields)
+            return False
+        if not self.settings.parent_host:
+            return True
+        if d.published is None:
+            return False
+        try:
+            path = pin_parent(self.cfg, d.published.pem, now=self.clock())
+        except ParentNotVerified as exc:
+            log.warning("parent does not present a certificate of the published CA yet; not purging",
+                        parent=self.settings.parent_host, error=str(exc), **fields)
+            return False
+        except StatesyncError as exc:
+            log.warning("cannot pin the parent's certificate; not purging", parent=self.settings.parent_host,
+                        error=str(exc), **fields)
+            return False
+        log.info("parent's certificate pinned for the enrolment", parent=self.settings.parent_host, file=str(path))
+        return True
+
+    def _undo(self, dest: Path, moved: list[str], error: str, fields: dict) -> None:
+        try:
+            left = unquarantine(self.root, dest, moved)
+        except OSError as exc:
+            self._last_purge = self.clock()
+            log.error("restart trigger failed, and moving the certificates back failed too", trigger=self.trigger.name,
+                      error=error, undo_error=str(exc), quarantine=str(dest), **fields)
+            return
+        if left:
+            self._last_purge = self.clock()
+        log.error("restart trigger failed; certificates moved back, the next check tries again",
+                  trigger=self.trigger.name, error=error, left_in_quarantine=left, **fields)
 
 
 def _read(path: Path) -> bytes | None:
@@ -332,7 +400,7 @@ def check_ca(cfg: Config, out: TextIO) -> int:
     if d.published is not None:
         p = d.published
         where = f"  (by {p.node or '?'}, snapshot {p.snapshot or '?'}, published {p.published or '?'})"
-    print(f"local:     {d.local_spki or '-'}  {cfg.root / LOCAL_CA}", file=out)
+    print(f"local:     {d.local_spki or '-'}  {cfg.state_dir / LOCAL_CA}", file=out)
     print(f"published: {d.published_spki or '-'}  {cfg.layout.ca}{where}", file=out)
     print(f"result:    {d.verdict.value}: {d.reason}", file=out)
     from .accept import history_lines

@@ -1,16 +1,20 @@
 """Restart triggers of the satellite CA guard: what makes Icinga 2 restart (and enrol
 again) once the guard has moved its certificates into quarantine.
 
-Each trigger has ``prepare()``, called just before the quarantine move (the API
-trigger keeps a copy of its CA file then, which may be one of the files moved), and
-``fire()``, which returns a short description for the log or raises TriggerError.
-No trigger ever logs or shows the API password.
+Each trigger has ``check()``, a preflight that returns "" when the trigger can fire or one
+line saying why not (a guard that quarantines and then cannot restart leaves the node
+without certificates, so it never quarantines while this fails); ``prepare()``, called
+just before the quarantine move (the API trigger keeps a copy of its CA file then, which
+may be one of the files moved); and ``fire()``, which returns a short description for the
+log or raises TriggerError. No trigger ever logs or shows the API password.
 """
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import os
+import shutil
 import signal as signals
 import socket
 import subprocess
@@ -18,7 +22,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
 
@@ -30,6 +34,9 @@ RESTART_PATH = "/v1/actions/restart-process"
 
 class Trigger(Protocol):
     name: str
+
+    def check(self) -> str:
+        """"" when ``fire`` can work; otherwise one line saying why not. Never raises."""
 
     def prepare(self) -> None:
         """Take what ``fire`` needs from files the quarantine is about to move."""
@@ -53,6 +60,17 @@ class ApiTrigger:
 
     def __repr__(self) -> str:
         return f"ApiTrigger(url={self.url!r}, user={self.user!r})"
+
+    def check(self) -> str:
+        # A TCP connect says the API listens; a request would send the password for nothing.
+        parts = urlsplit(self.url)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            with socket.create_connection((parts.hostname, port), timeout=min(self.timeout, 10.0)):
+                pass
+        except OSError as exc:
+            return f"Icinga 2 API at {parts.hostname}:{port} unreachable: {exc.strerror or exc}"
+        return ""
 
     def prepare(self) -> None:
         # Icinga 2's API still presents the certificate of the CA being quarantined, and
@@ -104,10 +122,22 @@ class SignalTrigger:
         self.pidfile = pidfile
         self.signal = signals.Signals[sig]
 
+    def check(self) -> str:
+        try:
+            pid = self._pid()
+            os.kill(pid, 0)
+        except TriggerError as exc:
+            return str(exc)
+        except ProcessLookupError:
+            return f"no process {pid} (from {self.pidfile})"
+        except PermissionError:
+            return f"not allowed to signal process {pid} (from {self.pidfile}): run as its user or share its PID namespace"
+        return ""
+
     def prepare(self) -> None:
         pass
 
-    def fire(self) -> str:
+    def _pid(self) -> int:
         try:
             text = Path(self.pidfile).read_text().strip()
         except OSError as exc:
@@ -119,6 +149,10 @@ class SignalTrigger:
         if pid <= 0 or pid == os.getpid():
             # kill(0) and kill(-1) would signal whole process groups, or everything.
             raise TriggerError(f"pidfile {self.pidfile} holds pid {pid}, which is not Icinga 2's")
+        return pid
+
+    def fire(self) -> str:
+        pid = self._pid()
         try:
             os.kill(pid, self.signal)
         except ProcessLookupError:
@@ -153,6 +187,37 @@ class DockerTrigger:
         self.socket_path = socket_path
         self.container = container
         self.timeout = timeout
+
+    def check(self) -> str:
+        path = f"/containers/{quote(self.container, safe='')}/json"
+        conn = _UnixHTTPConnection(self.socket_path, min(self.timeout, 10.0))
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            body = resp.read(1000)
+        except PermissionError:
+            return self._no_access()
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                return self._no_access()
+            return f"Docker Engine at {self.socket_path} unreachable: {exc.strerror or exc}"
+        except http.client.HTTPException as exc:
+            return f"Docker Engine at {self.socket_path} answered nonsense ({type(exc).__name__})"
+        finally:
+            conn.close()
+        if resp.status == 404:
+            return f"Docker Engine knows no container {self.container!r}: {_docker_message(body)}"
+        if resp.status != 200:
+            return f"Docker Engine answered {resp.status} to inspecting {self.container!r}: {_docker_message(body)}"
+        return ""
+
+    def _no_access(self) -> str:
+        try:
+            gid = os.stat(self.socket_path).st_gid
+        except OSError:
+            gid = "?"
+        return (f"permission denied on the Docker socket {self.socket_path}: the sidecar's user (uid {os.geteuid()}) "
+                f"lacks the socket's group (gid {gid}); in compose add `group_add: [\"{gid}\"]` to the sidecar")
 
     def prepare(self) -> None:
         pass
@@ -192,6 +257,18 @@ class CommandTrigger:
         self.argv = tuple(argv)
         self.timeout = timeout
 
+    def check(self) -> str:
+        program = self.argv[0] if self.argv else ""
+        if not program:
+            return "no command configured"
+        if "/" in program:
+            if not os.path.isfile(program):
+                return f"command {program!r} not found"
+            if not os.access(program, os.X_OK):
+                return f"command {program!r} is not executable"
+            return ""
+        return "" if shutil.which(program) else f"command {program!r} not found on PATH"
+
     def prepare(self) -> None:
         pass
 
@@ -220,6 +297,9 @@ class ExitTrigger:
         self.stop = stop
         self.requested = threading.Event()
 
+    def check(self) -> str:
+        return ""
+
     def prepare(self) -> None:
         pass
 
@@ -228,6 +308,17 @@ class ExitTrigger:
         if self.stop is not None:
             self.stop()
         return "the sidecar exits with code 3"
+
+
+def preflight(trigger: Trigger | None) -> str:
+    """``trigger.check()``, with a trigger lacking one taken as usable and a crash as a reason."""
+    check = getattr(trigger, "check", None)
+    if check is None:
+        return ""
+    try:
+        return check()
+    except Exception as exc:  # a check must never be why the guard stops checking
+        return f"{getattr(trigger, 'name', 'trigger')} check failed: {type(exc).__name__}: {exc}"
 
 
 def from_settings(g: GuardSettings, stop: Callable[[], None] | None = None) -> Trigger:
@@ -244,4 +335,4 @@ def from_settings(g: GuardSettings, stop: Callable[[], None] | None = None) -> T
 
 
 __all__ = ["ApiTrigger", "CommandTrigger", "DockerTrigger", "ExitTrigger", "SignalTrigger", "Trigger",
-           "from_settings", "RESTART_PATH"]
+           "from_settings", "preflight", "RESTART_PATH"]

@@ -2,20 +2,19 @@
 
 Nothing under --root is touched until every chunk has been fetched and verified.
 The files are written into a staging directory inside --root (the same filesystem,
-even when --root is a volume mount point) and fsynced. The swap then moves the old
-top-level entries into ``.statesync-aside/<timestamp>/`` and the staged ones into
-place, under a journal: a swap interrupted by a crash is rolled forward by the next
-``recover()``, so --root ends up entirely old (on any error) or entirely new.
+even when --root is a volume mount point) and fsynced. The swap (``swap.py``) then moves
+the old top-level entries, or with ``roots`` the named subtrees, into
+``.statesync-aside/<timestamp>/`` and the staged ones into place, under a journal: a swap
+interrupted by a crash is rolled forward by the next ``recover()``, so --root ends up
+entirely old (on any error) or entirely new.
 """
 from __future__ import annotations
 
 import errno
 import grp
-import json
 import os
 import pwd
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -23,19 +22,19 @@ from typing import Callable
 import structlog
 
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
-from ..fsutil import fsync_dir, sync_filesystem, write_atomic
+from ..fsutil import sync_filesystem
 from ..repo.repository import Repo
 from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
 from ..snapshot.scan import INTERNAL_PREFIX
 from .rootlock import hold_root, holds
+from .swap import ASIDE_DIR, JOURNAL, exists, recover, swap  # noqa: F401 (ASIDE_DIR, JOURNAL: the interface)
+from .swap import remove_tree as _remove_tree
 
 log = structlog.get_logger(__name__)
 
 STAGING_PREFIX = INTERNAL_PREFIX + "staging-"
-ASIDE_DIR = INTERNAL_PREFIX + "aside"
-JOURNAL = INTERNAL_PREFIX + "restore-journal.json"
 
 Progress = Callable[[int, int], None]
 
@@ -49,17 +48,21 @@ class RestoreResult:
     aside: Path | None = None
 
 
-def user_entries(root: Path) -> list[str]:
-    """Top-level names under ``root`` that are not statesync's own; [] when root is absent."""
+def user_entries(root: Path, subtrees: tuple[str, ...] = ()) -> list[str]:
+    """Top-level names under ``root`` that are not statesync's own, or of ``subtrees`` (the named
+    roots) those that exist; [] when root is absent."""
+    if subtrees:
+        return [n for n in subtrees if exists(root / n)]
     try:
         return sorted(n for n in os.listdir(root) if not n.startswith(INTERNAL_PREFIX))
     except FileNotFoundError:
         return []
 
 
-def has_icinga_state(root: Path) -> bool:
-    """True when ``root`` holds Icinga 2 state: a ca/ or a certs/ directory."""
-    return (root / "ca").exists() or (root / "certs").exists()
+def has_icinga_state(state_dir: Path) -> bool:
+    """True when ``state_dir`` (the root, or with roots its subtree named state) holds Icinga 2
+    state: a ca/ or a certs/ directory."""
+    return (state_dir / "ca").exists() or (state_dir / "certs").exists()
 
 
 def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entry], bytes]]:
@@ -74,12 +77,14 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
 
 
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
-            progress: Progress | None = None) -> RestoreResult:
+            progress: Progress | None = None, subtrees: tuple[str, ...] = ()) -> RestoreResult:
     """Restore ``record`` into ``root``, holding the root lock (taken here unless this process
     holds it already: `statesync restore` and `run` take it first).
 
     ``root`` must be absent or empty unless ``force``, in which case its content is moved
-    into ``.statesync-aside/<timestamp>/`` first. Raises RootBusy, RestoreRefused, CorruptData,
+    into ``.statesync-aside/<timestamp>/`` first. With ``subtrees`` (root-relative paths, the
+    setting roots) only those are emptiness-checked, moved aside and put in place; the rest of
+    root, and root's own metadata, stay as they are. Raises RootBusy, RestoreRefused, CorruptData,
     UnsafePath, or StatesyncError for I/O failures; in every case ``root`` is left as it was.
     """
     if root.exists() and not root.is_dir():
@@ -88,9 +93,11 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
     # nothing but the lock file is in it: never with anything in it that we did not make.
     with hold_root(root, "restore", create=True):
         recover(root)
-        existing = user_entries(root)
+        existing = user_entries(root, subtrees)
         if existing and not force:
-            raise RestoreRefused(f"{root} is not empty ({len(existing)} entries); use --force to move them aside")
+            what = f"{root} is not empty ({len(existing)} entries)" if not subtrees else (
+                f"{', '.join(str(root / n) for n in existing)} exist{'s' if len(existing) == 1 else ''}")
+            raise RestoreRefused(f"{what}; use --force to move them aside")
         manifest, file_bytes = fetch_verified(repo, record)
         staging: Path | None = None
         try:
@@ -99,7 +106,8 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             candidate.mkdir(mode=0o700)
             staging = candidate  # ours once mkdir made it: never clean up a directory we did not make
             write_tree(staging, manifest, file_bytes, progress)
-            aside = _swap(root, staging, existing, _top_names(manifest))
+            names = [n for n in subtrees if exists(staging / n)] if subtrees else _top_names(manifest)
+            aside = swap(root, staging, existing, names)
         except BaseException as exc:
             if staging is not None:
                 _remove_tree(staging)
@@ -107,51 +115,12 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
                 raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
             raise
         try:
-            restore_root_metadata(root, manifest)
+            if not subtrees:  # with roots, root is a volume holding more than the snapshot
+                restore_root_metadata(root, manifest)
         except OSError as exc:  # the tree is in place already: say so rather than fail
             log.warning("restored, but the root did not take its recorded owner, mode or mtime", root=str(root),
                         error=_describe(exc))
     return RestoreResult(record, manifest.file_count, manifest.total_bytes, len(manifest.entries), aside)
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove the directory ``path`` and all below it, at any depth and never through a symlink;
-    best effort, as clean-up is. Not shutil.rmtree: in Python 3.11 it recurses, and a tree a
-    thousand levels deep ends in a RecursionError that would hide the error being cleaned up."""
-    try:
-        parent = os.open(path.parent, DIR_FLAGS)
-    except OSError:
-        return
-    top, chain = -1, None
-    try:
-        top = os.open(path.name, DIR_FLAGS, dir_fd=parent)
-        chain = DirChain(top)
-        names: list[str] = []
-        while True:
-            sub = None
-            with os.scandir(chain.fd) as entries:
-                for e in entries:
-                    if e.is_dir(follow_symlinks=False):
-                        sub = e.name
-                        break
-                    os.unlink(e.name, dir_fd=chain.fd)
-            if sub is not None:
-                chain.enter(sub, sub)
-                names.append(sub)
-            elif names:
-                chain.leave()
-                os.rmdir(names.pop(), dir_fd=chain.fd)
-            else:
-                break
-        os.rmdir(path.name, dir_fd=parent)
-    except OSError:
-        pass
-    finally:
-        if chain is not None:
-            chain.close()
-        if top >= 0:
-            os.close(top)
-        os.close(parent)
 
 
 def _top_names(manifest: Manifest) -> list[str]:
@@ -173,78 +142,6 @@ def _remove_stale_staging(root: Path) -> None:
     for name in os.listdir(root):
         if name.startswith(STAGING_PREFIX):
             _remove_tree(root / name)
-
-
-# -- the swap, under a journal -------------------------------------------------------
-
-def _swap(root: Path, staging: Path, old: list[str], new: list[str]) -> Path | None:
-    """Move ``old`` names aside and the staged ``new`` names into place; roll back on error."""
-    aside = root / ASIDE_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) if old else None
-    if aside is not None:
-        while aside.exists():
-            aside = aside.with_name(aside.name + "-" + secrets.token_hex(2))
-        aside.mkdir(parents=True)
-    journal = {"staging": staging.name, "aside": str(aside.relative_to(root)) if aside else "", "old": old, "new": new}
-    write_atomic(root / JOURNAL, json.dumps(journal).encode())
-    try:
-        _roll_forward(root, journal)
-    except OSError:
-        _roll_back(root, journal)
-        raise
-    return aside
-
-
-def _roll_forward(root: Path, journal: dict) -> None:
-    staging, aside = root / journal["staging"], root / journal["aside"] if journal["aside"] else None
-    for name in journal["old"]:
-        if (root / name).exists() or (root / name).is_symlink():
-            os.rename(root / name, aside / name)
-    for name in journal["new"]:
-        if (staging / name).exists() or (staging / name).is_symlink():
-            os.rename(staging / name, root / name)
-    fsync_dir(root)
-    if aside is not None:
-        fsync_dir(aside)
-    os.unlink(root / JOURNAL)
-    _remove_tree(staging)
-    fsync_dir(root)
-
-
-def _roll_back(root: Path, journal: dict) -> None:
-    staging, aside = root / journal["staging"], root / journal["aside"] if journal["aside"] else None
-    for name in journal["new"]:
-        if (root / name).exists() and not (staging / name).exists():
-            os.rename(root / name, staging / name)
-    for name in journal["old"]:
-        if aside is not None and ((aside / name).exists() or (aside / name).is_symlink()):
-            os.rename(aside / name, root / name)
-    if aside is not None:
-        _remove_tree(aside)
-    os.unlink(root / JOURNAL)
-    fsync_dir(root)
-
-
-def recover(root: Path) -> bool:
-    """Finish a swap that a crash interrupted; return True when there was one to finish.
-
-    The staged tree was complete and fsynced before the journal was written, so the
-    only safe direction is forward. Every entry point (restore, backup, `run` start-up)
-    calls this first. It rolls forward only under the root lock (taken here unless held):
-    a journal seen without the lock may be a live restore's swap in progress.
-    """
-    path = root / JOURNAL
-    if not path.exists():
-        return False
-    with hold_root(root, "restore"):
-        try:
-            journal = json.loads(path.read_bytes())
-        except FileNotFoundError:
-            return False
-        except ValueError:
-            raise StatesyncError(f"{path} is unreadable; inspect {root} by hand") from None
-        log.warning("finishing an interrupted restore", root=str(root))
-        _roll_forward(root, journal)
-    return True
 
 
 # -- writing the staged tree ---------------------------------------------------------

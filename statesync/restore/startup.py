@@ -41,9 +41,9 @@ def ca_identity(pem: bytes) -> str:
     return spki_sha256(pem)
 
 
-def snapshot_ca(repo: Repo, record: Record) -> bytes | None:
-    """The ca/ca.crt bytes a snapshot holds, or None."""
-    entry = repo.manifest(record).by_path().get(CA_CERT)
+def snapshot_ca(repo: Repo, record: Record, state: str = "") -> bytes | None:
+    """The ca/ca.crt bytes a snapshot holds (below ``state``, the root-relative state subtree), or None."""
+    entry = repo.manifest(record).by_path().get(f"{state}/{CA_CERT}" if state else CA_CERT)
     if entry is None or entry.type != FILE:
         return None
     sealed = set(entry.chunks) if entry.sealed else set()
@@ -82,8 +82,12 @@ def pending_acceptance(repo: Repo):
         return None
 
 
-def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> StartOutcome:
+def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse",
+            roots: tuple[tuple[str, str], ...] = ()) -> StartOutcome:
     """Bring ``root`` into a state the sidecar may mirror from.
+
+    ``roots``: the (name, root-relative path) subtrees of the setting roots; with them, the
+    CA is looked for below the one named state, and only the subtrees are restored.
 
     Restores the latest snapshot when ``root`` holds no Icinga 2 state. For a master,
     a local CA whose key differs from the published CA (``<prefix>/ca``, whichever node
@@ -94,11 +98,14 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
     and restores the node's latest snapshot. Raises StatesyncError.
     """
     recover(root)
+    subtrees = tuple(path for _, path in roots)
+    state = dict(roots).get("state", "")
+    state_dir = root / state if state else root
     head = repo.checked_head().record
     if head is None:
-        if role == "master" and (root / CA_CERT).exists():
+        if role == "master" and (state_dir / CA_CERT).exists():
             try:
-                local_fp = ca_identity((root / CA_CERT).read_bytes())
+                local_fp = ca_identity((state_dir / CA_CERT).read_bytes())
             except CorruptData:
                 local_fp = ""  # never published either: the publisher skips what does not parse
             if local_fp:
@@ -106,24 +113,25 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
                 if published is not None and published.spki_sha256 != local_fp:
                     # A typo'd --node or a second master: no snapshot of its own, a CA of its own.
                     return _ca_conflict(repo, root, None, local_fp, published.spki_sha256,
-                                        f"the published CA (by node {published.node or '?'})", on_conflict)
+                                        f"the published CA (by node {published.node or '?'})", on_conflict,
+                                        subtrees=subtrees)
         log.info("no snapshot in Consul yet; starting from the local state", node=repo.layout.node)
         return StartOutcome("nothing-to-restore")
-    if not has_icinga_state(root):
-        res = restore(repo, head, root, force=bool(user_entries(root)))
+    if not has_icinga_state(state_dir):
+        res = restore(repo, head, root, force=bool(user_entries(root, subtrees)), subtrees=subtrees)
         metrics.restores.inc()
         log.info("restored an empty root", snapshot=head.id, files=res.files, bytes=res.bytes)
         return StartOutcome("restored", head.id)
     if role != "master":
         return StartOutcome("matched", head.id)
-    local_path = root / CA_CERT
+    local_path = state_dir / CA_CERT
     if not local_path.exists():
         return StartOutcome("no-ca", head.id)
     published = published_ca(repo)
     if published is not None:
         remote_fp, what = published.spki_sha256, f"the published CA (by node {published.node or '?'})"
     else:
-        remote = snapshot_ca(repo, head)
+        remote = snapshot_ca(repo, head, state)
         if remote is None:
             return StartOutcome("no-ca", head.id)
         remote_fp, what = ca_identity(remote), f"the CA of snapshot {head.id}"
@@ -131,11 +139,11 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse") -> S
     if local_fp == remote_fp:
         return StartOutcome("matched", head.id)
     return _ca_conflict(repo, root, head, local_fp, remote_fp, what, on_conflict,
-                        published.spki_sha256 if published is not None else "")
+                        published.spki_sha256 if published is not None else "", subtrees)
 
 
 def _ca_conflict(repo: Repo, root: Path, head: Record | None, local_fp: str, remote_fp: str, what: str,
-                 on_conflict: str, published_fp: str | None = None) -> StartOutcome:
+                 on_conflict: str, published_fp: str | None = None, subtrees: tuple[str, ...] = ()) -> StartOutcome:
     """Resolve a master's local CA differing from ``remote_fp``; raise CaConflict when refused."""
     sid = head.id if head is not None else ""
     accepted = pending_acceptance(repo)
@@ -151,7 +159,7 @@ def _ca_conflict(repo: Repo, root: Path, head: Record | None, local_fp: str, rem
                   "one as the new truth (use statesync accept-ca instead)", **fields)
         return StartOutcome("kept-local", sid)
     if on_conflict == "restore" and head is not None:
-        res = restore(repo, head, root, force=True)
+        res = restore(repo, head, root, force=True, subtrees=subtrees)
         metrics.restores.inc()
         log.warning("local CA differs from the published one; moved the local state aside and restored",
                     aside=str(res.aside), **fields)

@@ -59,7 +59,8 @@ class _Changes(FileSystemEventHandler):
             return None
         rel = path[len(self.root):].rstrip("/")
         if not rel or rel.startswith(INTERNAL_PREFIX) or self.cfg.path_filter.excluded(rel):
-            # included() is not asked here: a directory event must still reach the scanner
+            # included() is not asked here: a directory event must still reach the scanner. Out of
+            # the roots' scope is excluded too: Icinga's log under var/log must not wake a scan.
             return None
         return rel
 

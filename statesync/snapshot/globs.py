@@ -3,6 +3,9 @@
 Patterns are anchored at the root. ``*`` and ``?`` stay inside one path
 component, ``**`` spans any number of components, ``[...]`` is a character class.
 A pattern ending in ``/`` or ``/**`` matches a directory and everything below it.
+
+A ``scope`` (the named subtrees of the setting ``roots``) narrows the tree to those
+subtrees and their ancestor directories; nothing else is ever wanted, or walked into.
 """
 from __future__ import annotations
 
@@ -65,12 +68,33 @@ def compile_pattern(pattern: str) -> re.Pattern[str]:
         raise ValueError(f"invalid pattern: {exc}") from None
 
 
+def rebase(base: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """``patterns`` written relative to the subtree ``base``, made relative to the root; ``**/``
+    patterns already match at any depth, and ``base`` "" leaves them all as they are."""
+    if not base:
+        return tuple(patterns)
+    return tuple(p if p.startswith("**/") else f"{base}/{p}" for p in patterns)
+
+
+def in_scope(scope: tuple[str, ...], path: str) -> bool:
+    """True when ``path`` lies at or below one of ``scope`` or is an ancestor of one; an empty
+    scope is the whole tree."""
+    return not scope or any(path == s or path.startswith(s + "/") or s.startswith(path + "/") for s in scope)
+
+
+def ancestor_only(scope: tuple[str, ...], path: str) -> bool:
+    """True when ``path`` is in scope only as a directory above a subtree of ``scope``."""
+    return bool(scope) and not any(path == s or path.startswith(s + "/") for s in scope)
+
+
 @dataclass(frozen=True)
 class PathFilter:
     """Decides which root-relative paths belong in a snapshot."""
 
     include: tuple[str, ...] = ("**",)
     exclude: tuple[str, ...] = ()
+    # root-relative subtrees; () is the whole root
+    scope: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         # Compiled once: a scan asks about every path of the tree.
@@ -81,7 +105,10 @@ class PathFilter:
         """Return True when ``path`` (or, with ``ancestors``, a directory above it) is excluded.
 
         A tree walk that never descends into excluded directories passes ``ancestors=False``.
+        Paths out of ``scope`` are excluded.
         """
+        if not in_scope(self.scope, path):
+            return True
         if not ancestors:
             return any(r.match(path) for r in self._exclude)
         parts = path.split("/")
@@ -93,7 +120,7 @@ class PathFilter:
 
     def included(self, path: str) -> bool:
         """Return True when ``path`` matches an include pattern and no exclude."""
-        if self.excluded(path):
+        if self.excluded(path) or ancestor_only(self.scope, path):
             return False
         return any(r.match(path) for r in self._include)
 
@@ -102,4 +129,6 @@ class PathFilter:
         files and links must also match an include pattern."""
         if self.excluded(path, ancestors):
             return False
+        if ancestor_only(self.scope, path):
+            return is_dir  # recorded for its mode and owner, never for what else it holds
         return is_dir or any(r.match(path) for r in self._include)
