@@ -25,8 +25,8 @@ from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
 from .parsing import Invalid as _Invalid
 from .parsing import parse_addr  # noqa: F401 (part of config's interface)
-from .parsing import (_addrs, _adapt, _bool, _choice, _node, _number, _opt_path, _path, _patterns, _prefix,
-                      _roots, _str)
+from .parsing import (_addrs, _adapt, _bool, _choice, _duration, _min_intervals, _node, _number, _opt_path, _path,
+                      _patterns, _prefix, _roots, _str)
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -48,6 +48,7 @@ ROLES = ("master", "satellite")
 ON_CONFLICT = ("refuse", "keep-local", "restore")
 READY_FILE_NAME = ".statesync-ready"
 LOG_FORMATS = ("auto", "json", "console")
+COMPRESSION = ("zstd", "zlib", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -75,6 +76,15 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("exclude", _patterns, (), ("STATESYNC_EXCLUDE",)),
     Setting("default_excludes", _bool, True, ("STATESYNC_DEFAULT_EXCLUDES",)),
     Setting("keep", _number(int, 1, 1000), 10, ("STATESYNC_KEEP",)),
+    # Retention beyond the count (restic's forget rules): everything younger than keep_within,
+    # the newest of each of the last keep_hourly hours and keep_daily days.
+    Setting("keep_within", _duration, 0.0, ("STATESYNC_KEEP_WITHIN",)),
+    Setting("keep_hourly", _number(int, 0, 100000), 0, ("STATESYNC_KEEP_HOURLY",)),
+    Setting("keep_daily", _number(int, 0, 100000), 0, ("STATESYNC_KEEP_DAILY",)),
+    # Files matching a pattern are committed at most that often (off by default: Icinga 2
+    # itself dumps its state every 5 minutes); CA and certificate changes always go at once.
+    Setting("min_interval", _min_intervals, (), ("STATESYNC_MIN_INTERVAL",)),
+    Setting("compression", _choice(COMPRESSION), "zlib", ("STATESYNC_COMPRESSION",)),
     # A wiped or unmounted volume looks like a tree that lost most of its files at once.
     Setting("max_drop", _number(float, 0.0, 1.0), 0.9, ("STATESYNC_MAX_DROP",)),
     Setting("chunk_size", _number(int, 4096, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
@@ -178,6 +188,11 @@ class Config:
     lock: LockSettings = field(default_factory=LockSettings)
     # (name, path below root) pairs, sorted; () when the whole root is the state
     roots: tuple[tuple[str, str], ...] = ()
+    keep_within: float = 0.0
+    keep_hourly: int = 0
+    keep_daily: int = 0
+    min_interval: tuple[tuple[str, float], ...] = ()
+    compression: str = "zlib"
 
     @property
     def layout(self) -> Layout:
@@ -336,4 +351,6 @@ def _build(v: dict[str, Any]) -> Config:
                   gc_grace=v["gc_grace"], max_drop=v["max_drop"], consul=consul, log_format=v["log.format"],
                   http_bind=v["http.bind"], http_port=v["http.port"], health_max_failures=v["health.max_failures"],
                   log_level=v["log.level"], guard=gs.build(v),
-                  lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]), roots=v["roots"])
+                  lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]), roots=v["roots"],
+                  keep_within=v["keep_within"], keep_hourly=v["keep_hourly"], keep_daily=v["keep_daily"],
+                  min_interval=v["min_interval"], compression=v["compression"])

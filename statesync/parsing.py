@@ -174,3 +174,41 @@ def _roots(v: Any) -> tuple[tuple[str, str], ...]:
     if out and "state" not in out:
         raise Invalid("one root must be named state: the directory that holds ca/ and certs/")
     return tuple(sorted(out.items()))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _duration(v: Any) -> float:
+    """Seconds, as a number or a string such as 90s, 30m, 24h, 7d, 2w."""
+    if isinstance(v, bool):
+        raise Invalid(f"expected a duration such as 24h, got {v!r}")
+    if isinstance(v, (int, float)):
+        seconds = float(v)
+    else:
+        m = _DURATION.match(_str(v))
+        if not m:
+            raise Invalid(f"expected a duration such as 90s, 30m, 24h or 7d, got {v!r}")
+        seconds = float(m.group(1)) * _UNIT[m.group(2)]
+    if not 0 <= seconds <= 3650 * 86400:
+        raise Invalid(f"must be between 0 and 3650d, got {v!r}")
+    return seconds
+
+
+def _min_intervals(v: Any) -> tuple[tuple[str, float], ...]:
+    """``pattern=duration`` items: files matching the glob are committed at most that often."""
+    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+        raise Invalid("expected pattern=duration items, such as var/lib/icinga2/icinga2.state=15m")
+    out = []
+    for item in (p.strip() for p in items if p.strip()):
+        pattern, eq, duration = item.rpartition("=")
+        if not eq or not pattern.strip():
+            raise Invalid(f"{item!r} is not pattern=duration")
+        try:
+            compile_pattern(pattern.strip())
+        except ValueError as exc:
+            raise Invalid(f"pattern {pattern.strip()!r}: {exc}") from None
+        out.append((pattern.strip(), _duration(duration)))
+    return tuple(out)
