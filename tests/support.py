@@ -238,6 +238,14 @@ def statesync_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "statesync", *args]
 
 
+def run_statesync(args, env: dict, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
+    """``statesync *args`` to the end; with ``check``, a failure raises naming its stderr."""
+    proc = subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        raise AssertionError(f"{args}: exit {proc.returncode}: {proc.stderr}")
+    return proc
+
+
 def make_tree(root: Path) -> None:
     """The tree of the core issue's acceptance test."""
     (root / "ca").mkdir(parents=True)

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
-import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from .engine import CONSUL, ICINGA2, Compose, EngineError, container_logs, docker, inspect, unique_name, wait_healthy
-from .support import statesync_cmd
+from .compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait, write_secret
+from .engine import CONSUL, ICINGA2, Compose, container_logs, docker, inspect, unique_name, wait_healthy
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -28,31 +25,9 @@ SIDECAR_IMAGE = "statesync:test"
 MASTER = "icinga-master"
 HTTP_PORT = "9470"  # not the image's 9465: the health check must follow the configuration
 
-# Runs inside an icinga2 container: the API user's password never leaves it.
-API = """
-for i in $(seq 1 {tries}); do
-  pw=$(sed -n 's/^[[:space:]]*password[[:space:]]*=[[:space:]]*"\\([^"]*\\)".*/\\1/p' /etc/icinga2/conf.d/api-users.conf 2>/dev/null | head -1)
-  out=$(curl -sk -m 3 -u "root:$pw" -w ' HTTP%{{http_code}}' https://localhost:5665{path})
-  case "$out" in *{want}*) echo "$out" | tail -c 400; exit 0;; esac
-  sleep 1
-done
-echo "last answer: $out" | tail -c 600 >&2; exit 1
-"""
 IDENTITY = ("openssl x509 -noout -fingerprint -sha256 -in /var/lib/icinga2/ca/ca.crt;"
             " sha256sum /etc/icinga2/constants.conf /etc/icinga2/zones.conf /etc/icinga2/conf.d/api-users.conf;"
             " readlink /etc/icinga2/features-enabled/api.conf")
-
-
-class Times:
-    def __init__(self) -> None:
-        self.phases: dict[str, dict[str, float]] = {}
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.phases:
-            return
-        terminalreporter.write_sep("-", "compose stacks on a real engine: phase times")
-        for scenario, phases in self.phases.items():
-            terminalreporter.write_line(f"{scenario}: " + ", ".join(f"{k}={v:.1f}s" for k, v in phases.items()))
 
 
 class Lab:
@@ -60,18 +35,7 @@ class Lab:
 
     def __init__(self, base: Path):
         self.dir = base / "compose"
-        self.dir.mkdir()
-        for name in ("consul.yml", "master.yml", "satellite.yml", "icinga-start.sh"):
-            shutil.copy2(COMPOSE_DIR / name, self.dir / name)
-        secrets = self.dir / "secrets"
-        secrets.mkdir()
-        # As compose/secrets/README.md says: root-owned, group 5665, 0640.
-        subprocess.run(statesync_cmd("keygen", "--out", str(secrets / "statesync_key"), "--group", "5665"),
-                       check=True, capture_output=True, env=_clean_env(), timeout=60)
-        token = secrets / "consul_token"
-        token.touch()
-        os.chown(token, 0, 5665)
-        token.chmod(0o640)
+        prepare_stack_dir(self.dir, ("consul.yml", "master.yml", "satellite.yml", "icinga-start.sh"))
         self.network = unique_name("ssnet")
         self.env = {
             "STATESYNC_NETWORK": self.network, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": ICINGA2,
@@ -90,32 +54,6 @@ class Lab:
             stack.cleanup()
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
-
-
-def _sh(stack: Compose, service: str, script: str, timeout: float = 120, check: bool = True,
-        user: str | None = None) -> subprocess.CompletedProcess:
-    proc = stack.exec(service, "sh", "-c", script, user=user, check=False, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{service}: exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}\n"
-                             f"--- logs ---\n{stack.logs()[-6000:]}")
-    return proc
-
-
-def _api(stack: Compose, path: str, want: str, tries: int = 90) -> str:
-    script = API.format(tries=tries, path=path, want=shlex.quote(want))
-    return _sh(stack, "icinga2", script, timeout=tries * 5 + 30).stdout
-
-
-def _wait(pred, timeout: float, what: str, details=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s\n{details()[-6000:]}")
-        time.sleep(1)
-
-
 def _published_matches_local(stack: Compose) -> bool:
     return stack.exec("statesync", "statesync", "check-ca", check=False, timeout=60).returncode == 0
 
@@ -126,7 +64,7 @@ def _icinga_log_of_last_start(stack: Compose) -> str:
 
 @pytest.fixture(scope="module")
 def lab(engine, tmp_path_factory, request):
-    times = Times()
+    times = PhaseTimes("compose stacks on a real engine: phase times")
     request.config.pluginmanager.register(times, f"compose-engine-times-{os.getpid()}")
     engine.build_statesync_image(SIDECAR_IMAGE)
     lab = Lab(tmp_path_factory.mktemp("compose-engine"))
@@ -139,24 +77,23 @@ def lab(engine, tmp_path_factory, request):
 
 
 def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_and_api(lab):
-    master, phases = lab.master, {}
-    lab.times.phases["master: first start, volume lost, up again"] = phases
+    master, phases = lab.master, lab.times.scenario("master: first start, volume lost, up again")
     t0 = time.monotonic()
     master.up(wait=None)
-    _api(master, "/v1/status", "HTTP200")
+    api(master, "/v1/status", "HTTP200")
     phases["first_up_to_api"] = time.monotonic() - t0
     first_log = _icinga_log_of_last_start(master)
     # The sidecar was the first container on the new volume, yet the image's first start ran
     # as without statesync: /data-init copied (certs/ included), node setup made the CA.
     assert 'Copying "/data-init/var/lib/icinga2" to "/data/var/lib/icinga2"' in first_log
     assert "Running 'node setup'" in first_log
-    _sh(master, "icinga2", "test -d /var/lib/icinga2/certs && test -s /var/lib/icinga2/ca/ca.crt")
-    _wait(lambda: _published_matches_local(master), 120, "the sidecar did not publish the master's CA",
+    sh(master, "icinga2", "test -d /var/lib/icinga2/certs && test -s /var/lib/icinga2/ca/ca.crt")
+    wait(lambda: _published_matches_local(master), 120, "the sidecar did not publish the master's CA",
           master.logs)
     phases["first_up_to_published"] = time.monotonic() - t0
     # The health check asks the configured port (9470 here), not the image's default.
     wait_healthy(master.container_id("statesync"), 90)
-    before = _sh(master, "icinga2", IDENTITY).stdout
+    before = sh(master, "icinga2", IDENTITY)
     assert "api.conf" in before
 
     t1 = time.monotonic()
@@ -168,9 +105,9 @@ def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_
 
     t2 = time.monotonic()
     master.up(wait=None)
-    _api(master, "/v1/status", "HTTP200")
+    api(master, "/v1/status", "HTTP200")
     phases["up_after_loss_to_api"] = time.monotonic() - t2
-    after = _sh(master, "icinga2", IDENTITY).stdout
+    after = sh(master, "icinga2", IDENTITY)
     assert after == before, "CA, TicketSalt (constants.conf), zones, API users or the api feature differ"
     second_log = _icinga_log_of_last_start(master)
     assert "Running 'node setup'" not in second_log
@@ -199,7 +136,7 @@ def test_icinga_waits_for_statesync_even_when_compose_starts_it_alone(lab, tmp_p
         assert listing == [], f"Icinga touched the volume before statesync was ready: {listing}"
         assert "waiting for statesync" in container_logs(icinga)
         stack.up("statesync", wait=None)
-        _api(stack, "/v1/status", "HTTP200")
+        api(stack, "/v1/status", "HTTP200")
 
 
 def test_an_empty_icinga_cacert_leaves_no_zero_byte_ca_and_a_left_one_is_removed(lab):
@@ -240,60 +177,56 @@ def test_a_volume_first_mounted_by_statesync_belongs_to_the_icinga_user(lab):
 
 
 def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(lab):
-    master, phases = lab.master, {}
-    lab.times.phases["satellite: enrol, CA change, re-enrol"] = phases
+    master, phases = lab.master, lab.times.scenario("satellite: enrol, CA change, re-enrol")
     if not master.container_ids("icinga2"):
         master.up(wait=None)
-    _api(master, "/v1/status", "HTTP200")
+    api(master, "/v1/status", "HTTP200")
     sat = unique_name("sat")
     # The master's operator: the satellite's endpoint and zone, and its own ticket.
-    _sh(master, "icinga2", f"""printf '%s\\n' 'object Endpoint "{sat}" {{ }}' \
+    sh(master, "icinga2", f"""printf '%s\\n' 'object Endpoint "{sat}" {{ }}' \
         'object Zone "{sat}" {{ endpoints = [ "{sat}" ]; parent = "master" }}' >> /etc/icinga2/zones.conf \
         && icinga2 daemon -C >/dev/null && kill -HUP $(cat /run/icinga2/icinga2.pid)""")
-    ticket = _sh(master, "icinga2", f"icinga2 pki ticket --cn {sat}").stdout.strip()
-    path = lab.dir / "secrets" / f"{sat}.ticket"
-    path.write_text(ticket + "\n")
-    os.chown(path, 0, 5665)
-    path.chmod(0o640)
+    ticket = sh(master, "icinga2", f"icinga2 pki ticket --cn {sat}").strip()
+    write_secret(lab.dir / "secrets" / f"{sat}.ticket", ticket + "\n")
     satellite = lab.stack("satellite.yml", "sat", SATELLITE_NAME=sat, MASTER_HOST=MASTER)
     with satellite:
         t0 = time.monotonic()
         satellite.up(wait=None)
-        _api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
+        api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
         phases["up_to_connected"] = time.monotonic() - t0
         sat_icinga = satellite.container_id("icinga2")
         assert inspect(sat_icinga)["RestartCount"] == 0, container_logs(sat_icinga)[-3000:]
-        old_ca = _sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
-                                           "-in /var/lib/icinga2/certs/ca.crt").stdout
+        old_ca = sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                           "-in /var/lib/icinga2/certs/ca.crt")
 
         # The master's operator rotates the CA (same TicketSalt), restarts Icinga 2 and
         # records the decision; the master sidecar then publishes the new CA once.
         t1 = time.monotonic()
-        _sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
+        sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
             mv ca /tmp/ca.old
             icinga2 pki new-ca >/dev/null
             icinga2 pki new-cert --cn {MASTER} --key /tmp/m.key --csr /tmp/m.csr >/dev/null
             icinga2 pki sign-csr --csr /tmp/m.csr --cert /tmp/m.crt >/dev/null
             cp /tmp/m.key certs/{MASTER}.key; cp /tmp/m.crt certs/{MASTER}.crt; cp ca/ca.crt certs/ca.crt""")
         docker("restart", "-t", "20", master.container_id("icinga2"), timeout=120)
-        _api(master, "/v1/status", "HTTP200")
+        api(master, "/v1/status", "HTTP200")
         accept = master.exec("statesync", "statesync", "accept-ca", "--yes", "--reason", "CA rotation drill",
                              check=False, timeout=60)
         assert accept.returncode == 0, accept.stdout + accept.stderr
-        _wait(lambda: _published_matches_local(master), 120, "the master sidecar did not publish the new CA",
+        wait(lambda: _published_matches_local(master), 120, "the master sidecar did not publish the new CA",
               master.logs)
         phases["rotation_to_published"] = time.monotonic() - t1
-        new_ca = _sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
-                                        "-in /var/lib/icinga2/ca/ca.crt").stdout
+        new_ca = sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                        "-in /var/lib/icinga2/ca/ca.crt")
         assert new_ca != old_ca
 
         t2 = time.monotonic()
-        _wait(lambda: _sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
-                                                "-in /var/lib/icinga2/certs/ca.crt", check=False).stdout == new_ca,
+        wait(lambda: sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                                "-in /var/lib/icinga2/certs/ca.crt", check=False) == new_ca,
               240, "the satellite did not enrol again under the new CA",
               lambda: satellite.logs() + master.logs("icinga2"))
         phases["published_to_re_enrolled"] = time.monotonic() - t2
-        _api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
+        api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
         phases["published_to_connected"] = time.monotonic() - t2
         guard_log = container_logs(satellite.container_id("statesync"))
         assert "certificates quarantined" in guard_log and "restart triggered" in guard_log

@@ -19,7 +19,7 @@ from statesync.consul.store import Store
 from statesync.errors import PlaintextSecret
 from statesync.repo.repository import Repo
 
-from .support import statesync_cmd, stop_process, tree_state, wait_for
+from .support import run_statesync, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -56,10 +56,7 @@ class Data:
         return env
 
     def run(self, *args, check=False, **extra) -> subprocess.CompletedProcess:
-        proc = subprocess.run(statesync_cmd(*args), env=self.env(**extra), capture_output=True, text=True, timeout=120)
-        if check and proc.returncode:
-            raise AssertionError(f"{args}: exit {proc.returncode}: {proc.stderr}")
-        return proc
+        return run_statesync(args, self.env(**extra), check)
 
     def sidecar(self, log: Path, *extra) -> subprocess.Popen:
         with open(log, "ab") as fh:

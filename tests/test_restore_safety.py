@@ -22,7 +22,7 @@ from statesync.repo.repository import Repo
 from statesync.snapshot import chunking
 from statesync.snapshot.record import Record, new_id
 
-from .support import statesync_cmd, tree_state
+from .support import run_statesync, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -75,10 +75,7 @@ class Env:
         return env
 
     def run(self, *args, check=False, **extra) -> subprocess.CompletedProcess:
-        proc = subprocess.run(statesync_cmd(*args), env=self.env(**extra), capture_output=True, text=True, timeout=120)
-        if check and proc.returncode:
-            raise AssertionError(f"{args}: exit {proc.returncode}: {proc.stderr}")
-        return proc
+        return run_statesync(args, self.env(**extra), check)
 
     def publish_manifest(self, entries: list, raw: bytes | None = None) -> str:
         """Commit a hand-made manifest (bypassing every check of the writer) as the head."""

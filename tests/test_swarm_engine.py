@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -48,11 +46,10 @@ from .engine import (
     unique_name,
     wait_healthy,
 )
-from .support import statesync_cmd
+from .compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, sh, wait
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
-COMPOSE_DIR = ROOT / "compose"
 SWARM_DIR = Path(os.environ.get("STATESYNC_TEST_SWARM_DIR") or COMPOSE_DIR / "swarm")
 SIDECAR_IMAGE = "statesync:test"
 SATELLITE_IMAGE = "statesync-test/swarm-satellite:test"
@@ -60,21 +57,6 @@ PIP_CA_BASE = "statesync-test/icinga2-pip-ca:2.14"
 MASTER = "icinga-master"
 HTTP_PORT = "9470"  # not the default 9465: the health check must follow the configuration
 REPLICAS = 2
-
-# Runs inside the master's icinga2 container: the API user's password never leaves it. It is
-# read on every try: on a first start node setup writes api-users.conf only once statesync
-# is ready, which can be after the first try.
-API = """
-want={want}
-for i in $(seq 1 {tries}); do
-  pw=$(sed -n 's/^ *password = "\\(.*\\)".*/\\1/p' /etc/icinga2/conf.d/api-users.conf 2>/dev/null | head -1)
-  out=$(curl -sk -m 3 -u "root:$pw" -w ' HTTP%{{http_code}}' https://localhost:5665{path})
-  case "$out" in *"$want"*) echo "$out" | tail -c 400; exit 0;; esac
-  sleep 1
-done
-echo "last answer: $out" | tail -c 600 >&2; exit 1
-"""
-
 
 # --------------------------------------------------------------------------- helpers
 
@@ -95,33 +77,8 @@ def _env(service: dict) -> dict:
     return {k: str(v) for k, v in env.items()}
 
 
-def _clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
-
-
 def _swarm_state() -> str:
     return docker("info", "--format", "{{.Swarm.LocalNodeState}}").stdout.strip()
-
-
-def _wait(pred, timeout: float, what: str, details=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} within {timeout} s\n{details()[-6000:]}")
-        time.sleep(1)
-
-
-def _sh(stack: Compose, service: str, script: str, timeout: float = 120) -> str:
-    proc = stack.exec(service, "sh", "-c", script, check=False, timeout=timeout)
-    if proc.returncode != 0:
-        raise AssertionError(f"{service}: exit {proc.returncode}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}\n"
-                             f"--- logs ---\n{stack.logs()[-6000:]}")
-    return proc.stdout
-
-
-def _api(master: Compose, path: str, want: str, tries: int = 90) -> str:
-    # want is matched as a plain string (quoted), JSON quotes included
-    return _sh(master, "icinga2", API.format(tries=tries, path=path, want=shlex.quote(want)), timeout=tries * 5 + 30)
 
 
 def _timed_logs(container_id: str) -> list[str]:
@@ -130,16 +87,6 @@ def _timed_logs(container_id: str) -> list[str]:
     proc = docker("logs", "-t", container_id, check=False)
     stamped = [line.split(" ", 1) for line in (proc.stdout + proc.stderr).splitlines() if " " in line]
     return [text for _, text in sorted(stamped, key=lambda pair: pair[0])]
-
-
-class Times:
-    def __init__(self) -> None:
-        self.phases: dict[str, float] = {}
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if self.phases:
-            terminalreporter.write_sep("-", "swarm satellites on a real engine: phase times")
-            terminalreporter.write_line(", ".join(f"{k}={v:.1f}s" for k, v in self.phases.items()))
 
 
 # --------------------------------------------------------------------------- static checks
@@ -279,7 +226,7 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
         docker("run", "-d", "--name", name, "-u", "0", *mounts, "-e", "ICINGA_CN=satellite-1",
                "-e", "STATESYNC_ROOT=/data/var/lib/icinga2", "--entrypoint", "/usr/local/bin/statesync-entrypoint",
                ICINGA2, "sh", "-c", FAKE_ICINGA)
-        _wait(lambda: "fake-sidecar: running" in container_logs(name) and "fake-icinga: running" in container_logs(name),
+        wait(lambda: "fake-sidecar: running" in container_logs(name) and "fake-icinga: running" in container_logs(name),
               30, "the stand-ins did not start", lambda: container_logs(name))
         t0 = time.monotonic()
         docker("stop", "-t", "20", name, timeout=60)
@@ -295,9 +242,9 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
 
 def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         swarm, satellite_image, tmp_path, request):
-    times = Times()
+    times = PhaseTimes("swarm satellites on a real engine: phase times")
     request.config.pluginmanager.register(times, f"swarm-engine-times-{os.getpid()}")
-    phases = times.phases
+    phases = times.scenario("satellites: deploy, enrol, healthy, stop, restore")
     t_all = time.monotonic()
     net = unique_name("ssswnet")
     stack = unique_name("sssw")
@@ -314,17 +261,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             assert rm.returncode == 0, f"volume {vol} exists and is in use: {rm.stderr}"
 
     work = tmp_path / "compose"
-    work.mkdir()
-    for name in ("consul.yml", "master.yml", "icinga-start.sh"):
-        shutil.copy2(COMPOSE_DIR / name, work / name)
-    sec = work / "secrets"
-    sec.mkdir()
-    subprocess.run(statesync_cmd("keygen", "--out", str(sec / "statesync_key"), "--group", "5665"),
-                   check=True, capture_output=True, env=_clean_env(), timeout=60)
-    token = sec / "consul_token"
-    token.touch()
-    os.chown(token, 0, 5665)
-    token.chmod(0o640)
+    sec = prepare_stack_dir(work, ("consul.yml", "master.yml", "icinga-start.sh"))
     # Compose 1.29 reuses the attachable overlay network created below for the Consul stack
     # (the override replaces the network's whole entry: its name is given again).
     # On an overlay network a container also gets an address on docker_gwbridge, and Consul
@@ -377,19 +314,19 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         consul.up(wait=120)
         t0 = time.monotonic()
         master.up(wait=None)
-        _api(master, "/v1/status", "HTTP200")
-        _wait(lambda: master.exec("statesync", "statesync", "check-ca", check=False, timeout=60).returncode == 0,
+        api(master, "/v1/status", "HTTP200")
+        wait(lambda: master.exec("statesync", "statesync", "check-ca", check=False, timeout=60).returncode == 0,
               120, "the master's sidecar did not publish its CA", master.logs)
         phases["master_up_to_ca_published"] = time.monotonic() - t0
 
         # The master's operator: an Endpoint and a Zone per satellite, and a ticket each.
         conf = "".join(f"""'object Endpoint "{cn}" {{ }}' 'object Zone "{cn}" {{ endpoints = [ "{cn}" ]; parent = "master" }}' """
                        for cn in cns.values())
-        _sh(master, "icinga2", f"printf '%s\\n' {conf} >> /etc/icinga2/zones.conf && icinga2 daemon -C >/dev/null"
+        sh(master, "icinga2", f"printf '%s\\n' {conf} >> /etc/icinga2/zones.conf && icinga2 daemon -C >/dev/null"
                                " && kill -HUP $(cat /run/icinga2/icinga2.pid)")
-        tickets = "".join(f"{cn} {_sh(master, 'icinga2', f'icinga2 pki ticket --cn {cn}').strip()}\n"
+        tickets = "".join(f"{cn} {sh(master, 'icinga2', f'icinga2 pki ticket --cn {cn}').strip()}\n"
                           for cn in cns.values())
-        salt = _sh(master, "icinga2", "sed -n 's/^const TicketSalt = \"\\(.*\\)\"/\\1/p' /etc/icinga2/constants.conf").strip()
+        salt = sh(master, "icinga2", "sed -n 's/^const TicketSalt = \"\\(.*\\)\"/\\1/p' /etc/icinga2/constants.conf").strip()
         assert salt and salt not in tickets
         for key, payload in (("icinga_tickets", tickets), ("consul_token", "no-acl-in-this-lab\n"),
                              ("statesync_key", (sec / "statesync_key").read_text())):
@@ -404,7 +341,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         assert "Ignoring unsupported options" not in deployed.stdout + deployed.stderr, deployed.stderr
 
         for slot, cn in cns.items():
-            _api(master, f"/v1/objects/endpoints/{cn}", '"connected":true', tries=180)
+            api(master, f"/v1/objects/endpoints/{cn}", '"connected":true', tries=180)
         phases["deploy_to_all_connected"] = time.monotonic() - t1
 
         running = task_containers()
@@ -445,7 +382,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         t3 = time.monotonic()
         docker("service", "scale", "--detach", f"{service}=0")
         for slot, cid in running.items():
-            _wait(lambda cid=cid: inspect(cid)["State"]["Status"] in ("exited", "dead"), 60,
+            wait(lambda cid=cid: inspect(cid)["State"]["Status"] in ("exited", "dead"), 60,
                   f"the task of slot {slot} did not stop", details)
         phases["stop_to_exited"] = time.monotonic() - t3
         for slot, cid in running.items():
@@ -466,10 +403,10 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         old = running["1"]
         docker("rm", "-f", "-v", old)  # its volume is still in use by the stopped container
         docker("volume", "rm", "icinga-sat-1")
-        _api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":false', tries=60)
+        api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":false', tries=60)
         t4 = time.monotonic()
         docker("service", "scale", "--detach", f"{service}=1")
-        _api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":true', tries=180)
+        api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":true', tries=180)
         phases["empty_volume_to_connected"] = time.monotonic() - t4
         again = task_containers()
         assert list(again) == ["1"] and again["1"] != old, details()
