@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/run.py            # full run: a real single server, then a dev agent
     .venv/bin/python bench/run.py --quick    # tiny sizes, a minute at most: checks the script works
+    .venv/bin/python bench/run.py --only icinga-state --no-docs   # Icinga 2 state dumps (bench/icinga_bench.py)
 
 Every figure is taken beside its baseline in the same run (statesync and the raw limit
 alternate repetition by repetition), and medians over the repetitions are reported,
@@ -519,7 +520,9 @@ class Bench:
                 "met": p99 < GOALS["guard_p99_s"]}
 
 
-FIGURES = ("backup", "restore", "guard", "daemon")
+FIGURES = ("backup", "restore", "guard", "daemon", "icinga-state")
+# Icinga 2 state dumps (bench/icinga_bench.py) against a server of their own, once, not per mode.
+ICINGA_FIXTURES = {"quick": ["S"], "full": ["S", "L"]}
 
 
 def run_mode(mode: str, consul_bin: str, work: Path, plan: dict, trees: dict, only=FIGURES) -> dict:
@@ -628,6 +631,9 @@ def markdown(report: dict) -> str:
              "|---|" + "---|" * len(modes) + "---|---|"]
     for label, cells, goal, met in rows(report):
         lines.append(f"| {label} | " + " | ".join(cells[x] for x in modes) + f" | {goal} | {met} |")
+    if report.get("icinga_state"):
+        import icinga_bench
+        lines += ["", icinga_bench.markdown(report["icinga_state"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
@@ -639,6 +645,9 @@ def plain_table(report: dict) -> str:
         for x in modes:
             out.append(f"    {x:<7} {cells[x].replace('**', '')}")
         out.append(f"    goal    {goal}  met: {met.replace('**', '')}")
+    if report.get("icinga_state"):
+        import icinga_bench
+        out += ["", icinga_bench.markdown(report["icinga_state"]).replace("**", "").rstrip("\n")]
     return "\n".join(out)
 
 
@@ -702,8 +711,14 @@ def main(argv=None) -> int:
         make_tree(trees["b"], plan["tree_b"], plan["file_size"])
         trees["c"].mkdir()
         (trees["c"] / "big.dat").write_bytes(os.urandom(plan["big"]))
-        for mode in args.modes.split(","):
-            report["modes"][mode] = run_mode(mode, consul_bin, work, plan, trees, args.only.split(","))
+        only = args.only.split(",")
+        if set(only) - {"icinga-state"}:
+            for mode in args.modes.split(","):
+                report["modes"][mode] = run_mode(mode, consul_bin, work, plan, trees, only)
+        if "icinga-state" in only:
+            import icinga_bench
+            fixtures = ICINGA_FIXTURES["quick" if args.quick else "full"]
+            report["icinga_state"] = icinga_bench.run(consul_bin, work, fixtures, say=say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - started, 1)
@@ -713,6 +728,9 @@ def main(argv=None) -> int:
         json_path = args.json
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
+        if report.get("icinga_state"):
+            import icinga_bench
+            print(icinga_bench.markdown(report["icinga_state"]))
         say(f"partial run: wrote {json_path} only")
         return 0
     md = markdown(report)

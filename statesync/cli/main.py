@@ -19,6 +19,7 @@ from ..sidecar import logs
 from ..sidecar.wiring import open_repo
 from .parsers import build_parser, setting_flags
 from .ops import cmd_health, cmd_keygen, cmd_pin_parent
+from .retention import cmd_forget, cmd_gc, cmd_pin, cmd_unpin, snapshot_rows
 from .progress import ProgressBar
 
 log = structlog.get_logger(__name__)
@@ -51,8 +52,8 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
         with _reading(cfg.root), repo.chunk_stream() as stream:
             # A file that keeps changing while read keeps its version from the head (stderr says so).
             previous = (lambda: repo.manifest(head.record)) if head.record else None
-            scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing,
-                           previous=previous).scan(known, sink=stream.add)
+            scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
+                           compression=cfg.compression).scan(known, sink=stream.add, written=stream.written)
         warn_plain_secrets(scan.plain_secrets)
         res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
                           max_drop=1.0 if args.allow_drop else cfg.max_drop)
@@ -140,7 +141,9 @@ def _print_dry_run(cfg: config.Config, repo: Repo, record) -> int:
     from ..snapshot.diffing import diff
     from ..snapshot.scan import Scanner
     wanted = repo.manifest(record)
-    current = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(set()).manifest if cfg.root.exists() else None
+    current = None
+    if cfg.root.exists():  # compared by content address only: nothing to compress
+        current = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, compression="none").scan(set()).manifest
     d = diff(current or type(wanted)(), wanted)
     for label, paths in (("add", d.added), ("change", d.changed), ("remove", d.removed)):
         for p in paths:
@@ -160,16 +163,16 @@ def cmd_ready(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
-    records = open_repo(cfg).records()
+    records, pins = snapshot_rows(open_repo(cfg))
     if args.json:
-        print(json.dumps([r.summary() for r in records], indent=2))
+        print(json.dumps([{**r.summary(), "pinned": r.id in pins, "ca_spki_sha256": r.ca} for r in records], indent=2))
         return EXIT_OK
     if not records:
         print(f"no snapshots for node {cfg.node} under {cfg.prefix}")
         return EXIT_OK
-    print(f"{'ID':<32} {'CREATED':<30} {'FILES':>7} {'BYTES':>12}")
+    print(f"{'ID':<32} {'CREATED':<30} {'FILES':>7} {'BYTES':>12}  PINNED")
     for r in records:
-        print(f"{r.id:<32} {r.created:<30} {r.files:>7} {r.bytes:>12}")
+        print(f"{r.id:<32} {r.created:<30} {r.files:>7} {r.bytes:>12}  {'pinned' if r.id in pins else ''}".rstrip())
     return EXIT_OK
 
 
@@ -332,7 +335,8 @@ def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
-            "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca}
+            "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca,
+            "pin": cmd_pin, "unpin": cmd_unpin, "forget": cmd_forget, "gc": cmd_gc}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -181,6 +181,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("snapshots", "list a node's snapshots", cfg, consul, node)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
 
+    for name, what in (("pin", "pin a snapshot: no retention rule ever removes it"),
+                       ("unpin", "unpin a snapshot: the retention rules decide about it again")):
+        p = command(name, what, cfg, consul, node)
+        p.add_argument("snapshot", metavar="SNAPSHOT", type=_snapshot_id, help="snapshot id (statesync snapshots)")
+
+    p = command("forget", "remove the snapshot records the retention rules (keep, keep_within, keep_hourly, "
+                          "keep_daily, CA identities, pins, head) do not keep", cfg, consul, node, write)
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print each snapshot with the reasons it is kept or that it would go; remove nothing")
+
+    command("gc", "collect now the chunks no kept snapshot references (unreferenced beyond gc_grace), as the "
+                  "sidecar does; takes the node's writer lock, refused while a sidecar holds it", cfg, consul, node)
+
     p = command("run", "run the sidecar daemon", cfg, consul, node, root, tree, write, secrets)
     p.add_argument("--role", help="master or satellite, required (env STATESYNC_ROLE)")
     p.add_argument("--on-conflict", dest="on_conflict",

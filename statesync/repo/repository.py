@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import zlib
-from collections.abc import Container, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -22,14 +22,16 @@ from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
 from ..errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError, SuspiciousDrop
-from ..snapshot import chunking
+from ..snapshot import chunking, codec
 from ..snapshot import manifest as mf
 from ..snapshot import record as snapshot
 from ..snapshot.crypto import Sealer
 from ..snapshot.layout import Layout
 from ..snapshot.manifest import Manifest
 from ..snapshot.record import Record
+from ..snapshot.retention import Rules, Snap, to_forget
 from ..snapshot.scan import ScanResult
+from . import retention
 
 log = structlog.get_logger(__name__)
 
@@ -67,11 +69,19 @@ class Repo:
     """The snapshots of one node, read and written through a Store."""
 
     def __init__(self, store: Store, layout: Layout, chunk_size: int, keep: int = 10,
-                 sealer: Sealer | None = None, seal_manifest: bool = False):
+                 sealer: Sealer | None = None, seal_manifest: bool = False, rules: Rules | None = None,
+                 ca_identity: Callable[[Manifest], str] | None = None):
+        """``rules`` decide what each commit prunes (default: the newest ``keep``, the newest of
+        each CA, pins, the head); ``ca_identity`` gives a manifest's CA identity (SPKI SHA-256,
+        "" when unknown) for its record: pki/ is out of this layer's reach."""
         self.store = store
         self.layout = layout
         self.chunk_size = chunk_size
         self.keep = keep
+        self.rules = rules or Rules(keep=keep)
+        self.ca_identity = ca_identity
+        self.catalog = retention.Catalog(store, layout)
+        self._kept: set[str] = set()
         self.sealer = sealer
         self.seal_manifest = seal_manifest and sealer is not None
         self._refs_cache: dict[str, frozenset[str]] = {}
@@ -159,10 +169,13 @@ class Repo:
             first = sorted(missing)[0]
             raise CorruptData(f"{len(missing)} chunk(s) missing from Consul, first {first[:16]}…")
         for digest, data in found.items():
+            # A stored chunk may not expand beyond the size its manifest claims for it.
+            limit = sizes.get(digest) or chunking.MAX_CHUNK_SIZE
             if digest in sealed:
-                found[digest] = self.sealer.open(self.layout.node, digest, data)
+                data = self.sealer.decrypt(self.layout.node, digest, data)
+                found[digest] = codec.decode(data, digest, limit, self.sealer.address)
             else:
-                chunking.verify(digest, data)
+                found[digest] = codec.decode(data, digest, limit)
         return found
 
     def _check_key(self, key_id: str) -> None:
@@ -243,6 +256,8 @@ class Repo:
         absent = needed - stored - scan.new_chunks.keys()
         if absent:
             raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
+        if any(isinstance(p, chunking.Written) and d not in sent for d, p in scan.new_chunks.items()):
+            raise MissingChunks("chunks the scan's sink wrote are not among those sent")
         # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
         manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
         blob = b"".join(manifest_pieces)
@@ -255,14 +270,19 @@ class Repo:
             if d not in stored:
                 uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
         sealed = self.seal_manifest or any(e.sealed for e in m.entries)
+        meta = dict(meta or {})
+        if self.ca_identity is not None and (ca := self.ca_identity(m)):
+            meta[snapshot.CA_META] = ca
         now = datetime.now(timezone.utc)
         rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
                      manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
                      manifest_size=len(blob), parent=base.record.id if base.record else "",
-                     chunk_size=self.chunk_size, meta=meta or {},
-                     key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest)
+                     chunk_size=self.chunk_size, meta=meta,
+                     key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest,
+                     # Sticky: chunks reused from the base may be compressed even when this scan's are not.
+                     compression=scan.compression or (base.record.compression if base.record else ""))
         final = self._final_ops(rec, base, fence)
         upload_bytes = sum(len(p) for p in uploads.values())
         pending = {d: p for d, p in uploads.items() if d not in sent} if sent else uploads
@@ -276,9 +296,9 @@ class Repo:
         self._refs_cache[rec.id] = refs = frozenset(needed | set(manifest_digests))
         known.clear()
         known.update(refs)
-        # Only kept snapshots are asked for again (ids sort by time): drop the oldest beyond them.
-        while len(self._refs_cache) > self.keep + 1:
-            del self._refs_cache[min(self._refs_cache)]
+        self.catalog.add(rec)
+        # Only kept snapshots are asked for again.
+        self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in self._kept}
         return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
                             upload_bytes, self.store.stats.kv_writes - writes_before + len(uploads) - len(pending),
                             time.monotonic() - started)
@@ -291,11 +311,22 @@ class Repo:
         encoded = rec.encode()
         ops = [*fence, Op("set", self.layout.snapshot(rec.id), encoded),
                Op("cas", self.layout.head, encoded, index=base.index)]
-        existing = [sid for k in self.store.keys(self.layout.snapshots)
-                    if (sid := self.layout.snapshot_id_of_key(k))]
-        doomed = snapshot.to_prune(existing + [rec.id], self.keep, {rec.id})
-        room = self.store.settings.txn_max_ops - len(ops)
-        ops += [Op("delete", self.layout.snapshot(sid)) for sid in doomed[:room]]
+        snaps = [s for s in self.catalog.snaps(self.catalog.ids()) if s.id != rec.id]
+        snaps.append(Snap(rec.id, rec.ca))
+        try:
+            pins, pins_index = retention.read_pins(self.store, self.layout)
+        except CorruptData as exc:
+            log.error("pins unreadable: nothing pruned until the key is repaired or deleted",
+                      key=self.layout.pins, error=str(exc))
+            self._kept = {s.id for s in snaps}
+            return ops
+        doomed = to_forget(snaps, self.rules, pins, head=rec.id)
+        self._kept = {s.id for s in snaps} - set(doomed)
+        if doomed:
+            # A pin written since the pins were read fails this commit rather than lose its snapshot.
+            ops.append(retention.pins_unchanged(self.layout, pins_index))
+            room = self.store.settings.txn_max_ops - len(ops)
+            ops += [Op("delete", self.layout.snapshot(sid)) for sid in sorted(doomed)[:room]]
         return ops
 
     def _apply_final(self, ops: list[Op], rec: Record, base: Head) -> Head:
@@ -362,6 +393,10 @@ class ChunkStream:
 
     def add(self, digest: str, data: bytes) -> None:
         self._writer.add(self._prefix + digest, data)
+
+    def written(self, digest: str) -> bool:
+        """True once the chunk is in Consul: for ``Scanner.scan(written=...)``."""
+        return self._prefix + digest in self._writer.sent
 
     @property
     def sent(self) -> set[str]:

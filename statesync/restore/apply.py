@@ -1,7 +1,7 @@
 """Writing a snapshot back under --root: fetch and verify everything, stage, then swap.
 
-Nothing under --root is touched until every chunk has been fetched and verified.
-The files are written into a staging directory inside --root (the same filesystem,
+Nothing of --root's content is touched until every chunk has been fetched and verified:
+the chunks stream, each verified, into a staging directory inside --root (the same filesystem,
 even when --root is a volume mount point) and fsynced. The swap (``swap.py``) then moves
 the old top-level entries, or with ``roots`` the named subtrees, into
 ``.statesync-aside/<timestamp>/`` and the staged ones into place, under a journal: a swap
@@ -10,20 +10,26 @@ entirely old (on any error) or entirely new.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
+import hashlib
 import os
 import pwd
 import secrets
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Callable
 
 import structlog
 
-from ..errors import RestoreRefused, StatesyncError, UnsafePath
+from ..consul.settings import READ_BATCH_BYTES
+from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
-from ..repo.repository import Repo
+from ..repo.repository import Repo, chunk_sizes
 from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
@@ -76,6 +82,55 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
     return manifest, lambda entry: repo.file_bytes(entry, contents)
 
 
+class ChunkFeed:
+    """A snapshot's file contents a chunk at a time, verified, decrypted and decompressed,
+    fetched ahead in batches of about ``batch_bytes`` in the order ``write_tree`` writes the
+    files: memory holds about one batch, never a whole file, let alone the whole snapshot.
+    Raises CorruptData as soon as a chunk, or a file's whole content, fails its check."""
+
+    def __init__(self, repo: Repo, record: Record, manifest: Manifest, batch_bytes: int = READ_BATCH_BYTES):
+        self.repo, self.record, self.batch_bytes = repo, record, batch_bytes
+        files = [e for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)) if e.type == FILE and not e.link]
+        self._plan = [d for e in files for d in e.chunks]
+        self._uses = Counter(self._plan)
+        self._pos = 0
+        self._cache: dict[str, bytes] = {}
+        self._sizes = chunk_sizes(manifest, record.chunk_size or repo.chunk_size)
+        self._sealed = manifest.sealed_refs()
+        if any(e.sealed for e in files):
+            repo._check_key(record.key_id)  # before anything is staged: a missing key is no corruption
+
+    def file_chunks(self, e: Entry) -> Iterator[bytes]:
+        whole = self.repo.sealer.hasher() if e.sealed else hashlib.sha256()
+        size = 0
+        for d in e.chunks:
+            if d not in self._cache:
+                self._fetch(d)
+            piece = self._cache[d]
+            self._uses[d] -= 1
+            if self._uses[d] <= 0:
+                del self._cache[d]
+            self._pos += 1
+            whole.update(piece)
+            size += len(piece)
+            yield piece
+        if size != e.size:
+            raise CorruptData(f"{e.path}: content is {size} bytes, the manifest says {e.size}")
+        if e.chunks != (e.sha256,) and whole.hexdigest() != e.sha256:
+            raise CorruptData(f"content {e.sha256[:16]}… fails its sha256 check after joining chunks")
+
+    def _fetch(self, digest: str) -> None:
+        batch, size = {digest}, self._sizes.get(digest, 0)
+        for d in islice(self._plan, self._pos, None):
+            if size >= self.batch_bytes:
+                break
+            if d not in self._cache and d not in batch:
+                batch.add(d)
+                size += self._sizes.get(d, 0)
+        sealed = batch & self._sealed
+        self._cache.update(self.repo.fetch_chunks(batch - sealed, sealed, self.record.key_id, self._sizes))
+
+
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             progress: Progress | None = None, subtrees: tuple[str, ...] = ()) -> RestoreResult:
     """Restore ``record`` into ``root``, holding the root lock (taken here unless this process
@@ -98,19 +153,24 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             what = f"{root} is not empty ({len(existing)} entries)" if not subtrees else (
                 f"{', '.join(str(root / n) for n in existing)} exist{'s' if len(existing) == 1 else ''}")
             raise RestoreRefused(f"{what}; use --force to move them aside")
-        manifest, file_bytes = fetch_verified(repo, record)
+        manifest = repo.manifest(record)
+        feed = ChunkFeed(repo, record, manifest)
         staging: Path | None = None
         try:
             _remove_stale_staging(root)
+            # Chunks are verified while they are staged: a bad one must not leave even a new mtime.
+            times = os.stat(root)
             candidate = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
             candidate.mkdir(mode=0o700)
             staging = candidate  # ours once mkdir made it: never clean up a directory we did not make
-            write_tree(staging, manifest, file_bytes, progress)
+            write_tree(staging, manifest, feed.file_chunks, progress)
             names = [n for n in subtrees if exists(staging / n)] if subtrees else _top_names(manifest)
             aside = swap(root, staging, existing, names)
         except BaseException as exc:
             if staging is not None:
                 _remove_tree(staging)
+                with contextlib.suppress(OSError):
+                    os.utime(root, ns=(times.st_atime_ns, times.st_mtime_ns))
             if isinstance(exc, OSError):
                 raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
             raise
@@ -146,10 +206,10 @@ def _remove_stale_staging(root: Path) -> None:
 
 # -- writing the staged tree ---------------------------------------------------------
 
-def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], bytes],
+def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], bytes | Iterable[bytes]],
                progress: Progress | None = None) -> None:
     """Create every entry of ``manifest`` under the empty directory ``target``; ``file_bytes``
-    gives a file entry's verified content.
+    gives a file entry's verified content, whole or as pieces (``ChunkFeed.file_chunks``).
 
     Entries are written depth first (``tree_order``), each relative to its parent's directory
     descriptor, so that no path the OS sees is longer than one name: any depth and any path
@@ -272,15 +332,16 @@ def owner_of(e: Entry) -> tuple[int, int]:
     return uid, gid
 
 
-def _write_file(path: str, e: Entry, data: bytes, owner: tuple[int, int] | None,
+def _write_file(path: str, e: Entry, data: bytes | Iterable[bytes], owner: tuple[int, int] | None,
                 dir_fd: int | None = None) -> None:
     """Create ``path`` (relative to ``dir_fd`` when given) with ``data``, the ``owner`` (uid, gid;
     None: leave it), mode and mtime of ``e``. Not synced: write_tree syncs the whole tree once."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        for piece in (data,) if isinstance(data, bytes) else data:
+            view = memoryview(piece)
+            while view:
+                view = view[os.write(fd, view):]
         if owner is not None:
             os.fchown(fd, *owner)
         os.fchmod(fd, e.mode)

@@ -23,8 +23,10 @@ from ..config import Config
 from ..consul.lock import WriterLock, writer_lock
 from ..errors import CasConflict, ConsulUnavailable, LockLost, StoreError, SuspiciousDrop, UnreadablePath
 from ..repo.repository import Head, MissingChunks, Repo
+from ..snapshot.manifest import Manifest
 from ..snapshot.scan import INTERNAL_PREFIX, Scanner
 from .memory import release_free_memory
+from .pacing import Pacer
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,11 @@ class _Changes(FileSystemEventHandler):
         self.cfg = cfg
         self.lock = threading.Lock()
         self.paths: set[str] = set()
+        # Directories whose only news is a change below them, seen (or left out) already: they
+        # go with the next commit but start none. Icinga 2's temporary file, created, written,
+        # closed and renamed, touches its directory four times.
+        self.riders: set[str] = set()
+        self._parents: set[str] = set()
         self.first = 0.0
         self.last = 0.0
         self.event = threading.Event()
@@ -67,10 +74,18 @@ class _Changes(FileSystemEventHandler):
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return
-        rels = [self._rel(event.src_path)]
+        paths = [os.fsdecode(event.src_path)]
         if getattr(event, "dest_path", ""):
-            rels.append(self._rel(event.dest_path))
-        rels = [r for r in rels if r]
+            paths.append(os.fsdecode(event.dest_path))
+        if event.is_directory and event.event_type == "modified" and paths[0] in self._parents:
+            # watchdog follows an event with its parent's (as inotify's IN_CREATE, IN_CLOSE_WRITE, ...)
+            rel = self._rel(paths[0])
+            if rel:
+                with self.lock:
+                    self.riders.add(rel)
+            return
+        self._parents = {os.path.dirname(p) for p in paths}
+        rels = [r for r in map(self._rel, paths) if r]
         if not rels:
             return
         now = time.monotonic()
@@ -90,10 +105,20 @@ class _Changes(FileSystemEventHandler):
             return max(0.0, min(self.last + debounce, self.first + max_wait) - now)
 
     def take(self) -> set[str]:
+        burst, riders = self.take_apart()
+        return burst | riders
+
+    def take_apart(self) -> tuple[set[str], set[str]]:
+        """The settled burst, and the riders apart."""
         with self.lock:
             taken, self.paths = self.paths, set()
+            riders, self.riders = self.riders, set()
             self.event.clear()
-            return taken
+            return taken, riders
+
+    def ride(self, paths: set[str]) -> None:
+        with self.lock:
+            self.riders.update(paths)
 
 
 @dataclass
@@ -127,7 +152,8 @@ class Daemon:
         self.cfg = cfg
         self.repo = repo
         # A file that never reads whole keeps the version the head holds (fetched only then).
-        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=self._head_manifest)
+        self.scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=self._head_manifest,
+                               compression=cfg.compression)
         self.state = DaemonState()
         self._stop = threading.Event()
         self._changes = _Changes(str(cfg.root), cfg)
@@ -139,6 +165,11 @@ class Daemon:
         self._pending = True
         self._last_full = 0.0
         self._last_gc = 0.0
+        self._pacer = Pacer(cfg.min_interval, (cfg.in_state("ca"), cfg.in_state("certs")))
+        # The manifest last committed (None: ask Consul), and the chunks of the versions of paced
+        # files a commit held back: the scanner will not read those files again to give them.
+        self._committed: Manifest | None = None
+        self._held_chunks: dict[str, dict[str, bytes]] = {}
         # One writer per node: every write is fenced by this lock (None when lock.enabled is off).
         self.lock: WriterLock | None = writer_lock(cfg.lock, repo.store, repo.layout.lock, cfg.node)
         # Callables (record, manifest) run after every successful sync, with the head's
@@ -176,6 +207,9 @@ class Daemon:
             work = self._next_work()
             if work is None:
                 break
+            if work == "gc":
+                self._maybe_gc()
+                continue
             try:
                 self._sync(work)
                 backoff = 0.0
@@ -188,20 +222,28 @@ class Daemon:
             self._maybe_gc()
 
     def _next_work(self) -> str | set[str] | None:
-        """Block until there is something to commit: "full" for a full scan, or the
-        set of changed paths once their burst has settled. None when stopping."""
+        """Block until there is something to do: "full" for a full scan, the set of changed
+        paths once their burst has settled (or their min_interval is over), "gc" when idle
+        and garbage collection is due. None when stopping."""
         while not self._stop.is_set():
-            self.state.beat = time.monotonic()
-            due = time.monotonic() - self._last_full >= self.cfg.full_scan_interval
-            if self._head is None or self._pending or due:
+            now = self.state.beat = time.monotonic()
+            if self._head is None or self._pending or now - self._last_full >= self.cfg.full_scan_interval:
                 self._changes.take()
                 return "full"
+            ready = self._pacer.take_due(now)
+            if ready:
+                return ready
             wait = self._changes.settled(self.cfg.debounce, self.cfg.max_wait)
             if wait == 0.0:
-                return self._changes.take()
-            if wait < 0 and time.monotonic() - self._last_gc >= self.cfg.gc_interval:
-                # An idle node collects its garbage too: a sync of no paths, then the collection.
-                return set()
+                burst, riders = self._changes.take_apart()
+                go, _ = self._pacer.split(burst, now)
+                if go:
+                    return go | riders
+                self._changes.ride(riders)
+                continue
+            if wait < 0 and now - self._last_gc >= self.cfg.gc_interval:
+                # Without the writer lock a sync of no paths comes first: it takes the lock again.
+                return "gc" if self.lock is None or self.lock.held else set()
             if wait > 0:
                 self._stop.wait(wait)
                 continue
@@ -214,7 +256,8 @@ class Daemon:
         now = time.monotonic()
         full = self._last_full + self.cfg.full_scan_interval - now
         gc = self._last_gc + self.cfg.gc_interval - now
-        return max(0.05, min(full, gc, 5.0))
+        paced = (self._pacer.next_due() or now + 5.0) - now
+        return max(0.05, min(full, gc, paced, 5.0))
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.filename is not None:
@@ -258,6 +301,7 @@ class Daemon:
             result = self.scanner.scan(self._known, dirty)
         if self._unsent:
             result.new_chunks = {**self._unsent, **result.new_chunks}
+        released = self._pace(result) if self._pacer.active else set()
         try:
             res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
                                    fence=self.fence(), max_drop=self.cfg.max_drop)
@@ -276,6 +320,10 @@ class Daemon:
             raise
         self._unsent = {}
         self._pending = False
+        self._committed = result.manifest
+        self._pacer.committed(released, time.monotonic())
+        for path in released:
+            self._held_chunks.pop(path, None)
         if res is None:
             self._after_commit(self._head.record, result.manifest)
             self._mark_ok()
@@ -318,6 +366,31 @@ class Daemon:
         head = self.repo.checked_head(fence=self.fence())
         self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
         self._head = head
+        self._committed = None
+
+    def _pace(self, result) -> set[str]:
+        """Put back the last committed version of each paced file whose min_interval is not
+        over (keeping the chunks of the version it stands in for); return the paced paths
+        that do change in this commit."""
+        if self._committed is None:
+            self._committed = self._head_manifest() or Manifest()
+        old, new = self._committed.by_path(), result.manifest.by_path()
+        changed = {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
+        held = self._pacer.hold(changed, time.monotonic())
+        for path in held:
+            if path in new:
+                had = self._held_chunks.get(path, {})
+                self._held_chunks[path] = {d: c for d in new[path].chunks
+                                           if (c := result.new_chunks.get(d, had.get(d))) is not None}
+                del new[path]
+            if path in old:
+                new[path] = old[path]
+        if held:
+            entries = tuple(sorted(new.values(), key=lambda e: e.path))
+            result.manifest = Manifest(entries, result.manifest.root)
+        for chunks in self._held_chunks.values():
+            result.new_chunks = {**chunks, **result.new_chunks}
+        return {p for p in changed - held if self._pacer.interval(p)}
 
     def _maybe_gc(self) -> None:
         if self._pending or time.monotonic() - self._last_gc < self.cfg.gc_interval:

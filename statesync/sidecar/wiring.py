@@ -3,11 +3,46 @@ from __future__ import annotations
 
 from ..config import Config
 from ..consul.store import Store
+from ..errors import CorruptData
+from ..pki.fingerprint import spki_sha256
 from ..repo.repository import Repo
+from ..snapshot import chunking
+from ..snapshot.manifest import Manifest
+from ..snapshot.retention import Rules
+
+# A satellite has no ca/ of its own: the CA it trusts is certs/ca.crt.
+CA_FILES = ("ca/ca.crt", "certs/ca.crt")
 
 
 def open_repo(cfg: Config) -> Repo:
-    """The node's snapshot repository in Consul, with the sealing the config asks for."""
+    """The node's snapshot repository in Consul, with the sealing and retention the config asks for."""
     sealer = cfg.sealing.sealer if cfg.sealing else None
     return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep, sealer=sealer,
-                seal_manifest=bool(cfg.sealing and cfg.sealing.everything))
+                seal_manifest=bool(cfg.sealing and cfg.sealing.everything), rules=rules(cfg),
+                ca_identity=lambda manifest: ca_identity(cfg, manifest))
+
+
+def rules(cfg: Config) -> Rules:
+    return Rules(keep=cfg.keep, within=cfg.keep_within, hourly=cfg.keep_hourly, daily=cfg.keep_daily)
+
+
+def ca_identity(cfg: Config, manifest: Manifest) -> str:
+    """The SPKI SHA-256 of the CA certificate ``manifest`` holds, read from disk when the file
+    there still has the committed content; "" when there is none, or it changed, or does not parse."""
+    entries = manifest.by_path()
+    for rel in CA_FILES:
+        entry = entries.get(cfg.in_state(rel))
+        if entry is None:
+            continue
+        try:
+            data = (cfg.state_dir / rel).read_bytes()
+        except OSError:
+            return ""
+        sealer = cfg.sealing.sealer if cfg.sealing and entry.sealed else None
+        if (sealer.address(data) if sealer else chunking.sha256(data)) != entry.sha256:
+            return ""
+        try:
+            return spki_sha256(data)
+        except CorruptData:
+            return ""
+    return ""

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from ..errors import CorruptData
 
@@ -48,3 +48,56 @@ def join(digest: str, pieces: list[bytes], hasher=sha256) -> bytes:
     if hasher(data) != digest:
         raise CorruptData(f"content {digest[:16]}… fails its sha256 check after joining chunks")
     return data
+
+
+def pieces(read: Callable[[int, int], bytes], chunk_size: int) -> Iterator[bytes]:
+    """The pieces ``split`` would cut, from ``read(offset, n)`` (a pread) instead of bytes in
+    memory: a chunk at a time, until a read comes back short."""
+    offset = 0
+    while True:
+        piece = read(offset, chunk_size)
+        while piece and len(piece) < chunk_size and (more := read(offset + len(piece), chunk_size - len(piece))):
+            piece += more
+        if piece:
+            yield piece
+            offset += len(piece)
+        if len(piece) < chunk_size:
+            return
+
+
+class Read:
+    """The addresses of one read of a file, taken piece by piece: what ``address`` gives for
+    the whole content, without it ever being whole in memory. ``whole`` is the hash object of
+    the whole-content address (sha256 when None; the sealer's keyed one for sealed files)."""
+
+    def __init__(self, whole=None, sealed: bool = False, plain_secret: bool = False):
+        self._whole = whole if whole is not None else hashlib.sha256()
+        self.sealed, self.plain_secret = sealed, plain_secret
+        self.size = 0
+        self.chunks: tuple[str, ...] = ()
+        self._digests: list[str] = []
+        self.digest = ""
+
+    def add(self, piece: bytes, digest: str) -> str:
+        self._whole.update(piece)
+        self.size += len(piece)
+        self._digests.append(digest)
+        return digest
+
+    def end(self) -> "Read":
+        self.chunks = tuple(self._digests)
+        self.digest = self.chunks[0] if len(self.chunks) == 1 else self._whole.hexdigest()
+        return self
+
+
+class Written:
+    """Stands in ``ScanResult.new_chunks`` for a chunk the scan's sink has already written: its
+    stored size (``len``), not its bytes, which a large file must not keep in memory."""
+
+    __slots__ = ("size",)
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size

@@ -93,6 +93,10 @@ class Sealer:
         """The content address of ``data`` when sealed."""
         return hmac.new(self._mac, data, hashlib.sha256).hexdigest()
 
+    def hasher(self) -> "hmac.HMAC":
+        """A hash object giving ``address`` of the bytes fed to it, for content read in pieces."""
+        return hmac.new(self._mac, digestmod=hashlib.sha256)
+
     @staticmethod
     def _aad(node: str, address: str) -> bytes:
         return b"statesync/1\x00" + node.encode() + b"\x00" + address.encode()
@@ -104,6 +108,15 @@ class Sealer:
 
     def open(self, node: str, address: str, blob: bytes) -> bytes:
         """Decrypt and verify a sealed chunk; raise CorruptData when anything is off."""
+        data = self.decrypt(node, address, blob)
+        if not hmac.compare_digest(self.address(data), address):
+            raise CorruptData(f"chunk {address[:16]}… decrypts to content of another address")
+        return data
+
+    def decrypt(self, node: str, address: str, blob: bytes) -> bytes:
+        """Decrypt and authenticate a sealed chunk sealed for ``address`` below ``node``, without
+        checking that the plaintext has that address: a compressed chunk's plaintext is its
+        stored form, whose address the reader checks once decompressed (``codec.decode``)."""
         if len(blob) < len(MAGIC) + _NONCE + 16 or not blob.startswith(MAGIC):
             raise CorruptData(f"chunk {address[:16]}… is not a sealed chunk")
         nonce = blob[len(MAGIC):len(MAGIC) + _NONCE]
@@ -112,8 +125,6 @@ class Sealer:
         except InvalidTag:
             raise CorruptData(f"chunk {address[:16]}… fails authentication (wrong key, or swapped or "
                               f"tampered with)") from None
-        if not hmac.compare_digest(self.address(data), address):
-            raise CorruptData(f"chunk {address[:16]}… decrypts to content of another address")
         return data
 
 

@@ -5,6 +5,7 @@
     <prefix>/nodes/<node>/chunks/<sha256>       content chunk (file data or manifest data)
     <prefix>/nodes/<node>/gc                    JSON: unreferenced chunks and when first seen
     <prefix>/nodes/<node>/lock                  the writer lock: held by one sidecar's Consul session
+    <prefix>/nodes/<node>/pins                  JSON: the ids of pinned snapshots, never pruned
     <prefix>/ca                                 the published CA (written by master sidecars)
     <prefix>/ca-accept                          a pending operator decision to publish another CA key
     <prefix>/ca-history                         the CAs published before, newest first
@@ -74,6 +75,10 @@ class Layout:
     @property
     def lock(self) -> str:
         return f"{self.node_root}lock"
+
+    @property
+    def pins(self) -> str:
+        return f"{self.node_root}pins"
 
     @property
     def nodes(self) -> str:

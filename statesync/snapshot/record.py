@@ -14,6 +14,12 @@ from ..errors import CorruptData
 from .layout import SNAPSHOT_ID_RE, valid_sha256
 
 RECORD_VERSION = 1
+# A record whose chunks may be compressed (docs/FORMAT.md, "Compressed chunks"): a decoder of
+# version 1 refuses it as an unknown version instead of failing on a chunk's digest later.
+COMPRESSED_VERSION = 2
+# The CA identity rides in ``meta``: a decoder of before the field passes ``meta`` through
+# whole, while it refuses any top-level key it does not know.
+CA_META = "ca_spki_sha256"
 
 
 def new_id(now: datetime | None = None) -> str:
@@ -39,12 +45,21 @@ class Record:
     meta: dict = field(default_factory=dict)
     key_id: str = ""  # id of the encryption key when the snapshot holds sealed chunks
     sealed_manifest: bool = False
+    compression: str = ""  # the writer's algorithm when chunks may be stored compressed ("": all raw)
 
     def encode(self) -> bytes:
         d = asdict(self)
-        d["v"] = RECORD_VERSION
+        d["v"] = COMPRESSED_VERSION if self.compression else RECORD_VERSION
+        if not self.compression:
+            del d["compression"]  # byte for byte what version 1 writers wrote
         d["manifest_chunks"] = list(self.manifest_chunks)
         return json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+
+    @property
+    def ca(self) -> str:
+        """The SPKI SHA-256 of the CA the snapshot's state holds; "" when unknown."""
+        value = self.meta.get(CA_META)
+        return value if isinstance(value, str) and valid_sha256(value) else ""
 
     def summary(self) -> dict:
         """The fields ``statesync snapshots`` shows."""
@@ -56,7 +71,11 @@ def decode(blob: bytes) -> Record:
     """Parse a stored record; raise CorruptData when it is malformed."""
     try:
         d = json.loads(blob)
-        if not isinstance(d, dict) or type(d.get("v")) is not int or d.pop("v") != RECORD_VERSION:
+        if not isinstance(d, dict) or type(d.get("v")) is not int:
+            raise ValueError("unknown version")
+        version = d.pop("v")
+        if version not in (RECORD_VERSION, COMPRESSED_VERSION) or (version == COMPRESSED_VERSION) != bool(
+                d.get("compression")):
             raise ValueError("unknown version")
         if not isinstance(d.get("manifest_chunks"), list):
             raise TypeError("manifest_chunks")
@@ -79,7 +98,7 @@ def _check_types(rec: Record) -> None:
             raise TypeError(name)
     if not isinstance(rec.sealed_manifest, bool):
         raise TypeError("sealed_manifest")
-    for name in ("id", "node", "created", "parent", "manifest_sha256", "key_id"):
+    for name in ("id", "node", "created", "parent", "manifest_sha256", "key_id", "compression"):
         if not isinstance(getattr(rec, name), str):
             raise TypeError(name)
     if not isinstance(rec.meta, dict):

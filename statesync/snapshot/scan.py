@@ -2,9 +2,9 @@
 
 A ``Scanner`` remembers each path's stat signature; a path whose size, mtime,
 ctime and inode are unchanged keeps its digest without being read again, unless its
-timestamps were too recent to prove that when it was read (``RACY_NS``). Chunks
-of content that was read and that the store does not know yet are kept in memory
-until the commit uploads them.
+timestamps were too recent to prove that when it was read (``RACY_NS``). Files are
+read a chunk at a time; chunks the store does not know yet are kept in memory until
+the commit uploads them, or until a sink has written them (``scan(sink, written)``).
 
 The walk is iterative and goes from directory descriptor to directory descriptor
 (openat), so neither the depth of the tree nor the length of its paths has a limit
@@ -19,6 +19,7 @@ import os
 import pwd
 import stat
 import time
+from collections import deque
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import structlog
 
-from . import chunking
+from . import chunking, codec
 from .crypto import Sealing
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
 from .globs import PathFilter
@@ -94,12 +95,14 @@ def _await_writes(fd: int) -> None:
 @dataclass
 class ScanResult:
     manifest: Manifest
-    new_chunks: dict[str, bytes] = field(default_factory=dict)
+    new_chunks: dict[str, bytes | chunking.Written] = field(default_factory=dict)
     files_read: int = 0
     # secrets (private keys) read in this scan that go to Consul unencrypted
     plain_secrets: list[str] = field(default_factory=list)
     # files that kept changing while read: their previous version is in the manifest, or none
     unstable: list[str] = field(default_factory=list)
+    # the algorithm new chunks were compressed with ("" when none): the record's ``compression``
+    compression: str = ""
 
 
 # A path's cache item: its stat signature (None: never trust it), its entry, and whether its
@@ -115,15 +118,18 @@ class Scanner:
     """
 
     def __init__(self, root: Path, path_filter: PathFilter, chunk_size: int, sealing: Sealing | None = None,
-                 previous: Callable[[], Manifest | None] | None = None):
+                 previous: Callable[[], Manifest | None] | None = None, compression: str = codec.DEFAULT):
         self.root = Path(root)
         self._root_str = str(self.root)
         self.filter = path_filter
         self.chunk_size = chunk_size
         self.sealing = sealing
         self.previous = previous
+        self.compression = compression
         self._entries: dict[str, _Item] = {}
         self._sink: Callable[[str, bytes], None] | None = None
+        self._written: Callable[[str], bool] | None = None
+        self._in_flight: deque[str] = deque()
         self._start = 0
         self._previous: dict[str, Entry] | None = None
         self._links: dict[str, tuple[Entry, str, Entry]] = {}
@@ -134,16 +140,18 @@ class Scanner:
         self._links.clear()
 
     def scan(self, known: Container[str], dirty: Iterable[str] | None = None,
-             sink: Callable[[str, bytes], None] | None = None) -> ScanResult:
+             sink: Callable[[str, bytes], None] | None = None,
+             written: Callable[[str], bool] | None = None) -> ScanResult:
         """Scan the whole tree, or only the ``dirty`` root-relative paths and their subtrees.
 
         ``known`` holds chunk digests already in the store; other chunks read are returned
         in ``new_chunks``, and each is also passed to ``sink(digest, chunk)`` as soon as it is
-        read (once), so that uploading can overlap the reading. Raises OSError, naming the
+        read (once), so that uploading can overlap the reading; once ``written(digest)`` says
+        the sink wrote one, its value becomes a ``chunking.Written``. Raises OSError, naming the
         whole path, when the root or a path below it cannot be read, and whatever ``sink`` raises.
         """
-        result = ScanResult(Manifest())
-        self._sink = sink
+        result = ScanResult(Manifest(), compression="" if self.compression == "none" else self.compression)
+        self._sink, self._written, self._in_flight = sink, written, deque()
         self._start = time.time_ns()
         self._previous = None
         root_fd = os.open(self._root_str, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -158,7 +166,7 @@ class Scanner:
                     self._rescan(root_fd, rel, known, result)
         finally:
             os.close(root_fd)
-            self._sink = None
+            self._sink = self._written = None
             self._previous = None
         result.manifest = Manifest(self._assemble(), self._root(root_st))
         return result
@@ -340,14 +348,14 @@ class Scanner:
 
     def _read_file(self, rel: str, name: str, dir_fd: int, st: os.stat_result, common: dict,
                    known: Container[str], result: ScanResult) -> _Item | None:
-        """Read a file whole, such that no write overlapped the read: the same size, mtime and
-        ctime before and after it, and for a file stamped too recently for that to prove it
-        (``RACY_NS``), writes in progress awaited and a second read with the same bytes. After
+        """Read a file such that no write overlapped the read: the same size, mtime and ctime
+        before and after it, and for a file stamped too recently for that to prove it
+        (``RACY_NS``), writes in progress awaited and a second read with the same digest. After
         ``READ_TRIES`` reads its previous version is kept. None: the file is gone, or new and
-        never read whole."""
+        never read whole. The file streams through a chunk at a time, never whole in memory."""
         before = st
-        # The digest of a first read of a recently stamped file: a digest, not the bytes, so that
-        # a large state file written a moment ago is held in memory once, not twice.
+        # The digest of a first read of a recently stamped file: only a read that can be the one
+        # kept stores chunks, so a recent file's first read hashes and stores nothing.
         confirm: str | None = None
         for attempt in range(READ_TRIES):
             try:
@@ -362,61 +370,62 @@ class Scanner:
                 settled = max(before.st_mtime_ns, before.st_ctime_ns) < self._start - RACY_NS
                 if not settled:
                     _await_writes(fd)
-                # One read() for the whole file; one byte more shows at once that it grew.
-                data = os.pread(fd, before.st_size + 1, 0)
-                if len(data) != before.st_size:  # grew, shrank, or too big for one read(): read to the end
-                    parts = [data]
-                    while piece := os.pread(fd, 1 << 24, sum(map(len, parts))):
-                        parts.append(piece)
-                    data = b"".join(parts)
+                read = self._read_pass(fd, rel, known, result, store=settled or confirm is not None)
                 after = os.fstat(fd)
             except OSError as exc:
                 raise self._unreadable(exc, rel) from None
             finally:
                 os.close(fd)
-            if not _same_read(before, after) or len(data) != after.st_size:
+            if not _same_read(before, after) or read.size != after.st_size:
                 confirm = None
                 if attempt < READ_TRIES - 1:
                     time.sleep(0.005 * 2 ** attempt)  # let the writer finish
                 continue
-            if settled:
+            if settled or read.digest == confirm:
                 break
-            digest = chunking.sha256(data)
-            if digest == confirm:
-                break
-            confirm = digest
+            confirm = read.digest
         else:
             return self._keep_previous(rel, result)
         result.files_read += 1
-        sealing = self.sealing
-        sealed = sealing is not None and sealing.wants(rel, data)
-        # Before any piece reaches the sink: a refused secret must leave nothing of itself in Consul.
-        if not sealed and sealing is not None and sealing.check_plain(rel, data):
+        if read.plain_secret:
             result.plain_secrets.append(rel)
-        if sealed:
-            digest, pieces = chunking.address(data, self.chunk_size, sealing.sealer.address)
-        elif self._sink is not None and len(data) > self.chunk_size:
-            # A large file: hand each piece on as soon as it is hashed, so that uploading it
-            # overlaps hashing the rest (and the whole), instead of following it.
-            pieces = []
-            for piece in chunking.split(data, self.chunk_size):
-                d = chunking.sha256(piece)
-                pieces.append((d, piece))
-                if d not in known and d not in result.new_chunks:
-                    result.new_chunks[d] = piece
-                    self._sink(d, piece)
-            digest = chunking.sha256(data)
-        else:
-            digest, pieces = chunking.address(data, self.chunk_size)
-        for d, piece in pieces:
-            if d not in known and d not in result.new_chunks:
-                result.new_chunks[d] = sealing.sealer.seal(sealing.node, d, piece) if sealed else piece
+        common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
+        entry = Entry(type=FILE, size=read.size, sha256=read.digest, chunks=read.chunks, sealed=read.sealed, **common)
+        return _sig(after), entry, settled
+
+    def _read_pass(self, fd: int, rel: str, known: Container[str], result: ScanResult,
+                   store: bool) -> chunking.Read:
+        """Read the open file once, a chunk at a time; with ``store``, put the chunks the store
+        lacks into ``result.new_chunks`` and hand each to the sink as soon as it is read."""
+        sealing = self.sealing
+        sealed = plain_secret = False
+        if sealing is not None:  # what tells a secret lies in its first MiB (looks_like_private_key)
+            head = os.pread(fd, 1 << 20, 0)
+            sealed = sealing.wants(rel, head)
+            # Before any piece reaches the sink: a refused secret must leave nothing of itself in Consul.
+            plain_secret = not sealed and sealing.check_plain(rel, head)
+        name = sealing.sealer.address if sealed else chunking.sha256
+        read = chunking.Read(sealing.sealer.hasher() if sealed else None, sealed, plain_secret)
+        for piece in chunking.pieces(lambda offset, n: os.pread(fd, n, offset), self.chunk_size):
+            d = read.add(piece, name(piece))
+            if store and d not in known and d not in result.new_chunks:
+                result.new_chunks[d] = self._stored(d, piece, sealed)
                 if self._sink is not None:
                     self._sink(d, result.new_chunks[d])
-        common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
-        entry = Entry(type=FILE, size=len(data), sha256=digest, chunks=tuple(d for d, _ in pieces),
-                      sealed=sealed, **common)
-        return _sig(after), entry, settled
+                    self._handed(d, result)
+        return read.end()
+
+    def _handed(self, digest: str, result: ScanResult) -> None:
+        """Forget the bytes of chunks the sink wrote: only those in flight (a few transactions) stay."""
+        self._in_flight.append(digest)
+        while self._written is not None and self._in_flight and self._written(self._in_flight[0]):
+            done = self._in_flight.popleft()
+            result.new_chunks[done] = chunking.Written(len(result.new_chunks[done]))
+
+    def _stored(self, address: str, piece: bytes, sealed: bool) -> bytes:
+        """A chunk as Consul keeps it: compressed first (ciphertext does not compress), then sealed."""
+        stored = codec.encode(piece, self.compression)
+        return self.sealing.sealer.seal(self.sealing.node, address, stored) if sealed else stored
 
     def _keep_previous(self, rel: str, result: ScanResult) -> _Item | None:
         """The item of a file never read whole: its entry from the last scan or the last

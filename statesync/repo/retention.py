@@ -1,0 +1,138 @@
+"""Retention of one node's snapshots in Consul: what the rules see, pins, forget.
+
+The rules themselves are pure (``snapshot/retention``); this module feeds them. A record
+never changes what the rules read from it (its id and CA identity; rekey rewrites records
+in place but keeps both), so each record is read once per process, not at every commit.
+Pins live at ``Layout.pins``; every write that deletes records carries a check on the pins
+key at the index the decision read, so a ``statesync pin`` racing a prune either lands
+first and is obeyed, or makes the prune fail and be decided again.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import structlog
+
+from ..consul.client import Op
+from ..consul.store import Store
+from ..errors import CasConflict, CorruptData, NotFound
+from ..snapshot import record as snapshot
+from ..snapshot.layout import Layout
+from ..snapshot.retention import Rules, Snap, decide, decode_pins, encode_pins
+
+log = structlog.get_logger(__name__)
+
+# A record with a long manifest chunk list is a few KiB; batches are cut by this estimate.
+_RECORD_BYTES = 8192
+_PIN_ATTEMPTS = 5
+
+
+class Catalog:
+    """The CA identity of each snapshot record of a node, read from Consul once per record."""
+
+    def __init__(self, store: Store, layout: Layout):
+        self.store = store
+        self.layout = layout
+        self._ca: dict[str, str] = {}
+
+    def ids(self) -> list[str]:
+        """Every snapshot id with a record, by key listing only."""
+        return sorted(sid for k in self.store.keys(self.layout.snapshots) if (sid := self.layout.snapshot_id_of_key(k)))
+
+    def snaps(self, ids: Iterable[str]) -> list[Snap]:
+        """``Snap`` for each of ``ids``, reading only records not seen before; a record that is gone
+        or does not decode counts as of unknown CA."""
+        ids = sorted(set(ids))
+        unseen = [i for i in ids if i not in self._ca]
+        if unseen:
+            values = self.store.get_many((self.layout.snapshot(i), _RECORD_BYTES) for i in unseen)
+            for sid in unseen:
+                blob = values.get(self.layout.snapshot(sid))
+                try:
+                    self._ca[sid] = snapshot.decode(blob).ca if blob is not None else ""
+                except CorruptData:
+                    log.warning("snapshot record does not decode; its CA counts as unknown", snapshot=sid)
+                    self._ca[sid] = ""
+        live = set(ids)
+        self._ca = {k: v for k, v in self._ca.items() if k in live}
+        return [Snap(i, self._ca[i]) for i in ids]
+
+    def add(self, rec: snapshot.Record) -> None:
+        self._ca[rec.id] = rec.ca
+
+
+def read_pins(store: Store, layout: Layout) -> tuple[list[str], int]:
+    """The pinned ids and the pins key's ModifyIndex (0 when absent); CorruptData when damaged."""
+    pair = store.get(layout.pins)
+    if pair is None:
+        return [], 0
+    return decode_pins(pair.value), pair.modify_index
+
+
+def pins_unchanged(layout: Layout, index: int) -> Op:
+    """The transaction operation that fails (as a check-and-set conflict) when the pins changed
+    since they were read at ``index``; absent pins are written empty, by check-and-set on the
+    absent key, since Consul reports a failed ``check-not-exists`` as no conflict at all."""
+    return Op("check-index", layout.pins, index=index) if index else Op("cas", layout.pins, encode_pins(()), index=0)
+
+
+def set_pin(store: Store, layout: Layout, snapshot_id: str, pinned: bool) -> bool:
+    """Pin (or unpin) a snapshot by check-and-set on the pins key; return False when it already
+    was (or was not). NotFound when pinning an id without a record."""
+    for _ in range(_PIN_ATTEMPTS):
+        pins, index = read_pins(store, layout)
+        if pinned and store.get(layout.snapshot(snapshot_id)) is None:
+            raise NotFound(f"node {layout.node!r} has no snapshot {snapshot_id!r}")
+        if (snapshot_id in pins) == pinned:
+            return False
+        wanted = set(pins) | {snapshot_id} if pinned else set(pins) - {snapshot_id}
+        ops = [Op("cas", layout.pins, encode_pins(wanted), index=index)]
+        if pinned:
+            # A prune that read the pins before this write may still delete the record: the
+            # record must exist in the very transaction that pins it.
+            ops.append(Op("get", layout.snapshot(snapshot_id)))
+        try:
+            store.txn(ops)
+        except CasConflict:
+            continue
+        return True
+    raise CasConflict(f"the pins of node {layout.node!r} kept changing; try again")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the rules decide for a node: each snapshot's reasons (``()``: forgotten)."""
+
+    reasons: dict[str, tuple[str, ...]]
+    head: str
+    pins_index: int
+
+    @property
+    def doomed(self) -> list[str]:
+        return sorted((sid for sid, why in self.reasons.items() if not why), reverse=True)
+
+
+def plan(store: Store, layout: Layout, rules: Rules, catalog: Catalog | None = None, head: str = "") -> Plan:
+    """Decide, from the records, the pins and the head as Consul has them now."""
+    catalog = catalog or Catalog(store, layout)
+    pins, pins_index = read_pins(store, layout)
+    if not head:
+        pair = store.get(layout.head)
+        head = snapshot.decode(pair.value).id if pair is not None else ""
+    reasons = decide(catalog.snaps(catalog.ids()), rules, pins, head)
+    return Plan(reasons, head, pins_index)
+
+
+def forget(store: Store, layout: Layout, p: Plan, fence: tuple[Op, ...] = ()) -> int:
+    """Delete the records ``p`` dooms; return how many. CasConflict when the pins changed."""
+    doomed = p.doomed
+    per_txn = max(1, store.settings.txn_max_ops - len(fence) - 1)
+    for start in range(0, len(doomed), per_txn):
+        ops = [*fence, pins_unchanged(layout, p.pins_index)]
+        ops += [Op("delete", layout.snapshot(sid)) for sid in doomed[start:start + per_txn]]
+        try:
+            store.txn(ops)
+        except CasConflict:
+            raise CasConflict(f"the pins of node {layout.node!r} changed meanwhile; run forget again") from None
+    return len(doomed)

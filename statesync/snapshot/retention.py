@@ -1,0 +1,117 @@
+"""Which snapshots a node keeps: restic-style rules over ids, times and CA identities. Pure.
+
+A snapshot survives when at least one rule keeps it; each rule names itself as a reason:
+
+- ``last``: one of the newest ``keep``;
+- ``within``: taken less than ``within`` seconds before the *newest snapshot* (as restic
+  does, not before now: a node that stopped committing keeps its history however long it
+  stays stopped);
+- ``hourly`` / ``daily``: the newest of each of the last ``hourly`` distinct UTC hours,
+  ``daily`` distinct UTC days that hold a snapshot;
+- ``ca``: the newest snapshot of each CA identity (SPKI SHA-256 of the state's CA
+  certificate) ever seen, so that a wrongly published CA, committed many times, can never
+  push the last snapshot of the good CA out of history; snapshots of unknown CA (records
+  older than the field, or trees without a CA) have no such reason;
+- ``pinned``: named by ``statesync pin``;
+- ``head``: the snapshot the head names, whatever the other rules say.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from ..errors import CorruptData
+from .layout import SNAPSHOT_ID_RE
+
+REASONS = ("last", "within", "hourly", "daily", "ca", "pinned", "head")
+
+
+@dataclass(frozen=True)
+class Rules:
+    keep: int = 10
+    within: float = 0.0
+    hourly: int = 0
+    daily: int = 0
+
+    def describe(self) -> str:
+        parts = [f"keep = {self.keep}"]
+        if self.within:
+            parts.append(f"keep_within = {self.within:g}s")
+        if self.hourly:
+            parts.append(f"keep_hourly = {self.hourly}")
+        if self.daily:
+            parts.append(f"keep_daily = {self.daily}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Snap:
+    """What the rules know of one snapshot: its id (which carries its time) and CA identity."""
+
+    id: str
+    ca: str = ""
+
+
+def id_time(snapshot_id: str) -> datetime:
+    """The UTC creation time a snapshot id carries (``20261123T234407.123456Z-1a2b3c``)."""
+    return datetime.strptime(snapshot_id[:23], "%Y%m%dT%H%M%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+def decide(snaps: Iterable[Snap], rules: Rules, pinned: Collection[str] = (),
+           head: str = "") -> dict[str, tuple[str, ...]]:
+    """Every snapshot id with the reasons that keep it, in ``REASONS`` order; ``()`` means it goes."""
+    newest_first = sorted({s.id: s for s in snaps}.values(), key=lambda s: s.id, reverse=True)
+    reasons: dict[str, list[str]] = {s.id: [] for s in newest_first}
+    for s in newest_first[:max(rules.keep, 0)]:
+        reasons[s.id].append("last")
+    if rules.within > 0 and newest_first:
+        latest = id_time(newest_first[0].id)
+        for s in newest_first:
+            if (latest - id_time(s.id)).total_seconds() < rules.within:
+                reasons[s.id].append("within")
+    for name, count, bucket in (("hourly", rules.hourly, "%Y%m%d%H"), ("daily", rules.daily, "%Y%m%d")):
+        seen: set[str] = set()
+        for s in newest_first:
+            if len(seen) >= count:
+                break
+            b = id_time(s.id).strftime(bucket)
+            if b not in seen:
+                seen.add(b)
+                reasons[s.id].append(name)
+    cas: set[str] = set()
+    for s in newest_first:
+        if s.ca and s.ca not in cas:
+            cas.add(s.ca)
+            reasons[s.id].append("ca")
+    for s in newest_first:
+        if s.id in pinned:
+            reasons[s.id].append("pinned")
+    if head in reasons:
+        reasons[head].append("head")
+    return {sid: tuple(r) for sid, r in reasons.items()}
+
+
+def to_forget(snaps: Iterable[Snap], rules: Rules, pinned: Collection[str] = (), head: str = "") -> list[str]:
+    """The ids no rule keeps, newest first."""
+    return [sid for sid, why in decide(snaps, rules, pinned, head).items() if not why]
+
+
+def decode_pins(blob: bytes | None) -> list[str]:
+    """The pinned ids stored at ``Layout.pins``; raise CorruptData when the value is damaged,
+    so that nothing prunes as if no snapshot were pinned."""
+    if not blob:
+        return []
+    try:
+        doc = json.loads(blob)
+    except (ValueError, RecursionError):
+        doc = None
+    pinned = doc.get("pinned") if isinstance(doc, dict) and doc.get("v") == 1 else None
+    if not isinstance(pinned, list) or not all(isinstance(i, str) and SNAPSHOT_ID_RE.fullmatch(i) for i in pinned):
+        raise CorruptData("the pins document is malformed")
+    return sorted(set(pinned))
+
+
+def encode_pins(ids: Iterable[str]) -> bytes:
+    return json.dumps({"v": 1, "pinned": sorted(set(ids))}, separators=(",", ":")).encode()
