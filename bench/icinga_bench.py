@@ -77,6 +77,14 @@ def proc_status(pid: int, name: str) -> int:
     return 0
 
 
+def vm_hwm(pid: int) -> int:
+    """VmHWM of a live process; 0 once it has exited (a zombie has no memory to report)."""
+    try:
+        return proc_status(pid, "VmHWM")
+    except (OSError, ValueError):
+        return 0
+
+
 def make_root(root: Path) -> None:
     """The small part of /var/lib/icinga2 beside the state file: a CA and a node's certificates."""
     for d in ("ca", "certs", "api/zones", "api/packages"):
@@ -129,12 +137,25 @@ class Watchdog:
 
 
 def run_statesync(args: list[str], env: dict, timeout: float) -> dict:
-    """One statesync process: wall time, its own peak RSS (wait4), its output; killed after ``timeout``."""
+    """One statesync process: wall time, its own peak RSS, its output; killed after ``timeout``.
+
+    The peak is the largest VmHWM read from /proc while it runs, not wait4's ru_maxrss: Linux
+    folds the high-water mark of the memory a child had before exec, a copy of this (large)
+    process, into ru_maxrss, which then reports the parent's size."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(statesync_cmd(*args), env=env, cwd=str(REPO), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     timer = threading.Timer(timeout, proc.kill)
     timer.start()
+    peak = [0]
+    done = threading.Event()
+
+    def watch_rss() -> None:
+        while not done.wait(0.01):
+            peak[0] = max(peak[0], vm_hwm(proc.pid))
+
+    watcher = threading.Thread(target=watch_rss, daemon=True)
+    watcher.start()
     out_chunks: dict[str, bytes] = {}
 
     def drain(name, stream):
@@ -143,8 +164,10 @@ def run_statesync(args: list[str], env: dict, timeout: float) -> dict:
     readers = [threading.Thread(target=drain, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
     for t in readers:
         t.start()
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _usage = os.wait4(proc.pid, 0)
     seconds = time.perf_counter() - t0
+    done.set()
+    watcher.join()
     timer.cancel()
     for t in readers:
         t.join()
@@ -152,7 +175,7 @@ def run_statesync(args: list[str], env: dict, timeout: float) -> dict:
     out, err = out_chunks.get("out", b"").decode(errors="replace"), out_chunks.get("err", b"").decode(errors="replace")
     if proc.returncode != 0:
         raise RuntimeError(f"statesync {' '.join(args)} exited with {proc.returncode}: {err[-3000:]}")
-    return {"seconds": seconds, "peak_rss": usage.ru_maxrss * 1024, "stdout": out.strip(), "stderr": err}
+    return {"seconds": seconds, "peak_rss": peak[0], "stdout": out.strip(), "stderr": err}
 
 
 class Kv:
