@@ -24,8 +24,8 @@ install_consul() {
   mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/etc"
   # Same mirror as the machine's own sources, only the suite differs.
   local uri
-  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | head -1 | awk '{print $2}')
-  [ -n "$uri" ] || uri=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | head -1 | awk '{print $2}')
+  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 1p | awk '{print $2}')
+  [ -n "$uri" ] || uri=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | sed -n 1p | awk '{print $2}')
   [ -n "$uri" ] || { log "cannot find the Debian mirror in the apt sources"; exit 1; }
   echo "deb [trusted=yes] $uri bullseye main" >"$apt/etc/sources.list"
   local opts=(-o "Dir::Etc::sourcelist=$apt/etc/sources.list" -o "Dir::Etc::sourceparts=-"
@@ -34,7 +34,11 @@ install_consul() {
   (cd "$apt/archives" && apt-get "${opts[@]}" download consul >/dev/null)
   rm -rf "$cache/consul" && mkdir -p "$cache/consul"
   dpkg-deb -x "$apt"/archives/consul_*.deb "$cache/consul"
-  "$cache/consul/usr/bin/consul" version | head -1 >&2
+  # Whole output first: `| head -1` would close the pipe early, and pipefail turns the
+  # writer's SIGPIPE into a failed setup (exit 141) whenever consul is slower than head.
+  local version
+  version=$("$cache/consul/usr/bin/consul" version)
+  printf '%s\n' "${version%%$'\n'*}" >&2
 }
 
 install_debian_packages() {
