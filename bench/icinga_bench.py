@@ -57,7 +57,7 @@ sys.path.insert(0, str(HERE))
 import icinga_state  # noqa: E402
 import raw as rawlib  # noqa: E402
 
-from tests.support import ConsulAgent, find_consul, statesync_cmd  # noqa: E402
+from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd  # noqa: E402
 
 MIB = 1024 * 1024
 TICKS = {"tiny": 2, "S": 5, "L": 3}
@@ -287,7 +287,7 @@ def run_fixture(fixture: str, consul_bin: str, work: Path, seed: int, ticks: int
     agent.start(timeout=60)
     dog = Watchdog(agent.proc.pid, rss_cap)
     prefix = f"bench-icinga/{fixture}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root), STATESYNC_NODE=NODE,
                STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     cfg_env = {k: v for k, v in env.items() if k.startswith(("CONSUL_", "STATESYNC_"))}

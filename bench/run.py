@@ -49,7 +49,7 @@ from statesync.snapshot import chunking  # noqa: E402
 from statesync.snapshot import record as snapshot
 from statesync.snapshot.manifest import FILE  # noqa: E402
 from statesync.snapshot.scan import Scanner  # noqa: E402
-from tests.support import ConsulAgent, find_consul, statesync_cmd  # noqa: E402
+from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 KIB, MIB = 1024, 1024 * 1024
@@ -368,7 +368,7 @@ class Bench:
     # -- the daemon: change-to-committed latency, then idle cost ----------------------------
 
     def sidecar(self, root: Path, prefix: str, node: str, role: str, env: dict) -> tuple[subprocess.Popen, Path]:
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        full = clean_env()
         full.update(CONSUL_HTTP_ADDR=self.agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                     STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
                     STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **env)

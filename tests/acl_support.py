@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .support import REPO, ConsulAgent, kv_ready, statesync_cmd
+from .support import ConsulAgent, REPO, clean_env, kv_ready, statesync_cmd
 
 ACL_DIR = REPO / "config/acl"
 AGENT_NODE = "statesync-acl-test"  # the Consul node name: AGENT in the policy files
@@ -82,7 +82,7 @@ def run_cli(consul: AclConsul, tmp: Path, token: str, *args: str, node: str, roo
 
     Every run is checked: no token this agent knows appears in its stdout or stderr.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, CONSUL_HTTP_TOKEN_FILE=str(token_file(tmp / "tokens", token)),
                STATESYNC_NODE=node, STATESYNC_ROOT=str(root), STATESYNC_PREFIX=PREFIX,
                STATESYNC_LOG_FORMAT="json",

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .engine import ROOT, Compose
-from .support import statesync_cmd
+from .support import clean_env, statesync_cmd
 
 COMPOSE_DIR = ROOT / "compose"
 
@@ -28,10 +28,6 @@ for i in $(seq 1 {tries}); do
 done
 echo "last answer: $out" | tail -c 600 >&2; exit 1
 """
-
-
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
 
 
 def prepare_stack_dir(work: Path, names: tuple[str, ...]) -> Path:

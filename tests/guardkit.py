@@ -3,7 +3,6 @@ command trigger writes, and a satellite sidecar process."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from statesync.consul.store import Store
 from statesync.guard.logic import QUARANTINE_DIR
 from statesync.pki import cadoc
 
-from .support import statesync_cmd, stop_process
+from .support import clean_env, statesync_cmd, stop_process
 
 # The command trigger of these tests: append the wall-clock time to a marker file.
 APPEND = "import sys, time; open(sys.argv[1], 'a').write(f'{time.time()}\\n')"
@@ -43,7 +42,7 @@ class SidecarProcess:
     """``statesync run`` as a real process with JSON logs in a file; ``env`` adds STATESYNC_* settings."""
 
     def __init__(self, addr: str, prefix: str, root: Path, node: str, role: str, env: dict | None = None):
-        full = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        full = clean_env()
         full.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                     STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
                     STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **(env or {}))

@@ -20,7 +20,7 @@ from statesync.snapshot import manifest as mf
 from statesync.snapshot.record import Record
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd, stop_process, tree_state
+from .support import clean_env, statesync_cmd, stop_process, tree_state
 
 
 def load_cfg(addrs: list[str], prefix: str, root: Path, node: str = "node1", **settings) -> config.Config:
@@ -40,7 +40,7 @@ class Sidecar:
 
     def __init__(self, addrs: list[str], prefix: str, root: Path, log: Path, node: str = "node1",
                  settings: dict[str, str] | None = None):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(STATESYNC_CONSUL_ADDR=",".join(addrs), STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
                    STATESYNC_ALLOW_PLAINTEXT_SECRETS="true",

@@ -234,6 +234,12 @@ class ConsulCluster:
             server.cleanup()
 
 
+def clean_env() -> dict[str, str]:
+    """This process's environment without any CONSUL_* or STATESYNC_* variable: a test sets
+    the ones it means, and none of the runner's leaks into a statesync it starts."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+
+
 def statesync_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "statesync", *args]
 

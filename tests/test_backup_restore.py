@@ -1,20 +1,19 @@
 """Backup and restore against the real Consul agent."""
 from __future__ import annotations
 
-import os
 import subprocess
 
 import pytest
 
 from statesync.consul.store import Store
 
-from .support import make_tree, statesync_cmd, tree_state
+from .support import clean_env, make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
 
 def _env(consul, prefix, root, node="node1"):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
@@ -83,7 +82,7 @@ def test_restore_of_an_unknown_node_fails_with_one_line_and_exit_1(consul, prefi
 
 
 def test_restore_with_consul_unreachable_fails_cleanly(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR="127.0.0.1:1", STATESYNC_ROOT=str(tmp_path / "root"))
     proc = subprocess.run(statesync_cmd("restore", "--node", "x"), env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1

@@ -17,7 +17,7 @@ from statesync.snapshot import chunking
 from statesync.snapshot.globs import PathFilter
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd
+from .support import clean_env, statesync_cmd
 
 MIB = 1 << 20
 SIZE_MIB = int(os.environ.get("STATESYNC_BIG_FILE_MIB", "1024"))
@@ -26,7 +26,7 @@ LIMIT_MB = 256
 
 
 def _env(consul, prefix, root) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", STATESYNC_KEEP="9")
     return env

@@ -18,7 +18,7 @@ from statesync.pki import cadoc, fingerprint
 
 from .certs import make_ca, renew
 from .guardkit import SidecarProcess, publish
-from .support import free_ports, http_get, statesync_cmd, wait_for
+from .support import clean_env, free_ports, http_get, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -64,7 +64,7 @@ class Fleet:
                         15, what=what, step=0.02, details=self.tails)
 
     def cli(self, *args: str, node: str, root: Path, timeout: float = 60) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(root),
                    STATESYNC_NODE=node, STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
         return subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout,
@@ -244,7 +244,7 @@ def _on_a_terminal(fleet: Fleet, root: Path, answer: str) -> tuple[int, str]:
     """``accept-ca`` with its stdin on a pseudo-terminal that answers ``answer``."""
     import pty
     master_fd, slave_fd = pty.openpty()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=fleet.addr, STATESYNC_PREFIX=fleet.prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="master1")
     try:

@@ -14,7 +14,7 @@ from statesync.consul.store import Store
 from statesync.restore.apply import restore
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd
+from .support import clean_env, statesync_cmd
 
 pytestmark = pytest.mark.consul
 
@@ -59,7 +59,7 @@ def test_a_backup_killed_at_random_moments_always_leaves_a_head_that_restores(ma
     cfg = make_cfg(chunk_size=65536)
     rng = random.Random(1234)
     _fill(cfg.root, 300, size=20_000)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=cfg.prefix, STATESYNC_ROOT=str(cfg.root),
                STATESYNC_NODE=cfg.node, STATESYNC_CHUNK_SIZE="65536", STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

@@ -21,7 +21,7 @@ from statesync.snapshot import codec
 from statesync.snapshot.crypto import Sealer, format_key, generate_key
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd, tree_state
+from .support import clean_env, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -73,7 +73,7 @@ def _stored(cfg, repo: Repo, record, path: str) -> list[bytes]:
 
 
 def _env(consul, prefix, root) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     return env

@@ -13,14 +13,14 @@ from statesync import config
 from statesync.consul.store import Store
 from statesync.repo.repository import Repo
 
-from .support import ConsulAgent, free_ports, statesync_cmd, stop_process, wait_for
+from .support import ConsulAgent, clean_env, free_ports, statesync_cmd, stop_process, wait_for
 
 pytestmark = pytest.mark.consul
 
 
 class Sidecar:
     def __init__(self, addr: str, prefix: str, root: Path, node: str = "node1", role: str = "master", extra=()):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                    STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
                    STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

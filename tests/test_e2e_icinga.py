@@ -36,7 +36,7 @@ from statesync.snapshot.crypto import format_key, generate_key
 
 from . import icinga
 from .icinga import MAX_WAIT, Api, Node, sha256_file
-from .support import REPO, free_ports, statesync_cmd, stop_process, wait_for
+from .support import REPO, clean_env, free_ports, statesync_cmd, stop_process, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul]
 
@@ -49,7 +49,7 @@ class Sidecar:
 
     def __init__(self, cluster: "Cluster", node: Node, role: str, **env_extra: str):
         self.node, self.role = node, role
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=cluster.consul.addr, STATESYNC_PREFIX=cluster.prefix,
                    STATESYNC_ROOT=str(node.lib), STATESYNC_NODE=node.cn, STATESYNC_LOG_FORMAT="json",
                    STATESYNC_ENCRYPTION_KEY_FILE=str(cluster.key_file))
@@ -269,7 +269,7 @@ class _TimesReport:
         terminalreporter.write_sep("-", "Icinga 2 end-to-end times")
         for key, t in times.items():
             terminalreporter.write_line(f"{key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in t.items()))
-        terminalreporter.write_line(f"e2e summary: " + "; ".join(
+        terminalreporter.write_line("e2e summary: " + "; ".join(
             f"{key} {t.get('total', 0):.1f}s" for key, t in times.items()) + f" (written to {self.path})")
 
 

@@ -29,7 +29,7 @@ from statesync.guard.triggers import (ApiTrigger, CommandTrigger, DockerTrigger,
 
 from .certs import CERT_FILES, enrol, make_ca
 from .guardkit import fired, publish, quarantines
-from .support import REPO, free_ports, statesync_cmd, stop_process, wait_for
+from .support import REPO, clean_env, free_ports, statesync_cmd, stop_process, wait_for
 
 NOBODY = 65534
 # Appends a line to argv[1] when argv[2] exists; fails otherwise: a trigger we can break and mend.
@@ -313,7 +313,7 @@ def test_a_satellite_sidecar_without_the_docker_sockets_group_says_so_and_keeps_
         files = enrol(root, old)
         for p in [base, *root.rglob("*"), root]:
             os.chown(p, NOBODY, NOBODY)
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                    STATESYNC_NODE="sat1", STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true",
                    STATESYNC_GUARD_TRIGGER="docker", STATESYNC_GUARD_DOCKER_SOCKET=path,

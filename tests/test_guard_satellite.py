@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import subprocess
 import time
@@ -17,7 +16,7 @@ from statesync.pki import cadoc, fingerprint
 
 from .certs import CERT_FILES, enrol, make_ca, renew
 from .guardkit import SidecarProcess, fired, publish, quarantines, satellite_env
-from .support import statesync_cmd, wait_for
+from .support import clean_env, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -101,7 +100,7 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
         wait_for(lambda: any(e.get("event", "").startswith("CA conflict") for e in master.events()), 10,
                  what="the master refusing to publish an unaccepted key", step=0.01)
         assert fired(marker) == 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(master_root),
                    STATESYNC_NODE="master1")
         subprocess.run(statesync_cmd("accept-ca", "--yes", "--reason", "test"), env=env, check=True,
@@ -139,7 +138,7 @@ def test_the_exit_trigger_ends_the_satellite_sidecar_with_exit_code_3(consul, pr
 def test_check_ca_exits_0_on_a_match_or_renewal_1_on_a_mismatch_and_2_when_it_cannot_tell(consul, prefix, tmp_path):
     root = tmp_path / "root"
     store, key = _store(consul.addr, prefix)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root), STATESYNC_NODE="sat1")
 
     def check_ca(addr=None):

@@ -3,7 +3,6 @@ dates count: a real `statesync run --role satellite` and `statesync check-ca` ag
 from __future__ import annotations
 
 import datetime as dt
-import os
 import subprocess
 
 import pytest
@@ -19,7 +18,7 @@ from statesync.pki import fingerprint
 
 from .certs import CERT_FILES, NOW, enrol, make_ca, sign
 from .guardkit import SidecarProcess, fired, publish, quarantines, satellite_env
-from .support import free_ports, http_get, statesync_cmd, wait_for
+from .support import clean_env, free_ports, http_get, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -63,7 +62,7 @@ def _metric(text: str, name: str) -> float:
 
 
 def _check_ca(addr: str, prefix: str, root) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root), STATESYNC_NODE="sat1",
                STATESYNC_LOG_FORMAT="json")
     return subprocess.run(statesync_cmd("check-ca"), env=env, capture_output=True, text=True, timeout=30)

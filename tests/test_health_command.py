@@ -2,21 +2,19 @@
 `keygen --group` writes a key the containers' group can read."""
 from __future__ import annotations
 
-import os
 import stat
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from .ha_support import Sidecar
-from .support import free_ports, statesync_cmd, wait_for
+from .support import clean_env, free_ports, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(extra)
     return env
 

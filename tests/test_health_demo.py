@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from .support import ConsulAgent, free_ports, http_get, statesync_cmd, stop_process, wait_for
+from .support import ConsulAgent, clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -21,7 +21,7 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
     root.mkdir()
     (root / "icinga2.state").write_text("state")
     (port,) = free_ports(1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

@@ -22,7 +22,7 @@ import pytest
 from statesync.errors import EXIT_FAILURE, EXIT_OK, EXIT_RESTART, EXIT_USAGE
 from statesync.snapshot.crypto import format_key
 
-from .support import free_ports, http_get, statesync_cmd, stop_process, wait_for
+from .support import clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 EXIT_CODES = {EXIT_FAILURE, EXIT_USAGE, EXIT_RESTART}
 BAD_UTF8 = b"\xff\xfe\xc3\x28 not text"
@@ -171,7 +171,7 @@ def consul_addr(request, files):
 @pytest.mark.parametrize("command,extra,env,needs_consul", list(_cases()))
 def test_a_hostile_input_gives_one_error_line_and_an_exit_code_never_a_traceback(
         files, prefix, consul_addr, command, extra, env, needs_consul):
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    base = clean_env()
     base.update(STATESYNC_NODE="hostile", STATESYNC_PREFIX=prefix, CONSUL_HTTP_ADDR=consul_addr,
                 STATESYNC_LOG_FORMAT="console", STATESYNC_HTTP_PORT="0")
     # Values naming a fixture file are given by its field name.
@@ -217,7 +217,7 @@ def test_a_health_client_that_resets_its_connection_is_handled_quietly(consul, p
     root.mkdir()
     (root / "icinga2.state").write_text("state")
     (port,) = free_ports(1)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="n1", STATESYNC_HTTP_PORT=str(port), STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

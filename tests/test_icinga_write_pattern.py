@@ -16,7 +16,7 @@ import pytest
 from statesync.snapshot.chunking import sha256
 
 from .ha_support import Sidecar, node_repo
-from .support import statesync_cmd, wait_for
+from .support import clean_env, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -104,7 +104,7 @@ def test_backup_never_takes_an_icinga_temporary_file(consul, prefix, tmp_path):
     (root / "icinga2.state.tmp.aZ3k9Q").write_bytes(b"half")
     (root / "api/packages/_api/active-stage.tmp.000000").write_bytes(b"half")
     (root / "modified-attributes.conf.tmp.Xy12ab").write_bytes(b"half")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     proc = subprocess.run(statesync_cmd("backup"), env=env, capture_output=True, text=True, timeout=120)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import REPO, free_ports, http_get, statesync_cmd, stop_process, wait_for
+from .support import REPO, clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 NOBODY = 65534
 
@@ -79,7 +79,7 @@ def unreadable_root():
 
 
 def _env(consul, prefix: str, root: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **extra)

@@ -19,7 +19,7 @@ from statesync.consul.store import Store
 from statesync.errors import PlaintextSecret
 from statesync.repo.repository import Repo
 
-from .support import run_statesync, statesync_cmd, stop_process, tree_state, wait_for
+from .support import clean_env, run_statesync, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -43,7 +43,7 @@ class Data:
         self.repo = Repo(self.store, self.cfg.layout, self.cfg.chunk_size, self.cfg.keep)
 
     def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
                    STATESYNC_NODE="master1", STATESYNC_LOG_FORMAT="json")
         if self.roots:

@@ -22,7 +22,7 @@ from statesync.repo.repository import Repo
 from statesync.snapshot import chunking
 from statesync.snapshot.record import Record, new_id
 
-from .support import run_statesync, statesync_cmd, tree_state
+from .support import clean_env, run_statesync, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -67,7 +67,7 @@ class Env:
         self.repo = Repo(Store(self.cfg.consul), self.cfg.layout, self.cfg.chunk_size, self.cfg.keep)
 
     def env(self, **extra) -> dict:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
                    STATESYNC_NODE=self.node, STATESYNC_LOG_FORMAT="json",
                    STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

@@ -15,7 +15,7 @@ import pytest
 from statesync import config
 from statesync.consul.store import Store
 
-from .support import make_tree, statesync_cmd, stop_process, tree_state, wait_for
+from .support import clean_env, make_tree, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -24,7 +24,7 @@ KEY_HINT = 'create one with "statesync keygen --out FILE" and set encryption_key
 
 
 def _env(consul, prefix: str, root: Path, node: str = "master1", **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json", **extra)
     return env

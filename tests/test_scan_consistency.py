@@ -15,7 +15,7 @@ from statesync.snapshot import scan
 from statesync.snapshot.globs import PathFilter
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd, stop_process
+from .support import clean_env, statesync_cmd, stop_process
 
 SIZE = 4 << 20  # large enough that reading it takes as long as a write of it
 VERSIONS = range(1, 9)  # version v of the file is SIZE bytes of value v
@@ -128,7 +128,7 @@ def test_a_file_rewritten_in_place_while_scanned_is_only_ever_committed_whole(tm
 
 
 def _env(consul, prefix, root) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

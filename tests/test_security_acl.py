@@ -20,7 +20,7 @@ from statesync.errors import PermissionDenied
 from statesync.repo.repository import Repo
 
 from .acl_support import ACL_DIR, AGENT_NODE, PREFIX, one_error_line, run_cli
-from .support import make_tree, statesync_cmd, tree_state
+from .support import clean_env, make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -209,7 +209,7 @@ def test_without_any_token_default_deny_refuses_every_read(acl_consul, master_ba
 # -- which of Consul's refusals it was, in one line ------------------------------------
 
 def _cli_without_token(acl_consul, *args: str, root) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=acl_consul.addr, STATESYNC_NODE="master1", STATESYNC_ROOT=str(root),
                STATESYNC_PREFIX=PREFIX, STATESYNC_LOG_FORMAT="json")
     return subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=60)

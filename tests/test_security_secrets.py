@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import subprocess
 import time
@@ -18,11 +17,7 @@ from statesync.cli import parsers
 from statesync.sidecar import logs
 
 from .acl_support import PREFIX, assert_no_secret, one_error_line, run_cli, token_file
-from .support import make_tree, statesync_cmd, tree_state
-
-
-def _clean_env() -> dict:
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+from .support import clean_env, make_tree, statesync_cmd, tree_state
 
 
 def _recognisable() -> str:
@@ -105,7 +100,7 @@ def test_the_daemon_logs_never_carry_the_token(acl_consul, tmp_path, request):
     secret = acl_consul.token("satellite.hcl", "secret-daemon", secret=_recognisable())
     root = tmp_path / "root"
     make_tree(root)
-    env = _clean_env()
+    env = clean_env()
     env.update({"CONSUL_HTTP_ADDR": acl_consul.addr, "CONSUL_HTTP_TOKEN_FILE": str(token_file(tmp_path, secret)),
                 "STATESYNC_NODE": "secret-daemon", "STATESYNC_ROOT": str(root), "STATESYNC_PREFIX": PREFIX,
                 "STATESYNC_LOG_FORMAT": "json", "STATESYNC_LOG_LEVEL": "debug", "STATESYNC_DEBOUNCE": "0.1",
@@ -153,7 +148,7 @@ def test_log_redaction_drops_values_of_keys_named_like_token_password_or_secret(
 def test_an_unreadable_token_file_is_named_in_one_line_without_any_token(tmp_path):
     missing = tmp_path / "no-such-token"
     proc = subprocess.run(statesync_cmd("snapshots"), capture_output=True, text=True, timeout=60,
-                          env={**_clean_env(), "CONSUL_HTTP_TOKEN_FILE": str(missing),
+                          env={**clean_env(), "CONSUL_HTTP_TOKEN_FILE": str(missing),
                                "STATESYNC_NODE": "n1", "CONSUL_HTTP_ADDR": "127.0.0.1:1"})
     assert proc.returncode == 2
     line = one_error_line(proc)

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from .acl_support import one_error_line
-from .support import ConsulAgent, kv_ready, make_tree, statesync_cmd, tree_state
+from .support import ConsulAgent, clean_env, kv_ready, make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -116,7 +116,7 @@ def tls_consul(consul_bin, pki, tmp_path_factory, request):
 @pytest.fixture
 def run(tls_consul, pki, tmp_path):
     def run(*args: str, root: Path, **extra: str) -> subprocess.CompletedProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+        env = clean_env()
         env.update(CONSUL_HTTP_ADDR=f"https://{tls_consul.addr}", CONSUL_CACERT=str(pki.ca.pem),
                    CONSUL_CLIENT_CERT=pki.client[0], CONSUL_CLIENT_KEY=pki.client[1],
                    STATESYNC_PREFIX=f"tls/{tmp_path.name}", STATESYNC_NODE="master1",

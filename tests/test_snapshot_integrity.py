@@ -16,13 +16,13 @@ import pytest
 from statesync.snapshot.record import Record, suspicious_drop
 
 from .ha_support import Sidecar, node_repo
-from .support import ConsulAgent, statesync_cmd, tree_state, wait_for
+from .support import ConsulAgent, clean_env, statesync_cmd, tree_state, wait_for
 
 pytestmark = pytest.mark.consul
 
 
 def _env(consul, prefix: str, root: Path, **settings) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")

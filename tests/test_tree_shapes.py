@@ -15,13 +15,13 @@ import pytest
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.scan import ScanResult
 
-from .support import statesync_cmd
+from .support import clean_env, statesync_cmd
 
 pytestmark = pytest.mark.consul
 
 
 def _env(consul, prefix, root, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONSUL_", "STATESYNC_"))}
+    env = clean_env()
     env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
                STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **extra)
