@@ -56,10 +56,17 @@ def _str(v: Any) -> str:
     return v
 
 
-def _patterns(v: Any) -> tuple[str, ...]:
+def _items(v: Any, expected: str) -> list[str]:
+    """A list setting's items: a TOML list of strings, or one comma-separated string (from the
+    environment or a flag), whose items are stripped."""
     items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
     if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
-        raise Invalid("expected a list of glob patterns")
+        raise Invalid(expected)
+    return list(items)
+
+
+def _patterns(v: Any) -> tuple[str, ...]:
+    items = _items(v, "expected a list of glob patterns")
     out = tuple(p for p in items if p)
     for p in out:
         try:
@@ -124,10 +131,7 @@ def _opt_path(v: Any) -> str:
 
 
 def _addrs(v: Any) -> tuple[str, ...]:
-    items = v.split(",") if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not all(isinstance(a, str) for a in items):
-        raise Invalid("expected an address or a list of addresses")
-    items = [a.strip() for a in items if a.strip()]
+    items = [a.strip() for a in _items(v, "expected an address or a list of addresses") if a.strip()]
     if not items:
         raise Invalid("expected an address or a list of addresses")
     for a in items:
@@ -151,9 +155,7 @@ _ROOT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 def _roots(v: Any) -> tuple[tuple[str, str], ...]:
     """``name=relative/path`` items (a comma-separated string or a list): named subtrees of the
     root, mirrored together in one snapshot. One must be ``state`` (where ca/ and certs/ live)."""
-    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
-        raise Invalid("expected name=path items, such as state=var/lib/icinga2,config=etc/icinga2")
+    items = _items(v, "expected name=path items, such as state=var/lib/icinga2,config=etc/icinga2")
     out: dict[str, str] = {}
     for item in (p.strip() for p in items if p.strip()):
         name, eq, path = item.partition("=")
@@ -198,9 +200,7 @@ def _duration(v: Any) -> float:
 
 def _min_intervals(v: Any) -> tuple[tuple[str, float], ...]:
     """``pattern=duration`` items: files matching the glob are committed at most that often."""
-    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
-    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
-        raise Invalid("expected pattern=duration items, such as var/lib/icinga2/icinga2.state=15m")
+    items = _items(v, "expected pattern=duration items, such as var/lib/icinga2/icinga2.state=15m")
     out = []
     for item in (p.strip() for p in items if p.strip()):
         pattern, eq, duration = item.rpartition("=")
