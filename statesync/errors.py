@@ -96,6 +96,20 @@ class TriggerError(StatesyncError):
     """A restart trigger of the CA guard could not be fired (API, signal, Docker or command)."""
 
 
+class IcingaApiError(StatesyncError):
+    """Icinga 2's REST API refused, failed or could not be reached; the message names the call
+    (never the password)."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class EnrolError(StatesyncError):
+    """A satellite cannot be enrolled through Consul (no published CA, no request yet, a
+    certificate of another CA); the message says what is missing."""
+
+
 class EncryptionKeyError(StatesyncError):
     """The encryption key needed is missing, or is not the one the data was sealed with."""
 

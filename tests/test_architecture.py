@@ -16,8 +16,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "statesync"
 # the frozen settings object, handed down from the command layer to what runs the engine.
 BASE = {"errors", "fsutil", "metrics"}
 ALLOWED = {
-    "cli": {"sidecar", "guard", "restore", "repo", "snapshot", "pki", "consul", "config", "__init__"},
-    "sidecar": {"guard", "restore", "repo", "snapshot", "pki", "consul", "config"},
+    "cli": {"sidecar", "guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config", "__init__"},
+    "sidecar": {"guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config"},
+    "enrol": {"repo", "snapshot", "pki", "consul", "config"},
     "guard": {"repo", "snapshot", "pki", "consul", "config"},
     "restore": {"repo", "snapshot", "pki", "consul"},
     "repo": {"snapshot", "consul"},
@@ -25,7 +26,7 @@ ALLOWED = {
     "pki": {"snapshot"},
     "consul": set(),
     # config builds each package's settings type from the raw settings, and nothing else
-    "config": {"snapshot", "consul.settings", "guard.settings", "parsing"},
+    "config": {"snapshot", "consul.settings", "guard.settings", "enrol.settings", "parsing"},
     "parsing": {"snapshot", "consul.settings"},
     "errors": set(), "fsutil": set(), "metrics": set(),
     "__main__": {"cli"},

@@ -96,6 +96,14 @@ class Layout:
     def ca_history(self) -> str:
         return f"{self.prefix}/ca-history"
 
+    @property
+    def satellites(self) -> str:
+        """Where satellites register for enrolment, one key per CN (docs/ENROL.md)."""
+        return f"{self.prefix}/satellites/"
+
+    def satellite(self, cn: str) -> str:
+        return f"{self.satellites}{cn}"
+
     def nodes_with_snapshots(self, keys) -> list[str]:
         """The names of the nodes that have a head or a snapshot record among ``keys`` (sorted)."""
         found = set()
