@@ -19,6 +19,8 @@ from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, LockSettings
 from .errors import ConfigError
 from .guard import settings as gs
 from .guard.settings import GuardSettings
+from .enrol import settings as es
+from .enrol.settings import EnrolSettings
 from .snapshot.chunking import MAX_CHUNK_SIZE
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
 from .snapshot.globs import PathFilter, rebase
@@ -151,6 +153,25 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("guard.trusted_parent_file", _opt_path, "", ("STATESYNC_GUARD_TRUSTED_PARENT_FILE",)),
     Setting("guard.trigger_timeout", _number(float, 1.0, 600.0), gs.DEFAULTS.trigger_timeout,
             ("STATESYNC_GUARD_TRIGGER_TIMEOUT",)),
+    # Enrolment through Consul (statesync/enrol/, docs/ENROL.md); defaults in enrol/settings.EnrolSettings.
+    Setting("enrol.enabled", _bool, es.DEFAULTS.enabled, ("STATESYNC_ENROL_ENABLED",)),
+    Setting("enrol.zone", _adapt(es.parse_name), "", ("STATESYNC_ENROL_ZONE",)),
+    Setting("enrol.parent_zone", _adapt(es.parse_name), es.DEFAULTS.parent_zone, ("STATESYNC_ENROL_PARENT_ZONE",)),
+    Setting("enrol.host", _adapt(es.parse_host), "", ("STATESYNC_ENROL_HOST",)),
+    Setting("enrol.port", _number(int, 0, 65535), 0, ("STATESYNC_ENROL_PORT",)),
+    Setting("enrol.api_url", _adapt(es.parse_url), es.DEFAULTS.api_url, ("STATESYNC_ENROL_API_URL",)),
+    Setting("enrol.api_user", _str, es.DEFAULTS.api_user, ("STATESYNC_ENROL_API_USER",)),
+    Setting("enrol.api_password_file", _opt_path, "", ("STATESYNC_ENROL_API_PASSWORD_FILE",)),
+    Setting("enrol.api_cacert", _opt_path, "", ("STATESYNC_ENROL_API_CACERT",)),
+    Setting("enrol.api_server_name", _adapt(es.parse_host), "", ("STATESYNC_ENROL_API_SERVER_NAME",)),
+    Setting("enrol.package", _adapt(es.parse_package), es.DEFAULTS.package, ("STATESYNC_ENROL_PACKAGE",)),
+    Setting("enrol.allow", _adapt(es.parse_globs), es.DEFAULTS.allow, ("STATESYNC_ENROL_ALLOW",)),
+    Setting("enrol.parent_zones", _adapt(es.parse_names), es.DEFAULTS.parent_zones, ("STATESYNC_ENROL_PARENT_ZONES",)),
+    Setting("enrol.global_zones", _adapt(es.parse_names), es.DEFAULTS.global_zones, ("STATESYNC_ENROL_GLOBAL_ZONES",)),
+    Setting("enrol.reserved", _adapt(es.parse_names), (), ("STATESYNC_ENROL_RESERVED",)),
+    Setting("enrol.interval", _number(float, 0.1, 86400.0), es.DEFAULTS.interval, ("STATESYNC_ENROL_INTERVAL",)),
+    Setting("enrol.stage_timeout", _number(float, 1.0, 3600.0), es.DEFAULTS.stage_timeout,
+            ("STATESYNC_ENROL_STAGE_TIMEOUT",)),
     # One writer per node (see statesync/consul/lock.py). Consul refuses TTLs below its servers'
     # session_ttl_min (10 s unless configured) and lock-delays above 60 s.
     Setting("lock.enabled", _bool, LockSettings.enabled, ("STATESYNC_LOCK_ENABLED",)),
@@ -196,6 +217,7 @@ class Config:
     http_port: int = 0
     health_max_failures: int = 5
     guard: GuardSettings = field(default_factory=GuardSettings)
+    enrol: EnrolSettings = field(default_factory=EnrolSettings)
     lock: LockSettings = field(default_factory=LockSettings)
     # (name, path below root) pairs, sorted; () when the whole root is the state
     roots: tuple[tuple[str, str], ...] = ()
@@ -361,7 +383,7 @@ def _build(v: dict[str, Any]) -> Config:
                   full_scan_interval=v["full_scan_interval"], gc_interval=v["gc_interval"],
                   gc_grace=v["gc_grace"], max_drop=v["max_drop"], consul=consul, log_format=v["log.format"],
                   http_bind=v["http.bind"], http_port=v["http.port"], health_max_failures=v["health.max_failures"],
-                  log_level=v["log.level"], guard=gs.build(v),
+                  log_level=v["log.level"], guard=gs.build(v), enrol=es.build(v, v["role"]),
                   lock=LockSettings(v["lock.enabled"], v["lock.ttl"], v["lock.delay"]), roots=v["roots"],
                   keep_within=v["keep_within"], keep_hourly=v["keep_hourly"], keep_daily=v["keep_daily"],
                   min_interval=v["min_interval"], compression=v["compression"])

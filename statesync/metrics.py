@@ -32,7 +32,21 @@ damage = Counter("statesync_damage", "Damage found and handled: head-missing (re
                  ["kind"], registry=REGISTRY)
 suspicious_drops = Counter("statesync_suspicious_drops", "Commits refused because the tree shrank by more than "
                            "max_drop since the last snapshot", registry=REGISTRY)
+enrol_registrations = Counter("statesync_enrol_registrations", "Registrations this satellite wrote to Consul",
+                              registry=REGISTRY)
+enrol_state = Gauge("statesync_enrol_state", "Satellite enrolment state: 1 for the current one", ["state"],
+                    registry=REGISTRY)
+enrol_rejected = Counter("statesync_enrol_rejected", "Registrations or certificate requests the master refused, "
+                         "each counted once, by kind (registration, request)", ["kind"], registry=REGISTRY)
+enrol_signed = Counter("statesync_enrol_signed", "Certificate requests the master signed", registry=REGISTRY)
+enrol_stages = Counter("statesync_enrol_stages", "Config package stages of the accepted satellites, by result "
+                       "(ok, failed)", ["result"], registry=REGISTRY)
+enrol_stage_failed = Gauge("statesync_enrol_stage_failed", "1 while the last stage of the accepted satellites "
+                           "failed (Icinga 2 kept the running config), 0 otherwise", registry=REGISTRY)
+enrol_accepted = Gauge("statesync_enrol_accepted", "Satellites accepted: rendered into the active config package",
+                       registry=REGISTRY)
 
+ENROL_STATES = ("no-request", "waiting-for-ca", "registered", "enrolled", "other-ca")
 GUARD_STATES = ("match", "renewed-same-key", "mismatch", "cannot-tell")
 
 
@@ -59,6 +73,11 @@ def set_guard_state(state: str) -> None:
     """Mark ``state`` as the guard's current verdict (others drop to 0)."""
     for s in GUARD_STATES:
         guard_state.labels(state=s).set(1 if s == state else 0)
+
+
+def set_enrol_state(state: str) -> None:
+    for s in ENROL_STATES:
+        enrol_state.labels(state=s).set(1 if s == state else 0)
 
 
 def record_commit(seconds: float, chunks_written: int, chunks_reused_: int, bytes_written: int,

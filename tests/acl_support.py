@@ -50,9 +50,13 @@ class AclConsul:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
-    def token(self, policy_file: str, node: str, secret: str | None = None) -> str:
-        """Create a policy from config/acl/<policy_file> for ``node`` and a token holding it; return its secret."""
-        rules = (ACL_DIR / policy_file).read_text().replace("NODE", node).replace("AGENT", AGENT_NODE)
+    def token(self, policy_file: str, node: str, secret: str | None = None, cn: str | None = None) -> str:
+        """Create a policy from config/acl/<policy_file> for ``node`` and a token holding it; return its secret.
+
+        The placeholders are replaced as config/acl/README.md's sed does: NODE, AGENT, then
+        SATELLITE_CN by ``cn`` (default: the node name).
+        """
+        rules = render(policy_file, node, node if cn is None else cn)
         name = f"{policy_file.removesuffix('.hcl')}-{node}-{next(_names)}"
         code, out = self.api("PUT", "/v1/acl/policy", self.master, json.dumps({"Name": name, "Rules": rules}).encode())
         assert code == 200, out
@@ -64,6 +68,12 @@ class AclConsul:
         secret_id = json.loads(out)["SecretID"]
         self.secrets.append(secret_id)
         return secret_id
+
+
+def render(policy_file: str, node: str, cn: str) -> str:
+    """config/acl/<policy_file> with its placeholders replaced, in the order of the README's sed."""
+    text = (ACL_DIR / policy_file).read_text()
+    return text.replace("NODE", node).replace("AGENT", AGENT_NODE).replace("SATELLITE_CN", cn)
 
 
 def token_file(directory: Path, token: str) -> Path:

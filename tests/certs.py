@@ -92,3 +92,17 @@ def enrol(root: Path, ca: CA, name: str = "sat1") -> dict[str, bytes]:
         os.chmod(tmp, 0o600 if fname.endswith(".key") else 0o644)
         os.rename(tmp, certs / fname)
     return files
+
+
+def pending_request(cn: str = "sat1") -> tuple[bytes, bytes]:
+    """The key and self-signed certificate ``icinga2 node setup`` without a ticket leaves in
+    certs/ while the master has not signed the request yet (basicConstraints CA:FALSE, SAN DNS:cn)."""
+    key = _key("rsa")
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(NOW - dt.timedelta(minutes=5))
+            .not_valid_after(NOW + dt.timedelta(days=397))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(cn)]), critical=False)
+            .sign(key, hashes.SHA256()))
+    return _pem_key(key), cert.public_bytes(serialization.Encoding.PEM)

@@ -20,9 +20,14 @@ mints new ones in an empty lib/). A satellite's configuration is what its enrolm
 wrote; it is kept outside the node's directories, as config management would keep
 it, because ``node setup`` on a satellite always makes a new key and would enrol again.
 
+Satellites enrol without a ticket, through Consul (docs/ENROL.md): ``pending_satellite``
+is a satellite's first-start entrypoint (``node setup`` without ``--ticket``: a new key, a
+self-signed certificate and a request pending on the master); its sidecar registers the
+request and the master's sidecar accepts and signs it.
+
 Stdlib only (it and tests/support.py): also run as a script, ``python tests/icinga.py
-reenrol SPEC.json``, the command the satellite guard fires in scenario 4 (stop, enrol with
-a fresh ticket, start).
+reenrol SPEC.json``, the command the satellite guard fires in scenario 4 (stop, node setup
+without a ticket, start: the sidecars do the rest).
 """
 from __future__ import annotations
 
@@ -100,11 +105,6 @@ def unshare_problem() -> str | None:
         return (f"unshare -m with a private bind mount is impossible here (it needs root or CAP_SYS_ADMIN): "
                 f"{proc.stderr.strip()[-300:]}")
     return None
-
-
-def ticket_for(cn: str, salt: str) -> str:
-    """What ``icinga2 pki ticket --cn CN --salt SALT`` prints."""
-    return hashlib.pbkdf2_hmac("sha1", cn.encode(), salt.encode(), 50000).hex()
 
 
 def sha256_file(path: Path) -> str:
@@ -318,20 +318,24 @@ class Node:
         return self.lib / "ca/ca.crt"
 
 
-def ticket_salt(master: Node) -> str:
-    m = re.search(r'const TicketSalt = "([^"]*)"', (master.etc / "constants.conf").read_text())
-    assert m and m.group(1), f"no TicketSalt in {master.etc / 'constants.conf'}"
-    return m.group(1)
+# What the master's sidecar needs of Icinga 2's API to accept satellites (docs/ENROL.md).
+ENROL_PERMISSIONS = ("config/query", "config/modify", "objects/query/Endpoint")
 
 
-def provision_master(master: Node, satellites: list[Node], api_user: str, api_password: str) -> None:
+def provision_master(master: Node, satellites: list[Node], api_user: str, api_password: str,
+                     enrol_password: str = "") -> None:
     """The master's entrypoint: a fresh /etc/icinga2, ``node setup --master`` (which mints a CA only when
-    lib/ has none), the API listener on its port, an API user for the test, the satellites' zones."""
+    lib/ has none), the API listener on its port, an API user for the test, the given satellites' zones
+    (none when they enrol through Consul) and, with ``enrol_password``, the sidecar's API user "statesync"
+    with just the permissions enrolment needs."""
     master.make_dirs()
     master.icinga2("node", "setup", "--master", "--cn", master.cn, "--zone", master.zone, "--disable-confd")
     master.patch_api_listener()
-    (master.etc / "conf.d/api-users.conf").write_text(
-        f'object ApiUser "{api_user}" {{\n  password = "{api_password}"\n  permissions = [ "*" ]\n}}\n')
+    users = f'object ApiUser "{api_user}" {{\n  password = "{api_password}"\n  permissions = [ "*" ]\n}}\n'
+    if enrol_password:
+        perms = ", ".join(f'"{p}"' for p in ENROL_PERMISSIONS)
+        users += f'\nobject ApiUser "statesync" {{\n  password = "{enrol_password}"\n  permissions = [ {perms} ]\n}}\n'
+    (master.etc / "conf.d/api-users.conf").write_text(users)
     with open(master.etc / "zones.conf", "a") as fh:
         for sat in satellites:
             fh.write(f'\nobject Endpoint "{sat.cn}" {{\n}}\n\nobject Zone "{sat.zone}" {{\n'
@@ -339,9 +343,9 @@ def provision_master(master: Node, satellites: list[Node], api_user: str, api_pa
     _chown_tree(master.etc)
 
 
-def enrol_satellite(sat: Node, master: Node, ticket: str) -> None:
-    """The satellite's first-start entrypoint: trust the parent's certificate, ``node setup`` with a
-    ticket (which makes the key, has the master sign it and writes the configuration)."""
+def pending_satellite(sat: Node, master: Node) -> None:
+    """A satellite's first-start entrypoint without a ticket: pin the parent's certificate, ``node
+    setup`` (a new key, a self-signed certificate, the request pending on the master, the configuration)."""
     shutil.rmtree(sat.etc, ignore_errors=True)
     sat.make_dirs()
     certs = sat.lib / "certs"
@@ -351,12 +355,23 @@ def enrol_satellite(sat: Node, master: Node, ticket: str) -> None:
     trusted = f"{LIB}/certs/trusted-parent.crt"
     sat.icinga2("pki", "save-cert", "--host", "127.0.0.1", "--port", str(master.api_port), "--trustedcert", trusted)
     parent = f"127.0.0.1,{master.api_port}"
-    sat.icinga2("node", "setup", "--ticket", ticket, "--cn", sat.cn, "--endpoint", f"{master.cn},{parent}",
-                "--zone", sat.zone, "--parent_zone", master.zone, "--parent_host", parent,
-                "--trustedcert", trusted, "--accept-config", "--accept-commands", "--disable-confd")
+    sat.icinga2("node", "setup", "--cn", sat.cn, "--endpoint", f"{master.cn},{parent}", "--zone", sat.zone,
+                "--parent_zone", master.zone, "--parent_host", parent, "--trustedcert", trusted,
+                "--accept-config", "--accept-commands", "--disable-confd")
     sat.patch_api_listener()
     _chown_tree(sat.etc)
     sat.save_config()
+
+
+def request_files(master: Node) -> dict[str, dict]:
+    """The master's pending (and signed) certificate requests: fingerprint -> the JSON document."""
+    out = {}
+    for path in sorted((master.lib / "certificate-requests").glob("*.json")):
+        try:
+            out[path.stem] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return out
 
 
 def rebuild_satellite_config(sat: Node) -> None:
@@ -403,7 +418,7 @@ class Api:
 # -- the guard's restart command ------------------------------------------------------
 
 def reenrol(spec_path: str) -> int:
-    """Stop the satellite, enrol it with a fresh ticket from the master, start it. Logs to <sat>/reenrol.log."""
+    """Stop the satellite, node setup without a ticket (a new request), start it. Logs to <sat>/reenrol.log."""
     spec = json.loads(Path(spec_path).read_text())
     sat, master = Node(**spec["satellite"]), Node(**spec["master"])
     log_path = sat.root / "reenrol.log"
@@ -416,9 +431,8 @@ def reenrol(spec_path: str) -> int:
     try:
         killed = sat.stop()
         note("stopped", killed=killed)
-        ticket = ticket_for(sat.cn, ticket_salt(master))
-        enrol_satellite(sat, master, ticket)
-        note("enrolled", ticket=ticket)
+        pending_satellite(sat, master)
+        note("requested")
         pid = sat.start()
         note("started", pid=pid)
     except BaseException as exc:

@@ -18,7 +18,7 @@ BASE = {"errors", "fsutil", "metrics"}
 ALLOWED = {
     "cli": {"sidecar", "guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config", "__init__"},
     "sidecar": {"guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config"},
-    "enrol": {"repo", "snapshot", "pki", "consul", "config"},
+    "enrol": {"guard", "repo", "snapshot", "pki", "consul", "config"},
     "guard": {"repo", "snapshot", "pki", "consul", "config"},
     "restore": {"repo", "snapshot", "pki", "consul"},
     "repo": {"snapshot", "consul"},

@@ -2,12 +2,17 @@
 ``statesync run`` sidecars, a master and a satellite on one machine (see tests/icinga.py).
 
 The scenarios build on each other, in order, on one module-scoped cluster:
-1. master and satellite, each with its sidecar, enrolled and connected;
+1. master and satellite, each with its sidecar: the empty satellite enrols through Consul
+   (node setup without a ticket, its sidecar registers, the master's sidecar accepts and
+   signs) and connects without a restart;
+1b. hostile registrations and requests are refused, never rendered and never signed; a
+   deleted registration un-accepts its satellite;
 2. the master destroyed and restored by its sidecar: the satellite reconnects with its
    certificate, without enrolling again, and the CA is the same;
 3. the satellite rebuilt and restored from its own snapshot: connected without a ticket;
 4. the master's CA lost without statesync's help: the satellite's guard quarantines its
-   certificates and fires its restart command, which enrols it under the new CA.
+   certificates and fires its restart command (node setup without a ticket), and the node
+   enrols again through Consul under the new CA.
 Each is timed; the times are printed at the end of the run and written to
 <pytest basetemp>/e2e-icinga-times.json.
 """
@@ -29,12 +34,15 @@ from statesync import config
 from statesync.config import parse_addr
 from statesync.consul.settings import ConsulSettings
 from statesync.consul.store import Store
-from statesync.pki import cadoc
+from statesync.enrol import registration
+from statesync.pki import cadoc, fingerprint
 from statesync.pki.fingerprint import spki_sha256
 from statesync.sidecar.wiring import open_repo as _repo
 from statesync.snapshot.crypto import format_key, generate_key
 
-from . import icinga
+from cryptography.hazmat.primitives import serialization
+
+from . import certs, icinga
 from .icinga import MAX_WAIT, Api, Node, sha256_file
 from .support import REPO, clean_env, free_ports, statesync_cmd, stop_process, wait_for
 
@@ -132,6 +140,11 @@ class Cluster:
         self.key_file = base / "statesync.key"
         self.key_file.write_text(format_key(generate_key()) + "\n")
         self.key_file.chmod(0o600)
+        # The master sidecar's Icinga API user for enrolment (config package, endpoints).
+        self.enrol_password = secrets.token_hex(12)
+        self.enrol_password_file = base / "enrol-api-password"
+        self.enrol_password_file.write_text(self.enrol_password + "\n")
+        self.enrol_password_file.chmod(0o600)
 
     # -- bookkeeping
     @contextmanager
@@ -155,16 +168,37 @@ class Cluster:
 
     # -- sidecars
     def start_master_sidecar(self, **env) -> Sidecar:
-        self.master_sidecar = Sidecar(self, self.master, "master", **env)
+        enrol = {"STATESYNC_ENROL_ENABLED": "1", "STATESYNC_ENROL_API_URL": f"https://127.0.0.1:{self.master.api_port}",
+                 "STATESYNC_ENROL_API_SERVER_NAME": self.master.cn,
+                 "STATESYNC_ENROL_API_PASSWORD_FILE": str(self.enrol_password_file)}
+        self.master_sidecar = Sidecar(self, self.master, "master", **{**enrol, **env})
         return self.master_sidecar
 
     def start_sat_sidecar(self) -> Sidecar:
         guard = {"STATESYNC_GUARD_TRIGGER": "command", "STATESYNC_GUARD_CERT_NAME": self.sat.cn,
                  "STATESYNC_GUARD_COMMAND": json.dumps([sys.executable, str(Path(icinga.__file__)), "reenrol",
                                                         str(self.spec)]),
-                 "STATESYNC_GUARD_TRIGGER_TIMEOUT": "90"}
+                 "STATESYNC_GUARD_TRIGGER_TIMEOUT": "90",
+                 "STATESYNC_ENROL_ENABLED": "1", "STATESYNC_ENROL_ZONE": self.sat.zone,
+                 "STATESYNC_ENROL_PARENT_ZONE": self.master.zone}
         self.sat_sidecar = Sidecar(self, self.sat, "satellite", **guard)
         return self.sat_sidecar
+
+    def store(self) -> Store:
+        return Store(ConsulSettings(endpoints=(parse_addr(self.consul.addr),)))
+
+    def registration(self, cn: str):
+        pair = self.store().get(f"{self.prefix}/satellites/{cn}")
+        return registration.decode(pair.value) if pair is not None else None
+
+    def package_text(self) -> str:
+        """The text of the active stage of the accepted satellites' config package, as Icinga 2 loads it."""
+        pkg = self.master.lib / "api/packages/statesync-satellites"
+        try:
+            stage = (pkg / "active-stage").read_text().strip()
+        except OSError:
+            return ""
+        return "\n".join(p.read_text() for p in sorted((pkg / stage / "zones.d").rglob("*.conf")))
 
     def repo(self, node: Node):
         cfg = config.load({"prefix": self.prefix, "node": node.cn, "consul.addr": [self.consul.addr],
@@ -207,7 +241,7 @@ class Cluster:
         return time.monotonic() - start
 
     def provision_and_start_master(self) -> None:
-        icinga.provision_master(self.master, [self.sat], self.api_user, self.api_password)
+        icinga.provision_master(self.master, [], self.api_user, self.api_password, self.enrol_password)
         self.start_master()
 
     def start_master(self) -> None:
@@ -222,7 +256,7 @@ class Cluster:
 
     def fingerprints(self) -> dict:
         return {"master_ca": spki_sha256(self.master.ca_cert().read_bytes()),
-                **{p: sha256_file(self.sat.lib / p) for p in SAT_CERTS + ("certs/ticket",)}}
+                **{p: sha256_file(self.sat.lib / p) for p in SAT_CERTS}}
 
     def cleanup(self) -> list[str]:
         """Stop everything the module started, by PID, even after a failure; return what went wrong."""
@@ -296,8 +330,8 @@ def cluster(request, consul, tmp_path_factory):
 
 # -- the scenarios, in order ----------------------------------------------------------------
 
-def test_a_master_and_a_satellite_with_their_sidecars_enrol_and_connect(cluster):
-    """Scenario 1."""
+def test_an_empty_satellite_enrols_through_consul_and_connects_without_a_restart(cluster):
+    """Scenario 1 (issue 18 (a)): no ticket and no TicketSalt anywhere on the satellite."""
     c = cluster
     with c.scenario("1 master and satellite connected"):
         t0 = time.monotonic()
@@ -306,34 +340,145 @@ def test_a_master_and_a_satellite_with_their_sidecars_enrol_and_connect(cluster)
         assert c.master_sidecar.wait_ready()["action"] == "nothing-to-restore"
         c.provision_and_start_master()
         t_master = time.monotonic()
+        fp = spki_sha256(c.master.ca_cert().read_bytes())
+        c.wait_published(fp)  # what the satellite's sidecar trusts and registers under
 
         c.start_sat_sidecar()
         assert c.sat_sidecar.wait_ready()["action"] == "nothing-to-restore"
-        salt = icinga.ticket_salt(c.master)
-        ticket = icinga.ticket_for(c.sat.cn, salt)
-        assert c.master.icinga2("pki", "ticket", "--cn", c.sat.cn, "--salt", salt).stdout.strip() == ticket
-        icinga.enrol_satellite(c.sat, c.master, ticket)
-        t_enrolled = time.monotonic()
-        c.sat.start()
+        t1 = time.monotonic()
+        icinga.pending_satellite(c.sat, c.master)  # node setup without --ticket: a pending request
+        t_request = time.monotonic()
+        assert not (c.sat.lib / "certs/ticket").exists()
+        pid = c.sat.start()
+        reg = wait_for(lambda: c.registration(c.sat.cn), MAX_WAIT, what="the satellite's registration in Consul",
+                       details=c.details, step=0.05)
+        t_registered = time.monotonic()
         connect = c.wait_connected()
         t_connected = time.monotonic()
 
+        # Enrolled without a restart: the daemon that started with the request swapped the certificate in.
+        assert c.sat.pids() and c.sat.pidfile_pid() == pid
+        cert = (c.sat.lib / "certs/sat1.crt").read_bytes()
+        assert fingerprint.issued_by(cert, c.master.ca_cert().read_bytes())
+        assert spki_sha256(cert) == reg.key_sha256 and reg.ca_spki_sha256 == fp and reg.zone == c.sat.zone
+        assert spki_sha256((c.sat.lib / "certs/ca.crt").read_bytes()) == fp
+        assert f'object Endpoint "{c.sat.cn}"' in c.package_text()
+        assert f'object Zone "{c.sat.zone}"' in c.package_text()
+        signed = [d for d in icinga.request_files(c.master).values() if d.get("cert_response")]
+        assert len(signed) == 1 and spki_sha256(signed[0]["cert_response"].encode()) == reg.key_sha256
         # Each sidecar's root (a host path) is the very /var/lib/icinga2 its node sees in its namespace.
         for node, rel in ((c.master, "ca/ca.crt"), (c.sat, "certs/sat1.crt")):
             assert node.seen_by_daemon(rel) == (node.lib / rel).read_bytes()
-        # The CA, both node certificates and the satellite's trust are in Consul.
+        # The CA, both node certificates, the satellite's trust and the accepted package are in Consul.
         c.wait_snapshot(c.master, MASTER_CERTS)
-        c.wait_snapshot(c.sat, SAT_CERTS + ("certs/ticket", "certs/trusted-parent.crt"))
-        fp = spki_sha256(c.master.ca_cert().read_bytes())
-        assert spki_sha256((c.sat.lib / "certs/ca.crt").read_bytes()) == fp
-        c.wait_published(fp)  # the master's sidecar publishes the CA the satellite's guard compares with
+        c.wait_snapshot(c.sat, SAT_CERTS + ("certs/trusted-parent.crt",))
         # ca.key and both node keys went to Consul encrypted: no value holds a PEM private key.
-        store = Store(ConsulSettings(endpoints=(parse_addr(c.consul.addr),)))
-        values = store.get_prefix(c.prefix + "/")
+        values = c.store().get_prefix(c.prefix + "/")
         assert values and not [p.key for p in values if b"PRIVATE KEY" in p.value]
-        c.record("scenario 1 (master and satellite enrolled and connected)",
-                 master_up=t_master - t0, satellite_enrolled=t_enrolled - t_master,
-                 satellite_start_to_connected=connect, total=t_connected - t0)
+        c.record("scenario 1 (empty satellite enrolled through Consul and connected)",
+                 master_up=t_master - t0, node_setup_without_ticket=t_request - t1,
+                 start_to_registered=t_registered - t_request, registered_to_connected=t_connected - t_registered,
+                 satellite_start_to_connected=connect, empty_satellite_to_connected=t_connected - t1,
+                 total=t_connected - t0)
+
+
+def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_deleted_registration_un_accepts(
+        cluster, tmp_path):
+    """Scenario 1b (issue 18 (b)): every case of "bad input" against the real master and its sidecar."""
+    c = cluster
+    with c.scenario("1b hostile registrations refused"):
+        t0 = time.monotonic()
+        store = c.store()
+        ca_spki = spki_sha256(c.master.ca_cert().read_bytes())
+        good = c.registration(c.sat.cn)
+        signed_before = {f for f, d in icinga.request_files(c.master).items() if d.get("cert_response")}
+
+        # A second real satellite with a real pending request, registered with a key hash that is not its own.
+        sat2 = Node("sat2", "sat2", str(c.base / "sat2"), free_ports(1)[0], c.session)
+        icinga.pending_satellite(sat2, c.master)
+        sat2_cert = (sat2.lib / "certs/sat2.crt").read_bytes()
+        spoofed_key = hashlib.sha256(b"not sat2's key").hexdigest()
+
+        def reg(cn, **over):
+            fields = dict(version=1, cn=cn, zone=cn, parent_zone="master", host="", port=0,
+                          key_sha256=hashlib.sha256(cn.encode()).hexdigest(),
+                          request_sha256=hashlib.sha256(b"r" + cn.encode()).hexdigest(),
+                          ca_spki_sha256=ca_spki, node=cn, time="2026-12-01T00:00:00+00:00")
+            fields.update(over)
+            return registration.encode(registration.Registration(**fields))
+        hostile = {
+            "evil-key": reg("evil-other"),                                   # CN not its key
+            "master1": reg("master1"),                                       # the master's own endpoint
+            "global-templates": reg("global-templates"),                     # a global zone
+            'bad"name': b'{"version": 1, "cn": "bad\\"name"}',              # malformed name
+            "evil-zone": reg("evil-zone", zone='z" { } object ApiUser "pwn'),  # injection through the zone
+            "old-ca": reg("old-ca", ca_spki_sha256=hashlib.sha256(b"another CA").hexdigest()),  # another CA
+            "sat2": reg("sat2", key_sha256=spoofed_key,                      # spoofed key hash
+                        request_sha256=hashlib.sha256(fingerprint.load_cert(sat2_cert).public_bytes(
+                            serialization.Encoding.DER)).hexdigest()),
+        }
+        for key, value in hostile.items():
+            store.put(f"{c.prefix}/satellites/{key}", value)
+        # A forged request for the accepted CN sat1, with another key than the registered one.
+        _, forged_cert = certs.pending_request("sat1")
+        forged_fp = hashlib.sha256(fingerprint.load_cert(forged_cert).public_bytes(serialization.Encoding.DER)).hexdigest()
+        forged = c.master.lib / "certificate-requests" / f"{forged_fp}.json"
+        forged.write_text(json.dumps({"cert_request": forged_cert.decode(), "ticket": ""}))
+
+        def refused():
+            regs = {e.get("satellite") for e in c.master_sidecar.events("registration refused")}
+            reqs = {e.get("request") for e in c.master_sidecar.events("certificate request not signed")}
+            return ({registration.shown(k) for k in hostile if k != "sat2"} <= regs and forged_fp in reqs
+                    and c.master_sidecar.events("registration not rendered")) or None
+        wait_for(refused, MAX_WAIT, what="the master's sidecar refusing every hostile case",
+                 details=lambda: c.master_sidecar.tail(40), step=0.2)
+        time.sleep(3)  # a few more passes: each refusal is still logged once
+        text = c.package_text()
+        assert text.count("object Endpoint") == 1 and f'object Endpoint "{c.sat.cn}"' in text, text
+        for word in ("evil", "pwn", "ApiUser", "old-ca", "sat2", "global-templates", "master1", "bad"):
+            assert word not in text, (word, text)
+        docs = icinga.request_files(c.master)
+        assert "cert_response" not in docs[forged_fp]
+        sat2_fp = [f for f, d in docs.items() if "sat2" in d.get("cert_request", "")
+                   or spki_sha256(d["cert_request"].encode()) == spki_sha256(sat2_cert)]
+        assert sat2_fp and all("cert_response" not in docs[f] for f in sat2_fp)
+        assert {f for f, d in docs.items() if d.get("cert_response")} == signed_before
+        reasons = {}
+        for e in c.master_sidecar.events("registration refused") + c.master_sidecar.events("registration not rendered"):
+            reasons.setdefault(e["satellite"], []).append(e["reason"])
+        assert all(len(v) == 1 for v in reasons.values()), reasons  # logged once, not on every pass
+        assert "not the key's name" in reasons["'evil-key'"][0] and "reserved" in reasons["'master1'"][0]
+        assert "another CA" in reasons["'old-ca'"][0] and "pending request" in reasons["'sat2'"][0]
+        assert "reserved" in reasons["'global-templates'"][0] and "not a valid" in reasons["'evil-zone'"][0]
+        assert c.registration(c.sat.cn) == good and c.api.connected(c.sat.cn)
+        t_refused = time.monotonic()
+
+        # sat2 registered for real is accepted (its Endpoint goes live); deleting the registration un-accepts it.
+        store.put(f"{c.prefix}/satellites/sat2", reg("sat2", key_sha256=spki_sha256(sat2_cert),
+                                                      request_sha256=json.loads(hostile["sat2"])["request_sha256"]))
+        wait_for(lambda: 'object Endpoint "sat2"' in c.package_text() and _endpoint_exists(c, "sat2"),
+                 MAX_WAIT, what="sat2 accepted", details=lambda: c.master_sidecar.tail(30), step=0.2)
+        t_accepted = time.monotonic()
+        store.delete(f"{c.prefix}/satellites/sat2")
+        wait_for(lambda: 'object Endpoint "sat2"' not in c.package_text() and not _endpoint_exists(c, "sat2"),
+                 MAX_WAIT, what="sat2 un-accepted after its registration was deleted",
+                 details=lambda: c.master_sidecar.tail(30), step=0.2)
+        t_unaccepted = time.monotonic()
+        for key in hostile:
+            store.delete(f"{c.prefix}/satellites/{key}")
+        forged.unlink()
+        c.wait_connected()
+        c.record("scenario 1b (hostile cases refused, sat2 accepted and un-accepted)",
+                 hostile_refused=t_refused - t0, accepted=t_accepted - t_refused,
+                 unaccepted=t_unaccepted - t_accepted, total=time.monotonic() - t0)
+
+
+def _endpoint_exists(c, cn: str) -> bool:
+    try:
+        c.api.get(f"/v1/objects/endpoints/{cn}")
+        return True
+    except Exception:
+        return False
 
 
 def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satellite_reconnects_without_enrolling(
@@ -343,6 +488,10 @@ def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satelli
     with c.scenario("2 master disaster"):
         before = c.fingerprints()
         ca_key = sha256_file(c.master.lib / "ca/ca.key")
+        registered = c.registration(c.sat.cn)
+        package = c.package_text()
+        signed = {f for f, d in icinga.request_files(c.master).items() if d.get("cert_response")}
+        sat_pid = c.sat.pidfile_pid()
 
         c.destroy(c.master, c.master_sidecar)
         wait_for(lambda: c.api.connected(c.sat.cn) is None, 10, what="master's API gone", step=0.1)
@@ -354,6 +503,7 @@ def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satelli
         assert marker["action"] == "restored", marker
         assert c.master_sidecar.probe_ready() == 0  # what the compose healthcheck runs
         assert sha256_file(c.master.lib / "ca/ca.key") == ca_key
+        assert c.package_text() == package  # the accepted satellites came back with the snapshot
         # only now the master "container": its entrypoint runs node setup, which must find the CA
         c.provision_and_start_master()
         t_started = time.monotonic()
@@ -364,6 +514,10 @@ def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satelli
         assert sha256_file(c.master.lib / "ca/ca.key") == ca_key
         assert c.published_ca().spki_sha256 == before["master_ca"]
         assert not (c.sat.lib / ".statesync-quarantine").exists(), "the guard purged on a restored, unchanged CA"
+        # Issue 18 (d): no enrolment at all: the same registration, no new signature, the same process.
+        assert c.registration(c.sat.cn) == registered
+        assert {f for f, d in icinga.request_files(c.master).items() if d.get("cert_response")} == signed
+        assert c.sat.pidfile_pid() == sat_pid and c.package_text() == package
         c.record("scenario 2 (master destroyed, restored, satellite reconnected)",
                  restore_until_ready=t_restored - t0, master_setup_and_start=t_started - t_restored,
                  master_start_to_satellite_connected=t_connected - t_started, total=t_connected - t0)
@@ -373,7 +527,7 @@ def test_a_rebuilt_satellite_is_restored_from_its_own_snapshot_and_reconnects_wi
     """Scenario 3."""
     c = cluster
     with c.scenario("3 satellite rebuilt"):
-        c.wait_snapshot(c.sat, SAT_CERTS + ("certs/ticket",))
+        c.wait_snapshot(c.sat, SAT_CERTS)
         before = c.fingerprints()
 
         c.destroy(c.sat, c.sat_sidecar)
@@ -419,7 +573,7 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
         # on_conflict=keep-local, the permanent override automation uses (tests/test_ca_publication.py
         # covers an operator's one-time statesync accept-ca).
         c.destroy(c.master, c.master_sidecar)
-        icinga.provision_master(c.master, [c.sat], c.api_user, c.api_password)
+        icinga.provision_master(c.master, [], c.api_user, c.api_password, c.enrol_password)
         new_ca = spki_sha256(c.master.ca_cert().read_bytes())
         assert new_ca != old_ca["master_ca"]
         c.start_master()
@@ -458,7 +612,7 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
         quarantined = list((c.sat.lib / ".statesync-quarantine").iterdir())
         assert len(quarantined) == 1, quarantined
         names = {p.name for p in quarantined[0].iterdir()}
-        assert {"ca.crt", "sat1.crt", "sat1.key", "ticket", "trusted-parent.crt"} <= names, names
+        assert {"ca.crt", "sat1.crt", "sat1.key", "trusted-parent.crt"} <= names, names
         assert sha256_file(quarantined[0] / "sat1.crt") == old_sat_cert
         assert spki_sha256((quarantined[0] / "ca.crt").read_bytes()) == old_ca["master_ca"]
         fired = c.sat_sidecar.events("restart triggered")

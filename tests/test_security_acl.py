@@ -5,9 +5,11 @@ run also checks that no token appears in its output (see acl_support.run_cli).
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import uuid
 
@@ -19,7 +21,7 @@ from statesync.consul.store import Store
 from statesync.errors import PermissionDenied
 from statesync.repo.repository import Repo
 
-from .acl_support import ACL_DIR, AGENT_NODE, PREFIX, one_error_line, run_cli
+from .acl_support import ACL_DIR, AGENT_NODE, PREFIX, one_error_line, render, run_cli
 from .support import clean_env, make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
@@ -83,6 +85,40 @@ def test_the_example_policies_use_the_placeholders_the_readme_documents():
     assert 'session "AGENT"' in rules("master.hcl") and 'session "AGENT"' in rules("satellite.hcl")
     assert 'key "statesync/icinga2/ca"' in rules("master.hcl") and 'key "statesync/icinga2/ca"' in rules("satellite.hcl")
     assert "session" not in rules("restore.hcl") and '"write"' not in rules("restore.hcl")
+
+
+def test_the_satellite_policy_grants_its_own_registration_as_an_exact_key_and_the_master_only_reads_them():
+    readme = (ACL_DIR / "README.md").read_text()
+    assert "`SATELLITE_CN`" in readme and "operator-satellites.hcl" in readme
+    assert 'key "statesync/icinga2/satellites/SATELLITE_CN" {\n  policy = "write"\n}' in rules("satellite.hcl")
+    assert 'key_prefix "statesync/icinga2/satellites/' not in rules("satellite.hcl")
+    assert 'key_prefix "statesync/icinga2/satellites/" {\n  policy = "read"\n}' in rules("master.hcl")
+    assert 'key "statesync/icinga2/satellites/' not in rules("master.hcl")
+    operator = rules("operator-satellites.hcl")
+    assert 'key_prefix "statesync/icinga2/satellites/" {\n  policy = "write"\n}' in operator
+    assert operator.count("{") == 1 and "NODE" not in operator and "AGENT" not in operator
+
+
+def test_the_readmes_sed_renders_every_policy_file_as_the_tests_do_and_touches_nothing_but_its_placeholders():
+    """The tokens in this module are made by acl_support.render: it must do what the README's sed does."""
+    readme = (ACL_DIR / "README.md").read_text()
+    command = re.search(r'sed((?: -e "s/\w+/\$\w+/g")+)', readme)
+    assert command, "README.md shows how to replace the placeholders with sed"
+    pairs = re.findall(r'-e "s/(\w+)/\$(\w+)/g"', command.group(1))
+    assert [placeholder for placeholder, _ in pairs] == ["NODE", "AGENT", "SATELLITE_CN"]
+    values = {"NODE": "sat1-host", "AGENT": AGENT_NODE, "SATELLITE_CN": "sat1"}
+    env = {**clean_env(), **{var: values[placeholder] for placeholder, var in pairs}}
+    for path in sorted(ACL_DIR.glob("*.hcl")):
+        text = path.read_text()
+        for placeholder in values:  # each occurs as a word of its own, never inside another word
+            assert len(re.findall(rf"(?<!\w){placeholder}(?!\w)", text)) == text.count(placeholder), \
+                (path.name, placeholder)
+        rendered = subprocess.run(["bash", "-c", f'sed{command.group(1)} "$1"', "sed", str(path)], env=env,
+                                  capture_output=True, text=True, check=True).stdout
+        assert rendered == render(path.name, values["NODE"], values["SATELLITE_CN"]), path.name
+        assert not any(placeholder in rendered for placeholder in values), path.name
+    assert 'key "statesync/icinga2/satellites/sat1" {' in render("satellite.hcl", "sat1-host", "sat1")
+    assert 'key_prefix "statesync/icinga2/nodes/sat1-host/" {' in render("satellite.hcl", "sat1-host", "sat1")
 
 
 def test_the_master_token_backs_up_its_node_publishes_the_ca_and_may_hold_a_session_lock(
@@ -266,3 +302,169 @@ def test_a_token_without_the_right_is_told_which_operation_on_which_key_it_may_n
     proc = cli(tokens["restore"], "backup", node="master1", root=tmp_path / "master1")
     assert proc.returncode == 1
     assert f"permission denied: the token may not write '{MASTER_PREFIX}" in one_error_line(proc)
+
+
+# -- enrolment: one registration key per satellite, read by the master ---------------------
+
+SATELLITES = f"{PREFIX}/satellites/"
+OWN, OTHER, LONGER = f"{SATELLITES}sat1", f"{SATELLITES}sat2", f"{SATELLITES}sat10"  # sat1's token is CN sat1
+
+
+@pytest.fixture
+def registrations(acl_consul, tokens):
+    """The tokens, with sat2's and sat10's registrations written by the management token; sat1 not registered."""
+    def clear():  # the agent and the prefix are shared with the other tests of the session
+        for key in (OWN, OTHER, LONGER, f"{SATELLITES}sat7", f"{SATELLITES}edge-7"):
+            assert acl_consul.api("DELETE", f"/v1/kv/{key}", acl_consul.master)[0] == 200
+    clear()
+    for key in (OTHER, LONGER):
+        assert acl_consul.api("PUT", f"/v1/kv/{key}", acl_consul.master, f"request of {key}".encode())[0] == 200
+    yield {**tokens, "operator": acl_consul.token("operator-satellites.hcl", "operator")}
+    clear()
+
+
+def raw(acl_consul, key: str) -> bytes | None:
+    """The value at ``key`` as the management token sees it; None when there is none."""
+    code, body = acl_consul.api("GET", f"/v1/kv/{key}?raw", acl_consul.master)
+    assert code in (200, 404), body
+    return body if code == 200 else None
+
+
+def test_a_satellite_token_writes_reads_and_deletes_its_own_registration(acl_consul, registrations):
+    token = registrations["satellite"]
+    assert acl_consul.api("PUT", f"/v1/kv/{OWN}", token, b"request of sat1") == (200, b"true\n")
+    assert acl_consul.api("GET", f"/v1/kv/{OWN}?raw", token) == (200, b"request of sat1")
+    assert acl_consul.api("PUT", f"/v1/kv/{OWN}", token, b"renewed request") == (200, b"true\n")
+    assert raw(acl_consul, OWN) == b"renewed request"
+    assert acl_consul.api("DELETE", f"/v1/kv/{OWN}", token) == (200, b"true\n")
+    assert raw(acl_consul, OWN) is None
+    # statesync's own store, in process, does the same with it
+    sat = master_store(acl_consul, token)
+    sat.put(OWN, b"by the store")
+    assert sat.get(OWN).value == b"by the store"
+    sat.delete(OWN)
+    assert sat.get(OWN) is None
+
+
+def test_the_registration_key_a_satellite_token_may_write_is_named_by_its_cn_not_by_its_node(acl_consul,
+                                                                                               registrations):
+    token = acl_consul.token("satellite.hcl", "edge-7", cn="sat7")
+    assert acl_consul.api("PUT", f"/v1/kv/{SATELLITES}sat7", token, b"request of sat7")[0] == 200
+    assert acl_consul.api("PUT", f"/v1/kv/{SATELLITES}edge-7", token, b"request of edge-7")[0] == 403
+    assert acl_consul.api("PUT", f"/v1/kv/{PREFIX}/nodes/edge-7/head", token, b"{}")[0] == 200
+    acl_consul.api("DELETE", f"/v1/kv/{PREFIX}/nodes/edge-7/head", acl_consul.master)
+
+
+def test_a_satellite_token_cannot_register_another_cn_nor_one_that_merely_starts_with_its_own_nor_write_the_ca(
+        acl_consul, registrations):
+    token = registrations["satellite"]
+    ca_before = raw(acl_consul, CA_KEY)
+    for key in (OTHER, LONGER, f"{SATELLITES}sat1/sub", f"{SATELLITES}sat11", CA_KEY):
+        assert acl_consul.api("PUT", f"/v1/kv/{key}", token, b"forged") == (403, b"Permission denied"), key
+    for key in (OTHER, LONGER, CA_KEY):
+        assert acl_consul.api("DELETE", f"/v1/kv/{key}", token)[0] == 403, key
+    assert acl_consul.api("DELETE", f"/v1/kv/{SATELLITES}?recurse", token)[0] == 403
+    assert raw(acl_consul, OTHER) == f"request of {OTHER}".encode()
+    assert raw(acl_consul, LONGER) == f"request of {LONGER}".encode()
+    assert raw(acl_consul, f"{SATELLITES}sat1/sub") is None and raw(acl_consul, f"{SATELLITES}sat11") is None
+    assert raw(acl_consul, CA_KEY) == ca_before
+    sat = master_store(acl_consul, token)
+    with pytest.raises(PermissionDenied, match=f"may not write '{LONGER}'"):
+        sat.put(LONGER, b"forged")
+    with pytest.raises(PermissionDenied, match=f"may not delete '{OTHER}'"):
+        sat.delete(OTHER)
+
+
+def test_a_satellite_token_can_read_neither_another_satellites_registration_nor_the_masters_snapshots(
+        acl_consul, registrations, master_backup):
+    token = registrations["satellite"]
+    for key in (OTHER, LONGER, f"{MASTER_PREFIX}head"):
+        code, body = acl_consul.api("GET", f"/v1/kv/{key}", token)
+        assert (code, body) == (403, b"Permission denied"), key
+    code, body = acl_consul.api("GET", f"/v1/kv/{MASTER_PREFIX}snapshots/?recurse", token)
+    assert code == 404 and body == b""  # filtered away: the master has snapshots (master_backup)
+    assert acl_consul.api("GET", f"/v1/kv/{MASTER_PREFIX}snapshots/?keys", registrations["master"])[0] == 200
+    with pytest.raises(PermissionDenied, match=f"may not read '{OTHER}'"):
+        master_store(acl_consul, token).get(OTHER)
+
+
+def test_a_recursive_read_of_the_registrations_with_a_satellite_token_lists_its_own_key_only(acl_consul,
+                                                                                              registrations):
+    token = registrations["satellite"]
+    # Consul 1.8.7 filters what the token may not read out of a listing: with nothing it may
+    # read the answer is a 404 with an empty body, as for an empty prefix ...
+    assert acl_consul.api("GET", f"/v1/kv/{SATELLITES}?recurse", token) == (404, b"")
+    assert acl_consul.api("GET", f"/v1/kv/{SATELLITES}?keys", token) == (404, b"")
+    # ... and once it registered, a 200 listing its own key alone, though sat2 and sat10 are there.
+    assert acl_consul.api("PUT", f"/v1/kv/{OWN}", token, b"request of sat1")[0] == 200
+    code, body = acl_consul.api("GET", f"/v1/kv/{SATELLITES}?recurse", token)
+    assert code == 200
+    assert [(e["Key"], base64.b64decode(e["Value"])) for e in json.loads(body)] == [(OWN, b"request of sat1")]
+    code, body = acl_consul.api("GET", f"/v1/kv/{SATELLITES}?keys", token)
+    assert (code, json.loads(body)) == (200, [OWN])
+    assert [p.key for p in master_store(acl_consul, token).get_prefix(SATELLITES)] == [OWN]
+    # the prefix itself, read as a key, is denied outright
+    assert acl_consul.api("GET", f"/v1/kv/{SATELLITES}", token)[0] == 403
+
+
+def test_a_transaction_writing_its_own_and_another_cns_registration_is_refused_whole(acl_consul, registrations):
+    token = registrations["satellite"]
+    assert acl_consul.api("PUT", f"/v1/kv/{OWN}", token, b"before")[0] == 200
+    txn = [{"KV": {"Verb": "set", "Key": OWN, "Value": base64.b64encode(b"after").decode()}},
+           {"KV": {"Verb": "set", "Key": f"{SATELLITES}sat3", "Value": base64.b64encode(b"forged").decode()}},
+           {"KV": {"Verb": "set", "Key": OTHER, "Value": base64.b64encode(b"forged").decode()}}]
+    code, body = acl_consul.api("PUT", "/v1/txn", token, json.dumps(txn).encode())
+    assert code == 409  # Consul 1.8.7: a 409 naming each denied operation, nothing applied
+    assert json.loads(body) == {"Results": None, "Errors": [{"OpIndex": 1, "What": "Permission denied"},
+                                                            {"OpIndex": 2, "What": "Permission denied"}]}
+    assert raw(acl_consul, OWN) == b"before"
+    assert raw(acl_consul, f"{SATELLITES}sat3") is None
+    assert raw(acl_consul, OTHER) == f"request of {OTHER}".encode()
+    # the same through statesync's store: a PermissionDenied naming the first key it may not write
+    sat = master_store(acl_consul, token)
+    with pytest.raises(PermissionDenied, match=f"the token may not write '{LONGER}'"):
+        sat.txn([Op("set", OWN, b"after"), Op("set", LONGER, b"forged")])
+    assert raw(acl_consul, OWN) == b"before"
+    assert raw(acl_consul, LONGER) == f"request of {LONGER}".encode()
+
+
+def test_the_master_token_reads_every_registration_by_blocking_recursive_query_but_cannot_write_or_delete_one(
+        acl_consul, registrations):
+    master = master_store(acl_consul, registrations["master"])
+    assert {p.key for p in master.get_prefix(SATELLITES)} >= {OTHER, LONGER}
+    assert {OTHER, LONGER} <= set(master.keys(SATELLITES))
+    assert master.get(OTHER).value == f"request of {OTHER}".encode()
+    # the blocking query the master's sidecar makes: it wakes when a satellite registers
+    index, _ = master.consul.kv.get(SATELLITES, recurse=True)
+    assert acl_consul.api("PUT", f"/v1/kv/{OWN}", registrations["satellite"], b"request of sat1")[0] == 200
+    new_index, items = master.consul.kv.get(SATELLITES, recurse=True, index=index, wait="5s")
+    assert int(new_index) > int(index)
+    assert {i["Key"]: i["Value"] for i in items}[OWN] == b"request of sat1"
+    # never a write: not a registration of its own, not a change, not a delete
+    token = registrations["master"]
+    for key in (OWN, OTHER, f"{SATELLITES}master1"):
+        assert acl_consul.api("PUT", f"/v1/kv/{key}", token, b"by the master") == (403, b"Permission denied"), key
+        assert acl_consul.api("DELETE", f"/v1/kv/{key}", token)[0] == 403, key
+    assert acl_consul.api("DELETE", f"/v1/kv/{SATELLITES}?recurse", token)[0] == 403
+    txn = [{"KV": {"Verb": "delete", "Key": OTHER}}]
+    assert acl_consul.api("PUT", "/v1/txn", token, json.dumps(txn).encode())[0] == 409
+    with pytest.raises(PermissionDenied, match=f"may not delete '{OWN}'"):
+        master.delete(OWN)
+    assert raw(acl_consul, OWN) == b"request of sat1" and raw(acl_consul, OTHER) == f"request of {OTHER}".encode()
+    assert raw(acl_consul, f"{SATELLITES}master1") is None
+
+
+def test_the_operator_policy_deletes_a_registration_to_un_accept_a_satellite_and_may_do_nothing_else(
+        acl_consul, registrations, master_backup):
+    token = registrations["operator"]
+    code, body = acl_consul.api("GET", f"/v1/kv/{SATELLITES}?keys", token)
+    assert code == 200 and {OTHER, LONGER} <= set(json.loads(body))
+    assert acl_consul.api("DELETE", f"/v1/kv/{OTHER}", token) == (200, b"true\n")
+    assert raw(acl_consul, OTHER) is None and raw(acl_consul, LONGER) is not None
+    master_store(acl_consul, token).delete(LONGER)
+    assert raw(acl_consul, LONGER) is None
+    # nothing outside the registrations: no snapshot, no CA, no session
+    assert acl_consul.api("GET", f"/v1/kv/{MASTER_PREFIX}head", token)[0] == 403
+    assert acl_consul.api("PUT", f"/v1/kv/{CA_KEY}", token, b"forged")[0] == 403
+    code, _ = acl_consul.api("PUT", "/v1/session/create", token, json.dumps({"Node": AGENT_NODE}).encode())
+    assert code == 403

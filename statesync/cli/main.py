@@ -18,6 +18,7 @@ from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
 from .parsers import build_parser, setting_flags
+from .enrol import cmd_enrol, cmd_satellites
 from .ops import cmd_health, cmd_keygen, cmd_pin_parent
 from .retention import cmd_forget, cmd_gc, cmd_pin, cmd_unpin, snapshot_rows
 from .progress import ProgressBar
@@ -227,7 +228,7 @@ def _run(cfg: config.Config) -> int:
             metrics.ready.set(1)
             log.info("ready", action=outcome.action, snapshot=outcome.snapshot, ready_file=str(cfg.ready_file))
             daemon = holder["daemon"] = Daemon(cfg, repo)
-            return _serve(cfg, daemon)
+            return _serve(cfg, daemon, holder)
     finally:
         if server is not None:
             server.stop()
@@ -247,6 +248,10 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict):
         failing = daemon.state.failing(cfg.health_max_failures)
         if failing:
             return False, failing
+        services = holder.get("services")
+        problem = services.problem() if services is not None else ""
+        if problem:
+            return False, problem
         age = time.monotonic() - daemon.state.beat
         return age < 60, f"main loop last went round {age:.1f}s ago"
 
@@ -266,9 +271,9 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict):
         raise StatesyncError(f"http.port: cannot listen on {cfg.http_bind}:{cfg.http_port}: {exc.strerror}") from None
 
 
-def _serve(cfg: config.Config, daemon) -> int:
+def _serve(cfg: config.Config, daemon, holder: dict) -> int:
     from ..sidecar import roles
-    services = roles.attach(cfg, daemon)  # master: publishes its CA; satellite: guards it
+    services = holder["services"] = roles.attach(cfg, daemon)  # master: publishes its CA; satellite: guards it
     daemon.install_signal_handlers()
     services.start()
     try:
@@ -336,7 +341,8 @@ def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
 
 COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
             "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca,
-            "pin": cmd_pin, "unpin": cmd_unpin, "forget": cmd_forget, "gc": cmd_gc}
+            "pin": cmd_pin, "unpin": cmd_unpin, "forget": cmd_forget, "gc": cmd_gc, "enrol": cmd_enrol,
+            "satellites": cmd_satellites}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

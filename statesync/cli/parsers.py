@@ -166,6 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=_seconds, default=300.0, metavar="SECONDS",
                    help="keep trying this long for a parent that is still starting (default 300)")
 
+    p = command("enrol", "register this satellite's pending certificate request in Consul, for the master to "
+                         "accept and sign (exit 0 registered or enrolled, 1 not possible)", cfg, consul, node, root)
+    p.add_argument("--wait", type=_seconds, nargs="?", const=300.0, default=None, metavar="SECONDS",
+                   help="then wait until the certificate is signed by the published CA (default 300 s)")
+
+    p = command("satellites", "list the satellites registered for enrolment and their state (registered, "
+                              "accepted, signed, connected, rejected)", cfg, consul, node, root)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
     command("demo", "show the whole story on a throwaway Consul dev agent")
 
     p = command("keygen", "write a new encryption key to a file (mode 0600)", cfg)

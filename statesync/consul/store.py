@@ -84,6 +84,15 @@ class Store:
                 return self._empty_or_denied(prefix)
             return [_pair(item) for item in items]
 
+    def wait_prefix(self, prefix: str, index: int, wait_s: float) -> tuple[int, list[KVPair]]:
+        """Blocking recursive read: ``(index, pairs)`` once anything below ``prefix`` changes past
+        ``index`` or the wait ends (a deleted key moves the index too)."""
+        with self._speaking("read", prefix):
+            new_index, items = self.consul.kv.get(prefix, recurse=True, index=index, wait=f"{max(1, int(wait_s))}s")
+            if items is None:
+                return int(new_index or index), self._empty_or_denied(prefix)
+            return int(new_index or index), [_pair(item) for item in items]
+
     def keys(self, prefix: str) -> list[str]:
         """Return the key names below ``prefix``."""
         with self._speaking("read", prefix):

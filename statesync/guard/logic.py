@@ -95,6 +95,16 @@ def decide(local_ca_pem: bytes | None, published_blob: bytes | None, node_cert_p
         return Decision(Verdict.UNKNOWN, "no CA is published yet", **fp)
     if published is None:
         return Decision(Verdict.UNKNOWN, f"the published CA is invalid: {published_error}", **fp)
+    if node_cert_pem is not None:
+        # A pending request is a node on its way to the published CA, not one left under an
+        # old CA: quarantining it would throw away the request the master is about to sign.
+        try:
+            pending = fingerprint.self_signed(node_cert_pem)
+        except CorruptData as exc:
+            return Decision(Verdict.UNKNOWN, f"{node_cert_path} is unreadable: {exc}", **fp)
+        if pending:
+            return Decision(Verdict.UNKNOWN, f"{node_cert_path} is self-signed: its certificate request is "
+                                             "pending (enrolling)", **fp)
     if local_ca_pem is None:
         return Decision(Verdict.UNKNOWN, f"{LOCAL_CA} is missing: the node is not enrolled yet", **fp)
     if local_error is not None:

@@ -60,6 +60,16 @@ def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
     return True
 
 
+def self_signed(cert_pem: bytes) -> bool:
+    """Return True when ``cert_pem`` is its own issuer and its own key verifies its signature:
+    what ``icinga2 node setup`` without a ticket leaves in certs/ while the request is pending.
+    Raises CorruptData if it does not parse."""
+    cert = load_cert(cert_pem)
+    if cert.issuer != cert.subject:
+        return False
+    return issued_by(cert_pem, cert_pem)
+
+
 def untrusted_ca(pem: bytes, now: float | None, clock_skew: float) -> str | None:
     """Why the certificate ``pem`` is no CA worth acting on at ``now`` (epoch seconds), or None.
 

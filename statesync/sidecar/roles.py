@@ -4,6 +4,9 @@ master:    after every successful sync, publish the CA of the committed snapshot
            ``<prefix>/ca`` (``publish.CaPublisher``), and follow ``<prefix>/ca-accept`` so
            that an operator's ``accept-ca`` is published at once (``publish.AcceptanceWatcher``).
 satellite: guard the CA (``guard.Guard``) next to mirroring the node's own state.
+With enrol.enabled, a master also accepts and signs registered satellites
+(``enrol.master.Acceptor``) and a satellite registers its pending request
+(``enrol.satellite.Enroller``).
 """
 from __future__ import annotations
 
@@ -15,20 +18,25 @@ from ..errors import EXIT_OK, EXIT_RESTART
 class RoleServices:
     """Started before the daemon runs, stopped after it returns."""
 
-    def __init__(self, guard=None, exit_trigger=None, watcher=None):
+    def __init__(self, guard=None, exit_trigger=None, watcher=None, enrol=None):
         self.guard = guard
         self.exit_trigger = exit_trigger
         self.watcher = watcher
+        self.enrol = enrol
 
     def start(self) -> None:
-        for service in (self.guard, self.watcher):
+        for service in (self.guard, self.watcher, self.enrol):
             if service is not None:
                 service.start()
 
     def stop(self) -> None:
-        for service in (self.guard, self.watcher):
+        for service in (self.enrol, self.guard, self.watcher):
             if service is not None:
                 service.stop()
+
+    def problem(self) -> str:
+        """Why a service cannot do its job ("" when all can), for /healthz."""
+        return getattr(self.enrol, "problem", lambda: "")()
 
     @property
     def exit_code(self) -> int:
@@ -45,9 +53,17 @@ def attach(cfg: Config, daemon) -> RoleServices:
         publisher = CaPublisher(daemon.repo, cfg.state_dir, fence=daemon.fence, on_conflict=cfg.on_conflict,
                                 ca_entry=cfg.in_state(CA_CERT))
         daemon.on_commit.append(publisher)
-        return RoleServices(watcher=AcceptanceWatcher(publisher))
+        acceptor = None
+        if cfg.enrol.enabled:
+            from ..enrol.master import Acceptor
+            acceptor = Acceptor(cfg, Store(cfg.consul))
+        return RoleServices(watcher=AcceptanceWatcher(publisher), enrol=acceptor)
     from ..guard import triggers
     from ..guard.satellite import Guard
     trigger = triggers.from_settings(cfg.guard, stop=daemon.stop)
     guard = Guard(cfg, Store(cfg.consul), trigger)
-    return RoleServices(guard, trigger if isinstance(trigger, triggers.ExitTrigger) else None)
+    enroller = None
+    if cfg.enrol.enabled:
+        from ..enrol.satellite import Enroller
+        enroller = Enroller(cfg, Store(cfg.consul))
+    return RoleServices(guard, trigger if isinstance(trigger, triggers.ExitTrigger) else None, enrol=enroller)

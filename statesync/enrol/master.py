@@ -1,0 +1,360 @@
+"""The master's side of enrolment: accept what is registered, then sign what was accepted.
+
+One pass (``reconcile``) reads every registration under ``<prefix>/satellites/`` and judges
+it against the master's current CA and the policy (``registration.accept``); renders the
+accepted ones as Endpoint and Zone objects and stages them into a config package of their
+own, only when the text changed, because every reload drops all cluster connections for
+seconds; confirms the stage (a 200 reply is no success: the status file is); and only then
+signs the pending requests whose CN, public key and fingerprint match an accepted
+registration and whose endpoint is live, because a master without the Endpoint refuses the
+connection that would fetch the certificate. A failed stage leaves Icinga 2 on the running
+config; it shows in health and in ``statesync_enrol_stage_failed``.
+
+Passes run on a Consul blocking query over the registrations, on a poll of the request
+directory (it may not exist before the first request, and Icinga rewrites files there on
+every retry) and every ``enrol.interval`` seconds, one at a time.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from .. import metrics
+from ..config import Config
+from ..consul.store import Store
+from ..errors import CorruptData, StatesyncError
+from ..guard.logic import CERTS_DIR, node_cert_name
+from ..pki import fingerprint, signing
+from . import registration, requests
+from .icinga_api import IcingaApi
+
+log = structlog.get_logger(__name__)
+
+CA_CERT, CA_KEY = "ca/ca.crt", "ca/ca.key"
+REQUESTS_DIR = "certificate-requests"
+WATCH_WAIT = 55.0
+REQUEST_POLL = 0.5
+# What an empty acceptance stages, so that deleting the last registration un-accepts it too.
+NO_REGISTRATION = "no accepted registration for this CN"
+EMPTY_NOTE = "# Managed by statesync (enrolment through Consul): no satellite is accepted.\n"
+
+
+@dataclass
+class AcceptorState:
+    """What the last pass saw and did; read by health, tests and ``statesync satellites``."""
+
+    passes: int = 0
+    accepted: tuple = ()
+    rejected: tuple = ()
+    live: frozenset = frozenset()
+    signed: list = field(default_factory=list)  # (cn, fingerprint) in order
+    stage_error: str = ""
+    error: str = ""
+    active_fingerprint: str = ""
+
+
+class Acceptor:
+    def __init__(self, cfg: Config, store: Store, api: IcingaApi | None = None):
+        self.cfg, self.store, s = cfg, store, cfg.enrol
+        self.settings = s
+        self.api = api or IcingaApi(s.api_url, s.api_user, s.api_password,
+                                    s.api_cacert or str(cfg.state_dir / CA_CERT), s.api_server_name,
+                                    timeout=10.0)
+        self.requests_dir = cfg.state_dir / REQUESTS_DIR
+        self.state = AcceptorState()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._pass = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._told: set = set()
+        self._active: dict[str, str] | None = None  # the active stage's files, once read
+        self._access_checked = False
+
+    # -- life cycle -----------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        for name, target in (("enrol-watch", self._watch), ("enrol-requests", self._poll_requests),
+                             ("enrol-work", self._work)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self._wake.set()
+        log.info("accepting satellites through Consul", key=self.cfg.layout.satellites, package=self.settings.package,
+                 api=self.settings.api_url, allow=list(self.settings.allow), parent_zones=list(self.settings.parent_zones))
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            # The watcher may sit in a blocking query; it is a daemon thread that leaves at its next wake-up.
+            t.join(timeout if t.name != "enrol-watch" else 0.2)
+        self._threads = []
+
+    def problem(self) -> str:
+        """"" when accepting works; otherwise why not (for /healthz)."""
+        if self.state.stage_error:
+            return f"enrolment: the last stage of {self.settings.package} failed: {self.state.stage_error}"
+        return ""
+
+    def _watch(self) -> None:
+        index, backoff = 0, 0.0
+        while not self._stop.is_set():
+            try:
+                new_index, _ = self.store.wait_prefix(self.cfg.layout.satellites, index, WATCH_WAIT)
+            except StatesyncError as exc:
+                backoff = min(5.0, max(0.25, backoff * 2))
+                log.warning("cannot watch the registrations; retrying", key=self.cfg.layout.satellites,
+                            error=str(exc), retry_in=backoff)
+                self._stop.wait(backoff)
+                continue
+            backoff = 0.0
+            if new_index < index:  # Consul restored or rebuilt: its index starts over
+                index = 0
+                continue
+            if new_index != index:
+                self._wake.set()
+            index = max(new_index, 1)
+
+    def _poll_requests(self) -> None:
+        seen = None
+        while not self._stop.wait(REQUEST_POLL):
+            stamp = _dir_stamp(self.requests_dir)
+            if stamp != seen:
+                seen = stamp
+                self._wake.set()
+
+    def _work(self) -> None:
+        next_periodic = time.monotonic() + self.settings.interval
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_periodic - time.monotonic()))
+            if self._stop.is_set():
+                return
+            self._stop.wait(0.2)  # a burst of registrations or request rewrites makes one pass
+            self._wake.clear()
+            next_periodic = time.monotonic() + self.settings.interval
+            try:
+                self.reconcile()
+            except StatesyncError as exc:
+                self._once(("pass", str(exc)), log.warning, "enrolment pass failed; retrying", error=str(exc))
+                self.state.error = str(exc)
+                self._stop.wait(1.0)
+                self._wake.set()
+            except Exception as exc:  # a bug must not end the thread
+                log.error("enrolment pass failed unexpectedly", error=f"{type(exc).__name__}: {exc}")
+                self._stop.wait(5.0)
+
+    # -- one pass -------------------------------------------------------------------
+
+    def reconcile(self) -> AcceptorState:
+        with self._pass:
+            return self._reconcile()
+
+    def _reconcile(self) -> AcceptorState:
+        st = self.state
+        st.passes += 1
+        ca_pem = _read(self.cfg.state_dir / CA_CERT)
+        if ca_pem is None:
+            raise StatesyncError(f"{self.cfg.state_dir / CA_CERT} does not exist: this node has no CA to sign with")
+        ca_spki = fingerprint.spki_sha256(ca_pem)
+        raw = self._registrations()
+        if not self._access_checked:
+            # Icinga answers a missing permission with 404, which would read as "not live" forever.
+            self.api.check_access()
+            self._access_checked = True
+        endpoints = self.api.endpoints()
+        if self._active is None:
+            self._active = self.api.active_files(self.settings.package)
+        ours = self.settings.package
+        policy = registration.Policy(ca_spki_sha256=ca_spki, allow=self.settings.allow,
+                                     parent_zones=self.settings.parent_zones,
+                                     reserved=frozenset(self._reserved(endpoints)))
+        verdicts = registration.accept(raw, policy)
+        for r in verdicts.rejected:
+            self._once(("registration", r.key, r.reason), log.warning, "registration refused",
+                       satellite=registration.shown(r.key), reason=r.reason, kind="registration")
+        pending = requests.scan(self.requests_dir)
+        chosen = self._requested(verdicts.accepted, pending)
+        st.accepted, st.rejected = tuple(chosen), verdicts.rejected
+        metrics.enrol_accepted.set(len(chosen))
+
+        if not self._stage(chosen):
+            return st  # the running config stays; sign nothing new against a config we could not confirm
+        accepted = {r.cn: r for r in chosen}
+        endpoints = self.api.endpoints() if accepted else endpoints
+        st.live = frozenset(n for n, e in endpoints.items() if e.get("package") == ours and n in accepted)
+        self._sign(accepted, st.live, pending)
+        st.error = ""
+        self._told = {k for k in self._told if k[0] != "pass"}
+        return st
+
+    def _requested(self, valid, pending) -> list:
+        """The valid registrations to render: those a pending request proves (same CN, key and
+        fingerprint), and those the active package accepted with the same key before (Icinga
+        removes old request files; an enrolled satellite must not drop out with them)."""
+        proven = {(q.request.cn, q.request.spki_sha256, q.fingerprint) for q in pending if q.request is not None}
+        asked = {q.request.cn for q in pending if q.request is not None}
+        before = registration.accepted_keys(self._active or {})
+        chosen = []
+        for r in valid:
+            if (r.cn, r.key_sha256, r.request_sha256) in proven or before.get(r.cn) == r.key_sha256:
+                chosen.append(r)
+            elif r.cn in asked:
+                self._once(("registration", r.cn, "unproven", r.key_sha256), log.warning, "registration not rendered",
+                           satellite=registration.shown(r.cn), kind="registration",
+                           reason="no pending request has the registered key and fingerprint (a spoofed key hash, "
+                                  "or a registration older than the request)")
+            else:
+                self._once(("registration", r.cn, "waiting", r.key_sha256), log.info,
+                           "registration waits for its certificate request", satellite=registration.shown(r.cn))
+        return chosen
+
+    def _registrations(self) -> dict[str, bytes]:
+        prefix = self.cfg.layout.satellites
+        return {p.key[len(prefix):]: p.value for p in self.store.get_prefix(prefix) if p.key != prefix}
+
+    def _reserved(self, endpoints: dict) -> set[str]:
+        """Names no registration may take: this master's own, the zones above and beside the
+        satellites, and every endpoint some other configuration defines."""
+        try:
+            own = node_cert_name(os.listdir(self.cfg.state_dir / CERTS_DIR), self.cfg.guard.cert_name, self.cfg.node)
+        except OSError:
+            own = self.cfg.node
+        s = self.settings
+        names = {own, self.cfg.node, *s.parent_zones, *s.global_zones, *s.reserved}
+        names.update(n for n, e in endpoints.items() if e.get("package") != s.package)
+        return names
+
+    def _stage(self, accepted) -> bool:
+        files = registration.render(accepted)
+        if not files:
+            files = {f"zones.d/{self.settings.parent_zones[0]}/statesync-satellites.conf": EMPTY_NOTE}
+        fp = registration.fingerprint_of(files)
+        st, pkg = self.state, self.settings.package
+        if fp == st.active_fingerprint:
+            return not st.stage_error
+        active = self._active = self.api.active_files(pkg)
+        if active is not None and registration.fingerprint_of(active) == fp:
+            st.active_fingerprint, st.stage_error = fp, ""
+            metrics.enrol_stage_failed.set(0)
+            return True
+        if active is None and not accepted:
+            st.active_fingerprint = fp  # nothing accepted and nothing staged: no reload for nothing
+            return True
+        self.api.ensure_package(pkg)
+        stage = self.api.stage(pkg, files)
+        result = self.api.wait_stage(pkg, stage, self.settings.stage_timeout)
+        if not result.ok:
+            st.stage_error = f"stage {stage}: {_last_line(result.log_tail)}"
+            st.active_fingerprint = fp  # the same text would fail again: wait for a change
+            metrics.enrol_stages.labels(result="failed").inc()
+            metrics.enrol_stage_failed.set(1)
+            log.error("Icinga 2 refused the accepted satellites' config; it keeps running the previous one",
+                      package=pkg, stage=stage, log_tail=result.log_tail[-2000:])
+            return False
+        st.active_fingerprint, st.stage_error, self._active = fp, "", files
+        metrics.enrol_stages.labels(result="ok").inc()
+        metrics.enrol_stage_failed.set(0)
+        log.warning("accepted satellites staged", package=pkg, stage=stage,
+                    satellites=[r.cn for r in accepted])
+        try:
+            self.api.delete_inactive_stages(pkg, keep={stage})
+        except StatesyncError as exc:
+            log.warning("cannot delete old stages", package=pkg, error=str(exc))
+        self._wait_live({r.cn for r in accepted})
+        return True
+
+    def _wait_live(self, names: set[str]) -> None:
+        deadline = time.monotonic() + self.settings.stage_timeout
+        while names and not self._stop.is_set() and time.monotonic() < deadline:
+            live = {n for n in names if self.api.endpoint_live(n)}
+            if live == names:
+                return
+            self._stop.wait(0.2)
+
+    def _sign(self, accepted: dict, live: frozenset, pending) -> None:
+        for req in pending:
+            if req.error:
+                self._once(("request", req.fingerprint, req.error), log.warning, "certificate request refused",
+                           request=req.fingerprint, reason=req.error, kind="request")
+                continue
+            r = req.request
+            why = _refusal(r, accepted.get(r.cn))
+            if not why and r.cn not in live:
+                continue  # accepted, and signed on the pass after its Endpoint is live
+            if why == NO_REGISTRATION:  # early (registered in a moment) or forged: never signed either way
+                self._once(("request", req.fingerprint, why), log.info, "certificate request waits for a registration",
+                           request=req.fingerprint, cn=r.cn)
+                continue
+            if why:
+                self._once(("request", req.fingerprint, why), log.warning, "certificate request not signed",
+                           request=req.fingerprint, cn=r.cn, reason=why, kind="request")
+                continue
+            ca_pem = _read(self.cfg.state_dir / CA_CERT)  # re-read: the CA may have been renewed meanwhile
+            if ca_pem is None:
+                raise StatesyncError(f"{self.cfg.state_dir / CA_CERT} vanished")
+            if req.response_pem and _valid_response(req.response_pem, r, ca_pem):
+                continue
+            key_pem = _read(self.cfg.state_dir / CA_KEY)
+            if key_pem is None:
+                raise StatesyncError(f"{self.cfg.state_dir / CA_KEY} does not exist: cannot sign")
+            pem = signing.sign(r, ca_pem, key_pem)
+            try:
+                written = requests.write_response(req.path, req.fingerprint, pem)
+            except OSError as exc:
+                raise StatesyncError(f"cannot write the signed certificate into {req.path}: {exc.strerror}") from None
+            if written:
+                metrics.enrol_signed.inc()
+                self.state.signed.append((r.cn, req.fingerprint))
+                log.warning("certificate request signed", cn=r.cn, request=req.fingerprint, key_sha256=r.spki_sha256)
+
+    def _once(self, key: tuple, level, event: str, **fields) -> None:
+        """Log (and count) a refusal or failure once, not on every pass."""
+        if key in self._told:
+            return
+        self._told.add(key)
+        if fields.get("kind"):
+            metrics.enrol_rejected.labels(kind=fields["kind"]).inc()
+        level(event, **fields)
+
+
+def _refusal(r: signing.RequestCert, reg) -> str:
+    if reg is None:
+        return NO_REGISTRATION
+    if reg.key_sha256 != r.spki_sha256:
+        return "its public key is not the registered one (a stale or forged request)"
+    if reg.request_sha256 != r.fingerprint:
+        return "its fingerprint is not the registered request"
+    return ""
+
+
+def _valid_response(pem: bytes, r: signing.RequestCert, ca_pem: bytes) -> bool:
+    try:
+        return fingerprint.spki_sha256(pem) == r.spki_sha256 and fingerprint.issued_by(pem, ca_pem)
+    except CorruptData:
+        return False
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _dir_stamp(path: Path):
+    try:
+        return tuple(sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in os.scandir(path)))
+    except OSError:
+        return None
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    crit = [ln for ln in lines if "critical" in ln.lower()]
+    return (crit or lines or ["(no startup.log)"])[-1].strip()[:300]
