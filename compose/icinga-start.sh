@@ -12,10 +12,37 @@
 # - The entrypoint hands a set-but-empty ICINGA_* variable on as a value: an empty
 #   ICINGA_CACERT becomes a 0-byte certs/ca.crt, after which node setup never runs again.
 #   Unset empty ones, and remove such a 0-byte ca.crt left by an earlier start.
-# - A satellite enrols with its own ticket (a Docker secret, never the TicketSalt) and
-#   pins the parent certificate that statesync checked against the CA published in
+# - A satellite enrols without a ticket (docs/ENROL.md): node setup leaves its request
+#   pending on the master, and the sidecars register, accept and sign it through Consul.
+#   It pins the parent certificate that statesync checked against the CA published in
 #   Consul, not one fixed in the environment, which is stale after a CA change.
+# - With STATESYNC_API_USER (the master), the sidecar's ApiUser, with the permissions
+#   enrolment needs and the password of the icinga_api_password secret, is written after
+#   the image's own first start (which copies /data-init only into an empty /data), by a
+#   second stage of this script that the entrypoint runs as its command.
 set -eu
+
+if [ "${1:-}" = "--api-user-then" ]; then
+  shift
+  secret=${STATESYNC_API_PASSWORD_FILE:-/run/secrets/icinga_api_password}
+  if [ ! -r "$secret" ]; then
+    echo "icinga-start: STATESYNC_API_USER is set but $secret is not readable; not starting Icinga 2" >&2
+    exit 1
+  fi
+  password=$(tr -d '\r\n' <"$secret")
+  case $password in
+    *'"'*|*'\'*|*'$'*|'') echo "icinga-start: $secret is empty or holds a quote, backslash or \$" >&2; exit 1 ;;
+  esac
+  conf=/etc/icinga2/statesync-api-user.conf
+  umask 027
+  printf '%s\n' "// Written by icinga-start.sh at every start: statesync's sidecar stages accepted satellites." \
+    "object ApiUser \"$STATESYNC_API_USER\" {" "  password = \"$password\"" \
+    '  permissions = [ "config/query", "config/modify", "objects/query/Endpoint" ]' "}" >"$conf.tmp"
+  mv "$conf.tmp" "$conf"
+  grep -qx 'include "statesync-api-user.conf"' /etc/icinga2/icinga2.conf \
+    || printf '\ninclude "statesync-api-user.conf"\n' >>/etc/icinga2/icinga2.conf
+  exec "$@"
+fi
 
 ready=${STATESYNC_READY_FILE:-/data/.statesync-ready}
 timeout=${ICINGA_START_READY_TIMEOUT:-900}
@@ -43,11 +70,6 @@ if [ -f "$ca" ] && [ ! -s "$ca" ]; then
 fi
 
 if [ ! -s "$ca" ]; then
-  ticket=${ICINGA_TICKET_FILE:-/run/secrets/icinga_ticket}
-  if [ -z "${ICINGA_TICKET:-}" ] && [ -r "$ticket" ]; then
-    ICINGA_TICKET=$(tr -d ' \r\n' <"$ticket")
-    export ICINGA_TICKET
-  fi
   parent=${STATESYNC_GUARD_TRUSTED_PARENT_FILE:-}
   if [ -n "$parent" ]; then
     if [ ! -s "$parent" ]; then
@@ -59,4 +81,7 @@ if [ ! -s "$ca" ]; then
   fi
 fi
 
+if [ -n "${STATESYNC_API_USER:-}" ]; then
+  exec /entrypoint /bin/sh "$0" --api-user-then "$@"
+fi
 exec /entrypoint "$@"

@@ -51,8 +51,9 @@ DEFAULT_ENCRYPT = ("ca/ca.key", "certs/*.key")
 # the root named config (/etc/icinga2) are added, below it:
 #   constants.conf         the TicketSalt, from which every satellite's enrolment ticket is derived
 #   conf.d/api-users.conf  the passwords of the API users
+#   statesync-api-user.conf  the password of the sidecar's own API user (compose/icinga-start.sh)
 # User-given include, exclude and encrypt patterns are relative to root, with roots or without.
-CONFIG_SECRETS = ("constants.conf", "conf.d/api-users.conf")
+CONFIG_SECRETS = ("constants.conf", "conf.d/api-users.conf", "statesync-api-user.conf")
 DEFAULT_ROOT = "/var/lib/icinga2"
 DEFAULT_PREFIX = "statesync/icinga2"
 ROLES = ("master", "satellite")
@@ -181,7 +182,9 @@ SCHEMA: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SCHEMA}
 # STATESYNC_* variables that are no setting: the config file, the consul binary the demo runs,
 # and the steps scripts/setup.sh takes. Any other STATESYNC_* name is a typo.
-OTHER_VARIABLES = ("STATESYNC_CONFIG", "STATESYNC_CONSUL_BIN", "STATESYNC_SETUP_ONLY")
+# STATESYNC_API_USER and STATESYNC_API_PASSWORD_FILE are compose/icinga-start.sh's (the master's ApiUser).
+OTHER_VARIABLES = ("STATESYNC_CONFIG", "STATESYNC_CONSUL_BIN", "STATESYNC_SETUP_ONLY", "STATESYNC_API_USER",
+                   "STATESYNC_API_PASSWORD_FILE")
 KNOWN_VARIABLES = frozenset(OTHER_VARIABLES + tuple(v for s in SCHEMA for v in s.env if v.startswith("STATESYNC_")))
 
 

@@ -3,6 +3,7 @@ prepares it, commands inside the containers, the Icinga API probe and the phase-
 from __future__ import annotations
 
 import os
+import secrets as secrets_module
 import shlex
 import shutil
 import subprocess
@@ -32,7 +33,8 @@ echo "last answer: $out" | tail -c 600 >&2; exit 1
 
 def prepare_stack_dir(work: Path, names: tuple[str, ...]) -> Path:
     """Copy the named files of compose/ into ``work`` with the secrets compose/secrets/README.md
-    asks for (root-owned, group 5665, 0640): the encryption key and an empty Consul token."""
+    asks for (root-owned, group 5665, 0640): the encryption key, an empty Consul token and the
+    password of the master sidecar's Icinga API user."""
     work.mkdir(parents=True, exist_ok=True)
     for name in names:
         shutil.copy2(COMPOSE_DIR / name, work / name)
@@ -41,6 +43,7 @@ def prepare_stack_dir(work: Path, names: tuple[str, ...]) -> Path:
     subprocess.run(statesync_cmd("keygen", "--out", str(secrets / "statesync_key"), "--group", "5665"),
                    check=True, capture_output=True, env=clean_env(), timeout=60)
     write_secret(secrets / "consul_token", "")
+    write_secret(secrets / "icinga_api_password", secrets_module.token_hex(16) + "\n")
     return secrets
 
 

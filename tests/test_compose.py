@@ -70,6 +70,32 @@ def test_the_satellite_never_sets_a_ca_certificate_or_ticket_in_its_environment(
     assert "ICINGA_CACERT" not in env and "ICINGA_TICKET" not in env and "ICINGA_TRUSTEDCERT" not in env
 
 
+def test_no_satellite_stack_hands_a_ticket_or_the_ticket_salt_to_a_satellite():
+    # Issue 18: satellites enrol through Consul; a ticket (or the salt that makes them) on a
+    # satellite would let it obtain a certificate for another name.
+    sat = _config(COMPOSE / "satellite.yml")
+    swarm = _config(COMPOSE / "swarm/satellites.yml")
+    names = [s if isinstance(s, str) else s["source"] for svc in (*sat["services"].values(),
+             *swarm["services"].values()) for s in svc.get("secrets", [])]
+    assert not [n for n in names if "ticket" in n.lower() or "salt" in n.lower()], names
+    assert not [n for n in (*sat.get("secrets", {}), *swarm.get("secrets", {})) if "ticket" in n.lower()]
+    for path in (COMPOSE / "icinga-start.sh", COMPOSE / "swarm/entrypoint.sh"):
+        text = path.read_text()
+        assert "ICINGA_TICKET=" not in text and "icinga_ticket" not in text, path
+    assert sat["services"]["statesync"]["environment"]["STATESYNC_ENROL_ENABLED"] == "1"
+    assert swarm["services"]["satellite"]["environment"]["STATESYNC_ENROL_ENABLED"] == "1"
+
+
+def test_the_master_sidecar_accepts_satellites_with_an_api_user_of_its_own():
+    master = _config(COMPOSE / "master.yml")
+    env = master["services"]["statesync"]["environment"]
+    assert env["STATESYNC_ENROL_ENABLED"] == "1" and env["STATESYNC_ENROL_API_URL"].startswith("https://")
+    assert env["STATESYNC_ENROL_API_PASSWORD_FILE"] == "/run/secrets/icinga_api_password"
+    assert "icinga_api_password" in [s if isinstance(s, str) else s["source"]
+                                     for s in master["services"]["icinga2"]["secrets"]]
+    assert master["services"]["icinga2"]["environment"]["STATESYNC_API_USER"] == "statesync"
+
+
 def test_the_satellite_sidecar_gets_the_docker_socket_s_group():
     sidecar = _config(COMPOSE / "satellite.yml")["services"]["statesync"]
     assert sidecar["group_add"] == ["999"]
@@ -102,6 +128,7 @@ def test_every_file_a_stack_points_to_exists(path):
     # master.yml once pointed readers to a compose/README.md that did not exist.
     text = re.sub(r"(?<![\w.])/[\w./-]+", " ", path.read_text())  # absolute paths live in the containers
     named = set(re.findall(r"\b((?:[\w.-]+/)*[\w.-]+\.(?:md|yml|sh))\b", text))
-    # "compose/x" is named from the repository's root, anything else from the stack's directory
-    missing = [n for n in named if not (COMPOSE.parent / n if n.startswith("compose/") else path.parent / n).exists()]
+    # "compose/x" and "docs/x" are named from the repository's root, anything else from the stack's directory
+    missing = [n for n in named if not (COMPOSE.parent / n if n.startswith(("compose/", "docs/"))
+                                        else path.parent / n).exists()]
     assert missing == []

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait, write_secret
+from .compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait
 from .engine import CONSUL, ICINGA2, Compose, container_logs, docker, inspect, unique_name, wait_healthy
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
@@ -182,12 +182,7 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         master.up(wait=None)
     api(master, "/v1/status", "HTTP200")
     sat = unique_name("sat")
-    # The master's operator: the satellite's endpoint and zone, and its own ticket.
-    sh(master, "icinga2", f"""printf '%s\\n' 'object Endpoint "{sat}" {{ }}' \
-        'object Zone "{sat}" {{ endpoints = [ "{sat}" ]; parent = "master" }}' >> /etc/icinga2/zones.conf \
-        && icinga2 daemon -C >/dev/null && kill -HUP $(cat /run/icinga2/icinga2.pid)""")
-    ticket = sh(master, "icinga2", f"icinga2 pki ticket --cn {sat}").strip()
-    write_secret(lab.dir / "secrets" / f"{sat}.ticket", ticket + "\n")
+    # No ticket, no zones.conf edit on the master: the satellite enrols through Consul.
     satellite = lab.stack("satellite.yml", "sat", SATELLITE_NAME=sat, MASTER_HOST=MASTER)
     with satellite:
         t0 = time.monotonic()
@@ -196,6 +191,14 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         phases["up_to_connected"] = time.monotonic() - t0
         sat_icinga = satellite.container_id("icinga2")
         assert inspect(sat_icinga)["RestartCount"] == 0, container_logs(sat_icinga)[-3000:]
+        # It enrolled through Consul: registered by its sidecar, accepted and signed by the master's.
+        first_log = container_logs(sat_icinga)
+        assert "Running 'node setup'" in first_log and "--ticket" not in first_log
+        assert "registered for enrolment" in container_logs(satellite.container_id("statesync"))
+        master_log = container_logs(master.container_id("statesync"))
+        assert "accepted satellites staged" in master_log and "certificate request signed" in master_log
+        listing = master.exec("statesync", "statesync", "satellites", check=False, timeout=60)
+        assert listing.returncode == 0 and sat in listing.stdout and "connected" in listing.stdout, listing
         old_ca = sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
                                            "-in /var/lib/icinga2/certs/ca.crt")
 

@@ -1,6 +1,6 @@
 """The Swarm satellites of compose/swarm/ on a real single-node Swarm (Docker Engine 20.10)
 with the stand-in images (tests/images/): the stack deploys as shipped, each slot gets its
-own host name and volume, its own ticket enrols it, the master sees it connected, the
+own host name and volume, it enrols through Consul without a ticket, the master sees it connected, the
 health check follows the configured port, and a task stop reaches the sidecar.
 
 Each defect of the first Swarm setup has a test here that fails on those files:
@@ -9,8 +9,8 @@ Each defect of the first Swarm setup has a test here that fails on those files:
 - "no parent host / pinned parent, Icinga exits 1, task restart loop":
   test_satellites_enrol_against_a_pinned_parent_they_are_told_about and, live, no task of
   the service failed or restarted before its satellite connected;
-- "every satellite handed the TicketSalt": test_no_task_is_handed_the_ticket_salt and,
-  live, enrolment with one "<cn> <ticket>" line per slot;
+- "every satellite handed the TicketSalt": test_no_task_is_handed_the_ticket_salt (no
+  ticket either) and, live, each slot registered in Consul and accepted by the master's sidecar;
 - "SIGTERM never reaches the sidecar": test_a_task_stop_reaches_the_sidecar (fast, the
   real entrypoint chain with a stand-in sidecar) and, live, the stopped task's sidecar
   commits what Icinga 2 wrote while shutting down (icinga2.state) and then logs "stopped".
@@ -122,10 +122,12 @@ def test_no_task_is_handed_the_ticket_salt():
     names = [s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])]
     assert not [n for n in names if "salt" in n.lower()], names
     assert not [n for n in doc.get("secrets", {}) if "salt" in n.lower()]
-    assert "icinga_tickets" in names
-    assert not [k for k in _env(service) if "SALT" in k.upper()]
+    # Issue 18: no tickets either; a slot enrols through Consul.
+    assert not [n for n in names if "ticket" in n.lower()], names
+    assert not [k for k in _env(service) if "SALT" in k.upper() or "TICKET" in k.upper()]
+    assert _env(service).get("STATESYNC_ENROL_ENABLED") == "1"
     entry = (SWARM_DIR / "entrypoint.sh").read_text()
-    assert "pbkdf2" not in entry.lower() and "salt" not in entry.lower().replace("ticketsalt", "")
+    assert "pbkdf2" not in entry.lower() and "salt" not in entry.lower() and "ICINGA_TICKET" not in entry
 
 
 def test_the_secrets_are_readable_by_the_icinga_user_only():
@@ -252,7 +254,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
     slots = [str(i) for i in range(1, REPLICAS + 1)]
     cns = {slot: f"satellite-{slot}" for slot in slots}
     volumes = [f"icinga-sat-{slot}" for slot in slots]
-    secrets = {k: f"{stack}_{k}" for k in ("consul_token", "statesync_key", "icinga_tickets")}
+    secrets = {k: f"{stack}_{k}" for k in ("consul_token", "statesync_key")}
     prefix = f"test/{net}"
 
     for vol in volumes:  # a left-over of an aborted run would hold old state
@@ -319,16 +321,8 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
               120, "the master's sidecar did not publish its CA", master.logs)
         phases["master_up_to_ca_published"] = time.monotonic() - t0
 
-        # The master's operator: an Endpoint and a Zone per satellite, and a ticket each.
-        conf = "".join(f"""'object Endpoint "{cn}" {{ }}' 'object Zone "{cn}" {{ endpoints = [ "{cn}" ]; parent = "master" }}' """
-                       for cn in cns.values())
-        sh(master, "icinga2", f"printf '%s\\n' {conf} >> /etc/icinga2/zones.conf && icinga2 daemon -C >/dev/null"
-                               " && kill -HUP $(cat /run/icinga2/icinga2.pid)")
-        tickets = "".join(f"{cn} {sh(master, 'icinga2', f'icinga2 pki ticket --cn {cn}').strip()}\n"
-                          for cn in cns.values())
-        salt = sh(master, "icinga2", "sed -n 's/^const TicketSalt = \"\\(.*\\)\"/\\1/p' /etc/icinga2/constants.conf").strip()
-        assert salt and salt not in tickets
-        for key, payload in (("icinga_tickets", tickets), ("consul_token", "no-acl-in-this-lab\n"),
+        # No operator step on the master: no zones.conf edit, no ticket. The slots enrol through Consul.
+        for key, payload in (("consul_token", "no-acl-in-this-lab\n"),
                              ("statesync_key", (sec / "statesync_key").read_text())):
             docker("secret", "create", secrets[key], "-", input=payload)
             created_secrets.append(secrets[key])
@@ -356,7 +350,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         phases["connected_to_healthy"] = time.monotonic() - t2
         tasks = service_tasks()
         # One task per slot, none failed, rejected or restarted on the way ("No such image",
-        # node setup exiting 1 without a parent, a missing ticket...).
+        # node setup exiting 1 without a parent...).
         assert len(tasks) == REPLICAS, details()
         for task in tasks:
             assert task["CurrentState"].startswith("Running") and not task["Error"], details()
@@ -366,14 +360,14 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             vols = [m["Name"] for m in info["Mounts"] if m["Type"] == "volume" and m["Destination"] == "/data"]
             assert vols == [f"icinga-sat-{slot}"], info["Mounts"]
             stats = docker("exec", cid, "sh", "-c", "stat -L -c '%n %u %g %a' /run/secrets/*"
-                           " && cat /run/secrets/icinga_tickets >/dev/null && id -u").stdout.splitlines()
-            assert stats[-1] == "5665", stats  # the task's user, who has just read the tickets
+                           " && cat /run/secrets/statesync_key >/dev/null && id -u").stdout.splitlines()
+            assert stats[-1] == "5665", stats  # the task's user, who has just read its secrets
             lines = [s.split() for s in stats if s.startswith("/run/secrets/")]
             assert sorted(s[0] for s in lines) == sorted(f"/run/secrets/{k}" for k in secrets), stats
             assert all(s[1:] == ["5665", "5665", "400"] for s in lines), stats
-            # This slot enrolled with its own ticket and the parent statesync pinned.
+            # This slot enrolled through Consul (no ticket) against the parent statesync pinned.
             logs = container_logs(cid)
-            assert "Running 'node setup'" in logs, logs[-3000:]
+            assert "Running 'node setup'" in logs and "registered for enrolment" in logs, logs[-3000:]
             assert docker("exec", cid, "test", "-s", "/data/.statesync-parent.crt", check=False).returncode == 0
             assert docker("exec", cid, "test", "-s", f"/data/var/lib/icinga2/certs/{cns[slot]}.crt",
                           check=False).returncode == 0

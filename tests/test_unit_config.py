@@ -611,7 +611,7 @@ def test_with_roots_the_default_excludes_apply_below_the_state_subtree():
 def test_with_roots_the_default_secrets_are_the_state_keys_and_the_configs_ticket_salt_and_api_passwords():
     assert cfg({"roots": ROOTS}).sealing.patterns == (
         "var/lib/icinga2/ca/ca.key", "var/lib/icinga2/certs/*.key",
-        "etc/icinga2/constants.conf", "etc/icinga2/conf.d/api-users.conf")
+        "etc/icinga2/constants.conf", "etc/icinga2/conf.d/api-users.conf", "etc/icinga2/statesync-api-user.conf")
     # without a root named config there is no config to protect
     assert cfg({"roots": "state=var/lib/icinga2"}).sealing.patterns == (
         "var/lib/icinga2/ca/ca.key", "var/lib/icinga2/certs/*.key")

@@ -66,7 +66,9 @@ def rows(cfg: Config, store: Store) -> list[Row]:
     for rej in verdicts.rejected:
         try:
             reg = registration.decode(raw.get(rej.key, b""))
-            zone, parent, key, when = reg.zone, reg.parent_zone, reg.key_sha256, reg.time
+            # A refused document's fields are whatever its writer put there: shown escaped, never raw.
+            zone, parent, key, when = (f if registration.valid_name(f) else registration.shown(f)
+                                       for f in (reg.zone, reg.parent_zone, reg.key_sha256, reg.time))
         except CorruptData:
             zone = parent = key = when = ""
         out.append(Row(rej.key, zone, parent, key, "rejected", rej.reason, when))

@@ -92,6 +92,9 @@ class Enroller:
         if not pending:
             if published is not None and fingerprint.issued_by(cert, published.pem):
                 return self._note(Outcome(ENROLLED, f"{path} is issued by the published CA", cn))
+            if published is None:
+                return self._note(Outcome(OTHER_CA, f"{path} is issued by a CA, and no valid CA is published at "
+                                                    f"{self.cfg.layout.ca} to compare it with", cn))
             return self._note(Outcome(OTHER_CA, f"{path} is issued by another CA than the published one: "
                                                 "the CA guard quarantines it and the node enrols again", cn))
         if published is None:
