@@ -337,6 +337,8 @@ def provision_master(master: Node, satellites: list[Node], api_user: str, api_pa
         users += f'\nobject ApiUser "statesync" {{\n  password = "{enrol_password}"\n  permissions = [ {perms} ]\n}}\n'
     (master.etc / "conf.d/api-users.conf").write_text(users)
     with open(master.etc / "zones.conf", "a") as fh:
+        # A zone the operator configured by hand: a registration that names it fails the stage.
+        fh.write(f'\nobject Zone "legacy-dc" {{\n\tparent = "{master.zone}"\n}}\n')
         for sat in satellites:
             fh.write(f'\nobject Endpoint "{sat.cn}" {{\n}}\n\nobject Zone "{sat.zone}" {{\n'
                      f'\tendpoints = [ "{sat.cn}" ]\n\tparent = "{master.zone}"\n}}\n')

@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives import serialization
 
 from . import certs, icinga
 from .icinga import MAX_WAIT, Api, Node, sha256_file
-from .support import REPO, clean_env, free_ports, statesync_cmd, stop_process, wait_for
+from .support import REPO, clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul]
 
@@ -170,7 +170,8 @@ class Cluster:
     def start_master_sidecar(self, **env) -> Sidecar:
         enrol = {"STATESYNC_ENROL_ENABLED": "1", "STATESYNC_ENROL_API_URL": f"https://127.0.0.1:{self.master.api_port}",
                  "STATESYNC_ENROL_API_SERVER_NAME": self.master.cn,
-                 "STATESYNC_ENROL_API_PASSWORD_FILE": str(self.enrol_password_file)}
+                 "STATESYNC_ENROL_API_PASSWORD_FILE": str(self.enrol_password_file),
+                 "STATESYNC_HTTP_PORT": str(free_ports(1)[0])}
         self.master_sidecar = Sidecar(self, self.master, "master", **{**enrol, **env})
         return self.master_sidecar
 
@@ -414,14 +415,13 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
             "evil-zone": reg("evil-zone", zone='z" { } object ApiUser "pwn'),  # injection through the zone
             "old-ca": reg("old-ca", ca_spki_sha256=hashlib.sha256(b"another CA").hexdigest()),  # another CA
             "sat2": reg("sat2", key_sha256=spoofed_key,                      # spoofed key hash
-                        request_sha256=hashlib.sha256(fingerprint.load_cert(sat2_cert).public_bytes(
-                            serialization.Encoding.DER)).hexdigest()),
+                        request_sha256=_der_sha256(sat2_cert)),
         }
         for key, value in hostile.items():
             store.put(f"{c.prefix}/satellites/{key}", value)
         # A forged request for the accepted CN sat1, with another key than the registered one.
         _, forged_cert = certs.pending_request("sat1")
-        forged_fp = hashlib.sha256(fingerprint.load_cert(forged_cert).public_bytes(serialization.Encoding.DER)).hexdigest()
+        forged_fp = _der_sha256(forged_cert)
         forged = c.master.lib / "certificate-requests" / f"{forged_fp}.json"
         forged.write_text(json.dumps({"cert_request": forged_cert.decode(), "ticket": ""}))
 
@@ -451,7 +451,31 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
         assert "another CA" in reasons["'old-ca'"][0] and "pending request" in reasons["'sat2'"][0]
         assert "reserved" in reasons["'global-templates'"][0] and "not a valid" in reasons["'evil-zone'"][0]
         assert c.registration(c.sat.cn) == good and c.api.connected(c.sat.cn)
+        port = int(c.master_sidecar.env["STATESYNC_HTTP_PORT"])
+        assert _metric(port, 'statesync_enrol_rejected_total{kind="registration"}') >= 7
+        assert _metric(port, 'statesync_enrol_rejected_total{kind="request"}') >= 1
         t_refused = time.monotonic()
+
+        # A valid registration whose zone the operator configured by hand: Icinga refuses the stage.
+        # The running config stays (sat1 stays accepted and connected); /healthz and the metric say so.
+        sat3 = Node("sat3", "legacy-dc", str(c.base / "sat3"), free_ports(1)[0], c.session)
+        icinga.pending_satellite(sat3, c.master)
+        sat3_cert = (sat3.lib / "certs/sat3.crt").read_bytes()
+        store.put(f"{c.prefix}/satellites/sat3", reg("sat3", zone="legacy-dc", key_sha256=spki_sha256(sat3_cert),
+                                                      request_sha256=_der_sha256(sat3_cert)))
+        wait_for(lambda: http_get(port, "/healthz")[0] == 503, MAX_WAIT, what="/healthz reporting the failed stage",
+                 details=lambda: c.master_sidecar.tail(20), step=0.2)
+        status, body = http_get(port, "/healthz")
+        assert "statesync-satellites failed" in body and "legacy-dc" in body, body
+        assert _metric(port, "statesync_enrol_stage_failed") == 1
+        assert c.package_text() == text and c.api.connected(c.sat.cn)
+        assert not [d for d in icinga.request_files(c.master).values()
+                    if d.get("cert_response") and spki_sha256(d["cert_request"].encode()) == spki_sha256(sat3_cert)]
+        store.delete(f"{c.prefix}/satellites/sat3")
+        wait_for(lambda: http_get(port, "/healthz")[0] == 200, MAX_WAIT, what="/healthz healthy again",
+                 details=lambda: c.master_sidecar.tail(20), step=0.2)
+        assert _metric(port, "statesync_enrol_stage_failed") == 0 and c.package_text() == text
+        t_failed_stage = time.monotonic()
 
         # sat2 registered for real is accepted (its Endpoint goes live); deleting the registration un-accepts it.
         store.put(f"{c.prefix}/satellites/sat2", reg("sat2", key_sha256=spki_sha256(sat2_cert),
@@ -469,8 +493,23 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
         forged.unlink()
         c.wait_connected()
         c.record("scenario 1b (hostile cases refused, sat2 accepted and un-accepted)",
-                 hostile_refused=t_refused - t0, accepted=t_accepted - t_refused,
+                 hostile_refused=t_refused - t0, failed_stage_and_recovery=t_failed_stage - t_refused,
+                 accepted=t_accepted - t_failed_stage,
                  unaccepted=t_unaccepted - t_accepted, total=time.monotonic() - t0)
+
+
+def _der_sha256(pem: bytes) -> str:
+    return hashlib.sha256(fingerprint.load_cert(pem).public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def _metric(port: int, name: str) -> float:
+    """One sample of the master sidecar's /metrics, by its full name with labels."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200, body
+    for line in body.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def _endpoint_exists(c, cn: str) -> bool:

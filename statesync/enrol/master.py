@@ -183,8 +183,9 @@ class Acceptor:
         st.accepted, st.rejected = tuple(chosen), verdicts.rejected
         metrics.enrol_accepted.set(len(chosen))
 
-        if not self._stage(chosen):
-            return st  # the running config stays; sign nothing new against a config we could not confirm
+        # A failed stage leaves Icinga on the running config; signing still follows what is live
+        # there, so one bad registration does not stop the satellites already accepted.
+        self._stage(chosen)
         accepted = {r.cn: r for r in chosen}
         endpoints = self.api.endpoints() if accepted else endpoints
         st.live = frozenset(n for n, e in endpoints.items() if e.get("package") == ours and n in accepted)
@@ -355,6 +356,8 @@ def _dir_stamp(path: Path):
 
 
 def _last_line(text: str) -> str:
-    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
-    crit = [ln for ln in lines if "critical" in ln.lower()]
-    return (crit or lines or ["(no startup.log)"])[-1].strip()[:300]
+    """The line of startup.log that says why: the first critical one that is not the closing
+    "Config validation failed" of critical/cli."""
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    crit = [ln for ln in lines if "critical/" in ln and "critical/cli" not in ln]
+    return (crit[:1] or lines[-1:] or ["(no startup.log)"])[0][:300]
