@@ -16,31 +16,67 @@
 #   pending on the master, and the sidecars register, accept and sign it through Consul.
 #   It pins the parent certificate that statesync checked against the CA published in
 #   Consul, not one fixed in the environment, which is stale after a CA change.
-# - With STATESYNC_API_USER (the master), the sidecar's ApiUser, with the permissions
-#   enrolment needs and the password of the icinga_api_password secret, is written after
-#   the image's own first start (which copies /data-init only into an empty /data), by a
-#   second stage of this script that the entrypoint runs as its command.
+# - A second stage of this script runs after the image's own first start (which copies
+#   /data-init only into an empty /data, and runs node setup), as the entrypoint's command:
+#   - with STATESYNC_API_USER (the master), it writes the sidecar's ApiUser, with the
+#     permissions enrolment needs and the password of the icinga_api_password secret;
+#   - on a satellite whose certificate is still a pending request, it asks the parent with
+#     `icinga2 pki request` (no ticket) until statesync has had it signed, for at most
+#     ICINGA_START_ENROL_WAIT seconds (60): Icinga 2 then starts with its certificate and
+#     connects at once, instead of at its second 10 s retry after the signature.
 set -eu
 
-if [ "${1:-}" = "--api-user-then" ]; then
+pending() {  # the node certificate is its own issuer: node setup's request, not signed yet
+  [ -s "$1" ] || return 1
+  subject=$(openssl x509 -noout -subject -nameopt RFC2253 -in "$1" 2>/dev/null) || return 1
+  issuer=$(openssl x509 -noout -issuer -nameopt RFC2253 -in "$1" 2>/dev/null) || return 1
+  [ "${subject#subject=}" = "${issuer#issuer=}" ]
+}
+
+if [ "${1:-}" = "--then" ]; then
   shift
-  secret=${STATESYNC_API_PASSWORD_FILE:-/run/secrets/icinga_api_password}
-  if [ ! -r "$secret" ]; then
-    echo "icinga-start: STATESYNC_API_USER is set but $secret is not readable; not starting Icinga 2" >&2
-    exit 1
+  if [ -n "${STATESYNC_API_USER:-}" ]; then
+    secret=${STATESYNC_API_PASSWORD_FILE:-/run/secrets/icinga_api_password}
+    if [ ! -r "$secret" ]; then
+      echo "icinga-start: STATESYNC_API_USER is set but $secret is not readable; not starting Icinga 2" >&2
+      exit 1
+    fi
+    password=$(tr -d '\r\n' <"$secret")
+    case $password in
+      *'"'*|*'\'*|*'$'*|'') echo "icinga-start: $secret is empty or holds a quote, backslash or \$" >&2; exit 1 ;;
+    esac
+    conf=/etc/icinga2/statesync-api-user.conf
+    (umask 027
+     printf '%s\n' "// Written by icinga-start.sh at every start: statesync's sidecar stages accepted satellites." \
+       "object ApiUser \"$STATESYNC_API_USER\" {" "  password = \"$password\"" \
+       '  permissions = [ "config/query", "config/modify", "objects/query/Endpoint" ]' "}" >"$conf.tmp")
+    mv "$conf.tmp" "$conf"
+    if ! grep -qx 'include "statesync-api-user.conf"' /etc/icinga2/icinga2.conf; then
+      printf '\ninclude "statesync-api-user.conf"\n' >>/etc/icinga2/icinga2.conf
+    fi
   fi
-  password=$(tr -d '\r\n' <"$secret")
-  case $password in
-    *'"'*|*'\'*|*'$'*|'') echo "icinga-start: $secret is empty or holds a quote, backslash or \$" >&2; exit 1 ;;
-  esac
-  conf=/etc/icinga2/statesync-api-user.conf
-  umask 027
-  printf '%s\n' "// Written by icinga-start.sh at every start: statesync's sidecar stages accepted satellites." \
-    "object ApiUser \"$STATESYNC_API_USER\" {" "  password = \"$password\"" \
-    '  permissions = [ "config/query", "config/modify", "objects/query/Endpoint" ]' "}" >"$conf.tmp"
-  mv "$conf.tmp" "$conf"
-  grep -qx 'include "statesync-api-user.conf"' /etc/icinga2/icinga2.conf \
-    || printf '\ninclude "statesync-api-user.conf"\n' >>/etc/icinga2/icinga2.conf
+  certs=/var/lib/icinga2/certs
+  cn=${ICINGA_CN:-$(hostname)}
+  parent=${ICINGA_PARENT_HOST:-}
+  trusted=${STATESYNC_GUARD_TRUSTED_PARENT_FILE:-}
+  if [ -n "$parent" ] && [ -s "$trusted" ] && pending "$certs/$cn.crt"; then
+    host=${parent%%,*} port=${parent#*,}
+    [ "$port" != "$parent" ] || port=5665
+    limit=${ICINGA_START_ENROL_WAIT:-60} waited=0
+    echo "icinga-start: the certificate request of $cn is pending; asking $host:$port until statesync has it signed (at most ${limit}s)" >&2
+    while pending "$certs/$cn.crt" && [ "$waited" -lt "$limit" ]; do
+      icinga2 pki request --host "$host" --port "$port" --ticket "" --key "$certs/$cn.key" \
+        --cert "$certs/$cn.crt" --trustedcert "$trusted" --ca "$certs/ca.crt" >/dev/null 2>&1 || true
+      pending "$certs/$cn.crt" || break
+      sleep 1
+      waited=$((waited + 1))
+    done
+    if pending "$certs/$cn.crt"; then
+      echo "icinga-start: not signed within ${limit}s; Icinga 2 starts and keeps asking by itself" >&2
+    else
+      echo "icinga-start: certificate of $cn signed after ${waited}s" >&2
+    fi
+  fi
   exec "$@"
 fi
 
@@ -81,7 +117,4 @@ if [ ! -s "$ca" ]; then
   fi
 fi
 
-if [ -n "${STATESYNC_API_USER:-}" ]; then
-  exec /entrypoint /bin/sh "$0" --api-user-then "$@"
-fi
-exec /entrypoint "$@"
+exec /entrypoint /bin/sh "$0" --then "$@"

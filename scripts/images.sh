@@ -19,13 +19,19 @@ die() { log "$*"; exit 1; }
 
 "$docker" info >/dev/null 2>&1 || die "no container engine answers: run scripts/engine.sh first"
 
+# The first URI of the lines on stdin whose URI does (~) or does not (!~) name security.
+first_uri() { awk -v op="$1" '{ sec = $2 ~ /security/ } !done && (op == "~" ? sec : !sec) { print $2; done = 1 }'; }
+
 # The machine's own Debian mirrors (as scripts/setup.sh finds them), as apt lines.
 mirrors() {
   local main sec
-  main=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
-  [ -n "$main" ] || main=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep -v security | head -1 || true)
-  sec=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep security | head -1 || true)
-  [ -n "$sec" ] || sec=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | grep security | head -1 || true)
+  # One awk that reads to the end picks the first match: `| head -1` would close the pipe
+  # early, and under pipefail the writer's SIGPIPE (141) is a failure that `|| true` hid.
+  # `|| true` stays for what it is meant for: no sources file, nothing matching.
+  main=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | first_uri '!~' || true)
+  [ -n "$main" ] || main=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | first_uri '!~' || true)
+  sec=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | first_uri '~' || true)
+  [ -n "$sec" ] || sec=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | first_uri '~' || true)
   [ -n "$main" ] || return 1
   echo "deb $main bookworm main"
   echo "deb $main bookworm-updates main"

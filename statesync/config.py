@@ -28,7 +28,7 @@ from .snapshot.layout import Layout, valid_node
 from .parsing import Invalid as _Invalid
 from .parsing import parse_addr  # noqa: F401 (part of config's interface)
 from .parsing import (_addrs, _adapt, _bool, _choice, _duration, _min_intervals, _node, _number, _opt_path, _path,
-                      _patterns, _prefix, _roots, _str)
+                      _patterns, _prefix, _roots, _server_name, _str)
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2 and its sources:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -118,6 +118,8 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
     Setting("consul.token_file", _opt_path, "", ("CONSUL_HTTP_TOKEN_FILE", "STATESYNC_CONSUL_TOKEN_FILE")),
     Setting("consul.cacert", _opt_path, "", ("CONSUL_CACERT", "STATESYNC_CONSUL_CACERT")),
+    Setting("consul.capath", _opt_path, "", ("CONSUL_CAPATH", "STATESYNC_CONSUL_CAPATH")),
+    Setting("consul.tls_server_name", _server_name, "", ("CONSUL_TLS_SERVER_NAME", "STATESYNC_CONSUL_TLS_SERVER_NAME")),
     Setting("consul.client_cert", _opt_path, "", ("CONSUL_CLIENT_CERT", "STATESYNC_CONSUL_CLIENT_CERT")),
     Setting("consul.client_key", _opt_path, "", ("CONSUL_CLIENT_KEY", "STATESYNC_CONSUL_CLIENT_KEY")),
     Setting("consul.ssl", _bool, False, ("CONSUL_HTTP_SSL", "STATESYNC_CONSUL_SSL")),
@@ -367,11 +369,14 @@ def _build(v: dict[str, Any]) -> Config:
     for name in ("consul.cacert", "consul.client_cert", "consul.client_key"):
         if v[name] and not os.path.isfile(v[name]):
             raise ConfigError(f"{name}: file {v[name]} does not exist")
+    if v["consul.capath"] and not os.path.isdir(v["consul.capath"]):
+        raise ConfigError(f"consul.capath: directory {v['consul.capath']} does not exist")
     if bool(v["consul.client_cert"]) != bool(v["consul.client_key"]):
         raise ConfigError("consul.client_key: a client certificate needs its key and the other way round")
     default_scheme = "https" if v["consul.ssl"] else "http"
     endpoints = tuple(parse_addr(a, default_scheme) for a in v["consul.addr"])
-    consul = ConsulSettings(endpoints=endpoints, token=token, cacert=v["consul.cacert"],
+    consul = ConsulSettings(endpoints=endpoints, token=token, cacert=v["consul.cacert"], capath=v["consul.capath"],
+                            tls_server_name=v["consul.tls_server_name"],
                             client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
                             txn_max_ops=v["consul.txn_max_ops"])

@@ -14,6 +14,13 @@ EXIT_USAGE = 2
 # node's certificates into quarantine and asks the orchestrator to restart Icinga 2 (whose
 # entrypoint then enrols again) and the sidecar. Never used for any other outcome.
 EXIT_RESTART = 3
+# Commands that compare (``diff``, ``restore --dry-run``) follow diff(1): 0 the same, 1
+# different, 2 trouble. A script reads 1 as "different", so none of their failures may exit 1.
+EXIT_SAME = 0
+EXIT_DIFFERENT = 1
+EXIT_TROUBLE = 2
+# Those commands, as ``exit_code_for`` is told them: the name, "--dry-run" appended for a dry run.
+COMPARING = frozenset({"diff", "restore --dry-run"})
 
 
 class StatesyncError(Exception):
@@ -135,8 +142,11 @@ class RootBusy(StatesyncError):
     code of its own: the command was valid, and retrying once the holder has gone succeeds."""
 
 
-def exit_code_for(exc: BaseException) -> int:
-    """Return the process exit code for ``exc``: 2 for usage/config, 1 otherwise."""
+def exit_code_for(exc: BaseException, command: str = "") -> int:
+    """Return the process exit code for ``exc``: 2 for usage/config, 1 otherwise; for a
+    ``command`` in COMPARING, EXIT_TROUBLE whatever the failure."""
+    if command in COMPARING:
+        return EXIT_TROUBLE
     if isinstance(exc, StatesyncError):
         return exc.exit_code
     return EXIT_FAILURE

@@ -18,19 +18,35 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory."""
-    tmp = path.with_name(f"{path.name}.tmp-{secrets.token_hex(3)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+def write_atomic(path: Path, data: bytes, mode: int = 0o600, owner: tuple[int, int] | None = None,
+                 hidden: bool = False) -> None:
+    """Replace ``path`` with ``data``: temp file, fsync, rename, fsync of the directory.
+
+    ``owner`` (uid, gid) gives the new file that owner before its mode is set (a chown clears
+    set-id bits); ``hidden`` names the temp file ``.<name>.tmp-*``, so that a reader globbing
+    ``*.json`` in the directory never picks it up. A failure removes the temp file.
+    """
+    name = f".{path.name}" if hidden else path.name
+    tmp = path.with_name(f"{name}.tmp-{secrets.token_hex(3)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
+        try:
+            if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+                os.fchown(fd, *owner)
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
     fsync_dir(path.parent)
 
 

@@ -1,17 +1,24 @@
 """Prometheus metrics of one statesync process, in a registry of its own."""
 from __future__ import annotations
 
+import platform
+from datetime import datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Prometheus' *_build_info convention: constant 1, the facts in labels, joined onto other series.
+build_info = Gauge("statesync_build_info", "statesync's version and the Python running it (always 1)",
+                   ["version", "python"], registry=REGISTRY)
 
 commits = Counter("statesync_commits", "Snapshots committed", registry=REGISTRY)
 commit_failures = Counter("statesync_commit_failures", "Commits that failed and will be retried", registry=REGISTRY)
 # The failing path is in the log and in /healthz's body, not in a label: one series per path would not stay bounded.
 consecutive_failures = Gauge("statesync_consecutive_failures", "Sync cycles failed in a row since the last success",
                              registry=REGISTRY)
-last_commit = Gauge("statesync_last_commit_timestamp_seconds", "Unix time of the last successful commit",
-                    registry=REGISTRY)
+last_commit = Gauge("statesync_last_commit_timestamp_seconds", "Unix time of the last successful commit "
+                    "(from the head snapshot's creation time until this process commits)", registry=REGISTRY)
 commit_seconds = Histogram("statesync_commit_duration_seconds", "Time to commit one snapshot",
                            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY)
 uploaded_bytes = Counter("statesync_uploaded_bytes", "Chunk bytes uploaded to Consul", registry=REGISTRY)
@@ -88,3 +95,20 @@ def record_commit(seconds: float, chunks_written: int, chunks_reused_: int, byte
     chunks_reused.inc(chunks_reused_)
     uploaded_bytes.inc(bytes_written)
     last_commit.set(when)
+
+
+def record_head(created: str) -> None:
+    """Set the last commit time from the head snapshot's ``created`` (ISO 8601), so that a restarted
+    sidecar reports the commit its predecessor made instead of 0 (which alerts as "never committed").
+    An unreadable time changes nothing."""
+    try:
+        when = datetime.fromisoformat(created).timestamp()
+    except (TypeError, ValueError):
+        return
+    last_commit.set(when)
+
+
+def set_build_info(version: str) -> None:
+    """Export ``statesync_build_info``; the version comes from the caller, since metrics, the base
+    layer, imports nothing of statesync (not even its ``__init__``)."""
+    build_info.labels(version=version, python=platform.python_version()).set(1)

@@ -103,6 +103,10 @@ def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
     scheme = default_scheme
     if "://" in text:
         scheme, _, text = text.partition("://")
+        if scheme == "unix":
+            # The consul CLI takes unix:///path/to/socket; python-consul2's transport and ours speak TCP only.
+            raise Invalid("unix sockets (unix://) are not supported: give host:port, http://host:port or "
+                          "https://host:port")
         if scheme not in ("http", "https"):
             raise Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
     text = text.rstrip("/")
@@ -124,6 +128,17 @@ def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
     if not 0 < port < 65536:
         raise Invalid(f"port {port} is out of range")
     return Endpoint(scheme, host, port)
+
+
+_SERVER_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$|^[0-9A-Fa-f:.]+$")
+
+
+def _server_name(v: Any) -> str:
+    """A DNS name or IP address (no port) to verify Consul's certificate against; empty means unset."""
+    v = _str(v).strip()
+    if v and not _SERVER_NAME.match(v):
+        raise Invalid(f"{v!r} is not a host name such as consul.example.com or server.dc1.consul")
+    return v
 
 
 def _opt_path(v: Any) -> str:

@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .support import ConsulAgent, REPO, clean_env, kv_ready, statesync_cmd
+from .support import ConsulAgent, REPO, clean_env, kv_ready, plain_lines, statesync_cmd
 
 ACL_DIR = REPO / "config/acl"
 AGENT_NODE = "statesync-acl-test"  # the Consul node name: AGENT in the policy files
@@ -120,7 +120,7 @@ def _is_log_line(line: str) -> bool:
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
     """The one line of stderr that is not a JSON log event: the error, and nothing else (no traceback)."""
-    lines = [line for line in proc.stderr.strip().splitlines() if not _is_log_line(line)]
+    lines = [line for line in plain_lines(proc.stderr) if not _is_log_line(line)]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("statesync: error: "), lines[0]
     return lines[0]

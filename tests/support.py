@@ -244,6 +244,20 @@ def statesync_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "statesync", *args]
 
 
+def plain_lines(stderr: str) -> list[str]:
+    """The lines of ``stderr``, the JSON form a fatal error takes with JSON logs (docs/JSON.md)
+    given back as the plain line it stands for: a test reads a failure alike in both formats."""
+    out = []
+    for line in stderr.strip().splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        fatal = isinstance(event, dict) and event.get("event") == "statesync: error"
+        out.append(f"statesync: error: {event.get('error')}" if fatal else line)
+    return out
+
+
 def run_statesync(args, env: dict, check: bool = False, timeout: float = 120) -> subprocess.CompletedProcess:
     """``statesync *args`` to the end; with ``check``, a failure raises naming its stderr."""
     proc = subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=timeout)

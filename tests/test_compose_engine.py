@@ -194,6 +194,8 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         # It enrolled through Consul: registered by its sidecar, accepted and signed by the master's.
         first_log = container_logs(sat_icinga)
         assert "Running 'node setup'" in first_log and "--ticket" not in first_log
+        # Icinga 2 started with the signed certificate: icinga-start.sh asked until statesync had it signed.
+        assert f"certificate of {sat} signed after" in first_log, first_log[-3000:]
         assert "registered for enrolment" in container_logs(satellite.container_id("statesync"))
         master_log = container_logs(master.container_id("statesync"))
         assert "accepted satellites staged" in master_log and "certificate request signed" in master_log

@@ -12,7 +12,9 @@ The scenarios build on each other, in order, on one module-scoped cluster:
 3. the satellite rebuilt and restored from its own snapshot: connected without a ticket;
 4. the master's CA lost without statesync's help: the satellite's guard quarantines its
    certificates and fires its restart command (node setup without a ticket), and the node
-   enrols again through Consul under the new CA.
+   enrols again through Consul under the new CA;
+5. an init container's ``statesync enrol --wait`` has a new satellite signed before its
+   Icinga 2 starts.
 Each is timed; the times are printed at the end of the run and written to
 <pytest basetemp>/e2e-icinga-times.json.
 """
@@ -669,6 +671,38 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
                  command_stop_enrol_start=events["started"] - events["start"],
                  satellite_start_to_connected=t_connected - events["started"],
                  total=t_connected - t_published)
+
+
+def test_an_init_container_s_statesync_enrol_wait_has_a_new_satellite_signed_before_icinga_starts(cluster):
+    """Scenario 5: `statesync enrol --wait` where the icinga2 binary is at hand (an init container of
+    the Icinga image with statesync in it): register, ask the parent with `icinga2 pki request`
+    until the master's sidecar has signed, then Icinga 2 starts enrolled and connects at once."""
+    c = cluster
+    with c.scenario("5 enrol --wait in an init container"):
+        sat = Node("sat4", "sat4", str(c.base / "sat4"), free_ports(1)[0], c.session)
+        icinga.pending_satellite(sat, c.master)
+        t0 = time.monotonic()
+        env = {"CONSUL_HTTP_ADDR": c.consul.addr, "STATESYNC_PREFIX": c.prefix, "STATESYNC_ROOT": icinga.LIB,
+               "STATESYNC_NODE": sat.cn, "STATESYNC_GUARD_PARENT_HOST": f"127.0.0.1:{c.master.api_port}",
+               "STATESYNC_GUARD_TRUSTED_PARENT_FILE": f"{icinga.LIB}/certs/trusted-parent.crt",
+               "STATESYNC_ENROL_ZONE": sat.zone, "STATESYNC_LOG_FORMAT": "json",
+               "PYTHONPATH": str(REPO)}
+        # Inside the satellite's own mount namespace, as an init container sees the volume.
+        proc = sat.run("env", *[f"{k}={v}" for k, v in env.items()], *statesync_cmd("enrol", "--wait", "60"),
+                       timeout=90, check=False)
+        t_signed = time.monotonic()
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "enrolled" in proc.stdout, proc.stdout
+        cert = (sat.lib / "certs/sat4.crt").read_bytes()
+        assert fingerprint.issued_by(cert, c.master.ca_cert().read_bytes())
+        sat.start()
+        wait_for(lambda: c.api.connected(sat.cn), MAX_WAIT, what="sat4 connected", details=c.details, step=0.1)
+        t_connected = time.monotonic()
+        sat.stop()
+        c.store().delete(f"{c.prefix}/satellites/sat4")
+        c.record("scenario 5 (init container: enrol --wait, then Icinga 2 starts enrolled)",
+                 registered_to_signed=t_signed - t0, start_to_connected=t_connected - t_signed,
+                 total=t_connected - t0)
 
 
 def _epoch(iso: str) -> float:

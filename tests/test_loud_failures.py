@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import REPO, clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
+from .support import REPO, clean_env, free_ports, http_get, plain_lines, statesync_cmd, stop_process, wait_for
 
 NOBODY = 65534
 
@@ -91,7 +91,7 @@ def test_backup_of_an_unreadable_file_exits_1_with_one_line_naming_the_file(cons
     proc = subprocess.run(_unprivileged(statesync_cmd("backup")), env=_env(consul, prefix, unreadable_root),
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "statesync: error: cannot read ca/ca.key: Permission denied"
+    assert plain_lines(proc.stderr)[-1] == "statesync: error: cannot read ca/ca.key: Permission denied"
     assert "unexpected" not in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
 
 

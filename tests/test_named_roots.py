@@ -19,7 +19,7 @@ from statesync.consul.store import Store
 from statesync.errors import PlaintextSecret
 from statesync.repo.repository import Repo
 
-from .support import clean_env, run_statesync, statesync_cmd, stop_process, tree_state, wait_for
+from .support import clean_env, plain_lines, run_statesync, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -182,7 +182,7 @@ def test_a_config_secret_without_an_encryption_key_is_refused_naming_it_unless_p
         (data.root / "etc/icinga2/constants.conf").unlink()  # else refused first, being read first
     proc = data.run("backup")
     assert proc.returncode == PlaintextSecret(secret).exit_code
-    lines = proc.stderr.strip().splitlines()
+    lines = plain_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith(f"statesync: error: {secret} "), proc.stderr
     assert data.repo.records() == []
     data.plain = True

@@ -11,7 +11,7 @@ import pytest
 
 from statesync.snapshot.crypto import Sealer, parse_key
 
-from .support import statesync_cmd, stop_process, tree_state, wait_for
+from .support import plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree
 
 pytestmark = pytest.mark.consul
@@ -29,7 +29,7 @@ def _key_ids(env: Env) -> dict[str, str]:
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("{")]
+    lines = [line for line in plain_lines(proc.stderr) if not line.startswith("{")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
 

@@ -12,7 +12,7 @@ from statesync.restore.apply import restore
 from statesync.sidecar.wiring import open_repo
 from statesync.snapshot.scan import Scanner
 
-from .support import statesync_cmd, stop_process, tree_state, wait_for
+from .support import plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree, make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -25,7 +25,7 @@ def _commit(repo, scanner, known):
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = [line for line in proc.stderr.strip().splitlines() if not line.startswith("{")]
+    lines = [line for line in plain_lines(proc.stderr) if not line.startswith("{")]
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("statesync: error: ")
     return lines[0]

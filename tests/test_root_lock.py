@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .support import REPO, statesync_cmd, stop_process, tree_state, wait_for
+from .support import REPO, plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree
 
 JOURNAL = ".statesync-restore-journal.json"
@@ -46,7 +46,7 @@ sys.stdin.read()
 
 
 def one_error_line(proc) -> str:
-    lines = proc.stderr.strip().splitlines()
+    lines = plain_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("statesync: error: "), proc.stderr
     return lines[0]

@@ -15,7 +15,7 @@ import pytest
 from statesync import config
 from statesync.consul.store import Store
 
-from .support import clean_env, make_tree, statesync_cmd, stop_process, tree_state, wait_for
+from .support import clean_env, make_tree, plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -36,7 +36,7 @@ def _cli(consul, prefix, root, *args, node="master1", timeout=60, **extra) -> su
 
 
 def _error_line(proc: subprocess.CompletedProcess) -> str:
-    lines = proc.stderr.strip().splitlines()
+    lines = plain_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("statesync: error: "), proc.stderr
     return lines[0]

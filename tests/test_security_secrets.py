@@ -30,7 +30,7 @@ def test_no_command_line_flag_takes_the_token_itself():
     subparsers = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict)).choices
     assert set(subparsers) >= {"backup", "restore", "snapshots", "run", "ready"}
     talks_to_consul = {"backup", "restore", "snapshots", "run", "rekey", "check-ca", "accept-ca", "pin-parent",
-                       "pin", "unpin", "forget", "gc", "enrol", "satellites"}
+                       "pin", "unpin", "forget", "gc", "enrol", "satellites", "verify", "ls", "nodes", "diff"}
     for name, sub in subparsers.items():
         options = {opt for action in sub._actions for opt in action.option_strings}
         expected = {"--consul-token-file"} if name in talks_to_consul else set()

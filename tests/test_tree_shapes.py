@@ -15,7 +15,7 @@ import pytest
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.scan import ScanResult
 
-from .support import clean_env, statesync_cmd
+from .support import clean_env, plain_lines, statesync_cmd
 
 pytestmark = pytest.mark.consul
 
@@ -184,7 +184,7 @@ def test_a_name_the_os_refuses_fails_the_restore_with_one_line_naming_it(consul,
     target.mkdir()
     proc = run(consul, prefix, target, "restore", check=False)
     assert proc.returncode == 1
-    lines = proc.stderr.strip().splitlines()
+    lines = plain_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("statesync: error: ")
     assert "File name too long" in lines[0] and f"ok/{long_name}" in lines[0]
     assert os.listdir(target) == [] or all(n.startswith(".statesync-") for n in os.listdir(target))
@@ -204,7 +204,7 @@ def test_a_directory_the_os_will_not_let_backup_read_fails_it_with_one_line_nami
                                *statesync_cmd("backup")], env=_env(consul, prefix, root), capture_output=True,
                               text=True, timeout=120, cwd="/")
         assert proc.returncode == 1, proc.stderr
-        lines = proc.stderr.strip().splitlines()
+        lines = plain_lines(proc.stderr)
         assert lines == ["statesync: error: cannot read private: Permission denied"]
     finally:
         remove(base)

@@ -4,5 +4,6 @@
 command takes only the flags it uses; ``main`` loads the config (defaults, file,
 environment, flags), calls one action and maps every error to its exit code in one place
 (``errors.exit_code_for``). ``demo`` runs the whole story on a throwaway Consul dev agent
-and ``progress`` draws the restore progress bar on a terminal.
+and ``progress`` shows backup, restore and verify moving files: tqdm's bar on a terminal, one
+summary line either way.
 """

@@ -13,6 +13,7 @@ from typing import Sequence
 import structlog
 
 from .. import config
+from ..consul.store import retry
 from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UnreadablePath, UsageError, exit_code_for
 from ..repo.repository import Repo
 from ..sidecar import logs
@@ -21,7 +22,9 @@ from .parsers import build_parser, setting_flags
 from .enrol import cmd_enrol, cmd_satellites
 from .ops import cmd_health, cmd_keygen, cmd_pin_parent
 from .retention import cmd_forget, cmd_gc, cmd_pin, cmd_unpin, snapshot_rows
-from .progress import ProgressBar
+from .compare import cmd_diff, print_dry_run, restore_part
+from .inspect import cmd_ls, cmd_nodes, cmd_verify
+from .progress import Progress
 
 log = structlog.get_logger(__name__)
 
@@ -37,33 +40,52 @@ def _reading(root):
         raise UnreadablePath.from_os_error(exc, root) from None
 
 
+@contextlib.contextmanager
+def _aborting(bar: Progress):
+    """End ``bar`` without its summary when the block fails: the error line comes next."""
+    try:
+        yield
+    except BaseException:
+        bar.abort()
+        raise
+
+
 def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore.apply import recover
     from ..restore.rootlock import hold_root
     from ..sidecar.daemon import warn_plain_secrets
     from ..snapshot.scan import Scanner
+    # What backup reports as its time: the whole of it. The commit's own time (CommitResult.seconds)
+    # leaves out the scan and the upload that overlaps it, most of a backup.
+    started = time.monotonic()
     if not cfg.root.is_dir():
         raise StatesyncError(f"root: {cfg.root} is not a directory")
     with hold_root(cfg.root, "backup"):
         recover(cfg.root)  # never snapshot a tree that a killed restore left half swapped
         repo = open_repo(cfg)
-        head = repo.checked_head()
+        head = retry(repo.checked_head)  # each failed attempt is a warning on stderr, none is silent
         known = set(repo.refs(head.record)) if head.record else set()
+        # The last snapshot's size is the estimate of this one's (none: counts and rate, no ETA).
+        bar = Progress(sys.stderr, head.record.files if head.record else 0, head.record.bytes if head.record else 0,
+                       "backup", started=started)
         # Chunks go up while the scan is still reading: Consul's work overlaps ours.
-        with _reading(cfg.root), repo.chunk_stream() as stream:
+        with _aborting(bar), _reading(cfg.root), repo.chunk_stream() as stream:
             # A file that keeps changing while read keeps its version from the head (stderr says so).
             previous = (lambda: repo.manifest(head.record)) if head.record else None
             scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
-                           compression=cfg.compression).scan(known, sink=stream.add, written=stream.written)
+                           compression=cfg.compression).scan(known, sink=stream.add, written=stream.written,
+                                                             progress=bar.file_done)
         warn_plain_secrets(scan.plain_secrets)
-        res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
-                          max_drop=1.0 if args.allow_drop else cfg.max_drop)
+        with _aborting(bar):
+            res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
+                              max_drop=1.0 if args.allow_drop else cfg.max_drop)
+    bar.close()
     if res is None:
         print(f"unchanged: snapshot {head.record.id} already holds this tree")
         return EXIT_OK
     r = res.record
     print(f"snapshot {r.id}: {r.files} files, {r.bytes} bytes, {res.chunks_written} chunks written, "
-          f"{res.chunks_reused} reused, {res.kv_writes} KV writes, {res.seconds:.2f}s")
+          f"{res.chunks_reused} reused, {res.kv_writes} KV writes, {bar.elapsed:.2f}s")
     return EXIT_OK
 
 
@@ -75,6 +97,8 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore.startup import StartOutcome, mark_ready
     if args.fresh and not args.if_empty:
         raise UsageError("--fresh: only with --if-empty (a plain restore never starts afresh)")
+    if args.paths or args.target is not None:
+        return restore_part(cfg, args)
     # A dry run writes nothing and takes no lock; everything else holds the root from here on.
     lock = contextlib.nullcontext() if args.dry_run else hold_root(cfg.root, "restore", create=True)
     with lock:
@@ -83,23 +107,26 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
         repo = open_repo(cfg)
         if args.if_empty and rs.has_icinga_state(cfg.state_dir):
             print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
-            mark_ready(cfg.ready_file, StartOutcome("matched"))
+            if not args.dry_run:
+                mark_ready(cfg.ready_file, StartOutcome("matched"))
             return EXIT_OK
         try:
-            record = repo.record(args.snapshot)
+            record = retry(lambda: repo.record(args.snapshot))
         except NotFound:
             if args.if_empty and args.snapshot is None:
                 if not args.fresh:
                     _refuse_unless_fresh_prefix(cfg, repo)
                 print(f"no snapshot of node {cfg.node} yet; nothing restored")
-                mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+                if not args.dry_run:
+                    mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
                 return EXIT_OK
             raise
         if args.dry_run:
-            return _print_dry_run(cfg, repo, record)
-        bar = ProgressBar(sys.stderr, record.files, record.bytes)
-        res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update,
-                         subtrees=tuple(p for _, p in cfg.roots))
+            return print_dry_run(cfg, repo, record, args)
+        bar = Progress(sys.stderr, record.files, record.bytes, "restore")
+        with _aborting(bar):
+            res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update,
+                             subtrees=tuple(p for _, p in cfg.roots))
         bar.close()
         aside = f"; previous content moved to {res.aside}" if res.aside else ""
         print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
@@ -136,22 +163,6 @@ def _refuse_unless_fresh_prefix(cfg: config.Config, repo: Repo) -> None:
         seen = "the token cannot see whether other nodes have snapshots there or a CA is published"
     raise RestoreRefused(f"no snapshot of node {cfg.node} under {cfg.prefix}, but {seen}: check --node "
                          f"(STATESYNC_NODE), or pass --fresh to start this node with no state; nothing restored")
-
-
-def _print_dry_run(cfg: config.Config, repo: Repo, record) -> int:
-    from ..snapshot.diffing import diff
-    from ..snapshot.scan import Scanner
-    wanted = repo.manifest(record)
-    current = None
-    if cfg.root.exists():  # compared by content address only: nothing to compress
-        current = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, compression="none").scan(set()).manifest
-    d = diff(current or type(wanted)(), wanted)
-    for label, paths in (("add", d.added), ("change", d.changed), ("remove", d.removed)):
-        for p in paths:
-            print(f"{label:<7}{p}")
-    print(f"dry run of snapshot {record.id}: {len(d.added)} to add, {len(d.changed)} to change, "
-          f"{len(d.removed)} to move aside; nothing written")
-    return EXIT_OK
 
 
 def cmd_ready(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -238,7 +249,7 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict):
     """Start /healthz, /readyz and /metrics when http.port is set; None otherwise."""
     if not cfg.http_port:
         return None
-    from .. import metrics
+    from .. import __version__, metrics
     from ..sidecar.health import HealthServer
 
     def alive() -> tuple[bool, str]:
@@ -265,6 +276,7 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict):
         return True, "ready"
 
     metrics.watch_store(repo.store)
+    metrics.set_build_info(__version__)
     try:
         return HealthServer(cfg.http_bind, cfg.http_port, alive, ready).start()
     except OSError as exc:
@@ -285,7 +297,7 @@ def _serve(cfg: config.Config, daemon, holder: dict) -> int:
 
 def cmd_check_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..guard.satellite import check_ca
-    return check_ca(cfg, sys.stdout)
+    return check_ca(cfg, sys.stdout, as_json=args.json)
 
 
 def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
@@ -342,35 +354,44 @@ def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
 COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
             "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca,
             "pin": cmd_pin, "unpin": cmd_unpin, "forget": cmd_forget, "gc": cmd_gc, "enrol": cmd_enrol,
-            "satellites": cmd_satellites}
+            "satellites": cmd_satellites, "diff": cmd_diff, "verify": cmd_verify, "ls": cmd_ls, "nodes": cmd_nodes}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``statesync`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    configured = False
+    command = f"{args.command} --dry-run" if getattr(args, "dry_run", False) else args.command
+    configured = as_json = False
     try:
         cfg = config.load(setting_flags(args), config_file=getattr(args, "config", None))
         logs.configure(cfg.log_format, cfg.log_level, sys.stdout if args.command == "run" else sys.stderr)
-        configured = True
+        configured, as_json = True, cfg.log_format == "json"
         return COMMANDS[args.command](cfg, args)
     except StatesyncError as exc:
-        print(f"statesync: error: {exc}", file=sys.stderr)
-        return exit_code_for(exc)
-    except KeyboardInterrupt:
+        return _fatal(str(exc), exit_code_for(exc, command), as_json)
+    except KeyboardInterrupt as exc:
         print("statesync: interrupted", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for(exc, command)
     except OSError as exc:
         if configured:
             log.debug("unexpected error", exc_info=True)
         where = f"{exc.filename}: " if exc.filename is not None else ""
-        print(f"statesync: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fatal(f"{where}{exc.strerror or exc}", exit_code_for(exc, command), as_json)
     except Exception as exc:  # a bug: still one line, with the traceback in the debug log
         if configured:  # unconfigured, structlog would print the traceback at any level
             log.debug("unexpected error", exc_info=True)
-        print(f"statesync: error: unexpected {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _fatal(f"unexpected {type(exc).__name__}: {exc}", exit_code_for(exc, command), as_json)
+
+
+def _fatal(message: str, code: int, as_json: bool) -> int:
+    """Print the one line a failure gets; return ``code``. With JSON logs it is JSON too: a log
+    collector reading stderr line by line would misparse a plain line among JSON ones."""
+    if as_json:
+        print(json.dumps({"level": "error", "event": "statesync: error", "error": message, "exit_code": code},
+                         ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"statesync: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

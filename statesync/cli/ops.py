@@ -14,6 +14,13 @@ def cmd_keygen(cfg: config.Config, args: argparse.Namespace) -> int:
     import os
 
     from ..snapshot.crypto import format_key, generate_key
+    if args.out == "-":
+        # For a secret store that reads stdin (docker secret create NAME -): no file ever holds the key.
+        if args.group is not None:
+            raise UsageError("--group: a key written to stdout (--out -) has no file to give a group")
+        sys.stdout.write(format_key(generate_key()) + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
     mode = 0o600 if args.group is None else 0o640
     try:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)

@@ -93,9 +93,10 @@ def _root_flags() -> argparse.ArgumentParser:
     return p
 
 
-def _tree_flags() -> argparse.ArgumentParser:
+def _tree_flags(include: str = "include pattern (repeatable)", metavar: str = "GLOB",
+                dest: str = "include") -> argparse.ArgumentParser:
     p, g = _parent("what a snapshot holds")
-    g.add_argument("--include", action="append", metavar="GLOB", help="include pattern (repeatable)")
+    g.add_argument("--include", dest=dest, action="append", metavar=metavar, help=include)
     g.add_argument("--exclude", action="append", metavar="GLOB",
                    help="exclude pattern (repeatable; added to the default excludes)")
     g.add_argument("--no-default-excludes", dest="default_excludes", action="store_const", const=False,
@@ -141,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="commit even when the tree lost more than max_drop of its files or bytes (a deliberate "
                         "large deletion; without it such a commit is refused as a likely wiped volume)")
 
-    p = command("restore", "restore a snapshot into --root (the disaster command)", cfg, consul, node, root, tree)
+    part = _tree_flags("with --target: restore only this path of the snapshot (relative to its root; a directory "
+                       "brings everything below it; repeatable)", "PATH", "paths")  # paths, not the include setting
+    p = command("restore", "restore a snapshot into --root (the disaster command)", cfg, consul, node, root, part)
     p.add_argument("--snapshot", metavar="ID", type=_snapshot_id, help="snapshot id (default: the node's latest)")
     p.add_argument("--force", action="store_true",
                    help="restore over a non-empty root, moving its content into .statesync-aside/<time>/ first")
@@ -150,7 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true",
                    help="with --if-empty: this node is new, so go on without a snapshot even when other nodes "
                         "have snapshots or a CA is published (without it that is refused as a likely typo)")
-    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="print what would change, write nothing")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="print what restore would change in --root and write nothing: add (in the snapshot, not "
+                        "in --root), change (content), meta (mode, owner, mtime only), remove (in --root only), "
+                        "and what --force would move aside; exit 0 nothing would change, 1 something would, "
+                        "2 trouble")
+    p.add_argument("--target", metavar="DIR",
+                   help="with --include: write the included paths into DIR (created if missing; must be empty "
+                        "or absent unless --force, which moves its content aside), never into --root unless DIR "
+                        "is --root")
+
+    p = command("diff", "compare --root with a snapshot (default the node's latest), as diff SNAPSHOT ROOT: added "
+                        "= in --root, not in the snapshot; removed = in the snapshot, not in --root; changed = "
+                        "other type or content; metadata = only mode, owner or mtime differ (exit 0 identical, "
+                        "1 different, 2 trouble)", cfg, consul, node, root, tree)
+    p.add_argument("--snapshot", metavar="ID", type=_snapshot_id, help="snapshot id (default: the node's latest)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts: {snapshot, root, identical, "
+                                                       "added, changed, removed, metadata}")
 
     p = command("ready", "readiness probe: exit 0 once the start-up restore has finished", cfg, root)
     p.add_argument("--wait", type=_seconds, default=0.0, metavar="SECONDS", help="wait up to this long (default: no wait)")
@@ -178,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     command("demo", "show the whole story on a throwaway Consul dev agent")
 
     p = command("keygen", "write a new encryption key to a file (mode 0600)", cfg)
-    p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten")
+    p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten; - prints it to stdout")
     p.add_argument("--group", type=_gid, metavar="GID",
                    help="make the key readable by this group too (mode 0640, owner root): the uid 5665 of the "
                         "containers reads a compose file secret with the owner and mode it has on the host")
@@ -189,6 +208,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("snapshots", "list a node's snapshots", cfg, consul, node)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = command("verify", "fetch and check every chunk a snapshot needs (checksum, decryption, decompression) and "
+                          "write nothing; lists each damaged path (exit 0 whole, 1 damaged)", cfg, consul, node)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--snapshot", metavar="ID", type=_snapshot_id, help="snapshot id (default: the node's latest)")
+    which.add_argument("--all", action="store_true", help="every kept snapshot (each distinct chunk fetched once)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/JSON.md)")
+
+    p = command("ls", "list the tree inside a snapshot: type and mode, owner, size, mtime, path", cfg, consul, node)
+    p.add_argument("--snapshot", metavar="ID", type=_snapshot_id, help="snapshot id (default: the node's latest)")
+    p.add_argument("path", metavar="PATH", nargs="?", help="only this file or subtree (relative to the snapshot's root)")
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/JSON.md)")
+
+    p = command("nodes", "list every node under the prefix: role, head time, files, size and the CA fingerprint "
+                         "its head holds (how to find a rebuilt master's old node name)", cfg, consul, node)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/JSON.md)")
 
     for name, what in (("pin", "pin a snapshot: no retention rule ever removes it"),
                        ("unpin", "unpin a snapshot: the retention rules decide about it again")):
@@ -210,8 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "for a one-time change use accept-ca")
     p.add_argument("--debounce", help="seconds of quiet before a burst is committed (default 0.5)")
 
-    command("check-ca", "compare the local CA with the published one (exit 0 match, 1 mismatch, 2 cannot tell)",
-            cfg, consul, node, root)
+    p = command("check-ca", "compare the local CA with the published one (exit 0 match, 1 mismatch, 2 cannot tell)",
+                cfg, consul, node, root)
+    p.add_argument("--json", action="store_true", help="print JSON for scripts (docs/JSON.md)")
 
     p = command("accept-ca", "publish the master's local ca/ca.crt for the whole fleet once, as a recorded decision",
                 cfg, consul, node, root)

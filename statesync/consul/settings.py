@@ -38,6 +38,10 @@ class ConsulSettings:
     endpoints: tuple[Endpoint, ...] = (Endpoint("http", "127.0.0.1", 8500),)
     token: str = field(default="", repr=False)
     cacert: str = ""
+    # A directory of PEM CA certificates, every file of it trusted (as the consul CLI reads CONSUL_CAPATH).
+    capath: str = ""
+    # The name Consul's certificate is verified against and sent as SNI; "": the address's host.
+    tls_server_name: str = ""
     client_cert: str = ""
     client_key: str = ""
     verify: bool = True

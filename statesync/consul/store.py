@@ -13,12 +13,15 @@ import time
 from contextlib import contextmanager
 from typing import Iterable, NamedTuple
 
+import structlog
 from consul import base as consul_base
 
 from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, PermissionDenied, StatesyncError, StoreError
 from .client import Client, Op
 from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief
+
+log = structlog.get_logger(__name__)
 
 
 class KVPair(NamedTuple):
@@ -422,12 +425,19 @@ def _raise_if_bad_ttl(text: str, ttl: float) -> None:
 
 
 def retry(fn, attempts: int = 5, base: float = 0.2, cap: float = 5.0, sleep=time.sleep):
-    """Call ``fn`` until it succeeds, retrying ConsulUnavailable with capped exponential backoff."""
-    for attempt in range(attempts):
+    """Call ``fn`` until it succeeds, retrying ConsulUnavailable with capped exponential backoff.
+
+    Each failed attempt is logged at once, at warning, with its cause and the next delay: a
+    sidecar waiting for Consul at start is otherwise silent for the whole backoff (23 s at 8
+    attempts), which reads as a hang."""
+    for attempt in range(1, attempts + 1):
         try:
             return fn()
-        except ConsulUnavailable:
-            if attempt == attempts - 1:
+        except ConsulUnavailable as exc:
+            if attempt == attempts:
                 raise
-            sleep(min(cap, base * (2 ** attempt)))
+            delay = min(cap, base * (2 ** (attempt - 1)))
+            log.warning("Consul unavailable; retrying", error=str(exc), attempt=f"{attempt}/{attempts}",
+                        retry_in=round(delay, 2))
+            sleep(delay)
     raise AssertionError("unreachable")

@@ -10,6 +10,8 @@ used, and nothing is ever sent twice.
 from __future__ import annotations
 
 import http.client
+import os
+import re
 import select
 import ssl
 import threading
@@ -116,7 +118,7 @@ class KeepAliveTransport(consul_base.HTTPClient):
         conn = cache.get(key)
         if conn is None:
             tls = self._tls_context() if endpoint.scheme == "https" else None
-            conn = cache[key] = _Connection(endpoint, tls, timeout)
+            conn = cache[key] = _Connection(endpoint, tls, timeout, self.settings.tls_server_name)
         return conn
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -124,7 +126,7 @@ class KeepAliveTransport(consul_base.HTTPClient):
             if self._ssl is None:
                 s = self.settings
                 try:
-                    ctx = ssl.create_default_context(cafile=s.cacert or None)
+                    ctx = ssl.create_default_context(cafile=s.cacert or None, cadata=_capath_pem(s.capath))
                     if not s.verify:
                         ctx.check_hostname = False
                         ctx.verify_mode = ssl.CERT_NONE
@@ -136,13 +138,57 @@ class KeepAliveTransport(consul_base.HTTPClient):
             return self._ssl
 
 
+_PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----")
+
+
+def _capath_pem(capath: str) -> str | None:
+    """Every certificate in the files below ``capath``, as one PEM text; None without a capath.
+
+    The consul CLI trusts every PEM file in CONSUL_CAPATH (walked, sub-directories too) and fails
+    on a file that holds none. ``load_verify_locations(capath=...)`` would find only files named by
+    OpenSSL's subject hash (c_rehash), which a directory made for Consul need not have."""
+    if not capath:
+        return None
+    texts = []
+    for directory, dirs, files in os.walk(capath, onerror=_raise):
+        dirs.sort()
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            with open(path, "rb") as fh:
+                found = _PEM_CERT.findall(fh.read().decode("ascii", "replace"))
+            if not found:
+                raise ValueError(f"consul.capath: {path} holds no PEM certificate")
+            texts.extend(found)
+    if not texts:
+        raise ValueError(f"consul.capath: {capath} holds no certificate file")
+    return "\n".join(texts)
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+class _HTTPSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection whose certificate is verified against, and whose SNI is, ``server_name``
+    rather than the host connected to (CONSUL_TLS_SERVER_NAME: Consul reached by IP or a proxy name)."""
+
+    def __init__(self, host: str, port: int, timeout: float, context: ssl.SSLContext, server_name: str):
+        super().__init__(host, port, timeout=timeout, context=context)
+        self.server_name = server_name
+
+    def connect(self) -> None:
+        http.client.HTTPConnection.connect(self)
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.server_name)
+
+
 class _Connection:
     """One keep-alive ``http.client`` connection to one endpoint, for one thread."""
 
-    def __init__(self, endpoint: Endpoint, tls: ssl.SSLContext | None, timeout: float):
+    def __init__(self, endpoint: Endpoint, tls: ssl.SSLContext | None, timeout: float, server_name: str = ""):
         self.endpoint = endpoint
         self.tls = tls
         self.timeout = timeout
+        self.server_name = server_name
         self._conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict):
@@ -165,7 +211,9 @@ class _Connection:
             conn = None
         if conn is None:
             e = self.endpoint
-            if self.tls is not None:
+            if self.tls is not None and self.server_name:
+                conn = _HTTPSConnection(e.host, e.port, self.timeout, self.tls, self.server_name)
+            elif self.tls is not None:
                 conn = http.client.HTTPSConnection(e.host, e.port, timeout=self.timeout, context=self.tls)
             else:
                 conn = http.client.HTTPConnection(e.host, e.port, timeout=self.timeout)
@@ -205,11 +253,15 @@ def brief(body: bytes, limit: int = 200) -> str:
 def tls_reason(exc: Exception) -> str:
     text = str(exc)
     low = text.lower().replace("_", " ")
+    if "hostname mismatch" in low or "ip address mismatch" in low:
+        return ("Consul's server certificate is not valid for the name statesync verified (the address's host, "
+                "or consul.tls_server_name); set consul.tls_server_name (CONSUL_TLS_SERVER_NAME) to a name the "
+                "certificate holds")
     if "certificate verify failed" in low:
         _, _, detail = text.partition("certificate verify failed: ")
         detail = detail.split(" (_ssl", 1)[0].split("')", 1)[0].strip()
         return (f"certificate verification of Consul's server certificate failed ({detail or 'not trusted'}); "
-                "consul.cacert (CONSUL_CACERT) must name the CA that signed it")
+                "consul.cacert or consul.capath (CONSUL_CACERT, CONSUL_CAPATH) must hold the CA that signed it")
     # Consul with verify_incoming ends the handshake when it gets no client certificate, or one it does not
     # trust: with an alert, or (a race in reading it) with a bare EOF.
     advice = ("set consul.client_cert and consul.client_key (CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) "

@@ -14,13 +14,12 @@ import errno
 import json
 import os
 import re
-import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import CorruptData
-from ..fsutil import fsync_dir
+from ..fsutil import write_atomic
 from ..pki.fingerprint import spki_sha256
 from ..pki.signing import RequestCert, parse_request
 
@@ -88,7 +87,8 @@ def write_response(path: Path, fingerprint: str, pem: bytes) -> bool:
     doc = dict(pending.doc, cert_response=text)
     # Icinga writes its JSON files compact, keys sorted (its dictionaries are ordered maps).
     data = json.dumps(doc, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-    _replace(path, data, owner)
+    uid, gid, mode = owner
+    write_atomic(path, data, mode, owner=(uid, gid), hidden=True)
     return True
 
 
@@ -148,29 +148,3 @@ def _read(fd: int, limit: int) -> bytes:
         size += len(chunk)
     return b"".join(chunks)
 
-
-def _replace(path: Path, data: bytes, owner: tuple[int, int, int]) -> None:
-    uid, gid, mode = owner
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(3)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        try:
-            st = os.fstat(fd)
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.fchown(fd, uid, gid)
-            # after the chown, which clears set-id bits
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    fsync_dir(path.parent)

@@ -105,18 +105,29 @@ def clean_reason(reason: str) -> str:
 
 def history_lines(cfg: Config, store: Store) -> list[str]:
     """``check-ca``'s view of the CAs the fleet trusted before, newest first; [] when none or unreadable."""
+    out = []
+    for item in history_items(cfg, store):
+        why = item["decision"] or "?"
+        if item["operator"] or item["reason"]:
+            why += f" by {item['operator'] or '?'}: {item['reason'] or ''}"
+        out.append(f"  until {item['replaced'] or '?'}: {item['spki_sha256'] or '?'}  {item['subject'] or ''}"
+                   f"  (by {item['node'] or '?'}; replaced: {why})")
+    return out
+
+
+def history_items(cfg: Config, store: Store) -> list[dict]:
+    """``check-ca --json``'s view of the CAs the fleet trusted before, newest first (docs/JSON.md)."""
     try:
         pair = store.get(cfg.layout.ca_history)
     except StatesyncError:
         return []
     out = []
     for item in acceptance.decode_history(pair.value if pair is not None else None):
-        doc, why = item.get("doc") or {}, item.get("decision", "?")
-        acc = item.get("acceptance") or {}
-        if acc:
-            why += f" by {acc.get('operator', '?')}: {acc.get('reason', '')}"
-        out.append(f"  until {item.get('replaced', '?')}: {doc.get('spki_sha256', '?')}  {doc.get('subject', '')}"
-                   f"  (by {doc.get('node') or '?'}; replaced: {why})")
+        doc, acc = item.get("doc") or {}, item.get("acceptance") or {}
+        out.append({"spki_sha256": doc.get("spki_sha256"), "cert_sha256": doc.get("cert_sha256"),
+                    "subject": doc.get("subject"), "node": doc.get("node"), "replaced": item.get("replaced"),
+                    "by": item.get("by"), "decision": item.get("decision"), "operator": acc.get("operator"),
+                    "reason": acc.get("reason")})
     return out
 
 

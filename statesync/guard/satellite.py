@@ -27,6 +27,7 @@ scanner skips, so the quarantine never enters a snapshot.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -391,11 +392,36 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def check_ca(cfg: Config, out: TextIO) -> int:
-    """``statesync check-ca``: print both fingerprints and the verdict; return 0 match
-    (a same-key renewal included), 1 mismatch, 2 cannot tell. Never purges."""
+def check_ca(cfg: Config, out: TextIO, as_json: bool = False) -> int:
+    """``statesync check-ca``: print both fingerprints and the verdict (``as_json``: one document,
+    docs/JSON.md); return 0 match (a same-key renewal included), 1 mismatch, 2 cannot tell. Never purges."""
     guard = Guard(cfg, Store(cfg.consul), None)
     d = guard.observe(consistent=True)
+    if as_json:
+        _print_json(cfg, guard.store, d, out)
+    else:
+        _print_text(cfg, guard.store, d, out)
+    if d.untrusted:
+        metrics.untrusted_cas.inc()
+        log.error("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
+    else:
+        log.info("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
+    return d.exit_code
+
+
+def _print_json(cfg: Config, store: Store, d, out: TextIO) -> None:
+    from .accept import history_items
+    p = d.published
+    print(json.dumps({"local_spki_sha256": d.local_spki, "local_cert_sha256": d.local_cert,
+                      "local_file": str(cfg.state_dir / LOCAL_CA), "published_spki_sha256": d.published_spki,
+                      "published_cert_sha256": d.published_cert, "published_key": cfg.layout.ca,
+                      "published_by": (p and p.node) or None, "published_snapshot": (p and p.snapshot) or None,
+                      "published_time": (p and p.published) or None, "verdict": d.verdict.value,
+                      "reason": d.reason, "exit_code": d.exit_code, "history": history_items(cfg, store)}, indent=2),
+          file=out)
+
+
+def _print_text(cfg: Config, store: Store, d, out: TextIO) -> None:
     where = ""
     if d.published is not None:
         p = d.published
@@ -404,13 +430,7 @@ def check_ca(cfg: Config, out: TextIO) -> int:
     print(f"published: {d.published_spki or '-'}  {cfg.layout.ca}{where}", file=out)
     print(f"result:    {d.verdict.value}: {d.reason}", file=out)
     from .accept import history_lines
-    history = history_lines(cfg, guard.store)
+    history = history_lines(cfg, store)
     if history:
         print(f"trusted before ({cfg.layout.ca_history}, newest first):", file=out)
         print("\n".join(history), file=out)
-    if d.untrusted:
-        metrics.untrusted_cas.inc()
-        log.error("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
-    else:
-        log.info("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
-    return d.exit_code

@@ -10,6 +10,7 @@ log or raises TriggerError. No trigger ever logs or shows the API password.
 """
 from __future__ import annotations
 
+import base64
 import errno
 import http.client
 import json
@@ -17,14 +18,13 @@ import os
 import shutil
 import signal as signals
 import socket
+import ssl
 import subprocess
 import tempfile
 import threading
 from pathlib import Path
 from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
-
-import requests
 
 from ..errors import TriggerError
 from .settings import GuardSettings
@@ -88,20 +88,35 @@ class ApiTrigger:
         self._ca_copy = path
 
     def fire(self) -> str:
-        verify: bool | str = self._ca_copy or self.cacert or True
+        # http.client and ssl rather than requests: the standard library does this one POST, so
+        # statesync needs no HTTP library of its own (the docker trigger below does the same).
+        parts = urlsplit(self.url)
+        auth = base64.b64encode(f"{self.user}:{self._password}".encode()).decode()
+        headers = {"Accept": "application/json", "Authorization": f"Basic {auth}", "Content-Length": "0"}
         try:
-            resp = requests.post(self.url, auth=(self.user, self._password), timeout=self.timeout, verify=verify,
-                                 headers={"Accept": "application/json"})
-        except requests.exceptions.SSLError:
+            if parts.scheme == "https":
+                ctx = ssl.create_default_context(cafile=self._ca_copy or self.cacert or None)
+                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
+                    parts.hostname, parts.port, timeout=self.timeout, context=ctx)
+            else:
+                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
+            try:
+                conn.request("POST", parts.path or "/", headers=headers)
+                resp = conn.getresponse()
+                status, body = resp.status, resp.read(4096)
+            finally:
+                conn.close()
+        except ssl.SSLError:
             raise TriggerError(f"Icinga 2 API at {self.url}: TLS verification failed") from None
-        except requests.exceptions.RequestException as exc:
+        except (OSError, http.client.HTTPException) as exc:
             raise TriggerError(f"Icinga 2 API at {self.url} unreachable ({type(exc).__name__})") from None
         finally:
             self._drop_copy()
-        if resp.status_code == 401:
+        if status == 401:
             raise TriggerError(f"Icinga 2 API at {self.url} refused user {self.user!r} (401)")
-        if resp.status_code != 200:
-            raise TriggerError(f"Icinga 2 API at {self.url} answered {resp.status_code}: {resp.text[:200]}")
+        if status != 200:
+            text = body.decode("utf-8", "replace")[:200]
+            raise TriggerError(f"Icinga 2 API at {self.url} answered {status}: {text}")
         return f"POST {self.url} answered 200"
 
     def _drop_copy(self) -> None:

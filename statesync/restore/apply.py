@@ -134,14 +134,17 @@ class ChunkFeed:
 
 
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
-            progress: Progress | None = None, subtrees: tuple[str, ...] = ()) -> RestoreResult:
+            progress: Progress | None = None, subtrees: tuple[str, ...] = (),
+            manifest: Manifest | None = None) -> RestoreResult:
     """Restore ``record`` into ``root``, holding the root lock (taken here unless this process
     holds it already: `statesync restore` and `run` take it first).
 
     ``root`` must be absent or empty unless ``force``, in which case its content is moved
     into ``.statesync-aside/<timestamp>/`` first. With ``subtrees`` (root-relative paths, the
     setting roots) only those are emptiness-checked, moved aside and put in place; the rest of
-    root, and root's own metadata, stay as they are. Raises RootBusy, RestoreRefused, CorruptData,
+    root, and root's own metadata, stay as they are. ``manifest``, a part of the record's (a
+    partial restore, ``partial.select``), is written instead of the whole, and root keeps its
+    own metadata. Raises RootBusy, RestoreRefused, CorruptData,
     UnsafePath, or StatesyncError for I/O failures; in every case ``root`` is left as it was.
     """
     if root.exists() and not root.is_dir():
@@ -155,7 +158,8 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             what = f"{root} is not empty ({len(existing)} entries)" if not subtrees else (
                 f"{', '.join(str(root / n) for n in existing)} exist{'s' if len(existing) == 1 else ''}")
             raise RestoreRefused(f"{what}; use --force to move them aside")
-        manifest = repo.manifest(record)
+        partial = manifest is not None
+        manifest = manifest if partial else repo.manifest(record)
         feed = ChunkFeed(repo, record, manifest)
         staging: Path | None = None
         try:
@@ -177,7 +181,7 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
                 raise StatesyncError(f"restore failed, {root} left as it was: {_describe(exc)}") from None
             raise
         try:
-            if not subtrees:  # with roots, root is a volume holding more than the snapshot
+            if not subtrees and not partial:  # else root holds more than what was restored
                 restore_root_metadata(root, manifest)
         except OSError as exc:  # the tree is in place already: say so rather than fail
             log.warning("restored, but the root did not take its recorded owner, mode or mtime", root=str(root),

@@ -102,6 +102,9 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse",
     state = dict(roots).get("state", "")
     state_dir = root / state if state else root
     head = repo.checked_head().record
+    if head is not None:
+        # A restarted sidecar's last commit is the head, not "never": /metrics says so from the start.
+        metrics.record_head(head.created)
     if head is None:
         if role == "master" and (state_dir / CA_CERT).exists():
             try:

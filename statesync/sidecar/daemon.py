@@ -7,14 +7,17 @@ with everything that happened meanwhile.
 """
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import threading
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import structlog
+from apscheduler.schedulers.background import BackgroundScheduler
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
@@ -163,8 +166,12 @@ class Daemon:
         # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
         self._unsent: dict[str, bytes] = {}
         self._pending = True
-        self._last_full = 0.0
-        self._last_gc = 0.0
+        # The periodic jobs (full rescan, GC) are apscheduler's to time and the main loop's to run:
+        # a job only marks its work due and wakes the loop, so none ever overlaps a commit. GC is
+        # due at once, at the first idle moment. What is not on it: docs/ARCHITECTURE.md.
+        self.scheduler = BackgroundScheduler(daemon=True, timezone=timezone.utc)
+        self._intervals = {"full": cfg.full_scan_interval, "gc": cfg.gc_interval}
+        self._due: set[str] = {"gc"}
         self._pacer = Pacer(cfg.min_interval, (cfg.in_state("ca"), cfg.in_state("certs")))
         # The manifest last committed (None: ask Consul), and the chunks of the versions of paced
         # files a commit held back: the scanner will not read those files again to give them.
@@ -188,18 +195,42 @@ class Daemon:
     def run(self) -> None:
         """Mirror until stopped. Returns after the commit in progress, if any, is complete."""
         self.cfg.root.mkdir(parents=True, exist_ok=True)
+        # watchdog's inotify thread races its own stop and then logs "queue_events() called when the
+        # thread is inactive" at error level through unconfigured stdlib logging: noise on stderr
+        # at every shutdown, not a lost event (the full rescan covers anything inotify missed).
+        logging.getLogger("watchdog.observers.inotify").setLevel(logging.CRITICAL)
         observer = Observer()
         observer.schedule(self._changes, str(self.cfg.root), recursive=True)
         observer.start()
         log.info("mirroring", root=str(self.cfg.root), node=self.cfg.node, prefix=self.cfg.prefix)
+        # apscheduler reports through stdlib logging, which nobody configures: only its errors show.
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        for work, seconds in self._intervals.items():
+            self.scheduler.add_job(self._request, "interval", args=(work,), seconds=seconds, id=work,
+                                   max_instances=1, coalesce=True, misfire_grace_time=None)
+        self.scheduler.start()
         try:
             self._loop()
         finally:
+            self.scheduler.shutdown(wait=False)
             observer.stop()
             observer.join(timeout=5)
             if self.lock is not None:
                 self.lock.release()
             log.info("stopped", commits=self.state.commits)
+
+    def _request(self, work: str) -> None:
+        """The scheduler's job: mark ``work`` due and wake the main loop, which does it."""
+        self._due.add(work)
+        self._changes.event.set()
+
+    def _done(self, work: str) -> None:
+        """``work`` ran now: its next run is a whole interval away, even when it ran early (a
+        failure or a new writer lock forces a full scan), as the loop's own timer once had it."""
+        self._due.discard(work)
+        job = self.scheduler.get_job(work)
+        if job is not None:
+            job.modify(next_run_time=datetime.now(timezone.utc) + timedelta(seconds=self._intervals[work]))
 
     def _loop(self) -> None:
         backoff = 0.0
@@ -227,7 +258,7 @@ class Daemon:
         and garbage collection is due. None when stopping."""
         while not self._stop.is_set():
             now = self.state.beat = time.monotonic()
-            if self._head is None or self._pending or now - self._last_full >= self.cfg.full_scan_interval:
+            if self._head is None or self._pending or "full" in self._due:
                 self._changes.take()
                 return "full"
             ready = self._pacer.take_due(now)
@@ -241,23 +272,22 @@ class Daemon:
                     return go | riders
                 self._changes.ride(riders)
                 continue
-            if wait < 0 and now - self._last_gc >= self.cfg.gc_interval:
+            if wait < 0 and "gc" in self._due:
                 # Without the writer lock a sync of no paths comes first: it takes the lock again.
                 return "gc" if self.lock is None or self.lock.held else set()
             if wait > 0:
                 self._stop.wait(wait)
                 continue
             self._changes.event.clear()
-            if self._changes.settled(0, 0) < 0:  # re-check: an event may have landed before clear()
+            # Re-check: an event or a job may have landed before clear().
+            if self._changes.settled(0, 0) < 0 and not self._due:
                 self._changes.event.wait(self._next_timer())
         return None
 
     def _next_timer(self) -> float:
+        """Until the next paced path is due (the periodic jobs wake the loop themselves)."""
         now = time.monotonic()
-        full = self._last_full + self.cfg.full_scan_interval - now
-        gc = self._last_gc + self.cfg.gc_interval - now
-        paced = (self._pacer.next_due() or now + 5.0) - now
-        return max(0.05, min(full, gc, paced, 5.0))
+        return max(0.05, min((self._pacer.next_due() or now + 5.0) - now, 5.0))
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, OSError) and exc.filename is not None:
@@ -296,7 +326,7 @@ class Daemon:
         if dirty == "full":
             result = self.scanner.scan(self._known)
             warn_plain_secrets(result.plain_secrets)
-            self._last_full = time.monotonic()
+            self._done("full")
         else:
             result = self.scanner.scan(self._known, dirty)
         if self._unsent:
@@ -364,6 +394,9 @@ class Daemon:
 
     def _load_head(self) -> None:
         head = self.repo.checked_head(fence=self.fence())
+        if head.record is not None and not self.state.commits:
+            # Until this process commits, the last commit is the head: its predecessor's, after a restart.
+            metrics.record_head(head.record.created)
         self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
         self._head = head
         self._committed = None
@@ -393,9 +426,9 @@ class Daemon:
         return {p for p in changed - held if self._pacer.interval(p)}
 
     def _maybe_gc(self) -> None:
-        if self._pending or time.monotonic() - self._last_gc < self.cfg.gc_interval:
+        if self._pending or "gc" not in self._due:
             return
-        self._last_gc = time.monotonic()
+        self._done("gc")
         try:
             self.repo.collect_garbage(self.cfg.gc_grace, fence=self.fence())
         except (StoreError, CasConflict) as exc:

@@ -58,21 +58,29 @@ class HealthServer:
             timeout = 10
 
             def do_GET(self):  # noqa: N802 (http.server's name)
+                self._answer(body=True)
+
+            def do_HEAD(self):  # noqa: N802
+                # Some probes and load balancers ask HEAD: the GET's status and headers, no body.
+                self._answer(body=False)
+
+            def _answer(self, body: bool) -> None:
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":
-                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                    self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST, body)
                 elif path in checks:
                     ok, why = checks[path]()
-                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8")
+                    self._send(200 if ok else 503, (why + "\n").encode(), "text/plain; charset=utf-8", body)
                 else:
-                    self._send(404, b"not found\n", "text/plain; charset=utf-8")
+                    self._send(404, b"not found\n", "text/plain; charset=utf-8", body)
 
-            def _send(self, code: int, body: bytes, ctype: str) -> None:
+            def _send(self, code: int, content: bytes, ctype: str, body: bool) -> None:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Length", str(len(content)))
                 self.end_headers()
-                self.wfile.write(body)
+                if body:
+                    self.wfile.write(content)
 
             def log_message(self, *args) -> None:
                 pass  # probes every few seconds would drown the log

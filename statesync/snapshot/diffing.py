@@ -1,4 +1,4 @@
-"""Differences between two manifests, for ``restore --dry-run``. Pure."""
+"""Differences between two manifests, for ``statesync diff`` and ``restore --dry-run``. Pure."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -9,22 +9,30 @@ from .manifest import Manifest
 @dataclass(frozen=True)
 class Diff:
     added: tuple[str, ...]
-    changed: tuple[str, ...]
+    changed: tuple[str, ...]  # type or content
     removed: tuple[str, ...]
+    metadata: tuple[str, ...] = ()  # same type and content; mode, owner or mtime differ
 
     @property
     def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
+        return not (self.added or self.changed or self.removed or self.metadata)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"added": list(self.added), "changed": list(self.changed), "removed": list(self.removed),
+                "metadata": list(self.metadata)}
 
 
-def diff(current: Manifest, wanted: Manifest) -> Diff:
-    """What turning ``current`` into ``wanted`` adds, changes (content or metadata) and removes."""
-    cur, want = current.by_path(), wanted.by_path()
-    added = tuple(sorted(p for p in want if p not in cur))
-    removed = tuple(sorted(p for p in cur if p not in want))
-    changed = tuple(sorted(p for p, e in want.items()
-                           if p in cur and not (e.same_content(cur[p]) and _same_meta(e, cur[p]))))
-    return Diff(added, changed, removed)
+def diff(old: Manifest, new: Manifest) -> Diff:
+    """What turning ``old`` into ``new`` adds, changes (type or content), removes, and changes
+    in metadata only. Sealed and plain entries compare by their digests as given: the caller
+    addresses both sides alike (``restore.compare``)."""
+    before, after = old.by_path(), new.by_path()
+    added = tuple(sorted(p for p in after if p not in before))
+    removed = tuple(sorted(p for p in before if p not in after))
+    common = sorted(p for p in after if p in before)
+    changed = tuple(p for p in common if not after[p].same_content(before[p]))
+    metadata = tuple(p for p in common if after[p].same_content(before[p]) and not _same_meta(after[p], before[p]))
+    return Diff(added, changed, removed, metadata)
 
 
 def _same_meta(a, b) -> bool:

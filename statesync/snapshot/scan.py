@@ -1,14 +1,12 @@
 """Reading the tree under --root into manifest entries, rereading only what changed.
 
-A ``Scanner`` remembers each path's stat signature; a path whose size, mtime,
-ctime and inode are unchanged keeps its digest without being read again, unless its
-timestamps were too recent to prove that when it was read (``RACY_NS``). Files are
-read a chunk at a time; chunks the store does not know yet are kept in memory until
-the commit uploads them, or until a sink has written them (``scan(sink, written)``).
+A ``Scanner`` remembers each path's stat signature; a path whose size, mtime, ctime and inode
+are unchanged keeps its digest without being read again, unless its timestamps were too recent
+to prove that when it was read (``RACY_NS``). Files are read a chunk at a time; chunks the store
+does not know yet are kept in memory until the commit uploads them, or a sink wrote them.
 
-The walk is iterative and goes from directory descriptor to directory descriptor
-(openat), so neither the depth of the tree nor the length of its paths has a limit
-of ours: what the OS refuses is raised as an OSError whose filename is the whole path.
+The walk is iterative, from directory descriptor to directory descriptor (openat): neither the
+tree's depth nor its paths' length has a limit of ours; what the OS refuses is an OSError naming the whole path.
 """
 from __future__ import annotations
 
@@ -129,6 +127,7 @@ class Scanner:
         self._entries: dict[str, _Item] = {}
         self._sink: Callable[[str, bytes], None] | None = None
         self._written: Callable[[str], bool] | None = None
+        self._progress: Callable[[int], None] | None = None
         self._in_flight: deque[str] = deque()
         self._start = 0
         self._previous: dict[str, Entry] | None = None
@@ -140,8 +139,8 @@ class Scanner:
         self._links.clear()
 
     def scan(self, known: Container[str], dirty: Iterable[str] | None = None,
-             sink: Callable[[str, bytes], None] | None = None,
-             written: Callable[[str], bool] | None = None) -> ScanResult:
+             sink: Callable[[str, bytes], None] | None = None, written: Callable[[str], bool] | None = None,
+             progress: Callable[[int], None] | None = None) -> ScanResult:
         """Scan the whole tree, or only the ``dirty`` root-relative paths and their subtrees.
 
         ``known`` holds chunk digests already in the store; other chunks read are returned
@@ -149,9 +148,9 @@ class Scanner:
         read (once), so that uploading can overlap the reading; once ``written(digest)`` says
         the sink wrote one, its value becomes a ``chunking.Written``. Raises OSError, naming the
         whole path, when the root or a path below it cannot be read, and whatever ``sink`` raises.
-        """
+        ``progress(size)`` is called after each file read, with its size."""
         result = ScanResult(Manifest(), compression="" if self.compression == "none" else self.compression)
-        self._sink, self._written, self._in_flight = sink, written, deque()
+        self._sink, self._written, self._in_flight, self._progress = sink, written, deque(), progress
         self._start = time.time_ns()
         self._previous = None
         root_fd = os.open(self._root_str, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -166,7 +165,7 @@ class Scanner:
                     self._rescan(root_fd, rel, known, result)
         finally:
             os.close(root_fd)
-            self._sink = self._written = None
+            self._sink = self._written = self._progress = None
             self._previous = None
         result.manifest = Manifest(self._assemble(), self._root(root_st))
         return result
@@ -387,6 +386,8 @@ class Scanner:
         else:
             return self._keep_previous(rel, result)
         result.files_read += 1
+        if self._progress is not None:
+            self._progress(read.size)
         if read.plain_secret:
             result.plain_secrets.append(rel)
         common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
@@ -441,8 +442,7 @@ class Scanner:
             if entry is not None and entry.type != FILE:
                 entry = None
         if entry is None:
-            log.warning("file kept changing while it was read; left out of this snapshot", path=rel,
-                        reads=READ_TRIES)
+            log.warning("file kept changing while it was read; left out of this snapshot", path=rel, reads=READ_TRIES)
             return None
         log.warning("file kept changing while it was read; keeping its previous version", path=rel,
                     reads=READ_TRIES)
