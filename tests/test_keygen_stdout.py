@@ -30,3 +30,15 @@ def test_keygen_with_out_dash_and_a_group_is_a_usage_error_in_one_line(tmp_path)
     assert proc.returncode == 2
     assert proc.stdout == "" and proc.stderr.count("\n") == 1 and "--group" in proc.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_keygen_works_while_the_configuration_names_the_key_file_it_is_about_to_create(tmp_path):
+    # The first-time setup: the config already says where the key will be; keygen makes it.
+    key = tmp_path / "statesync.key"
+    conf = tmp_path / "statesync.toml"
+    conf.write_text(f'encryption_key_file = "{key}"\n')
+    env = {**clean_env(), "STATESYNC_CONFIG": str(conf)}
+    proc = subprocess.run(statesync_cmd("keygen", "--out", str(key)), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    parse_key(key.read_text().strip())
