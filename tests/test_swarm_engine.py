@@ -46,7 +46,7 @@ from .engine import (
     unique_name,
     wait_healthy,
 )
-from .compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, sh, wait
+from .compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 

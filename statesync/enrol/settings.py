@@ -12,6 +12,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError
+from ..guard.settings import parse_matching, read_password
 
 # The same rule as registration.valid_name: names end up inside double quotes in Icinga config.
 _NAME_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,251}[A-Za-z0-9])?$")
@@ -49,12 +50,7 @@ DEFAULTS = EnrolSettings()
 
 def parse_name(v: Any) -> str:
     """A zone or endpoint name ("" for unset): letters, digits, '.', '_', '-'."""
-    if not isinstance(v, str):
-        raise ValueError(f"expected a name, got {type(v).__name__}")
-    v = v.strip()
-    if v and not _NAME_RE.match(v):
-        raise ValueError(f"{v!r} is not an Icinga object name (letters, digits, '.', '_', '-')")
-    return v
+    return parse_matching(v, _NAME_RE, "an Icinga object name (letters, digits, '.', '_', '-')")
 
 
 def parse_names(v: Any) -> tuple[str, ...]:
@@ -107,19 +103,6 @@ def parse_url(v: Any) -> str:
     return v
 
 
-def _read_password(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            password = fh.read().strip()
-    except OSError as exc:
-        raise ConfigError(f"enrol.api_password_file: cannot read {path}: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"enrol.api_password_file: {path} is not UTF-8 text (byte {exc.start})") from None
-    if not password:
-        raise ConfigError(f"enrol.api_password_file: {path} is empty")
-    return password
-
-
 def build(v: Mapping[str, Any], role: str | None) -> EnrolSettings:
     """EnrolSettings from parsed ``enrol.*`` values; a master that enrols needs the API password."""
     if v["enrol.enabled"] and role == "master" and not v["enrol.api_password_file"]:
@@ -131,7 +114,7 @@ def build(v: Mapping[str, Any], role: str | None) -> EnrolSettings:
         raise ConfigError("enrol.parent_zone: must not be empty")
     if not v["enrol.parent_zones"]:
         raise ConfigError("enrol.parent_zones: name at least one zone satellites may be children of")
-    password = _read_password(v["enrol.api_password_file"]) if v["enrol.api_password_file"] else ""
+    password = read_password(v["enrol.api_password_file"], "enrol.api_password_file") if v["enrol.api_password_file"] else ""
     return EnrolSettings(
         enabled=v["enrol.enabled"], zone=v["enrol.zone"], parent_zone=v["enrol.parent_zone"],
         host=v["enrol.host"], port=v["enrol.port"], api_url=v["enrol.api_url"], api_user=v["enrol.api_user"],

@@ -114,22 +114,12 @@ def parse_url(v: Any) -> str:
 
 def parse_container(v: Any) -> str:
     """A Docker container name or id; empty means unset."""
-    if not isinstance(v, str):
-        raise ValueError(f"expected a container name, got {type(v).__name__}")
-    v = v.strip()
-    if v and not _CONTAINER_RE.match(v):
-        raise ValueError(f"{v!r} is not a container name (letters, digits, '_', '.', '-')")
-    return v
+    return parse_matching(v, _CONTAINER_RE, "a container name (letters, digits, '_', '.', '-')")
 
 
 def parse_cert_name(v: Any) -> str:
     """Icinga 2's node name as used in certs/<name>.crt; empty means detect it."""
-    if not isinstance(v, str):
-        raise ValueError(f"expected a name, got {type(v).__name__}")
-    v = v.strip()
-    if v and not _CERT_NAME_RE.match(v):
-        raise ValueError(f"{v!r} is not a certificate file name (letters, digits, '.', '_', '-')")
-    return v
+    return parse_matching(v, _CERT_NAME_RE, "a certificate file name (letters, digits, '.', '_', '-')")
 
 
 def parse_argv(v: Any) -> tuple[str, ...]:
@@ -155,17 +145,29 @@ def parse_argv(v: Any) -> tuple[str, ...]:
     return tuple(v)
 
 
-def _read_password(path: str) -> str:
+def read_password(path: str, setting: str = "guard.api_password_file") -> str:
+    """The password in the file ``path`` (stripped); ConfigError naming ``setting`` when it is
+    unreadable, not UTF-8 or empty. The password itself is never part of a message."""
     try:
         with open(path, encoding="utf-8") as fh:
             password = fh.read().strip()
     except OSError as exc:
-        raise ConfigError(f"guard.api_password_file: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{setting}: cannot read {path}: {exc.strerror}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"guard.api_password_file: {path} is not UTF-8 text (byte {exc.start})") from None
+        raise ConfigError(f"{setting}: {path} is not UTF-8 text (byte {exc.start})") from None
     if not password:
-        raise ConfigError(f"guard.api_password_file: {path} is empty")
+        raise ConfigError(f"{setting}: {path} is empty")
     return password
+
+
+def parse_matching(v: Any, pattern: re.Pattern, what: str) -> str:
+    """A stripped string ("" for unset) that must match ``pattern``; ValueError naming ``what``."""
+    if not isinstance(v, str):
+        raise ValueError(f"expected {what.split(' (')[0]}, got {type(v).__name__}")
+    v = v.strip()
+    if v and not pattern.match(v):
+        raise ValueError(f"{v!r} is not {what}")
+    return v
 
 
 def build(v: Mapping[str, Any]) -> GuardSettings:
@@ -178,7 +180,7 @@ def build(v: Mapping[str, Any]) -> GuardSettings:
     for name in _REQUIRED[trigger]:
         if not v[name]:
             raise ConfigError(f"{name}: required when guard.trigger is {trigger}")
-    password = _read_password(v["guard.api_password_file"]) if v["guard.api_password_file"] else ""
+    password = read_password(v["guard.api_password_file"]) if v["guard.api_password_file"] else ""
     if v["guard.api_cacert"] and not os.path.isfile(v["guard.api_cacert"]):
         raise ConfigError(f"guard.api_cacert: file {v['guard.api_cacert']} does not exist")
     if v["guard.api_url"].startswith("http://") and trigger == "api" and password:
