@@ -27,8 +27,10 @@ def local_manifest(root: Path, path_filter: PathFilter, chunk_size: int, against
     EncryptionKeyError when that needs a key that is not configured, OSError naming the path."""
     if not root.exists():
         return Manifest()
-    # Compared by content address only: nothing to compress, nothing to seal.
-    current = Scanner(root, path_filter, chunk_size, compression="none").scan(set()).manifest
+    # Compared by content address only: nothing to compress, nothing to seal. The chunks are
+    # handed to a sink that drops them, or the scan would hold the whole tree in memory.
+    current = Scanner(root, path_filter, chunk_size, compression="none").scan(
+        set(), sink=lambda _digest, _chunk: None, written=lambda _digest: True).manifest
     sealed = {e.path for e in against.entries if e.sealed and e.type == FILE}
     todo = [e for e in current.entries if e.path in sealed and e.type == FILE]
     if not todo:
