@@ -368,6 +368,8 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             # This slot enrolled through Consul (no ticket) against the parent statesync pinned.
             logs = container_logs(cid)
             assert "Running 'node setup'" in logs and "registered for enrolment" in logs, logs[-3000:]
+            # signed before Icinga 2 started (supervise.sh's `statesync enrol --wait`), not at its retries
+            assert "enrolled: " in logs, logs[-3000:]
             assert docker("exec", cid, "test", "-s", "/data/.statesync-parent.crt", check=False).returncode == 0
             assert docker("exec", cid, "test", "-s", f"/data/var/lib/icinga2/certs/{cns[slot]}.crt",
                           check=False).returncode == 0

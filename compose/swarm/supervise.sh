@@ -12,16 +12,35 @@
 # When Icinga 2 exits on its own (the guard's restart trigger signals it), the sidecar is
 # stopped the same way, so that Swarm restarts the whole task and the entrypoint enrols
 # again. When the sidecar exits, Icinga 2 is stopped so that the task restarts whole.
+# With enrolment on (docs/ENROL.md), a pending certificate request (a new slot, or one the
+# guard sent to enrol again) is registered and fetched signed with `statesync enrol --wait`
+# (it runs `icinga2 pki request`) before Icinga 2 starts, so that it connects at once rather
+# than at its second 10 s retry; after STATESYNC_SUPERVISE_ENROL_WAIT seconds (60) Icinga 2
+# starts anyway and keeps asking by itself.
 set -u
 settle=${STATESYNC_SUPERVISE_SETTLE:-3}
 statesync run &
 sidecar=$!
-"$@" &
-icinga=$!
-trap 'kill -TERM "$icinga" 2>/dev/null' TERM INT
+icinga="" enrolling="" stopping=0
+trap 'stopping=1; kill -TERM ${enrolling:-} ${icinga:-} 2>/dev/null' TERM INT
+case ${STATESYNC_ENROL_ENABLED:-} in
+  1|true|yes|on)
+    statesync enrol --wait "${STATESYNC_SUPERVISE_ENROL_WAIT:-60}" >&2 &
+    enrolling=$!
+    # A trapped signal interrupts wait: keep waiting while enrol runs (it got the signal too).
+    while kill -0 "$enrolling" 2>/dev/null; do
+      wait "$enrolling" || true
+    done
+    enrolling=""
+    ;;
+esac
 status=0
 sidecar_running=1
-while :; do
+if [ "$stopping" = 0 ]; then
+  "$@" &
+  icinga=$!
+fi
+while [ -n "$icinga" ]; do
   done_pid=""
   wait -n -p done_pid
   rc=$?

@@ -363,11 +363,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = f"{args.command} --dry-run" if getattr(args, "dry_run", False) else args.command
     configured = as_json = False
     try:
-        if args.command == "keygen":  # needs no configuration, and must not trip over one naming its key
-            logs.configure(getattr(args, "log_format", None) or "auto", getattr(args, "log_level", None) or "info",
-                           sys.stderr)
-            return COMMANDS[args.command](None, args)
-        cfg = config.load(setting_flags(args), config_file=getattr(args, "config", None))
+        flags = setting_flags(args)
+        if args.command == "keygen":
+            # keygen makes the key the configuration names: a key file that does not exist yet (or
+            # encrypt_all, which needs one) must not stop the command that creates it.
+            flags.update({"encryption_key_file": "", "encryption_key": "", "encrypt_all": False})
+        cfg = config.load(flags, config_file=getattr(args, "config", None))
         logs.configure(cfg.log_format, cfg.log_level, sys.stdout if args.command == "run" else sys.stderr)
         configured, as_json = True, cfg.log_format == "json"
         return COMMANDS[args.command](cfg, args)

@@ -196,9 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("demo", "show the whole story on a throwaway Consul dev agent")
 
-    # No --config: the key is what a configuration names, so keygen never reads one (a config
-    # naming a key file that does not exist yet would otherwise stop the command that makes it).
-    p = command("keygen", "write a new encryption key to a file (mode 0600)")
+    p = command("keygen", "write a new encryption key to a file (mode 0600)", cfg)
     p.add_argument("--out", required=True, metavar="FILE", help="where to write the key; never overwritten; - prints it to stdout")
     p.add_argument("--group", type=_gid, metavar="GID",
                    help="make the key readable by this group too (mode 0640, owner root): the uid 5665 of the "
