@@ -6,7 +6,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import pwd
 import secrets
 import subprocess
 from pathlib import Path
@@ -253,18 +252,8 @@ def test_icinga_takes_our_signature_of_a_satellites_pending_request(tmp_path):
     try:
         icinga.provision_master(master, [], "root", "pw")
         master.start()
-        sat.make_dirs()
+        icinga.pending_satellite(sat, master)  # node setup without a ticket: the request is pending
         certs = sat.lib / "certs"
-        certs.mkdir(exist_ok=True)
-        nagios = pwd.getpwnam("nagios")
-        os.chown(certs, nagios.pw_uid, nagios.pw_gid)
-        trusted = f"{icinga.LIB}/certs/trusted-parent.crt"
-        sat.icinga2("pki", "save-cert", "--host", "127.0.0.1", "--port", str(mp), "--trustedcert", trusted)
-        parent = f"127.0.0.1,{mp}"
-        sat.icinga2("node", "setup", "--cn", "sat1", "--endpoint", f"master1,{parent}", "--zone", "sat",
-                    "--parent_zone", "master", "--parent_host", parent, "--trustedcert", trusted,
-                    "--accept-config", "--accept-commands", "--disable-confd")
-
         sat_pem = (certs / "sat1.crt").read_bytes()
         [found] = scan(master.lib / "certificate-requests")
         assert found.error == "" and found.request.cn == "sat1"
