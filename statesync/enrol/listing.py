@@ -20,7 +20,7 @@ from ..consul.store import Store
 from ..errors import CorruptData, EXIT_OK, StatesyncError
 from ..pki import cadoc, fingerprint
 from . import registration, requests
-from .master import CA_CERT, REQUESTS_DIR, Acceptor
+from .master import CA_CERT, REQUESTS_DIR, Acceptor, registrations, reserved_names
 
 
 @dataclass(frozen=True)
@@ -35,8 +35,7 @@ class Row:
 
 
 def rows(cfg: Config, store: Store) -> list[Row]:
-    prefix = cfg.layout.satellites
-    raw = {p.key[len(prefix):]: p.value for p in store.get_prefix(prefix) if p.key != prefix}
+    raw = registrations(cfg, store)
     ca_spki = _ca_spki(cfg, store)
     endpoints, api_error = None, ""
     if cfg.enrol.api_password:
@@ -44,11 +43,8 @@ def rows(cfg: Config, store: Store) -> list[Row]:
             endpoints = Acceptor(cfg, store).api.endpoints()
         except StatesyncError as exc:
             api_error = str(exc)
-    acceptor_reserved = set(cfg.enrol.parent_zones) | set(cfg.enrol.global_zones) | set(cfg.enrol.reserved) | {cfg.node}
-    if endpoints is not None:
-        acceptor_reserved |= {n for n, e in endpoints.items() if e.get("package") != cfg.enrol.package}
     policy = registration.Policy(ca_spki_sha256=ca_spki, allow=cfg.enrol.allow, parent_zones=cfg.enrol.parent_zones,
-                                 reserved=frozenset(acceptor_reserved))
+                                 reserved=frozenset(reserved_names(cfg, endpoints)))
     verdicts = registration.accept(raw, policy)
     signed = _signed(cfg)
     out = []

@@ -162,7 +162,7 @@ class Acceptor:
         if ca_pem is None:
             raise StatesyncError(f"{self.cfg.state_dir / CA_CERT} does not exist: this node has no CA to sign with")
         ca_spki = fingerprint.spki_sha256(ca_pem)
-        raw = self._registrations()
+        raw = registrations(self.cfg, self.store)
         if not self._access_checked:
             # Icinga answers a missing permission with 404, which would read as "not live" forever.
             self.api.check_access()
@@ -173,7 +173,7 @@ class Acceptor:
         ours = self.settings.package
         policy = registration.Policy(ca_spki_sha256=ca_spki, allow=self.settings.allow,
                                      parent_zones=self.settings.parent_zones,
-                                     reserved=frozenset(self._reserved(endpoints)))
+                                     reserved=frozenset(reserved_names(self.cfg, endpoints)))
         verdicts = registration.accept(raw, policy)
         for r in verdicts.rejected:
             self._once(("registration", r.key, r.reason), log.warning, "registration refused",
@@ -185,9 +185,9 @@ class Acceptor:
 
         # A failed stage leaves Icinga on the running config; signing still follows what is live
         # there, so one bad registration does not stop the satellites already accepted.
-        self._stage(chosen)
+        if self._stage(chosen):
+            endpoints = self.api.endpoints()
         accepted = {r.cn: r for r in chosen}
-        endpoints = self.api.endpoints() if accepted else endpoints
         st.live = frozenset(n for n, e in endpoints.items() if e.get("package") == ours and n in accepted)
         self._sign(accepted, st.live, pending)
         st.error = ""
@@ -215,38 +215,24 @@ class Acceptor:
                            "registration waits for its certificate request", satellite=registration.shown(r.cn))
         return chosen
 
-    def _registrations(self) -> dict[str, bytes]:
-        prefix = self.cfg.layout.satellites
-        return {p.key[len(prefix):]: p.value for p in self.store.get_prefix(prefix) if p.key != prefix}
-
-    def _reserved(self, endpoints: dict) -> set[str]:
-        """Names no registration may take: this master's own, the zones above and beside the
-        satellites, and every endpoint some other configuration defines."""
-        try:
-            own = node_cert_name(os.listdir(self.cfg.state_dir / CERTS_DIR), self.cfg.guard.cert_name, self.cfg.node)
-        except OSError:
-            own = self.cfg.node
-        s = self.settings
-        names = {own, self.cfg.node, *s.parent_zones, *s.global_zones, *s.reserved}
-        names.update(n for n, e in endpoints.items() if e.get("package") != s.package)
-        return names
-
     def _stage(self, accepted) -> bool:
+        """Bring the package to ``accepted`` when its text differs; True when a new stage went live
+        (Icinga reloaded: the endpoints read before are stale), False otherwise."""
         files = registration.render(accepted)
         if not files:
             files = {f"zones.d/{self.settings.parent_zones[0]}/statesync-satellites.conf": EMPTY_NOTE}
         fp = registration.fingerprint_of(files)
         st, pkg = self.state, self.settings.package
         if fp == st.active_fingerprint:
-            return not st.stage_error
+            return False
         active = self._active = self.api.active_files(pkg)
         if active is not None and registration.fingerprint_of(active) == fp:
             st.active_fingerprint, st.stage_error = fp, ""
             metrics.enrol_stage_failed.set(0)
-            return True
+            return False
         if active is None and not accepted:
             st.active_fingerprint = fp  # nothing accepted and nothing staged: no reload for nothing
-            return True
+            return False
         self.api.ensure_package(pkg)
         stage = self.api.stage(pkg, files)
         result = self.api.wait_stage(pkg, stage, self.settings.stage_timeout)
@@ -322,6 +308,25 @@ class Acceptor:
         if fields.get("kind"):
             metrics.enrol_rejected.labels(kind=fields["kind"]).inc()
         level(event, **fields)
+
+
+def registrations(cfg: Config, store: Store) -> dict[str, bytes]:
+    """Every registration under ``<prefix>/satellites/``: the key's CN -> its raw document."""
+    prefix = cfg.layout.satellites
+    return {p.key[len(prefix):]: p.value for p in store.get_prefix(prefix) if p.key != prefix}
+
+
+def reserved_names(cfg: Config, endpoints: dict | None) -> set[str]:
+    """Names no registration may take: this master's own, the zones above and beside the
+    satellites, and every endpoint some other configuration defines (when ``endpoints`` is known)."""
+    try:
+        own = node_cert_name(os.listdir(cfg.state_dir / CERTS_DIR), cfg.guard.cert_name, cfg.node)
+    except OSError:
+        own = cfg.node
+    s = cfg.enrol
+    names = {own, cfg.node, *s.parent_zones, *s.global_zones, *s.reserved}
+    names.update(n for n, e in (endpoints or {}).items() if e.get("package") != s.package)
+    return names
 
 
 def _refusal(r: signing.RequestCert, reg) -> str:

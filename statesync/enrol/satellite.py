@@ -190,8 +190,8 @@ class Enroller:
             # request is pending, and every enrol.interval (a registration lost with Consul).
             stamp = self._stamp()
             now = time.monotonic()
-            pending = self.last is None or self.last.state in (NO_REQUEST, WAITING_CA, REGISTERED)
-            if stamp != seen or now >= next_full or (pending and self.last.state != REGISTERED):
+            waiting = self.last is None or self.last.state in (NO_REQUEST, WAITING_CA)
+            if waiting or stamp != seen or now >= next_full:
                 try:
                     self.step()
                     seen, next_full = stamp, now + self.settings.interval
