@@ -46,6 +46,7 @@ install_debian_packages() {
   local missing=()
   command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ] || missing+=(icinga2-bin icinga2-common)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v jq >/dev/null 2>&1 || missing+=(jq)  # tests/test_crafted_names.py reads --json through jq
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
   apt_update_once

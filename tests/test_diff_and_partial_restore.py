@@ -110,11 +110,12 @@ def test_diff_json_names_the_snapshot_and_lists_every_category(node):
     proc = node.run("diff", "--json")
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
-    assert set(doc) == {"snapshot", "root", "identical", "added", "changed", "removed", "metadata"}
+    assert set(doc) == {"snapshot", "root", "identical", "added", "changed", "removed", "metadata", "changes"}
     assert doc["snapshot"] == node.repo().head().record.id
     assert doc["root"] == str(node.root)
     assert doc["identical"] is False
     assert (doc["added"], doc["changed"], doc["removed"], doc["metadata"]) == ([], [], [], ["certs/node.crt"])
+    assert doc["changes"] == [{"change": "metadata", "path": "certs/node.crt", "path_bytes_b64": None}]
 
 
 def test_diff_json_of_an_identical_tree_says_identical_and_exits_0(node):

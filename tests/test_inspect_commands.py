@@ -203,9 +203,10 @@ def _keys(doc, at: str = "") -> set[str]:
 def test_the_json_of_each_command_has_the_keys_docs_json_md_lists(node, tmp_path):
     docs = _documented()
     node.repo().store.delete(node.repo().layout.chunk(node.chunk_of("big.dat")))
+    (node.root / "new.txt").write_text("a change for diff to list")
     outputs = {"snapshots": node.run("snapshots", "--json", check=True), "nodes": node.run("nodes", "--json"),
                "ls": node.run("ls", "--json"), "verify": node.run("verify", "--json"),
-               "check-ca": node.run("check-ca", "--json")}
+               "check-ca": node.run("check-ca", "--json"), "diff": node.run("diff", "--json")}
     for command, proc in outputs.items():
         doc = json.loads(proc.stdout)
         flat = _keys(doc)

@@ -12,6 +12,7 @@ from .. import config
 from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SAME, StatesyncError, UsageError
 from ..repo.repository import Repo
 from ..sidecar.wiring import open_repo
+from ..snapshot.names import bytes_b64, escape, for_json
 from .progress import Progress
 
 
@@ -25,13 +26,17 @@ def cmd_diff(cfg: config.Config, args: argparse.Namespace) -> int:
     snap = repo.manifest(record)
     d = diff(snap, local_manifest(cfg.root, cfg.path_filter, cfg.chunk_size, snap, repo))
     if args.json:
-        print(json.dumps({"snapshot": record.id, "root": str(cfg.root), "identical": d.empty, **d.as_dict()},
-                         indent=2))
+        lists = d.as_dict()
+        # The lists as before (a name that is not UTF-8 escaped); "changes" gives every path with its bytes.
+        print(json.dumps({"snapshot": record.id, "root": for_json(str(cfg.root)), "identical": d.empty,
+                          **{label: [for_json(p) for p in paths] for label, paths in lists.items()},
+                          "changes": [{"change": label, "path": for_json(p), "path_bytes_b64": bytes_b64(p)}
+                                      for label, paths in lists.items() for p in paths]}, indent=2))
     else:
         for label, paths in (("added", d.added), ("changed", d.changed), ("removed", d.removed),
                              ("metadata", d.metadata)):
             for p in paths:
-                print(f"{label:<9}{p}")
+                print(f"{label:<9}{escape(p)}")
     return EXIT_SAME if d.empty else EXIT_DIFFERENT
 
 
@@ -45,19 +50,20 @@ def print_dry_run(cfg: config.Config, repo: Repo, record, args: argparse.Namespa
     d = diff(local_manifest(cfg.root, cfg.path_filter, cfg.chunk_size, wanted, repo), wanted)
     for label, paths in (("add", d.added), ("change", d.changed), ("meta", d.metadata), ("remove", d.removed)):
         for p in paths:
-            print(f"{label:<7}{p}")
-    head = f"dry run of snapshot {record.id}"
+            print(f"{label:<7}{escape(p)}")
+    head = f"dry run of snapshot {escape(record.id)}"
+    root = escape(str(cfg.root))
     if d.empty:
-        print(f"{head}: {cfg.root} already holds it; nothing would change; nothing written")
+        print(f"{head}: {root} already holds it; nothing would change; nothing written")
         return EXIT_SAME
     existing = user_entries(cfg.root, tuple(p for _, p in cfg.roots))
     if not existing:
         aside = "nothing to move aside"
     elif args.force or args.if_empty:
-        aside = (f"{len(existing)} entries of {cfg.root} to move aside into .statesync-aside/<time>/ "
-                 f"({', '.join(existing)})")
+        aside = (f"{len(existing)} entries of {root} to move aside into .statesync-aside/<time>/ "
+                 f"({', '.join(escape(e) for e in existing)})")
     else:
-        aside = (f"{cfg.root} is not empty ({len(existing)} entries): restore refuses it without --force, "
+        aside = (f"{root} is not empty ({len(existing)} entries): restore refuses it without --force, "
                  f"which would move them aside into .statesync-aside/<time>/")
     print(f"{head}: {len(d.added)} to add, {len(d.changed)} to change, {len(d.metadata)} metadata only, "
           f"{len(d.removed)} to remove; {aside}; nothing written")
@@ -91,7 +97,7 @@ def restore_part(cfg: config.Config, args: argparse.Namespace) -> int:
         bar.abort()  # the error is the one line that follows
         raise
     bar.close()
-    aside = f"; previous content moved to {res.aside}" if res.aside else ""
-    print(f"restored {', '.join(paths)} of snapshot {record.id} of node {cfg.node}: {res.files} files, "
-          f"{res.bytes} bytes into {target}{aside}")
+    aside = f"; previous content moved to {escape(str(res.aside))}" if res.aside else ""
+    print(f"restored {', '.join(escape(p) for p in paths)} of snapshot {escape(record.id)} of node {cfg.node}: "
+          f"{res.files} files, {res.bytes} bytes into {escape(str(target))}{aside}")
     return EXIT_OK

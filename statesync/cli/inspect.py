@@ -14,6 +14,7 @@ from ..repo.nodes import nodes
 from ..repo.verify import verify
 from ..sidecar.wiring import open_repo
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, tree_order
+from ..snapshot.names import bytes_b64, escape, for_json
 
 _TYPES = {FILE: ("file", stat.S_IFREG), DIR: ("dir", stat.S_IFDIR), SYMLINK: ("symlink", stat.S_IFLNK)}
 
@@ -33,11 +34,13 @@ def cmd_verify(cfg: config.Config, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"node": cfg.node, "snapshots": report.snapshots, "chunks": report.chunks,
                           "bytes": report.bytes, "whole": report.whole,
-                          "damaged": [{"snapshot": d.snapshot, "path": d.path, "reason": d.reason,
+                          "damaged": [{"snapshot": d.snapshot, "path": for_json(d.path),
+                                       "path_bytes_b64": bytes_b64(d.path), "reason": for_json(d.reason),
                                        "chunk": d.chunk or None} for d in report.damage]}, indent=2))
         return EXIT_OK if report.whole else EXIT_FAILURE
     for d in report.damage:
-        print(f"damaged  {d.snapshot}  {d.path}: {d.reason}" + (f" ({d.chunk[:16]}…)" if d.chunk else ""))
+        print(f"damaged  {escape(d.snapshot)}  {escape(d.path)}: {escape(d.reason)}"
+              + (f" ({escape(d.chunk[:16])}…)" if d.chunk else ""))
     which = ", ".join(report.snapshots) if len(report.snapshots) <= 3 else f"{len(report.snapshots)} snapshots"
     if report.whole:
         print(f"whole: {which} of node {cfg.node}: {report.chunks} chunks, {report.bytes} bytes checked")
@@ -55,16 +58,17 @@ def cmd_ls(cfg: config.Config, args: argparse.Namespace) -> int:
     if wanted:
         entries = [e for e in entries if e.path == wanted or e.path.startswith(wanted + "/")]
         if not entries:
-            raise NotFound(f"{args.path}: not in snapshot {record.id} of node {cfg.node}")
+            raise NotFound(f"{escape(args.path)}: not in snapshot {record.id} of node {cfg.node}")
     rows = [_row(e) for e in entries]
     if args.json:
-        print(json.dumps({"node": cfg.node, "snapshot": record.id, "path": wanted or None, "entries": rows},
+        print(json.dumps({"node": cfg.node, "snapshot": record.id, "path": for_json(wanted or None),
+                          "path_bytes_b64": bytes_b64(wanted or None), "entries": [_json_row(r) for r in rows]},
                          indent=2))
         return EXIT_OK
     for r in rows:
-        names = f"{r['user'] or r['uid']}:{r['group'] or r['gid']}"
-        link = f" -> {r['target']}" if r["target"] is not None else ""
-        print(f"{r['mode']} {r['uid']}:{r['gid']:<6} {names:<20} {r['size']:>12} {r['mtime']} {r['path']}{link}")
+        names = escape(f"{r['user'] or r['uid']}:{r['group'] or r['gid']}")
+        link = f" -> {escape(r['target'])}" if r["target"] is not None else ""
+        print(f"{r['mode']} {r['uid']}:{r['gid']:<6} {names:<20} {r['size']:>12} {r['mtime']} {escape(r['path'])}{link}")
     return EXIT_OK
 
 
@@ -78,12 +82,21 @@ def _clean(path: str) -> str:
 def _row(e: Entry) -> dict:
     kind, bits = _TYPES[e.type]
     mtime = datetime.fromtimestamp(e.mtime_ns // 10**9, timezone.utc).isoformat(timespec="seconds")
-    size = len(e.target.encode()) if e.type == SYMLINK else e.size
+    size = len(e.target.encode("utf-8", "surrogateescape")) if e.type == SYMLINK else e.size
     return {"path": e.path, "type": kind, "mode": stat.filemode(bits | e.mode), "mode_octal": f"{e.mode:04o}",
             "uid": e.uid, "gid": e.gid, "user": e.user or _lookup(pwd.getpwuid, e.uid),
             "group": e.group or _lookup(grp.getgrgid, e.gid), "size": size, "mtime": mtime,
             "mtime_ns": e.mtime_ns, "target": e.target if e.type == SYMLINK else None,
             "hardlink_of": e.link or None, "sealed": e.sealed}
+
+
+def _json_row(r: dict) -> dict:
+    """A row as docs/JSON.md gives it: each name exact when it is UTF-8, else escaped, with its bytes beside."""
+    out = dict(r)
+    for key in ("path", "target", "hardlink_of"):
+        out[key], out[f"{key}_bytes_b64"] = for_json(r[key]), bytes_b64(r[key])
+    out["user"], out["group"] = for_json(r["user"]), for_json(r["group"])
+    return out
 
 
 def _lookup(fn, number: int) -> str | None:
@@ -103,14 +116,16 @@ def cmd_nodes(cfg: config.Config, args: argparse.Namespace) -> int:
                            "problem": n.problem or None} for n in found], indent=2))
         return EXIT_OK
     if not found:
-        print(f"no node has snapshots under {cfg.prefix}")
+        print(f"no node has snapshots under {escape(cfg.prefix)}")
         return EXIT_OK
     print(f"{'NODE':<24} {'ROLE':<10} {'HEAD TIME':<30} {'FILES':>7} {'BYTES':>12} {'SNAPS':>5}  CA (SPKI SHA-256)")
     for n in found:
+        # Names and times come from Consul, where anyone who may write the prefix chose them.
+        name, role = escape(n.name), escape(n.role or "-")
         if n.head is None:
-            print(f"{n.name:<24} {n.role or '-':<10} {'-':<30} {'-':>7} {'-':>12} {n.snapshots:>5}  {n.problem}")
+            print(f"{name:<24} {role:<10} {'-':<30} {'-':>7} {'-':>12} {n.snapshots:>5}  {escape(n.problem)}")
             continue
         h = n.head
-        print(f"{n.name:<24} {n.role or '-':<10} {h.created:<30} {h.files:>7} {h.bytes:>12} {n.snapshots:>5}  "
-              f"{h.ca or '-'}")
+        print(f"{name:<24} {role:<10} {escape(h.created):<30} {h.files:>7} {h.bytes:>12} {n.snapshots:>5}  "
+              f"{escape(h.ca or '-')}")
     return EXIT_OK

@@ -18,6 +18,7 @@ from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, Unreadable
 from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
+from ..snapshot.names import escape
 from .parsers import build_parser, setting_flags
 from .enrol import cmd_enrol, cmd_satellites
 from .ops import cmd_health, cmd_keygen, cmd_pin_parent
@@ -81,7 +82,7 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
                               max_drop=1.0 if args.allow_drop else cfg.max_drop)
     bar.close()
     if res is None:
-        print(f"unchanged: snapshot {head.record.id} already holds this tree")
+        print(f"unchanged: snapshot {escape(head.record.id)} already holds this tree")
         return EXIT_OK
     r = res.record
     print(f"snapshot {r.id}: {r.files} files, {r.bytes} bytes, {res.chunks_written} chunks written, "
@@ -106,7 +107,7 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
             rs.recover(cfg.root)  # first: a half-swapped root must not pass for one holding state
         repo = open_repo(cfg)
         if args.if_empty and rs.has_icinga_state(cfg.state_dir):
-            print(f"{cfg.root} already holds Icinga 2 state; nothing restored")
+            print(f"{escape(str(cfg.root))} already holds Icinga 2 state; nothing restored")
             if not args.dry_run:
                 mark_ready(cfg.ready_file, StartOutcome("matched"))
             return EXIT_OK
@@ -128,9 +129,9 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
             res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update,
                              subtrees=tuple(p for _, p in cfg.roots))
         bar.close()
-        aside = f"; previous content moved to {res.aside}" if res.aside else ""
-        print(f"restored snapshot {record.id} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
-              f"into {cfg.root}{aside}")
+        aside = f"; previous content moved to {escape(str(res.aside))}" if res.aside else ""
+        print(f"restored snapshot {escape(record.id)} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
+              f"into {escape(str(cfg.root))}{aside}")
         mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
     return EXIT_OK
 
@@ -184,7 +185,9 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"{'ID':<32} {'CREATED':<30} {'FILES':>7} {'BYTES':>12}  PINNED")
     for r in records:
-        print(f"{r.id:<32} {r.created:<30} {r.files:>7} {r.bytes:>12}  {'pinned' if r.id in pins else ''}".rstrip())
+        # Ids and times come from records in Consul, where anyone who may write the prefix chose them.
+        print(f"{escape(r.id):<32} {escape(r.created):<30} {r.files:>7} {r.bytes:>12}  "
+              f"{'pinned' if r.id in pins else ''}".rstrip())
     return EXIT_OK
 
 

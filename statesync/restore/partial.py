@@ -11,6 +11,7 @@ from collections.abc import Iterable
 
 from ..errors import NotFound, UsageError
 from ..snapshot.manifest import Manifest
+from ..snapshot.names import escape
 
 
 def clean_paths(paths: Iterable[str]) -> tuple[str, ...]:
@@ -36,7 +37,7 @@ def select(manifest: Manifest, paths: tuple[str, ...], snapshot_id: str) -> Mani
     for p in paths:
         hits = [e for e in manifest.entries if e.path == p or e.path.startswith(p + "/")]
         if not hits:
-            raise NotFound(f"--include {p}: no such path in snapshot {snapshot_id}; nothing written")
+            raise NotFound(f"--include {escape(p)}: no such path in snapshot {snapshot_id}; nothing written")
         chosen.update((e.path, e) for e in hits)
     for path in list(chosen):
         parent = path.rpartition("/")[0]
