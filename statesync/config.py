@@ -117,6 +117,9 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("consul.addr", _addrs, ("127.0.0.1:8500",), ("CONSUL_HTTP_ADDR", "STATESYNC_CONSUL_ADDR")),
     Setting("consul.token", _str, "", ("CONSUL_HTTP_TOKEN",), secret=True),
     Setting("consul.token_file", _opt_path, "", ("CONSUL_HTTP_TOKEN_FILE", "STATESYNC_CONSUL_TOKEN_FILE")),
+    # Basic auth for a reverse proxy in front of Consul: "user:password" or "user", as the consul CLI reads it.
+    Setting("consul.auth", _str, "", ("CONSUL_HTTP_AUTH",), secret=True),
+    Setting("consul.auth_file", _opt_path, "", ("STATESYNC_CONSUL_AUTH_FILE",)),
     Setting("consul.cacert", _opt_path, "", ("CONSUL_CACERT", "STATESYNC_CONSUL_CACERT")),
     Setting("consul.capath", _opt_path, "", ("CONSUL_CAPATH", "STATESYNC_CONSUL_CAPATH")),
     Setting("consul.tls_server_name", _server_name, "", ("CONSUL_TLS_SERVER_NAME", "STATESYNC_CONSUL_TLS_SERVER_NAME")),
@@ -276,10 +279,20 @@ def _read_file(path: str) -> dict[str, Any]:
     return values
 
 
+# Consul Enterprise's variables. An OSS server ignores ?ns= and ?partition=, so sending them proves
+# nothing; ignoring them would put the state in the default namespace while the operator believes
+# it is kept apart. Refused unless they name the default.
+ENTERPRISE_VARIABLES = ("CONSUL_NAMESPACE", "CONSUL_PARTITION")
+
+
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     for var in sorted(env):
         if var.startswith("STATESYNC_") and var not in KNOWN_VARIABLES:
             raise ConfigError(f"unknown variable {var}{_did_you_mean(var, KNOWN_VARIABLES)}")
+    for var in ENTERPRISE_VARIABLES:
+        if env.get(var, "").strip() not in ("", "default"):
+            raise ConfigError(f"{var}: Consul Enterprise's namespaces and partitions are not supported; statesync "
+                              f"keeps its keys under prefix (STATESYNC_PREFIX) in the default one: unset {var}")
     values: dict[str, Any] = {}
     for s in SCHEMA:
         for var in s.env:  # later variables (STATESYNC_*) win
@@ -366,6 +379,11 @@ def _build(v: dict[str, Any]) -> Config:
     if not all(" " < c < "\x7f" for c in token):
         # It travels in an HTTP header, where such characters fail far from here, or worse.
         raise ConfigError(f"{token_from}: the token holds spaces, control or non-ASCII characters")
+    auth, auth_from = v["consul.auth"], "consul.auth"
+    if v["consul.auth_file"]:
+        auth, auth_from = _read_secret(v["consul.auth_file"], "consul.auth_file"), "consul.auth_file"
+    if not all(c >= " " and c != "\x7f" for c in auth):
+        raise ConfigError(f"{auth_from}: holds control characters; expected user:password on one line")
     for name in ("consul.cacert", "consul.client_cert", "consul.client_key"):
         if v[name] and not os.path.isfile(v[name]):
             raise ConfigError(f"{name}: file {v[name]} does not exist")
@@ -375,7 +393,7 @@ def _build(v: dict[str, Any]) -> Config:
         raise ConfigError("consul.client_key: a client certificate needs its key and the other way round")
     default_scheme = "https" if v["consul.ssl"] else "http"
     endpoints = tuple(parse_addr(a, default_scheme) for a in v["consul.addr"])
-    consul = ConsulSettings(endpoints=endpoints, token=token, cacert=v["consul.cacert"], capath=v["consul.capath"],
+    consul = ConsulSettings(endpoints=endpoints, token=token, auth=auth, cacert=v["consul.cacert"], capath=v["consul.capath"],
                             tls_server_name=v["consul.tls_server_name"],
                             client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],

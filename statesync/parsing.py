@@ -5,6 +5,7 @@ with the value.
 """
 from __future__ import annotations
 
+import ipaddress
 import posixpath
 import re
 from typing import Any, Callable
@@ -98,9 +99,15 @@ def _path(v: Any) -> str:
 
 
 def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
-    """Parse ``[http://|https://]host[:port]`` (IPv6 in brackets) into an Endpoint."""
+    """Parse ``[http://|https://]host[:port][/path]`` (IPv6 in brackets) into an Endpoint.
+
+    A path (Consul behind a reverse proxy at a prefix) is taken after an explicit scheme only,
+    as the consul CLI takes it. Credentials (``user:password@``) are refused without a word of
+    them in the message: the consul CLI does not take them there either (it dials the whole
+    ``user:password@host`` and fails); basic auth is CONSUL_HTTP_AUTH."""
     text = text.strip()
-    scheme = default_scheme
+    _no_credentials(text)
+    scheme, path = default_scheme, ""
     if "://" in text:
         scheme, _, text = text.partition("://")
         if scheme == "unix":
@@ -109,16 +116,20 @@ def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
                           "https://host:port")
         if scheme not in ("http", "https"):
             raise Invalid(f"scheme {scheme!r} is not supported (use http:// or https://)")
+        text, slash, path = text.partition("/")
+        path = _url_path(path) if slash else ""
     text = text.rstrip("/")
     if text.startswith("["):
         host, closed, rest = text[1:].partition("]")
-        if not closed or (rest and not rest.startswith(":")):
+        if not closed or (rest and not rest.startswith(":")) or not _ipv6(host):
             raise Invalid(f"{text!r} is not [ipv6]:port")
         port_text = rest[1:]
     elif text.count(":") == 1:
         host, _, port_text = text.partition(":")
     else:
         host, port_text = text, ""
+        if ":" in host and not _ipv6(host):
+            raise Invalid(f"{text!r} is not host[:port] (an IPv6 address with a port goes in brackets: [::1]:8500)")
     if not host or "/" in host:
         raise Invalid(f"{text!r} is not host[:port]")
     try:
@@ -127,15 +138,49 @@ def parse_addr(text: str, default_scheme: str = "http") -> Endpoint:
         raise Invalid(f"port {port_text!r} is not a number") from None
     if not 0 < port < 65536:
         raise Invalid(f"port {port} is out of range")
-    return Endpoint(scheme, host, port)
+    return Endpoint(scheme, host, port, path)
+
+
+def _no_credentials(text: str) -> None:
+    if "@" in text:
+        raise Invalid(f"credentials in the address ({redacted(text)}) are not supported: give them in "
+                      f"CONSUL_HTTP_AUTH or consul.auth_file (STATESYNC_CONSUL_AUTH_FILE)")
+
+
+def redacted(addr: str) -> str:
+    """``addr`` as far as it can be shown: its scheme and what follows its last '@', never what
+    precedes it (a password may hold '/', ':', ',' or '://')."""
+    if "@" not in addr:
+        return addr
+    scheme = next((s for s in ("http://", "https://") if addr.startswith(s)), "")
+    return f"{scheme}…@{addr.rpartition('@')[2]}"
+
+
+def _ipv6(host: str) -> bool:
+    try:
+        return isinstance(ipaddress.ip_address(host), ipaddress.IPv6Address)
+    except ValueError:
+        return False
+
+
+def _url_path(path: str) -> str:
+    """The prefix a reverse proxy serves Consul under: '/'-led, without a trailing '/'."""
+    path = path.strip("/")
+    if any(c in path for c in "?#%") or not all(" " < c < "\x7f" for c in path):
+        raise Invalid(f"path /{path!r} must be plain: no query, fragment, escapes, spaces or controls")
+    return f"/{path}" if path else ""
 
 
 _SERVER_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]{0,251}[A-Za-z0-9_.])?$|^[0-9A-Fa-f:.]+$")
 
 
 def _server_name(v: Any) -> str:
-    """A DNS name or IP address (no port) to verify Consul's certificate against; empty means unset."""
+    """A DNS name or IP address to verify Consul's certificate against; empty means unset. A port
+    is dropped, as the consul CLI drops it (``consul.example.com:8501``, ``[::1]:8501``)."""
     v = _str(v).strip()
+    m = re.match(r"^\[([0-9A-Fa-f:.]+)\](:\d{1,5})?$|^([^:]+):\d{1,5}$", v)
+    if m:
+        v = m.group(1) or m.group(3)
     if v and not _SERVER_NAME.match(v):
         raise Invalid(f"{v!r} is not a host name such as consul.example.com or server.dc1.consul")
     return v
@@ -146,6 +191,10 @@ def _opt_path(v: Any) -> str:
 
 
 def _addrs(v: Any) -> tuple[str, ...]:
+    # Before splitting at commas: a password may hold one, and a piece of it would be echoed.
+    for a in [v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else []:
+        if isinstance(a, str):
+            _no_credentials(a)
     items = [a.strip() for a in _items(v, "expected an address or a list of addresses") if a.strip()]
     if not items:
         raise Invalid("expected an address or a list of addresses")

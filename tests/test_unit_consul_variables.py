@@ -63,7 +63,13 @@ def test_a_tls_server_name_may_be_a_dns_name_or_an_ip_address(name):
     assert cfg(env={"CONSUL_TLS_SERVER_NAME": name}).consul.tls_server_name == name
 
 
-@pytest.mark.parametrize("name", ["consul:8501", "https://consul", "two words", "-consul", "a/b"])
+@pytest.mark.parametrize("given,name", [("consul.example.com:8501", "consul.example.com"), ("[::1]:8501", "::1"),
+                                        ("[2001:db8::7]", "2001:db8::7"), ("10.0.0.7:8501", "10.0.0.7")])
+def test_a_tls_server_name_with_a_port_drops_the_port_as_the_consul_cli_does(given, name):
+    assert cfg(env={"CONSUL_TLS_SERVER_NAME": given}).consul.tls_server_name == name
+
+
+@pytest.mark.parametrize("name", ["consul:port", "https://consul", "two words", "-consul", "a/b"])
 def test_a_tls_server_name_with_a_port_scheme_or_space_is_refused_naming_the_setting(name):
     assert config_error(env={"CONSUL_TLS_SERVER_NAME": name}).startswith("consul.tls_server_name: ")
 
@@ -112,3 +118,75 @@ def test_a_certificate_for_another_name_is_explained_with_the_server_name_settin
     reason = tls_reason(Exception("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: Hostname mismatch, "
                                   "certificate is not valid for 'wrong.example'. (_ssl.c:1006)"))
     assert "CONSUL_TLS_SERVER_NAME" in reason and "\n" not in reason
+
+
+# --- what the consul CLI reads and statesync must not get wrong: credentials, auth, namespaces ---
+
+SECRET = "s3cr3t,pa/ss://w0rd"
+
+
+@pytest.mark.parametrize("addr", [f"user:{SECRET}@127.0.0.1:8500", f"http://user:{SECRET}@consul:8500",
+                                  f"https://user:{SECRET}@[::1]:8501/consul", f"127.0.0.1:1,user:{SECRET}@b:2"])
+def test_credentials_in_the_address_are_refused_in_one_line_that_shows_no_part_of_the_password(addr):
+    message = config_error(env={"CONSUL_HTTP_ADDR": addr})
+    assert message.startswith("consul.addr: credentials in the address (") and "CONSUL_HTTP_AUTH" in message
+    assert not any(piece in message for piece in ("s3cr3t", "pa/ss", "w0rd", "user"))
+
+
+@pytest.mark.parametrize("addr", ["a:b:c", "consul:8500:1", "user:pw:host"])
+def test_a_bare_address_with_several_colons_that_is_no_ipv6_address_is_refused(addr):
+    assert "is not host[:port]" in config_error(env={"CONSUL_HTTP_ADDR": addr})
+
+
+@pytest.mark.parametrize("addr,endpoint", [
+    ("http://proxy:8080/consul", Endpoint("http", "proxy", 8080, "/consul")),
+    ("https://proxy/api/consul/", Endpoint("https", "proxy", 8500, "/api/consul")),
+    ("http://[::1]:8080/consul", Endpoint("http", "::1", 8080, "/consul")),
+])
+def test_a_path_after_the_scheme_is_the_prefix_a_reverse_proxy_serves_consul_under(addr, endpoint):
+    (got,) = cfg(env={"CONSUL_HTTP_ADDR": addr}).consul.endpoints
+    assert got == endpoint and str(got) == f"{endpoint.scheme}://{endpoint.url_host}:{endpoint.port}{endpoint.path}"
+
+
+@pytest.mark.parametrize("addr", ["proxy:8080/consul", "http://proxy/a?b", "http://proxy/a%2fb", "http://proxy/a b"])
+def test_a_path_without_a_scheme_or_with_a_query_or_escape_is_refused(addr):
+    assert config_error(env={"CONSUL_HTTP_ADDR": addr}).startswith("consul.addr: ")
+
+
+def test_consul_http_auth_is_user_and_password_and_never_shown():
+    c = cfg(env={"CONSUL_HTTP_AUTH": f"user:{SECRET}"})
+    assert c.consul.auth == f"user:{SECRET}"
+    assert SECRET not in repr(c) and SECRET not in repr(c.consul)
+    assert cfg().consul.auth == ""
+
+
+def test_the_auth_file_wins_over_consul_http_auth_as_the_token_file_wins_over_the_token(tmp_path):
+    (tmp_path / "auth").write_text("proxy-user:from-the-file\n")
+    env = {"CONSUL_HTTP_AUTH": "user:from-the-variable", "STATESYNC_CONSUL_AUTH_FILE": str(tmp_path / "auth")}
+    assert cfg(env=env).consul.auth == "proxy-user:from-the-file"
+    path = tmp_path / "statesync.toml"
+    path.write_text(f'[consul]\nauth_file = "{tmp_path / "auth"}"\n')
+    assert cfg(config_file=str(path)).consul.auth == "proxy-user:from-the-file"
+
+
+def test_an_auth_file_of_two_lines_is_refused_without_showing_them(tmp_path):
+    (tmp_path / "auth").write_text(f"user:{SECRET}\nsecond line\n")
+    message = config_error(env={"STATESYNC_CONSUL_AUTH_FILE": str(tmp_path / "auth")})
+    assert message.startswith("consul.auth_file: ") and SECRET not in message and "second" not in message
+
+
+@pytest.mark.parametrize("var", ["CONSUL_NAMESPACE", "CONSUL_PARTITION"])
+def test_a_consul_enterprise_namespace_or_partition_is_refused_in_one_line_but_default_is_no_change(var):
+    assert config_error(env={var: "team-a"}).startswith(f"{var}: ")
+    assert cfg(env={var: "default"}).consul == cfg(env={var: ""}).consul == cfg().consul
+
+
+@pytest.mark.parametrize("auth,sent", [("user:pa:ss", b"user:pa:ss"), ("user", b"user:"), ("", None)])
+def test_basic_auth_goes_in_one_authorization_header_as_the_consul_cli_sends_it(auth, sent):
+    import base64
+
+    from statesync.consul.settings import ConsulSettings
+    from statesync.consul.transport import KeepAliveTransport, Stats
+    headers = KeepAliveTransport(ConsulSettings(auth=auth), Stats())._headers
+    expected = None if sent is None else "Basic " + base64.b64encode(sent).decode()
+    assert headers.get("Authorization") == expected

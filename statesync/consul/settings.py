@@ -21,6 +21,8 @@ class Endpoint:
     scheme: str
     host: str
     port: int
+    # The prefix a reverse proxy serves Consul's API under ("/consul"), as CONSUL_HTTP_ADDR's path gives it.
+    path: str = ""
 
     @property
     def url_host(self) -> str:
@@ -28,7 +30,7 @@ class Endpoint:
         return f"[{self.host}]" if ":" in self.host else self.host
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.url_host}:{self.port}"
+        return f"{self.scheme}://{self.url_host}:{self.port}{self.path}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,8 @@ class ConsulSettings:
 
     endpoints: tuple[Endpoint, ...] = (Endpoint("http", "127.0.0.1", 8500),)
     token: str = field(default="", repr=False)
+    # HTTP basic auth for a reverse proxy in front of Consul, "user:password" (CONSUL_HTTP_AUTH).
+    auth: str = field(default="", repr=False)
     cacert: str = ""
     # A directory of PEM CA certificates, every file of it trusted (as the consul CLI reads CONSUL_CAPATH).
     capath: str = ""

@@ -9,6 +9,7 @@ used, and nothing is ever sent twice.
 """
 from __future__ import annotations
 
+import base64
 import http.client
 import os
 import re
@@ -52,6 +53,12 @@ class KeepAliveTransport(consul_base.HTTPClient):
         super().__init__(first.url_host, first.port, first.scheme, settings.verify, None, settings.timeout)
         self.settings = settings
         self.stats = stats
+        self._headers = dict(self._HEADERS)
+        if settings.auth:
+            # As the consul CLI sends CONSUL_HTTP_AUTH: "user" alone is the user with an empty password.
+            user, _, password = settings.auth.partition(":")
+            basic = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            self._headers["Authorization"] = f"Basic {basic}"
         self._current = 0
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -78,9 +85,9 @@ class KeepAliveTransport(consul_base.HTTPClient):
             raise
 
     def _request(self, method: str, path: str, params, data, headers) -> consul_base.Response:
-        url = urllib.parse.quote(path, safe="/:@")
+        query = urllib.parse.quote(path, safe="/:@")
         if params:
-            url += "?" + urllib.parse.urlencode(params)
+            query += "?" + urllib.parse.urlencode(params)
         body = data.encode() if isinstance(data, str) else data
         timeout = _read_timeout(params, self.settings.timeout)
         endpoints = self.settings.endpoints
@@ -90,7 +97,8 @@ class KeepAliveTransport(consul_base.HTTPClient):
             conn = self._connection(endpoints[idx], timeout)
             try:
                 self.stats.requests += 1
-                code, resp_headers, content = conn.request(method, url, body, {**self._HEADERS, **(headers or {})})
+                code, resp_headers, content = conn.request(method, endpoints[idx].path + query, body,
+                                                           {**self._headers, **(headers or {})})
             except ssl.SSLError as exc:
                 self.stats.errors += 1
                 raise StoreError(f"TLS with Consul at {endpoints[idx]} failed: {tls_reason(exc)}") from None
@@ -98,6 +106,13 @@ class KeepAliveTransport(consul_base.HTTPClient):
                 self.stats.errors += 1
                 last = exc
                 continue
+            if code == 401:
+                # Consul itself never answers 401 (a missing ACL permission is a 403): a proxy in front does.
+                self.stats.errors += 1
+                raise StoreError(f"Consul at {endpoints[idx]} answered 401 Unauthorized: " + (
+                    "the proxy in front of it refused the basic auth credentials of consul.auth (CONSUL_HTTP_AUTH)"
+                    if self.settings.auth else "a proxy in front of it wants basic auth: set CONSUL_HTTP_AUTH "
+                    "or consul.auth_file (STATESYNC_CONSUL_AUTH_FILE)"))
             if code >= 500 and len(endpoints) > 1:
                 last = ConsulUnavailable(f"Consul at {endpoints[idx]} answered {code}: {brief(content)}")
                 continue
