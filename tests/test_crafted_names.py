@@ -220,3 +220,14 @@ def test_diff_json_read_through_jq_gives_the_bytes_of_each_crafted_path(node):
     _strict(doc)
     assert sorted(jq(proc.stdout, f'.changes[] | select(.change == "added") | {EXACT_BYTES}')) == sorted(added)
     assert len(doc["added"]) == len(added) and not (doc["changed"] or doc["removed"] or doc["metadata"])
+
+
+def test_an_error_naming_a_path_with_a_newline_is_still_one_line(node, tmp_path):
+    root = tmp_path / "no\nstatesync: error: forged"
+    proc = node.run("diff", STATESYNC_ROOT=str(root))
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.endswith("no\\nstatesync: error: forged is not a directory")
+    proc = node.run("diff", STATESYNC_ROOT=str(root), STATESYNC_LOG_FORMAT="json")
+    (line,) = proc.stderr.splitlines()
+    assert json.loads(line)["error"] == f"root: {root} is not a directory"

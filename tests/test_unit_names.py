@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from statesync.snapshot.names import bytes_b64, escape, exact, for_json
+from statesync.snapshot.names import bytes_b64, escape, exact, for_json, one_line
 
 
 @pytest.mark.parametrize("name,shown", [
@@ -57,3 +57,10 @@ def test_json_gives_a_utf8_name_exactly_and_another_escaped_with_its_bytes_in_ba
     text = json.dumps({"path": for_json(name), "path_bytes_b64": bytes_b64(name)})
     text.encode("utf-8")  # strict: no lone surrogate in the document
     assert (for_json(None), bytes_b64(None)) == (None, None)
+
+
+def test_an_error_message_becomes_one_line_keeping_the_backslashes_of_its_own_reprs():
+    name = os.fsdecode(b"a\nb\xff")
+    message = f"cannot read {name}: denied; path {name!r}"
+    assert one_line(message) == "cannot read a\\nb\\377: denied; path 'a\\nb\\udcff'"
+    assert one_line("plain message") == "plain message"

@@ -18,7 +18,7 @@ from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, Unreadable
 from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
-from ..snapshot.names import escape
+from ..snapshot.names import escape, exact, one_line
 from .parsers import build_parser, setting_flags
 from .enrol import cmd_enrol, cmd_satellites
 from .ops import cmd_health, cmd_keygen, cmd_pin_parent
@@ -393,12 +393,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _fatal(message: str, code: int, as_json: bool) -> int:
     """Print the one line a failure gets; return ``code``. With JSON logs it is JSON too: a log
-    collector reading stderr line by line would misparse a plain line among JSON ones."""
+    collector reading stderr line by line would misparse a plain line among JSON ones. A name in
+    the message (a file below --root, a path asked for) cannot break the line; JSON escapes a
+    newline itself, and gets a message holding bytes that are not UTF-8 escaped."""
     if as_json:
-        print(json.dumps({"level": "error", "event": "statesync: error", "error": message, "exit_code": code},
+        error = message if exact(message) else one_line(message)
+        print(json.dumps({"level": "error", "event": "statesync: error", "error": error, "exit_code": code},
                          ensure_ascii=False), file=sys.stderr)
     else:
-        print(f"statesync: error: {message}", file=sys.stderr)
+        print(f"statesync: error: {one_line(message)}", file=sys.stderr)
     return code
 
 

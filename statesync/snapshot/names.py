@@ -10,8 +10,7 @@ from __future__ import annotations
 import base64
 
 # GNU's escape quoting style (ls -b): C's escapes, a backslash doubled, \ooo for the rest.
-_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r",
-              "\\": "\\\\"}
+_C_ESCAPES = {"\a": "\\a", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\v": "\\v", "\f": "\\f", "\r": "\\r"}
 
 
 def _octal(data: bytes) -> str:
@@ -24,11 +23,23 @@ def escape(name: str) -> str:
     does not call printable (control and format characters, such as the right-to-left
     override) and for each byte that is not UTF-8. Unlike ``ls -b``, a space stays a space.
     A name that needs none of this comes back unchanged."""
-    if name.isprintable() and "\\" not in name:
-        return name
+    return _escaped(name, "\\")
+
+
+def one_line(message: str) -> str:
+    """An error message as one line: escaped as ``escape`` escapes a name, except that a backslash
+    stays (a message's own ``repr`` of a value has its backslashes already)."""
+    return _escaped(message, "")
+
+
+def _escaped(text: str, backslash: str) -> str:
+    if text.isprintable() and not (backslash and backslash in text):
+        return text
     out = []
-    for ch in name:
-        if ch in _C_ESCAPES:
+    for ch in text:
+        if ch == "\\":
+            out.append(ch + backslash)
+        elif ch in _C_ESCAPES:
             out.append(_C_ESCAPES[ch])
         elif "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8, as surrogateescape holds it
             out.append(_octal(bytes([ord(ch) - 0xDC00])))
