@@ -4,6 +4,15 @@ Every call goes through the library's endpoints (``client``); every failure, whe
 library's exception or the transport's, leaves this module as one of statesync's exceptions
 (ConsulUnavailable, PermissionDenied naming the key prefix and whether read or write,
 CasConflict, LockLost, LockHeld, StoreError), never as a ``False``.
+
+Reads are ``consistent`` unless a caller asks otherwise (docs/ARCHITECTURE.md, "Read
+consistency"): a Consul server that has just become leader, after a restart or an election,
+answers default reads from a state that is still replaying its raft log, so the newest keys
+(a node's head always among them) read as absent or old for a while. Every statesync decision
+(restore which snapshot, "nothing to restore", "the prefix is empty", what retention and GC
+delete) rests on such reads; a consistent read is refused (HTTP 500, "Not ready to serve
+consistent reads", "No cluster leader") until the leader has caught up, and that refusal is
+ConsulUnavailable, which every caller retries or fails on, never taken for "absent".
 """
 from __future__ import annotations
 
@@ -67,10 +76,14 @@ class Store:
             raise ConsulUnavailable("Consul has no cluster leader")
         return leader
 
-    def get(self, key: str, consistent: bool = False) -> KVPair | None:
-        """Return the pair at ``key`` or None when it does not exist."""
+    def get(self, key: str, consistent: bool = True) -> KVPair | None:
+        """Return the pair at ``key`` or None when it does not exist.
+
+        ``consistent=False`` is for a reader that only notices (the guard's first look, which
+        it confirms consistently before acting): it may see a value that is no longer, or not
+        yet, the newest."""
         with self._speaking("read", key):
-            _, item = self.consul.kv.get(key, consistency="consistent" if consistent else None)
+            _, item = self.consul.kv.get(key, consistency=_mode(consistent))
             return _pair(item) if item else None
 
     def wait(self, key: str, index: int, wait_s: float) -> tuple[int, KVPair | None]:
@@ -79,10 +92,10 @@ class Store:
             new_index, item = self.consul.kv.get(key, index=index, wait=f"{max(1, int(wait_s))}s")
             return int(new_index or index), (_pair(item) if item else None)
 
-    def get_prefix(self, prefix: str) -> list[KVPair]:
+    def get_prefix(self, prefix: str, consistent: bool = True) -> list[KVPair]:
         """Return every pair below ``prefix`` in one recursive read."""
         with self._speaking("read", prefix):
-            _, items = self.consul.kv.get(prefix, recurse=True)
+            _, items = self.consul.kv.get(prefix, recurse=True, consistency=_mode(consistent))
             if items is None:
                 return self._empty_or_denied(prefix)
             return [_pair(item) for item in items]
@@ -96,10 +109,10 @@ class Store:
                 return int(new_index or index), self._empty_or_denied(prefix)
             return int(new_index or index), [_pair(item) for item in items]
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, consistent: bool = True) -> list[str]:
         """Return the key names below ``prefix``."""
         with self._speaking("read", prefix):
-            _, names = self.consul.kv.get(prefix, keys=True)
+            _, names = self.consul.kv.get(prefix, keys=True, consistency=_mode(consistent))
             return self._empty_or_denied(prefix) if names is None else list(names)
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[str, bytes]:
@@ -110,11 +123,17 @@ class Store:
         answer grows with what else the prefix holds and each stays well inside the request
         timeout. Consul refuses a batch that names a missing key as a whole; its keys are
         then read one by one.
+
+        Consistent, although chunks are named by their content and verified against it, so that
+        no stale read can hand back wrong bytes: a leader that is still replaying its log reads a
+        chunk written just before the head as absent, and that would be reported as a missing
+        chunk, damage, where there is none. One leadership check per batch (about 4 MiB) costs
+        little beside the batch itself.
         """
         found: dict[str, bytes] = {}
         for batch in _read_batches(keys, self.settings.txn_max_ops, READ_BATCH_BYTES):
             try:
-                pairs = self.txn([Op("get", k) for k in batch])
+                pairs = self.txn([Op("get", k) for k in batch], consistent=True)
             except CasConflict:
                 pairs = [p for k in batch if (p := self.get(k)) is not None]
             found.update((p.key, p.value) for p in pairs)
@@ -126,7 +145,7 @@ class Store:
         Consul filters what a token may not read out of a listing instead of answering
         403, so read the prefix itself as one key: there a missing permission is a 403.
         """
-        self.consul.kv.get(prefix)
+        self.consul.kv.get(prefix, consistency="consistent")
         return []
 
     def put(self, key: str, value: bytes, cas: int | None = None, fence: tuple[Op, ...] = ()) -> None:
@@ -149,15 +168,17 @@ class Store:
             self.consul.kv.delete(key)
         self.stats.kv_writes += 1
 
-    def txn(self, ops: list[Op]) -> list[KVPair]:
+    def txn(self, ops: list[Op], consistent: bool = False) -> list[KVPair]:
         """Apply ``ops`` atomically; return the pairs the operations returned.
 
+        ``consistent``: for a transaction of reads only (Consul serves those without raft, in
+        the consistency mode asked for; a transaction that writes goes through raft anyway).
         Raises CasConflict when a cas/check operation failed, LockLost when a
         ``check-session`` fence failed (in both cases nothing was applied).
         """
         with self._speaking("transaction", ops[0].key if ops else ""):
             try:
-                answer = self.consul.txn.apply(ops)
+                answer = self.consul.txn.apply(ops, consistency=_mode(consistent))
             except consul_base.ClientError as exc:
                 refused = _refused_txn(getattr(exc, "response", None), ops, bool(self.settings.token))
                 if refused is None:
@@ -306,11 +327,30 @@ class _Ended(StoreError):
     """A 404 to a session renewal: the session is unknown to the server that answered."""
 
 
+def _mode(consistent: bool) -> str | None:
+    """The library's consistency argument: None leaves Consul's default mode."""
+    return "consistent" if consistent else None
+
+
+# What a Consul server answers (HTTP 500) while it cannot serve a consistent read yet: no leader
+# elected, or a leader whose state has not caught up with its log. Both pass by themselves.
+NOT_READY = (b"not ready to serve consistent reads", b"no cluster leader", b"leadership lost")
+
+
+def not_ready(content: bytes) -> bool:
+    """True when Consul's answer says it cannot serve a consistent read yet (retry), not that anything is absent."""
+    low = (content or b"").lower()
+    return any(marker in low for marker in NOT_READY)
+
+
 def _translated(exc: consul_base.ConsulException, what: str, key: str, has_token: bool) -> StatesyncError:
     response = getattr(exc, "response", None)
     if response is None:
         return StoreError(f"Consul refused {what} of {key!r}")
     code, content = response.code, response.content
+    if code >= 500 and not_ready(content):
+        return ConsulUnavailable(f"Consul is not ready to answer {what} of {key!r} consistently yet (a server "
+                                 f"electing a leader or replaying its log after a restart): {brief(content)}")
     if code == 404 and what == "session renewal":
         return _Ended(key)
     if code == 409 and what in ("lock", "unlock"):
