@@ -24,8 +24,10 @@ class Ended(StoreError):
 
 
 # What a Consul server answers (HTTP 500) while it cannot serve a consistent read yet: no leader
-# elected, or a leader whose state has not caught up with its log. Both pass by themselves.
-NOT_READY = (b"not ready to serve consistent reads", b"no cluster leader", b"leadership lost")
+# elected, a leader whose state has not caught up with its log, or one that lost its leadership
+# while checking it (raft's ErrNotLeader, ErrLeadershipLost). All pass by themselves.
+NOT_READY = (b"not ready to serve consistent reads", b"no cluster leader", b"leadership lost",
+             b"node is not the leader")
 
 
 def not_ready(content: bytes) -> bool:
