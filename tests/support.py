@@ -169,6 +169,23 @@ class ConsulAgent:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def write_filler(addr: str, megabytes: int, value_size: int = 400 * 1024, prefix: str = "filler") -> None:
+    """Write ``megabytes`` of other keys (``value_size`` each, random bytes) through ``addr``: raft log a
+    restarted server must replay before it has caught up."""
+    import http.client
+    import random
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    value = random.Random(23).randbytes(value_size)
+    try:
+        for i in range(megabytes * 1024 * 1024 // value_size):
+            conn.request("PUT", f"/v1/kv/{prefix}/{i:05d}", body=value)
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.read().strip() == b"true", f"filler write {i}: {answer.status}"
+    finally:
+        conn.close()
+
+
 class ConsulCluster:
     """``size`` Consul servers on loopback: distinct ports, ``-bootstrap-expect size``,
     each ``-retry-join``-ing the others. ``raft_multiplier = 1`` (Consul's advice for

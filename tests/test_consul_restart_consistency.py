@@ -15,10 +15,8 @@ stale tree.
 """
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import random
 import subprocess
 from pathlib import Path
 
@@ -28,7 +26,16 @@ from statesync import config
 from statesync.consul.store import Store
 from statesync.repo.repository import Repo
 
-from .support import ConsulAgent, clean_env, make_tree, run_statesync, statesync_cmd, stop_process, wait_for
+from .support import (
+    ConsulAgent,
+    clean_env,
+    make_tree,
+    run_statesync,
+    statesync_cmd,
+    stop_process,
+    wait_for,
+    write_filler,
+)
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
@@ -37,14 +44,7 @@ pytestmark = [pytest.mark.consul, pytest.mark.slow]
 # data dir holds 103 MB; the default read goes from A to B about 0.2 s after the server answers
 # again, and the restarted server elects itself about 7 s after it starts (raft_multiplier 5).
 FILLER_MB = 100
-VALUE = 400 * 1024
 TRIALS = 3
-
-
-def _put(conn: http.client.HTTPConnection, key: str, value: bytes) -> None:
-    conn.request("PUT", f"/v1/kv/{key}", body=value)
-    r = conn.getresponse()
-    assert r.status == 200 and r.read().strip() == b"true", key
 
 
 def _env(agent: ConsulAgent, prefix: str, node: str, ready: Path | None = None) -> dict:
@@ -79,11 +79,7 @@ def replaying(consul_bin, tmp_path_factory):
             (src / "version").write_text("A")
             trials.append({"prefix": f"replay/t{i}", "typo_prefix": f"replay/typo{i}",
                            "A": _backup(agent, f"replay/t{i}", "n1", src)})
-        conn = http.client.HTTPConnection("127.0.0.1", agent.http, timeout=60)
-        filler = random.Random(23).randbytes(VALUE)
-        for i in range(FILLER_MB * 1024 * 1024 // VALUE):
-            _put(conn, f"filler/{i:05d}", filler)
-        conn.close()
+        write_filler(agent.addr, FILLER_MB)
         (src / "version").write_text("B")
         for t in trials:
             t["B"] = _backup(agent, t["prefix"], "n1", src)
