@@ -75,7 +75,7 @@ def refused_txn(response, ops: list[Op], has_token: bool) -> StatesyncError | No
 
 
 SESSION_OPS = {"session creation": "create", "session renewal": "renew", "session lookup": "read",
-                "session destruction": "destroy"}
+               "session destruction": "destroy"}
 
 
 def denied(what: str, key: str, content: bytes, has_token: bool) -> PermissionDenied:
