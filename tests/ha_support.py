@@ -48,8 +48,9 @@ class Sidecar:
         env.update({f"STATESYNC_{k.upper()}": str(v) for k, v in (settings or {}).items()})
         self.log = log
         with open(log, "ab") as fh:
+            # Not in the checkout: ``python -m`` would import the statesync there, not PYTHONPATH's.
             self.proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env,
-                                         stdout=fh, stderr=subprocess.STDOUT)
+                                         stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
 
     @property
     def pid(self) -> int:

@@ -139,6 +139,24 @@ class ConsulAgent:
     def log_tail(self) -> str:
         return self.log_path.read_text()[-2000:]
 
+    def answers(self) -> bool:
+        """True once the HTTP API answers at all, leader or not (a restarted server's API is up
+        before it has elected itself and long before it has replayed its raft log)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.addr}/v1/status/leader", timeout=1) as r:
+                return r.status == 200
+        except (OSError, ValueError):
+            return False
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Stop a server (``dev=False``: its data dir stays) with SIGTERM and start it again; return as
+        soon as its API answers, before it leads or has replayed its log."""
+        assert not self.dev, "a dev agent keeps nothing across a restart"
+        self.stop()
+        self.launch()
+        wait_for(self.answers, timeout, what=f"consul on {self.addr} answering after a restart",
+                 details=self.log_tail, step=0.02)
+
     def stop(self, sig: int = signal.SIGTERM) -> None:
         """Stop the agent: ``sig``, then SIGKILL after 10 s (not an error here: this serves clean-ups)."""
         if self.proc:
@@ -149,6 +167,23 @@ class ConsulAgent:
     def cleanup(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def write_filler(addr: str, megabytes: int, value_size: int = 400 * 1024, prefix: str = "filler") -> None:
+    """Write ``megabytes`` of other keys (``value_size`` each, random bytes) through ``addr``: raft log a
+    restarted server must replay before it has caught up."""
+    import http.client
+    import random
+    host, port = addr.rsplit(":", 1)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    value = random.Random(23).randbytes(value_size)
+    try:
+        for i in range(megabytes * 1024 * 1024 // value_size):
+            conn.request("PUT", f"/v1/kv/{prefix}/{i:05d}", body=value)
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.read().strip() == b"true", f"filler write {i}: {answer.status}"
+    finally:
+        conn.close()
 
 
 class ConsulCluster:

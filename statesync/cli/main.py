@@ -95,7 +95,7 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
 
     from ..restore import apply as rs
     from ..restore.rootlock import hold_root
-    from ..restore.startup import StartOutcome, mark_ready
+    from ..restore.startup import StartOutcome, at_startup, mark_ready
     if args.fresh and not args.if_empty:
         raise UsageError("--fresh: only with --if-empty (a plain restore never starts afresh)")
     if args.paths or args.target is not None:
@@ -111,12 +111,14 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
             if not args.dry_run:
                 mark_ready(cfg.ready_file, StartOutcome("matched"))
             return EXIT_OK
+        # --if-empty is the init container's start-up decision: it waits for Consul as the sidecar does.
+        wait = at_startup if args.if_empty else retry
         try:
-            record = retry(lambda: repo.record(args.snapshot))
+            record = wait(lambda: repo.record(args.snapshot))
         except NotFound:
             if args.if_empty and args.snapshot is None:
                 if not args.fresh:
-                    _refuse_unless_fresh_prefix(cfg, repo)
+                    wait(lambda: _refuse_unless_fresh_prefix(cfg, repo))
                 print(f"no snapshot of node {cfg.node} yet; nothing restored")
                 if not args.dry_run:
                     mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
@@ -215,9 +217,8 @@ def cmd_run(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def _run(cfg: config.Config) -> int:
     from .. import metrics
-    from ..consul.store import retry
     from ..restore.rootlock import hold_root
-    from ..restore.startup import clear_ready, mark_ready, prepare
+    from ..restore.startup import at_startup, clear_ready, mark_ready, prepare
     from ..sidecar.daemon import Daemon
     if cfg.role is None:
         raise UsageError("role: run needs one: pass --role master or --role satellite (or set STATESYNC_ROLE, "
@@ -232,7 +233,7 @@ def _run(cfg: config.Config) -> int:
         with hold_root(cfg.root, f"run --role {cfg.role}", create=True, wait=True):
             clear_ready(cfg.ready_file)
             # At start Consul may still be electing a leader; give it a while before giving up.
-            outcome = retry(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict, cfg.roots), attempts=8, cap=10.0)
+            outcome = at_startup(lambda: prepare(repo, cfg.root, cfg.role, cfg.on_conflict, cfg.roots))
             if cfg.role == "satellite":
                 # Before the first enrolment (which waits for the ready marker): the parent's
                 # certificate, checked against the published CA, for node setup to pin.

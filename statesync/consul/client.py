@@ -72,9 +72,12 @@ class Txn(consul_base.Consul.Txn):
     not the library's concern either: the store fills transactions up to them.
     """
 
-    def apply(self, ops: Sequence[Op]) -> dict:
+    def apply(self, ops: Sequence[Op], consistency: str | None = None) -> dict:
         headers = {"X-Consul-Token": self.agent.token} if self.agent.token else {}
-        return self.agent.http.put(consul_base.CB.json(), path="/v1/txn", headers=headers, data=txn_body(ops))
+        # Consul honours ?consistent / ?stale on a transaction of reads only.
+        params = [(consistency, "1")] if consistency in ("consistent", "stale") else None
+        return self.agent.http.put(consul_base.CB.json(), path="/v1/txn", params=params, headers=headers,
+                                   data=txn_body(ops))
 
 
 class Session(consul_base.Consul.Session):

@@ -4,11 +4,19 @@ Every call goes through the library's endpoints (``client``); every failure, whe
 library's exception or the transport's, leaves this module as one of statesync's exceptions
 (ConsulUnavailable, PermissionDenied naming the key prefix and whether read or write,
 CasConflict, LockLost, LockHeld, StoreError), never as a ``False``.
+
+Reads are ``consistent`` unless a caller asks otherwise (docs/ARCHITECTURE.md, "Read
+consistency"): a Consul server that has just become leader, after a restart or an election,
+answers default reads from a state that is still replaying its raft log, so the newest keys
+(a node's head always among them) read as absent or old for a while. Every statesync decision
+(restore which snapshot, "nothing to restore", "the prefix is empty", what retention and GC
+delete) rests on such reads; a consistent read is refused (HTTP 500, "Not ready to serve
+consistent reads", "No cluster leader") until the leader has caught up, and that refusal is
+ConsulUnavailable, which every caller retries or fails on, never taken for "absent".
 """
 from __future__ import annotations
 
 import binascii
-import json
 import time
 from contextlib import contextmanager
 from typing import Iterable, NamedTuple
@@ -16,7 +24,9 @@ from typing import Iterable, NamedTuple
 import structlog
 from consul import base as consul_base
 
-from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, PermissionDenied, StatesyncError, StoreError
+from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, StatesyncError, StoreError
+from .answers import Ended, Refused, denied, raise_if_bad_ttl, refused_txn, translated, txn_errors
+from .answers import failed_op  # noqa: F401  (named here by callers of the store)
 from .client import Client, Op
 from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief
@@ -49,8 +59,8 @@ class Store:
         except StatesyncError:
             raise
         except consul_base.ConsulException as exc:
-            error = _translated(exc, what, key, bool(self.settings.token))
-            if not isinstance(error, (_Refused, _Ended)):  # answers the caller expects, not failures
+            error = translated(exc, what, key, bool(self.settings.token))
+            if not isinstance(error, (Refused, Ended)):  # answers the caller expects, not failures
                 self.stats.errors += 1
             raise error from None
         except (ValueError, KeyError, TypeError, IndexError):
@@ -67,10 +77,14 @@ class Store:
             raise ConsulUnavailable("Consul has no cluster leader")
         return leader
 
-    def get(self, key: str, consistent: bool = False) -> KVPair | None:
-        """Return the pair at ``key`` or None when it does not exist."""
+    def get(self, key: str, consistent: bool = True) -> KVPair | None:
+        """Return the pair at ``key`` or None when it does not exist.
+
+        ``consistent=False`` is for a reader that only notices (the guard's first look, which
+        it confirms consistently before acting): it may see a value that is no longer, or not
+        yet, the newest."""
         with self._speaking("read", key):
-            _, item = self.consul.kv.get(key, consistency="consistent" if consistent else None)
+            _, item = self.consul.kv.get(key, consistency=_mode(consistent))
             return _pair(item) if item else None
 
     def wait(self, key: str, index: int, wait_s: float) -> tuple[int, KVPair | None]:
@@ -79,10 +93,10 @@ class Store:
             new_index, item = self.consul.kv.get(key, index=index, wait=f"{max(1, int(wait_s))}s")
             return int(new_index or index), (_pair(item) if item else None)
 
-    def get_prefix(self, prefix: str) -> list[KVPair]:
+    def get_prefix(self, prefix: str, consistent: bool = True) -> list[KVPair]:
         """Return every pair below ``prefix`` in one recursive read."""
         with self._speaking("read", prefix):
-            _, items = self.consul.kv.get(prefix, recurse=True)
+            _, items = self.consul.kv.get(prefix, recurse=True, consistency=_mode(consistent))
             if items is None:
                 return self._empty_or_denied(prefix)
             return [_pair(item) for item in items]
@@ -96,10 +110,10 @@ class Store:
                 return int(new_index or index), self._empty_or_denied(prefix)
             return int(new_index or index), [_pair(item) for item in items]
 
-    def keys(self, prefix: str) -> list[str]:
+    def keys(self, prefix: str, consistent: bool = True) -> list[str]:
         """Return the key names below ``prefix``."""
         with self._speaking("read", prefix):
-            _, names = self.consul.kv.get(prefix, keys=True)
+            _, names = self.consul.kv.get(prefix, keys=True, consistency=_mode(consistent))
             return self._empty_or_denied(prefix) if names is None else list(names)
 
     def get_many(self, keys: Iterable[tuple[str, int]]) -> dict[str, bytes]:
@@ -110,11 +124,17 @@ class Store:
         answer grows with what else the prefix holds and each stays well inside the request
         timeout. Consul refuses a batch that names a missing key as a whole; its keys are
         then read one by one.
+
+        Consistent, although chunks are named by their content and verified against it, so that
+        no stale read can hand back wrong bytes: a leader that is still replaying its log reads a
+        chunk written just before the head as absent, and that would be reported as a missing
+        chunk, damage, where there is none. One leadership check per batch (about 4 MiB) costs
+        little beside the batch itself.
         """
         found: dict[str, bytes] = {}
         for batch in _read_batches(keys, self.settings.txn_max_ops, READ_BATCH_BYTES):
             try:
-                pairs = self.txn([Op("get", k) for k in batch])
+                pairs = self.txn([Op("get", k) for k in batch], consistent=True)
             except CasConflict:
                 pairs = [p for k in batch if (p := self.get(k)) is not None]
             found.update((p.key, p.value) for p in pairs)
@@ -126,7 +146,7 @@ class Store:
         Consul filters what a token may not read out of a listing instead of answering
         403, so read the prefix itself as one key: there a missing permission is a 403.
         """
-        self.consul.kv.get(prefix)
+        self.consul.kv.get(prefix, consistency="consistent")
         return []
 
     def put(self, key: str, value: bytes, cas: int | None = None, fence: tuple[Op, ...] = ()) -> None:
@@ -149,17 +169,19 @@ class Store:
             self.consul.kv.delete(key)
         self.stats.kv_writes += 1
 
-    def txn(self, ops: list[Op]) -> list[KVPair]:
+    def txn(self, ops: list[Op], consistent: bool = False) -> list[KVPair]:
         """Apply ``ops`` atomically; return the pairs the operations returned.
 
+        ``consistent``: for a transaction of reads only (Consul serves those without raft, in
+        the consistency mode asked for; a transaction that writes goes through raft anyway).
         Raises CasConflict when a cas/check operation failed, LockLost when a
         ``check-session`` fence failed (in both cases nothing was applied).
         """
         with self._speaking("transaction", ops[0].key if ops else ""):
             try:
-                answer = self.consul.txn.apply(ops)
+                answer = self.consul.txn.apply(ops, consistency=_mode(consistent))
             except consul_base.ClientError as exc:
-                refused = _refused_txn(getattr(exc, "response", None), ops, bool(self.settings.token))
+                refused = refused_txn(getattr(exc, "response", None), ops, bool(self.settings.token))
                 if refused is None:
                     raise
                 raise refused from None
@@ -219,7 +241,7 @@ class Store:
             with self._speaking("session creation", "session"):
                 session = self.consul.session.create(name, ttl, lock_delay, behavior="release", checks=())
         except ConsulUnavailable as exc:
-            _raise_if_bad_ttl(str(exc), ttl)
+            raise_if_bad_ttl(str(exc), ttl)
             raise
         if not session:
             raise StoreError("Consul answered a session creation without a session id")
@@ -234,7 +256,7 @@ class Store:
         try:
             with self._speaking("session renewal", "session"):
                 self.consul.session.renew(session)
-        except _Ended:
+        except Ended:
             # A server elected a moment ago may not have replayed its log yet and answer 404 for
             # a live session; a consistent read, refused until it has, tells for sure.
             if self._session_exists(session):
@@ -287,85 +309,16 @@ class Store:
         try:
             with self._speaking(verb, key):
                 self.consul.txn.apply([Op(verb, key, value, session=session)])
-        except _Refused as refused:
+        except Refused as refused:
             if "permission denied" in brief(refused.content, 1000).lower():
                 raise denied(verb, key, refused.content, bool(self.settings.token)) from None
             return refused.content
         return None
 
 
-class _Refused(StoreError):
-    """A 409 to a lock operation: the caller decides what it means."""
-
-    def __init__(self, content: bytes):
-        super().__init__("refused")
-        self.content = content
-
-
-class _Ended(StoreError):
-    """A 404 to a session renewal: the session is unknown to the server that answered."""
-
-
-def _translated(exc: consul_base.ConsulException, what: str, key: str, has_token: bool) -> StatesyncError:
-    response = getattr(exc, "response", None)
-    if response is None:
-        return StoreError(f"Consul refused {what} of {key!r}")
-    code, content = response.code, response.content
-    if code == 404 and what == "session renewal":
-        return _Ended(key)
-    if code == 409 and what in ("lock", "unlock"):
-        return _Refused(content)
-    if code == 403:
-        return denied(what, key, content, has_token)
-    if code == 413:
-        return StoreError("transaction too large for Consul (lower txn_max_ops or check txn_max_req_len)")
-    if code >= 500:
-        return ConsulUnavailable(f"Consul answered {code} to {what} of {key!r}: {brief(content)}")
-    return StoreError(f"Consul answered {code} to {what} of {key!r}: {brief(content)}")
-
-
-def _refused_txn(response, ops: list[Op], has_token: bool) -> StatesyncError | None:
-    """Our error for a transaction Consul refused with a 409 (nothing applied); None for other answers."""
-    if response is None or response.code != 409:
-        return None
-    errors = txn_errors(response.content)
-    joined = "; ".join(errors)[:300]
-    # Decided by the failing operation, not the message: a missing key reads alike for both.
-    if failed_op(response.content, ops).verb == "check-session":
-        return LockLost(f"a fenced write was refused, the writer lock is gone: {joined}")
-    if any(_is_conflict(e) for e in errors):
-        return CasConflict(f"transaction lost a check-and-set: {joined}")
-    if any("permission denied" in e.lower() for e in errors):
-        key = failed_op(response.content, ops).key or (ops[0].key if ops else "")
-        return denied("write", key, response.content, has_token)
-    return StoreError(f"transaction rejected: {joined}")
-
-
-_SESSION_OPS = {"session creation": "create", "session renewal": "renew", "session lookup": "read",
-                "session destruction": "destroy"}
-
-
-def denied(what: str, key: str, content: bytes, has_token: bool) -> PermissionDenied:
-    """Which of Consul's three refusals a denied ``what`` of ``key`` is, in one line.
-
-    Consul 1.8 answers an unknown token "ACL not found" and a token without the right
-    (or no token at all, under default deny) "Permission denied": only whether a token
-    was sent tells the last two apart, and their remedies differ.
-    """
-    subject = what if what in _SESSION_OPS else f"{what} of {key!r}"
-    if b"acl not found" in content.lower():
-        return PermissionDenied(f"Consul refused {subject}: Consul does not know the ACL token (deleted, expired, "
-                                "or from another cluster); check consul.token_file (CONSUL_HTTP_TOKEN_FILE)")
-    if not has_token:
-        return PermissionDenied(f"Consul refused {subject}: no ACL token configured "
-                                "(set consul.token_file / CONSUL_HTTP_TOKEN_FILE)")
-    if what in _SESSION_OPS:
-        need = "read" if what == "session lookup" else "write"
-        return PermissionDenied(f"permission denied: the token may not {_SESSION_OPS[what]} a session "
-                                f"(it lacks session {need} on the agent's node)")
-    op = what if what in ("read", "write", "delete", "lock", "unlock") else "write"
-    need = "read" if op == "read" else "write"
-    return PermissionDenied(f"permission denied: the token may not {op} {key!r} (it lacks {need} permission on that key)")
+def _mode(consistent: bool) -> str | None:
+    """The library's consistency argument: None leaves Consul's default mode."""
+    return "consistent" if consistent else None
 
 
 def _read_batches(keys: Iterable[tuple[str, int]], max_ops: int, max_bytes: int) -> Iterable[list[str]]:
@@ -394,34 +347,6 @@ def _pair(item: dict, encoded: bool = False) -> KVPair:
     if encoded and value:
         value = binascii.a2b_base64(value)
     return KVPair(item["Key"], value, int(item.get("ModifyIndex", 0)), item.get("Session") or "")
-
-
-def txn_errors(content: bytes) -> list[str]:
-    try:
-        return [str(e.get("What", "")) for e in json.loads(content).get("Errors") or []]
-    except (ValueError, AttributeError):
-        return [brief(content)]
-
-
-def failed_op(content: bytes, ops: list[Op]) -> Op:
-    """The operation a 409 answer names as failed; a blank Op when the answer names none."""
-    try:
-        return ops[int(json.loads(content)["Errors"][0]["OpIndex"])]
-    except (ValueError, KeyError, IndexError, TypeError):
-        return Op("", "")
-
-
-def _is_conflict(what: str) -> bool:
-    w = what.lower()
-    return ("cas" in w or "index" in w or "doesn't exist" in w or "not exist" in w
-            or "already exists" in w or "session" in w) and "permission" not in w
-
-
-def _raise_if_bad_ttl(text: str, ttl: float) -> None:
-    # Consul answers a TTL outside its session_ttl_min..24h with a 500; retrying cannot help.
-    if "Invalid Session TTL" in text:
-        raise StoreError(f"lock.ttl: Consul refuses a session TTL of {ttl:g}s ({text[:200]}); "
-                         "raise lock.ttl or lower the servers' session_ttl_min") from None
 
 
 def retry(fn, attempts: int = 5, base: float = 0.2, cap: float = 5.0, sleep=time.sleep):

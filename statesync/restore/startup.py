@@ -12,6 +12,7 @@ from pathlib import Path
 import structlog
 
 from .. import metrics
+from ..consul.store import retry
 from ..errors import CorruptData, PermissionDenied, StatesyncError
 from ..fsutil import keeping_times, write_atomic
 from ..repo.repository import Repo
@@ -22,6 +23,13 @@ from .apply import has_icinga_state, recover, restore, user_entries
 log = structlog.get_logger(__name__)
 
 CA_CERT = "ca/ca.crt"
+# How long the start-up decision (the sidecar's prepare, `restore --if-empty`) waits for Consul:
+# 8 attempts, the pause doubling from 0.2 s up to 10 s, about 23 s of pauses, plus each refused
+# attempt's own time (a server with no leader, or one still replaying its log, holds a read for
+# up to 7 s before it refuses it). After that the command fails, nothing written, and the
+# orchestrator starts it again: "Consul is not ready" is never "nothing to restore".
+STARTUP_ATTEMPTS = 8
+STARTUP_BACKOFF_CAP = 10.0
 
 
 class CaConflict(StatesyncError):
@@ -33,6 +41,11 @@ class CaConflict(StatesyncError):
 class StartOutcome:
     action: str  # "restored", "nothing-to-restore", "kept-local", "accepted", "matched", "no-ca"
     snapshot: str = ""
+
+
+def at_startup(decide):
+    """Run ``decide`` (reads Consul, then acts), retrying ConsulUnavailable for the start-up wait."""
+    return retry(decide, attempts=STARTUP_ATTEMPTS, cap=STARTUP_BACKOFF_CAP)
 
 
 def ca_identity(pem: bytes) -> str:
@@ -88,6 +101,10 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse",
 
     ``roots``: the (name, root-relative path) subtrees of the setting roots; with them, the
     CA is looked for below the one named state, and only the subtrees are restored.
+
+    Every read it decides on is consistent (the Store's reads): a Consul server replaying its
+    log after a restart refuses them, ConsulUnavailable, which ``at_startup`` retries; it never
+    reads the head as absent or old.
 
     Restores the latest snapshot when ``root`` holds no Icinga 2 state. For a master,
     a local CA whose key differs from the published CA (``<prefix>/ca``, whichever node
