@@ -202,6 +202,22 @@ def test_one_snapshot_from_400_days_ahead_leaves_keep_within_keeping_the_last_mi
     assert reasons[snaps[0].id] == ()
 
 
+def test_a_newest_commit_400_days_ahead_does_not_age_the_minutes_before_it_out_of_keep_within():
+    snaps = chain(T0 - timedelta(days=2), T0 - timedelta(hours=1), T0 - timedelta(minutes=1),
+                  T0 + timedelta(days=400))
+    reasons = decide(snaps, Rules(keep=1, within=86400), head=snaps[-1].id)
+    assert [s.id for s in snaps if "within" in reasons[s.id]] == [s.id for s in snaps[1:]]
+    after = _linked(snaps, chain(T0 + timedelta(minutes=1)))
+    assert kept(after, Rules(keep=1, within=86400)) == {s.id for s in after[1:]}
+
+
+def test_a_node_back_after_a_long_stop_keeps_the_window_before_the_stop_until_its_next_commit():
+    snaps = every(5, 6, start=T0 - timedelta(days=30)) + every(5, 1)
+    assert kept(snaps, Rules(keep=1, within=3600)) == {s.id for s in snaps}
+    snaps += every(5, 1, start=T0 + timedelta(minutes=5))
+    assert kept(snaps, Rules(keep=1, within=3600)) == {s.id for s in snaps[-2:]}
+
+
 def test_a_snapshot_from_the_future_counts_as_taken_when_the_next_commit_after_it_was():
     snaps = chain(T0, T0 + 4 * YEAR, T0 + 4 * YEAR + timedelta(hours=1), T0 + timedelta(minutes=5),
                   T0 + timedelta(minutes=9))
@@ -218,9 +234,9 @@ def test_a_newest_commit_whose_clock_runs_behind_does_not_fold_the_days_before_i
 
 
 def test_a_commit_whose_clock_runs_behind_costs_the_commits_before_it_nothing_under_keep_within():
-    snaps = chain(T0, T0 + timedelta(minutes=1), T0 - 4 * YEAR, T0 + timedelta(minutes=2))
+    snaps = chain(T0, T0 + timedelta(minutes=1), T0 - 4 * YEAR, T0 + timedelta(minutes=2), T0 + timedelta(minutes=3))
     reasons = decide(snaps, Rules(keep=0, within=3600))
-    assert [s.id for s in snaps if reasons[s.id]] == [snaps[0].id, snaps[1].id, snaps[3].id]
+    assert [s.id for s in snaps if reasons[s.id]] == [snaps[0].id, snaps[1].id, snaps[3].id, snaps[4].id]
 
 
 def test_commit_order_follows_the_parent_chain_and_sequence_not_the_clock_in_the_ids():

@@ -315,8 +315,8 @@ class Repo:
         if behind and not self._clock_behind:
             log.warning("this writer's clock runs behind the newest snapshot's: one of the two clocks is wrong; "
                         "snapshots are ordered by commit, not by clock", node=self.layout.node,
-                        clock=now.isoformat(timespec="milliseconds"), snapshot=newest.id,
-                        snapshot_clock=id_time(newest.id).isoformat(timespec="milliseconds"))
+                        clock=now.isoformat(timespec="microseconds"), snapshot=newest.id,
+                        snapshot_clock=id_time(newest.id).isoformat(timespec="microseconds"))
         self._clock_behind = behind
 
     def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...], snaps: list[Snap]) -> list[Op]:

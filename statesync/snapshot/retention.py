@@ -8,7 +8,10 @@ reason:
 - ``within``: taken less than ``within`` seconds before the *newest snapshot* (as restic
   does, not before now: a node that stopped committing keeps its history however long it
   stays stopped), by the trusted times (a record whose clock is later than the newest
-  commit's counts as taken when the next commit after it was);
+  commit's counts as taken when the next commit after it was); when the newest commit is
+  ``within`` or more after the one before it (its clock jumped ahead, or the node was
+  stopped that long), what is within the window before that one is kept too, until the
+  next commit;
 - ``hourly`` / ``daily``: the newest in commit order of each of the last ``hourly``
   distinct UTC hours, ``daily`` distinct UTC days that hold a snapshot, the hour or day
   being the one the record's own clock names;
@@ -75,9 +78,13 @@ def decide(snaps: Iterable[Snap], rules: Rules, pinned: Collection[str] = (),
     for s in ordered[:max(rules.keep, 0)]:
         reasons[s.id].append("last")
     if rules.within > 0 and ordered:
-        latest = times[ordered[0].id]
+        ends = [times[ordered[0].id]]
+        # The newest commit never ages the one before it out of the window: its clock may have
+        # jumped ahead, and nothing after it says so yet.
+        if len(ordered) > 1 and (ends[0] - times[ordered[1].id]).total_seconds() >= rules.within:
+            ends.append(times[ordered[1].id])
         for s in ordered:
-            if (latest - times[s.id]).total_seconds() < rules.within:
+            if any((end - times[s.id]).total_seconds() < rules.within for end in ends):
                 reasons[s.id].append("within")
     for name, count, bucket in (("hourly", rules.hourly, "%Y%m%d%H"), ("daily", rules.daily, "%Y%m%d")):
         seen: set[str] = set()
