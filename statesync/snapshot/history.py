@@ -84,12 +84,6 @@ def newest_first(commits: Iterable[C], head: str = "") -> list[C]:
     return chain + [c for c in reversed(oldest_first) if c.id not in on_chain]
 
 
-def tip(commits: Iterable[C]) -> C | None:
-    """The newest commit when no head names one (its key was lost): the end of the parent chain."""
-    ordered = newest_first(commits)
-    return ordered[0] if ordered else None
-
-
 def trusted_times(newest: Sequence[Commit]) -> dict[str, datetime]:
     """The time of each of ``newest`` (in commit order, newest first) that retention may measure by."""
     out: dict[str, datetime] = {}
