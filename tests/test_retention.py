@@ -202,14 +202,18 @@ def test_a_commit_reads_each_snapshot_record_once_per_process_not_at_every_commi
         _commit(repo, scanner, known)
     fresh = open_repo(cfg)  # a new process: reads the records it has not seen, once
     read: list[str] = []
-    real = fresh.store.get_many
+    real_txn, real_get = fresh.store.txn, fresh.store.get
 
-    def counting(keys):
-        keys = list(keys)
-        read.extend(k for k, _ in keys if k.startswith(cfg.layout.snapshots))
-        return real(keys)
+    def counting_txn(ops):
+        read.extend(op.key for op in ops if op.verb == "get" and op.key.startswith(cfg.layout.snapshots))
+        return real_txn(ops)
 
-    fresh.store.get_many = counting
+    def counting_get(key, consistent=False):
+        if key.startswith(cfg.layout.snapshots):
+            read.append(key)
+        return real_get(key, consistent)
+
+    fresh.store.txn, fresh.store.get = counting_txn, counting_get
     for i in range(3, 8):
         (cfg.root / "f").write_bytes(bytes([i]))
         _commit(fresh, scanner, known)

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from statesync.errors import CorruptData
 from statesync.snapshot import record as snapshot
 from statesync.snapshot.layout import SNAPSHOT_ID_RE, Layout, valid_node, valid_prefix, valid_sha256
-from statesync.snapshot.record import Record, decode, new_id, to_prune
+from statesync.snapshot.record import Record, decode, new_id
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 
@@ -194,53 +194,6 @@ def test_decoding_random_bytes_returns_a_record_or_raises_corrupt_data(data):
 def test_decode_rejects_deeply_nested_json_with_corrupt_data():
     with pytest.raises(CorruptData):
         decode(b"[" * 100_000)
-
-
-# === snapshot.to_prune ==============================================================
-
-IDS = [f"2026010{d}T000000.000000Z-aaaaaa" for d in range(1, 8)]  # oldest first
-
-
-def test_to_prune_keeps_the_newest_ids_and_returns_the_rest():
-    assert set(to_prune(IDS, 3, set())) == set(IDS[:4])
-
-
-def test_to_prune_does_not_depend_on_the_input_order():
-    assert set(to_prune(list(reversed(IDS)), 3, set())) == set(to_prune(IDS, 3, set()))
-
-
-def test_to_prune_returns_nothing_when_there_are_no_more_ids_than_to_keep():
-    assert to_prune(IDS, len(IDS), set()) == []
-    assert to_prune(IDS, 100, set()) == []
-    assert to_prune([], 1, set()) == []
-
-
-def test_to_prune_never_returns_a_protected_id():
-    result = to_prune(IDS, 1, {IDS[0], IDS[2]})
-    assert set(result) == {IDS[1], IDS[3], IDS[4], IDS[5]}
-
-
-def test_a_protected_id_among_the_newest_still_counts_toward_keep():
-    assert set(to_prune(IDS, 2, {IDS[-1]})) == set(IDS[:5])
-
-
-def test_to_prune_returns_ids_newest_first():
-    assert to_prune(IDS, 2, set()) == list(reversed(IDS[:5]))
-
-
-@FAST
-@given(st.lists(st.integers(0, 10**6), max_size=20, unique=True), st.integers(1, 25), st.data())
-def test_to_prune_keeps_exactly_the_newest_and_every_protected_id(stamps, keep, data):
-    ids = [f"{s:020d}T-x" for s in stamps]
-    protect = set(data.draw(st.lists(st.sampled_from(ids), max_size=5))) if ids else set()
-    pruned = to_prune(ids, keep, protect)
-    kept = set(ids) - set(pruned)
-    assert not set(pruned) & protect
-    assert set(pruned) <= set(ids)
-    assert set(sorted(ids, reverse=True)[:keep]) <= kept
-    assert len(pruned) == len([i for i in sorted(ids, reverse=True)[keep:] if i not in protect])
-    if pruned:
-        assert max(pruned) < min(set(sorted(ids, reverse=True)[:keep]))
 
 
 # === layout =========================================================================

@@ -36,7 +36,7 @@ def cmd_forget(cfg: config.Config, args: argparse.Namespace) -> int:
     doomed = plan.doomed
     if args.dry_run:
         print(f"{'ID':<32} {'CREATED':<26} {'ACTION':<7} REASONS")
-        for sid, why in sorted(plan.reasons.items(), reverse=True):
+        for sid, why in plan.reasons.items():  # newest first in commit order
             created = id_time(sid).isoformat(timespec="seconds")
             print(f"{sid:<32} {created:<26} {'keep' if why else 'remove':<7} {','.join(why) or '-'}")
         print(f"dry run ({r.describe()}): {len(doomed)} of {len(plan.reasons)} snapshot(s) would be removed; "
@@ -66,5 +66,6 @@ def cmd_gc(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def snapshot_rows(repo) -> tuple[list, set[str]]:
-    """The records of ``statesync snapshots`` and the pinned ids among them."""
-    return repo.records(), set(retention.read_pins(repo.store, repo.layout)[0])
+    """The records of ``statesync snapshots`` (oldest first in commit order) and the pinned ids among them."""
+    head = repo.head().record
+    return repo.records(head.id if head else ""), set(retention.read_pins(repo.store, repo.layout)[0])

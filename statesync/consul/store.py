@@ -169,11 +169,13 @@ class Store:
             self.consul.kv.delete(key)
         self.stats.kv_writes += 1
 
-    def txn(self, ops: list[Op], consistent: bool = False) -> list[KVPair]:
+    def txn(self, ops: list[Op], consistent: bool = True) -> list[KVPair]:
         """Apply ``ops`` atomically; return the pairs the operations returned.
 
         ``consistent``: for a transaction of reads only (Consul serves those without raft, in
         the consistency mode asked for; a transaction that writes goes through raft anyway).
+        On by default like every other read here: retention and the record catalog decide
+        from read-only transactions.
         Raises CasConflict when a cas/check operation failed, LockLost when a
         ``check-session`` fence failed (in both cases nothing was applied).
         """

@@ -29,7 +29,8 @@ from ..snapshot.crypto import Sealer
 from ..snapshot.layout import Layout
 from ..snapshot.manifest import Manifest
 from ..snapshot.record import Record
-from ..snapshot.retention import Rules, Snap, to_forget
+from ..snapshot.history import id_time, next_seq
+from ..snapshot.retention import Rules, Snap
 from ..snapshot.scan import ScanResult
 from . import retention
 
@@ -82,6 +83,7 @@ class Repo:
         self.ca_identity = ca_identity
         self.catalog = retention.Catalog(store, layout)
         self._kept: set[str] = set()
+        self._clock_behind = False
         self.sealer = sealer
         self.seal_manifest = seal_manifest and sealer is not None
         self._refs_cache: dict[str, frozenset[str]] = {}
@@ -98,9 +100,9 @@ class Repo:
 
     def checked_head(self, fence: tuple[Op, ...] = ()) -> Head:
         """The head, for a writer: when its key is gone while snapshot records remain, that is
-        damage, not a fresh start. It is logged, counted, and the newest record is put back as
-        the head (check-and-set on an absent key), so that nothing is ever committed over the
-        history as if the node had none."""
+        damage, not a fresh start. It is logged, counted, and the newest record in commit order
+        (never by the clock its id carries) is put back as the head (check-and-set on an absent
+        key), so that nothing is ever committed over the history as if the node had none."""
         head = self.head()
         if head.record is not None:
             return head
@@ -109,8 +111,8 @@ class Repo:
             return head
         newest = records[-1]
         metrics.damage.labels(kind="head-missing").inc()
-        log.error("the head key is missing while snapshot records remain; re-pointing it to the newest snapshot",
-                  key=self.layout.head, snapshots=len(records), snapshot=newest.id)
+        log.error("the head key is missing while snapshot records remain; re-pointing it to the newest snapshot "
+                  "in commit order", key=self.layout.head, snapshots=len(records), snapshot=newest.id)
         try:
             self.store.put(self.layout.head, newest.encode(), cas=0, fence=fence)
         except CasConflict:
@@ -120,16 +122,17 @@ class Repo:
     def record(self, snapshot_id: str | None = None) -> Record:
         """Return the record of ``snapshot_id``, or of the head; raise NotFound.
 
-        Without a head key but with snapshot records (damage), the newest record is the
-        head's content by construction: it is returned, with a warning, and nothing written.
+        Without a head key but with snapshot records (damage), the newest record in commit
+        order is the head's content by construction: it is returned, with a warning, and
+        nothing written.
         """
         if snapshot_id is None:
             head = self.head()
             if head.record is None:
                 records = self.records()
                 if records:
-                    log.warning("the head key is missing; using the newest snapshot record", key=self.layout.head,
-                                snapshot=records[-1].id)
+                    log.warning("the head key is missing; using the newest snapshot record in commit order",
+                                key=self.layout.head, snapshot=records[-1].id)
                     return records[-1]
                 raise NotFound(f"node {self.layout.node!r} has no snapshot under {self.layout.node_root}")
             return head.record
@@ -138,14 +141,9 @@ class Repo:
             raise NotFound(f"node {self.layout.node!r} has no snapshot {snapshot_id!r}")
         return snapshot.decode(pair.value)
 
-    def records(self) -> list[Record]:
-        """Every kept snapshot record of the node, oldest first."""
-        pairs = self.store.get_prefix(self.layout.snapshots)
-        out = []
-        for p in pairs:
-            if self.layout.snapshot_id_of_key(p.key):
-                out.append(snapshot.decode(p.value))
-        return sorted(out, key=lambda r: r.id)
+    def records(self, head: str = "") -> list[Record]:
+        """Every kept snapshot record of the node, oldest first in commit order (``head``'s chain last)."""
+        return retention.ordered_records(self.store.get_prefix(self.layout.snapshots), self.layout, head)
 
     def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "",
                      sizes: Mapping[str, int] | None = None) -> dict[str, bytes]:
@@ -273,7 +271,10 @@ class Repo:
         meta = dict(meta or {})
         if self.ca_identity is not None and (ca := self.ca_identity(m)):
             meta[snapshot.CA_META] = ca
+        snaps = self.catalog.snaps(self.catalog.ids())
         now = datetime.now(timezone.utc)
+        self._check_clock(now, base.record)
+        meta[snapshot.SEQ_META] = next_seq([*snaps, *([retention.snap(base.record)] if base.record else [])])
         rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
@@ -283,7 +284,7 @@ class Repo:
                      key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest,
                      # Sticky: chunks reused from the base may be compressed even when this scan's are not.
                      compression=scan.compression or (base.record.compression if base.record else ""))
-        final = self._final_ops(rec, base, fence)
+        final = self._final_ops(rec, base, fence, snaps)
         upload_bytes = sum(len(p) for p in uploads.values())
         pending = {d: p for d, p in uploads.items() if d not in sent} if sent else uploads
         pending_bytes = sum(len(p) for p in pending.values())
@@ -307,27 +308,25 @@ class Repo:
         """A writer of chunks for ``Scanner.scan(sink=...)``; pass its ``sent`` to ``commit``."""
         return ChunkStream(BulkWriter(self.store, fence), self.layout.chunks)
 
-    def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...] = ()) -> list[Op]:
+    def _check_clock(self, now: datetime, newest: Record | None) -> None:
+        """Warn, once until it catches up, when this writer's clock runs behind the newest record's:
+        one of the two clocks is wrong, and only commit order (``history``) says which came first."""
+        behind = newest is not None and now < id_time(newest.id)
+        if behind and not self._clock_behind:
+            log.warning("this writer's clock runs behind the newest snapshot's: one of the two clocks is wrong; "
+                        "snapshots are ordered by commit, not by clock", node=self.layout.node,
+                        clock=now.isoformat(timespec="microseconds"), snapshot=newest.id,
+                        snapshot_clock=id_time(newest.id).isoformat(timespec="microseconds"))
+        self._clock_behind = behind
+
+    def _final_ops(self, rec: Record, base: Head, fence: tuple[Op, ...], snaps: list[Snap]) -> list[Op]:
         encoded = rec.encode()
         ops = [*fence, Op("set", self.layout.snapshot(rec.id), encoded),
                Op("cas", self.layout.head, encoded, index=base.index)]
-        snaps = [s for s in self.catalog.snaps(self.catalog.ids()) if s.id != rec.id]
-        snaps.append(Snap(rec.id, rec.ca))
-        try:
-            pins, pins_index = retention.read_pins(self.store, self.layout)
-        except CorruptData as exc:
-            log.error("pins unreadable: nothing pruned until the key is repaired or deleted",
-                      key=self.layout.pins, error=str(exc))
-            self._kept = {s.id for s in snaps}
-            return ops
-        doomed = to_forget(snaps, self.rules, pins, head=rec.id)
-        self._kept = {s.id for s in snaps} - set(doomed)
-        if doomed:
-            # A pin written since the pins were read fails this commit rather than lose its snapshot.
-            ops.append(retention.pins_unchanged(self.layout, pins_index))
-            room = self.store.settings.txn_max_ops - len(ops)
-            ops += [Op("delete", self.layout.snapshot(sid)) for sid in sorted(doomed)[:room]]
-        return ops
+        snaps = [s for s in snaps if s.id != rec.id] + [retention.snap(rec)]
+        prune, self._kept = retention.prune_ops(self.store, self.layout, snaps, self.rules, rec.id,
+                                                self.store.settings.txn_max_ops - len(ops))
+        return ops + prune
 
     def _apply_final(self, ops: list[Op], rec: Record, base: Head) -> Head:
         try:

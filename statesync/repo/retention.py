@@ -1,8 +1,10 @@
 """Retention of one node's snapshots in Consul: what the rules see, pins, forget.
 
 The rules themselves are pure (``snapshot/retention``); this module feeds them. A record
-never changes what the rules read from it (its id and CA identity; rekey rewrites records
-in place but keeps both), so each record is read once per process, not at every commit.
+never changes what the rules read from it (its id, CA identity, parent and sequence number;
+rekey rewrites records in place but keeps them all), so each record is read once per
+process, not at every commit. Its key's ModifyIndex, which places a record written before
+the sequence number in commit order (``snapshot/history``), is read with it.
 Pins live at ``Layout.pins``; every write that deletes records carries a check on the pins
 key at the index the decision read, so a ``statesync pin`` racing a prune either lands
 first and is obeyed, or makes the prune fail and be decided again.
@@ -15,10 +17,12 @@ from dataclasses import dataclass
 import structlog
 
 from ..consul.client import Op
-from ..consul.store import Store
+from ..consul.settings import READ_BATCH_BYTES
+from ..consul.store import KVPair, Store
 from ..errors import CasConflict, CorruptData, NotFound
 from ..snapshot import record as snapshot
 from ..snapshot.layout import Layout
+from ..snapshot.history import newest_first
 from ..snapshot.retention import Rules, Snap, decide, decode_pins, encode_pins
 
 log = structlog.get_logger(__name__)
@@ -28,13 +32,18 @@ _RECORD_BYTES = 8192
 _PIN_ATTEMPTS = 5
 
 
+def snap(rec: snapshot.Record, index: int = 0) -> Snap:
+    """What the rules know of a record whose key Consul has at ModifyIndex ``index``."""
+    return Snap(rec.id, rec.ca, rec.parent, rec.seq, index)
+
+
 class Catalog:
-    """The CA identity of each snapshot record of a node, read from Consul once per record."""
+    """What the rules know of each snapshot record of a node, read from Consul once per record."""
 
     def __init__(self, store: Store, layout: Layout):
         self.store = store
         self.layout = layout
-        self._ca: dict[str, str] = {}
+        self._snaps: dict[str, Snap] = {}
 
     def ids(self) -> list[str]:
         """Every snapshot id with a record, by key listing only."""
@@ -42,24 +51,38 @@ class Catalog:
 
     def snaps(self, ids: Iterable[str]) -> list[Snap]:
         """``Snap`` for each of ``ids``, reading only records not seen before; a record that is gone
-        or does not decode counts as of unknown CA."""
+        or does not decode counts as of unknown CA, placed by its key's index alone."""
         ids = sorted(set(ids))
-        unseen = [i for i in ids if i not in self._ca]
+        unseen = [i for i in ids if i not in self._snaps]
         if unseen:
-            values = self.store.get_many((self.layout.snapshot(i), _RECORD_BYTES) for i in unseen)
+            pairs = _read_pairs(self.store, [self.layout.snapshot(i) for i in unseen])
             for sid in unseen:
-                blob = values.get(self.layout.snapshot(sid))
+                pair = pairs.get(self.layout.snapshot(sid))
                 try:
-                    self._ca[sid] = snapshot.decode(blob).ca if blob is not None else ""
+                    self._snaps[sid] = snap(snapshot.decode(pair.value), pair.modify_index) if pair else Snap(sid)
                 except CorruptData:
                     log.warning("snapshot record does not decode; its CA counts as unknown", snapshot=sid)
-                    self._ca[sid] = ""
+                    self._snaps[sid] = Snap(sid, index=pair.modify_index)
         live = set(ids)
-        self._ca = {k: v for k, v in self._ca.items() if k in live}
-        return [Snap(i, self._ca[i]) for i in ids]
+        self._snaps = {k: v for k, v in self._snaps.items() if k in live}
+        return [self._snaps[i] for i in ids]
 
     def add(self, rec: snapshot.Record) -> None:
-        self._ca[rec.id] = rec.ca
+        self._snaps[rec.id] = snap(rec)
+
+
+def _read_pairs(store: Store, keys: list[str]) -> dict[str, KVPair]:
+    """The pairs (value and ModifyIndex) of those of ``keys`` that exist, in transactions of reads."""
+    found: dict[str, KVPair] = {}
+    per_txn = max(1, min(store.settings.txn_max_ops, READ_BATCH_BYTES // _RECORD_BYTES))
+    for start in range(0, len(keys), per_txn):
+        batch = keys[start:start + per_txn]
+        try:
+            pairs = store.txn([Op("get", k) for k in batch])
+        except CasConflict:  # Consul refuses a batch that names a missing key as a whole
+            pairs = [p for k in batch if (p := store.get(k)) is not None]
+        found.update((p.key, p) for p in pairs)
+    return found
 
 
 def read_pins(store: Store, layout: Layout) -> tuple[list[str], int]:
@@ -102,7 +125,8 @@ def set_pin(store: Store, layout: Layout, snapshot_id: str, pinned: bool) -> boo
 
 @dataclass(frozen=True)
 class Plan:
-    """What the rules decide for a node: each snapshot's reasons (``()``: forgotten)."""
+    """What the rules decide for a node: each snapshot's reasons (``()``: forgotten), newest first
+    in commit order."""
 
     reasons: dict[str, tuple[str, ...]]
     head: str
@@ -110,7 +134,42 @@ class Plan:
 
     @property
     def doomed(self) -> list[str]:
-        return sorted((sid for sid, why in self.reasons.items() if not why), reverse=True)
+        return [sid for sid, why in self.reasons.items() if not why]
+
+
+def prune_ops(store: Store, layout: Layout, snaps: list[Snap], rules: Rules, head: str,
+              room: int) -> tuple[list[Op], set[str]]:
+    """The operations (at most ``room``) a commit whose record is ``head`` adds to delete what the
+    rules no longer keep among ``snaps`` (the new record's included), and the ids kept. With
+    unreadable pins nothing is pruned."""
+    try:
+        pins, pins_index = read_pins(store, layout)
+    except CorruptData as exc:
+        log.error("pins unreadable: nothing pruned until the key is repaired or deleted",
+                  key=layout.pins, error=str(exc))
+        return [], {s.id for s in snaps}
+    reasons = decide(snaps, rules, pins, head=head)
+    doomed = [sid for sid, why in reasons.items() if not why]
+    if not doomed:
+        return [], set(reasons)
+    # A pin written since the pins were read fails this commit rather than lose its snapshot.
+    ops = [pins_unchanged(layout, pins_index)]
+    # The oldest go first when a transaction cannot carry every deletion.
+    ops += [Op("delete", layout.snapshot(sid)) for sid in reversed(doomed[-(room - 1):])] if room > 1 else []
+    return ops, set(reasons) - set(doomed)
+
+
+def ordered_records(pairs: Iterable[KVPair], layout: Layout, head: str = "") -> list[snapshot.Record]:
+    """The snapshot records among ``pairs`` (a listing of the node's snapshot keys), oldest first in
+    commit order; CorruptData when one does not decode."""
+    by_id = {}
+    snaps = []
+    for p in pairs:
+        if layout.snapshot_id_of_key(p.key):
+            rec = snapshot.decode(p.value)
+            by_id[rec.id] = rec
+            snaps.append(snap(rec, p.modify_index))
+    return [by_id[s.id] for s in reversed(newest_first(snaps, head))]
 
 
 def plan(store: Store, layout: Layout, rules: Rules, catalog: Catalog | None = None, head: str = "") -> Plan:

@@ -20,10 +20,13 @@ COMPRESSED_VERSION = 2
 # The CA identity rides in ``meta``: a decoder of before the field passes ``meta`` through
 # whole, while it refuses any top-level key it does not know.
 CA_META = "ca_spki_sha256"
+# The commit sequence number (``history``) rides in ``meta`` for the same reason.
+SEQ_META = "seq"
 
 
 def new_id(now: datetime | None = None) -> str:
-    """Return a new snapshot id that sorts by creation time, e.g. ``20261123T234407.123456Z-1a2b3c``."""
+    """Return a new snapshot id, e.g. ``20261123T234407.123456Z-1a2b3c``: the writer's clock, for people
+    to read; nothing orders snapshots by it (``history``)."""
     now = now or datetime.now(timezone.utc)
     return now.strftime("%Y%m%dT%H%M%S.%fZ") + "-" + secrets.token_hex(3)
 
@@ -60,6 +63,12 @@ class Record:
         """The SPKI SHA-256 of the CA the snapshot's state holds; "" when unknown."""
         value = self.meta.get(CA_META)
         return value if isinstance(value, str) and valid_sha256(value) else ""
+
+    @property
+    def seq(self) -> int:
+        """The commit sequence number (``history``); 0 for a record written before the field."""
+        value = self.meta.get(SEQ_META)
+        return value if type(value) is int and value > 0 else 0
 
     def summary(self) -> dict:
         """The fields ``statesync snapshots`` shows."""
@@ -103,12 +112,6 @@ def _check_types(rec: Record) -> None:
             raise TypeError(name)
     if not isinstance(rec.meta, dict):
         raise TypeError("meta")
-
-
-def to_prune(ids: list[str], keep: int, protect: set[str]) -> list[str]:
-    """Return the ids beyond the newest ``keep``, never one in ``protect``."""
-    newest_first = sorted(ids, reverse=True)
-    return [i for i in newest_first[keep:] if i not in protect]
 
 
 def suspicious_drop(before: Record | None, files: int, size: int, max_drop: float) -> str | None:
