@@ -204,14 +204,14 @@ def test_a_commit_reads_each_snapshot_record_once_per_process_not_at_every_commi
     read: list[str] = []
     real_txn, real_get = fresh.store.txn, fresh.store.get
 
-    def counting_txn(ops):
+    def counting_txn(ops, **options):
         read.extend(op.key for op in ops if op.verb == "get" and op.key.startswith(cfg.layout.snapshots))
-        return real_txn(ops)
+        return real_txn(ops, **options)
 
-    def counting_get(key, consistent=False):
+    def counting_get(key, **options):
         if key.startswith(cfg.layout.snapshots):
             read.append(key)
-        return real_get(key, consistent)
+        return real_get(key, **options)
 
     fresh.store.txn, fresh.store.get = counting_txn, counting_get
     for i in range(3, 8):
