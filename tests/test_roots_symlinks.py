@@ -180,3 +180,16 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
     assert "var/lib/icinga2/ca/ca.crt" in paths and "etc/icinga2/zones.conf" in paths
     assert len(source.repo.records()) >= 1 and all(
         "var/lib/icinga2/ca/ca.crt" in manifest_paths(source, r) for r in source.repo.records())
+
+
+def test_absent_names_each_named_root_a_manifest_lacks_or_holds_as_no_directory():
+    from statesync.snapshot.manifest import Entry, Manifest
+    from statesync.snapshot.roots import absent
+    roots = (("config", "etc/icinga2"), ("state", "var/lib/icinga2"))
+    entries = (Entry("etc", "d", 0o755, 0, 0, 1), Entry("etc/icinga2", "l", 0o777, 0, 0, 1, target="/x"),
+               Entry("var", "d", 0o755, 0, 0, 1))
+    assert absent(Manifest(entries), roots) == ["config (etc/icinga2) is a symlink, not a directory",
+                                                "state (var/lib/icinga2) does not exist"]
+    whole = entries[:1] + (Entry("etc/icinga2", "d", 0o755, 0, 0, 1),) + entries[2:] + (
+        Entry("var/lib", "d", 0o755, 0, 0, 1), Entry("var/lib/icinga2", "d", 0o755, 0, 0, 1))
+    assert absent(Manifest(whole), roots) == [] and absent(Manifest(), ()) == []
