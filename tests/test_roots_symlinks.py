@@ -173,13 +173,17 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
         os.rename(staging / "var/lib/icinga2", source.root / "var/lib/icinga2")
         wait_for(lambda: source.repo.head().record is not None, 30, what="the first commit",
                  details=lambda: log.read_text()[-2000:])
+        # A named root gone while running (an unmounted volume, an rm) is waited for again.
+        os.rename(source.root / "etc/icinga2", tmp_path / "away")
+        wait_for(lambda: log.read_text().count("waiting for the named roots") == 2, 30,
+                 what="the sidecar waiting for etc/icinga2", details=lambda: log.read_text()[-2000:])
+        assert "config (etc/icinga2) does not exist" in log.read_text()
         assert proc.poll() is None
     finally:
         assert stop_process(proc, 20) == 0
-    paths = manifest_paths(source)
-    assert "var/lib/icinga2/ca/ca.crt" in paths and "etc/icinga2/zones.conf" in paths
-    assert len(source.repo.records()) >= 1 and all(
-        "var/lib/icinga2/ca/ca.crt" in manifest_paths(source, r) for r in source.repo.records())
+    records = source.repo.records()
+    assert records and all({"var/lib/icinga2/ca/ca.crt", "etc/icinga2/zones.conf"} <= set(manifest_paths(source, r))
+                           for r in records)
 
 
 def test_absent_names_each_named_root_a_manifest_lacks_or_holds_as_no_directory():

@@ -247,7 +247,7 @@ class Daemon:
                 backoff = 0.0
             except RootMissing as exc:
                 # No failure: at the first start the image's entrypoint makes the roots after readiness.
-                if str(exc) != self.state.last_error:
+                if str(exc) != self.state.last_error or not self._pending:  # once per wait
                     log.warning("waiting for the named roots; committing nothing", error=str(exc))
                 self.state.last_error, self._pending = str(exc), True
                 self._changes.event.wait(5.0)  # a root appearing is an event in scope
@@ -342,7 +342,8 @@ class Daemon:
             try:
                 require_roots(result.manifest, self.cfg.roots, self.cfg.root)
             except RootMissing:
-                self._unsent = result.new_chunks  # read now, uploaded by no commit yet
+                needed = result.manifest.chunk_refs()  # read now, uploaded by no commit yet
+                self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
                 raise
         released = self._pace(result) if self._pacer.active else set()
         try:
