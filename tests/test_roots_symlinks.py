@@ -17,7 +17,7 @@ import pytest
 
 from statesync import config
 
-from .support import plain_lines, run_statesync, stop_process, tree_state, wait_for
+from .support import clean_env, plain_lines, run_statesync, stop_process, tree_state, wait_for
 from .test_named_roots import ROOTS, SUBTREES, Data, data_tree, manifest_paths, subtree
 
 pytestmark = pytest.mark.consul
@@ -116,10 +116,11 @@ def test_a_named_root_that_leads_elsewhere_is_one_line_and_exit_2_for_backup_res
     good.run("backup", check=True)  # a snapshot a restore could take
     head = good.repo.head().record.id
     before = tree_state(top)
-    data = Data.__new__(Data)  # the settings do not load here: only the environment is built
-    data.addr, data.prefix, data.root, data.key, data.plain, data.roots = consul.addr, prefix, top, None, True, ROOTS
+    env = clean_env()  # not Data: its settings would not load here
+    env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(top), STATESYNC_ROOTS=ROOTS,
+               STATESYNC_NODE="master1", STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
     # Bounded: before, `run` mirrored the broken layout until stopped.
-    proc = run_statesync(command, data.env(STATESYNC_DEBOUNCE="0.1", STATESYNC_MAX_WAIT="0.5"), timeout=60)
+    proc = run_statesync(command, env, timeout=60)
     assert proc.returncode == 2, proc.stderr[-2000:]
     lines = plain_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("statesync: error: roots: state ("), proc.stderr
@@ -129,20 +130,17 @@ def test_a_named_root_that_leads_elsewhere_is_one_line_and_exit_2_for_backup_res
     assert not [n for n in os.listdir(top) if n.startswith(".statesync-")]
 
 
-def test_named_roots_leading_into_two_directories_are_refused_naming_both():
-    # Pure: the settings alone decide it, before any command touches anything.
-    import tempfile
-    with tempfile.TemporaryDirectory() as d:
-        top = Path(d)
-        (top / "a/var/lib/icinga2").mkdir(parents=True)
-        (top / "b/etc/icinga2").mkdir(parents=True)
-        (top / "var/lib").mkdir(parents=True)
-        (top / "etc").mkdir()
-        os.symlink(top / "a/var/lib/icinga2", top / "var/lib/icinga2")
-        os.symlink(top / "b/etc/icinga2", top / "etc/icinga2")
-        with pytest.raises(config.ConfigError, match="different directories") as exc:
-            config.load({"node": "n1", "root": str(top), "roots": ROOTS}, env={})
-        assert f"state into {top}/a" in str(exc.value) and f"config into {top}/b" in str(exc.value)
+def test_named_roots_leading_into_two_directories_are_refused_naming_both(tmp_path):
+    # The settings alone decide it, before any command touches anything.
+    (tmp_path / "a/var/lib/icinga2").mkdir(parents=True)
+    (tmp_path / "b/etc/icinga2").mkdir(parents=True)
+    (tmp_path / "var/lib").mkdir(parents=True)
+    (tmp_path / "etc").mkdir()
+    os.symlink(tmp_path / "a/var/lib/icinga2", tmp_path / "var/lib/icinga2")
+    os.symlink(tmp_path / "b/etc/icinga2", tmp_path / "etc/icinga2")
+    with pytest.raises(config.ConfigError, match="different directories") as exc:
+        config.load({"node": "n1", "root": str(tmp_path), "roots": ROOTS}, env={})
+    assert f"state into {tmp_path}/a" in str(exc.value) and f"config into {tmp_path}/b" in str(exc.value)
 
 
 def test_a_symlinked_root_without_roots_is_followed_and_resolved_once(tmp_path):
