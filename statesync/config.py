@@ -25,6 +25,7 @@ from .snapshot.chunking import MAX_CHUNK_SIZE
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
 from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
+from .snapshot.roots import resolve as resolve_roots
 from .parsing import Invalid as _Invalid
 from .parsing import parse_addr  # noqa: F401 (part of config's interface)
 from .parsing import (_addrs, _adapt, _bool, _choice, _duration, _min_intervals, _node, _number, _opt_path, _path,
@@ -399,7 +400,8 @@ def _build(v: dict[str, Any]) -> Config:
                             verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
                             txn_max_ops=v["consul.txn_max_ops"])
     sealing = Sealing(_sealer(v), node, v["encrypt"], v["encrypt_all"], v["allow_plaintext_secrets"])
-    root = Path(v["root"]).absolute()
+    # Resolved once, here, for every command: docs/FORMAT.md, "Several roots", says the rule.
+    root = resolve_roots(Path(v["root"]).absolute(), v["roots"])
     state = dict(v["roots"]).get("state", "")
     excludes = (rebase(state, DEFAULT_EXCLUDES) if v["default_excludes"] else ()) + v["exclude"]
     ready_file = Path(v["ready_file"]).absolute() if v["ready_file"] else root / READY_FILE_NAME

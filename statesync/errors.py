@@ -137,6 +137,11 @@ class RestoreRefused(StatesyncError):
     """The target root is not in a state that restore may write to."""
 
 
+class RootMissing(StatesyncError):
+    """A named root (setting roots) is missing or no directory where a snapshot would be taken:
+    nothing is committed (a snapshot without the CA's subtree would pass for the node's state)."""
+
+
 class RootBusy(StatesyncError):
     """Another statesync process holds the root's lock; the message names it. Exit 1, not a
     code of its own: the command was valid, and retrying once the holder has gone succeeds."""

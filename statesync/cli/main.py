@@ -55,6 +55,7 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore.apply import recover
     from ..restore.rootlock import hold_root
     from ..sidecar.daemon import warn_plain_secrets
+    from ..snapshot.roots import require as require_roots
     from ..snapshot.scan import Scanner
     # What backup reports as its time: the whole of it. The commit's own time (CommitResult.seconds)
     # leaves out the scan and the upload that overlaps it, most of a backup.
@@ -78,6 +79,7 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
                                                              progress=bar.file_done)
         warn_plain_secrets(scan.plain_secrets)
         with _aborting(bar):
+            require_roots(scan.manifest, cfg.roots, cfg.root)
             res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
                               max_drop=1.0 if args.allow_drop else cfg.max_drop)
     bar.close()

@@ -57,7 +57,9 @@ def remove_tree(path: Path) -> None:
     best effort, as clean-up is. Not shutil.rmtree: in Python 3.11 it recurses, and a tree a
     thousand levels deep ends in a RecursionError that would hide the error being cleaned up."""
     try:
-        parent = os.open(path.parent, DIR_FLAGS)
+        # The parent is the root (or one of our directories in it), which may be a symlink given as
+        # --root or --target: followed, as every command follows it. Below it nothing is.
+        parent = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
         return
     top, chain = -1, None
@@ -100,9 +102,10 @@ def swap(root: Path, staging: Path, old: list[str], new: list[str]) -> Path | No
         check_parents(staging, name, UnsafePath)
     aside = root / ASIDE_DIR / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()) if old else None
     if aside is not None:
-        while aside.exists():
+        # Only named here: roll_forward makes it as it moves the first old name into it, after the
+        # journal, so that a failure before (a full disk) leaves no empty aside directory behind.
+        while exists(aside):
             aside = aside.with_name(aside.name + "-" + secrets.token_hex(2))
-        aside.mkdir(parents=True)
     made = []
     for p in sorted({p for name in new for p in parents(name) if not exists(root / p)}):
         st = os.lstat(staging / p)  # written from the snapshot's entry, before any rename disturbs it
@@ -167,6 +170,10 @@ def roll_back(root: Path, journal: dict) -> None:
             pass
     if aside is not None:
         remove_tree(aside)
+        try:
+            os.rmdir(aside.parent)  # only when empty: what this swap made, or an empty one before
+        except OSError:
+            pass
     os.unlink(root / JOURNAL)
     fsync_dir(root)
 

@@ -24,9 +24,10 @@ from watchdog.observers import Observer
 from .. import metrics
 from ..config import Config
 from ..consul.lock import WriterLock, writer_lock
-from ..errors import CasConflict, ConsulUnavailable, LockLost, StoreError, SuspiciousDrop, UnreadablePath
+from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
 from ..repo.repository import Head, MissingChunks, Repo
 from ..snapshot.manifest import Manifest
+from ..snapshot.roots import require as require_roots
 from ..snapshot.scan import INTERNAL_PREFIX, Scanner
 from .memory import release_free_memory
 from .pacing import Pacer
@@ -244,6 +245,12 @@ class Daemon:
             try:
                 self._sync(work)
                 backoff = 0.0
+            except RootMissing as exc:
+                # No failure: at the first start the image's entrypoint makes the roots after readiness.
+                if str(exc) != self.state.last_error or not self._pending:  # once per wait
+                    log.warning("waiting for the named roots; committing nothing", error=str(exc))
+                self.state.last_error, self._pending = str(exc), True
+                self._changes.event.wait(5.0)  # a root appearing is an event in scope
             except (StoreError, OSError, SuspiciousDrop, UnreadablePath) as exc:
                 self._failed(exc)
                 # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
@@ -331,6 +338,13 @@ class Daemon:
             result = self.scanner.scan(self._known, dirty)
         if self._unsent:
             result.new_chunks = {**self._unsent, **result.new_chunks}
+        if self.cfg.roots:
+            try:
+                require_roots(result.manifest, self.cfg.roots, self.cfg.root)
+            except RootMissing:
+                needed = result.manifest.chunk_refs()  # read now, uploaded by no commit yet
+                self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
+                raise
         released = self._pace(result) if self._pacer.active else set()
         try:
             res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
