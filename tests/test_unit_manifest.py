@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.errors import CorruptData, StatesyncError, UnsafePath
+from statesync.snapshot import limits
 from statesync.snapshot import manifest as mf
+from statesync.snapshot.chunking import MIN_CHUNK_SIZE
 from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
 
 FAST = settings(max_examples=150, deadline=None, database=None)
@@ -89,6 +91,8 @@ def file_entry(draw, path: str) -> Entry:
         sha = draw(SHA)
         return Entry(type=FILE, size=size, sha256=sha, chunks=(sha,), **common)
     chunks = tuple(draw(st.lists(SHA, min_size=2, max_size=4)))
+    # Each chunk but the last holds at least the smallest chunk size (limits.max_chunks).
+    size = max(size, (len(chunks) - 1) * MIN_CHUNK_SIZE + 1)
     return Entry(type=FILE, size=size, sha256=draw(SHA), chunks=chunks, **common)
 
 
@@ -149,7 +153,7 @@ def test_a_single_chunk_file_round_trips_without_storing_its_chunk_list():
 
 
 def test_a_multi_chunk_file_round_trips_with_its_chunks_in_order():
-    e = Entry("f", FILE, 0o644, 0, 0, 0, size=3, sha256=SHA_A, chunks=(SHA_C, SHA_B, SHA_C))
+    e = Entry("f", FILE, 0o644, 0, 0, 0, size=2 * MIN_CHUNK_SIZE + 1, sha256=SHA_A, chunks=(SHA_C, SHA_B, SHA_C))
     assert decode(encode(Manifest((e,)))).entries == (e,)
 
 
@@ -434,7 +438,7 @@ def test_decode_rejects_a_boolean_version():
 
 
 def test_decode_rejects_a_manifest_with_too_many_entries(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(limits, "MAX_ENTRIES", 2)
     decode_entries(dentry("a"), dentry("b"))
     with pytest.raises(CorruptData):
         decode_entries(dentry("a"), dentry("b"), dentry("c"))
@@ -456,7 +460,7 @@ def test_decode_rejects_data_that_is_not_compressed_json(blob):
 
 
 def test_decode_rejects_a_manifest_that_inflates_beyond_the_limit(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_INFLATED_BYTES", 4096)
     bomb = zlib.compress(b'{"v":1,"e":[]}' + b" " * 1_000_000, 9)
     assert len(bomb) < 4096
     with pytest.raises(CorruptData):
@@ -464,7 +468,7 @@ def test_decode_rejects_a_manifest_that_inflates_beyond_the_limit(monkeypatch):
 
 
 def test_decode_accepts_a_manifest_exactly_at_the_inflate_limit(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_INFLATED_BYTES", 4096)
     raw = b'{"v":1,"e":[]}'
     assert decode(zlib.compress(raw + b" " * (4096 - len(raw)))) == Manifest()
     with pytest.raises(CorruptData):
