@@ -400,7 +400,7 @@ class Decoder:
         own = (e.path, e.target, e.link, e.chunks)  # "" and () are shared and cost nothing
         self.tally.entries += 1
         self.tally.chunk_refs += len(e.chunks)
-        self._count("memory", limits.entry_memory(e, own, len(self._same) - digests))
+        self._count("memory", limits.entry_memory(e, own, len(e.chunks), len(self._same) - digests))
 
     def _member(self, key: str, value: object) -> None:
         if key in ("v", "r", "e"):  # "e" here is no array; other members are additions a reader ignores
