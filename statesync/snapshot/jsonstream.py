@@ -52,7 +52,7 @@ class ObjectStream:
     def close(self) -> None:
         self._run(final=True)
         if self._state != "done":
-            raise StreamError("the JSON text ends inside the object")
+            raise StreamError("ends inside its JSON object")
 
     # -- the machine ---------------------------------------------------------------------
 
@@ -64,12 +64,12 @@ class ObjectStream:
             pos = self._skip()
             if pos is None:
                 if final and self._state != "done":
-                    raise StreamError("the JSON text ends inside the object")
+                    raise StreamError("ends inside its JSON object")
                 self._want = 1
                 return
             c, state = self._buf[pos], self._state
             if state == "done":
-                raise StreamError("text after the end of the JSON object")
+                raise StreamError("has text after its JSON object")
             if state == "start":
                 self._expect(c, "{", pos, "first-member")
             elif state in ("member", "first-member"):
@@ -112,7 +112,7 @@ class ObjectStream:
 
     @staticmethod
     def _bad(c: str) -> str:
-        raise StreamError(f"unexpected {c!r} in the JSON object")
+        raise StreamError(f"is not valid JSON (unexpected {c!r})")
 
     def _value(self, pos: int, final: bool, take: Callable[[object], None]) -> bool:
         """Parse the value at ``pos`` and ``take`` it; False when its text is not all here yet."""
@@ -121,30 +121,31 @@ class ObjectStream:
             value, end = _DECODER.raw_decode(buf, pos)
         except json.JSONDecodeError as exc:
             pending = len(buf) - pos
-            if final or pending > self._max:
-                what = f"a value of more than {self._max} characters" if pending > self._max else "invalid JSON"
-                raise StreamError(f"{what} ({exc.msg})") from None
+            if pending > self._max:
+                raise StreamError(f"has a value of more than {self._max} characters") from None
+            if final:
+                raise StreamError(f"is not valid JSON ({exc.msg})") from None
             # Most likely cut by the end of the text so far (else it fails again, at worst once
             # ``max_value`` characters are here): wait for twice as much.
             self._want = 2 * pending
             return False
         except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
-            raise StreamError(f"invalid JSON ({type(exc).__name__})") from None
+            raise StreamError(f"is not valid JSON ({type(exc).__name__})") from None
         # A number at the end of the text so far may go on in the next piece.
         if end == len(buf) and not final:
             self._want = len(buf) - pos + 1
             return False
         if end - pos > self._max:
-            raise StreamError(f"a value of more than {self._max} characters")
+            raise StreamError(f"has a value of more than {self._max} characters")
         self._pos = end
         take(value)
         return True
 
     def _take_key(self, key: object) -> None:
         if not isinstance(key, str):
-            raise StreamError("a member name that is not a string")
+            raise StreamError("is not valid JSON (a member name that is no string)")
         if key in self._keys:
-            raise StreamError(f"the member {key[:40]!r} twice")
+            raise StreamError(f"has the member {key[:40]!r} twice")
         self._keys.add(key)
         self._key, self._state = key, "colon"
 

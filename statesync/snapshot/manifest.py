@@ -369,7 +369,7 @@ class Decoder:
         except zlib.error:
             raise CorruptData("manifest is not valid compressed JSON (zlib error)") from None
         except StreamError as exc:
-            raise CorruptData(f"manifest is not valid JSON: {exc}") from None
+            raise CorruptData(f"manifest {exc}") from None
 
     def result(self) -> Manifest:
         if not self._inflater.eof:
@@ -378,7 +378,7 @@ class Decoder:
             self._stream.feed(self._text.decode(b"", True))
             self._stream.close()
         except StreamError as exc:
-            raise CorruptData(f"manifest is not valid JSON: {exc}") from None
+            raise CorruptData(f"manifest {exc}") from None
         version = self._members.get("v")
         if type(version) is not int or version != FORMAT_VERSION or not self._stream.saw_list or "e" in self._members:
             raise CorruptData("manifest has an unknown format version or no entry list")
