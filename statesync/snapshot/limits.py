@@ -29,9 +29,10 @@ MAX_VALUE_CHARS = 1 << 20
 MAX_ENTRIES = 1_000_000
 # Chunk references of all files together (a 374 MB file at the default 256 KiB: 1,427).
 MAX_CHUNK_REFS = 4_000_000
-# What the decoded entries and a restore's own tables of them may occupy (``entry_memory``):
-# a 300,000-file tree is estimated at 213 MiB and restores in a 300 MB process.
-MAX_MEMORY = 240 << 20
+# What the decoded entries and a restore's own tables of them may occupy (``entry_memory``,
+# which comes within a few percent of what a restore's peak grows by): a tree of 300,000 small
+# files is estimated at 233 MiB and restores in a 300 MB process, 200,000 in 204 MB.
+MAX_MEMORY = 256 << 20
 # What a restore keeps per entry beyond the entry itself (its order, the per-path checks),
 # per distinct chunk (its expected size, its use count) and per chunk reference (its plan).
 PER_ENTRY = 160
@@ -46,8 +47,8 @@ def max_chunks(size: int) -> int:
 
 
 def entry_memory(entry: object, own: tuple[object, ...], refs: int, new_values: int) -> int:
-    """The bytes an entry costs a restore: the object, the strings and chunk tuple it holds
-    alone (``own``; empty ones are shared), its ``refs`` chunk references, and ``new_values``
+    """The bytes an entry costs a restore: the object, the strings, numbers and chunk tuple it
+    holds alone (``own``; empty ones are shared), its ``refs`` chunk references, and ``new_values``
     digests (or owners, modes) not met before: the decoder keeps one of equal values, counted
     where it first appears."""
     return (sys.getsizeof(entry) + sum(sys.getsizeof(o) for o in own if o) + PER_ENTRY + refs * PER_REF
