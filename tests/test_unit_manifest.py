@@ -642,7 +642,7 @@ def test_the_largest_real_trees_fit_every_bound():
     """300,000 files of one chunk each under 60-byte paths, and a 374 MB state file at the
     default chunk size: what a bound must never refuse."""
     per_file = limits.entry_memory(Entry("p" * 60, FILE, 0o644, 0, 0, 2**62, size=100_000, sha256=SHA_A,
-                                         chunks=(SHA_A,)), ("p" * 60, (SHA_A,)), 1, 1)
+                                         chunks=(SHA_A,)), ("p" * 60, "p" * 60, (SHA_A,), 2**62, 100_000), 1, 1)
     assert 300_000 * per_file <= limits.MAX_MEMORY
     assert -(-374_000_000 // (256 * 1024)) * len('"%s",' % SHA_A) + 400 <= limits.MAX_VALUE_CHARS
 

@@ -31,11 +31,12 @@ MAX_ENTRIES = 1_000_000
 MAX_CHUNK_REFS = 4_000_000
 # What the decoded entries and a restore's own tables of them may occupy (``entry_memory``,
 # which comes within a few percent of what a restore's peak grows by): a tree of 300,000 small
-# files is estimated at 233 MiB and restores in a 300 MB process, 200,000 in 204 MB.
+# files is estimated at 235 MiB and restores in a 300 MB process, 200,000 in 204 MB.
 MAX_MEMORY = 256 << 20
-# What a restore keeps per entry beyond the entry itself (its order, the per-path checks),
-# per distinct chunk (its expected size, its use count) and per chunk reference (its plan).
-PER_ENTRY = 160
+# What a restore keeps per entry beyond the entry itself and the copy of its path a sort
+# into tree order makes (its place in lists of them), per distinct chunk (its expected size,
+# its use count) and per chunk reference (its plan).
+PER_ENTRY = 80
 PER_DIGEST = 200
 PER_REF = 8
 

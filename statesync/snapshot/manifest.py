@@ -397,7 +397,8 @@ class Decoder:
         digests = len(self._same)
         e = _entry_from_json(d, self._same)
         self._entries.append(e)
-        own = (e.path, e.target, e.link, e.chunks, e.mtime_ns, e.size)  # "", () and 0 are shared: free
+        # "", () and 0 are shared: free. The path twice: sorting into tree order copies it as a key.
+        own = (e.path, e.path, e.target, e.link, e.chunks, e.mtime_ns, e.size)
         self.tally.entries += 1
         self.tally.chunk_refs += len(e.chunks)
         self._count("memory", limits.entry_memory(e, own, len(e.chunks), len(self._same) - digests))
