@@ -15,6 +15,7 @@ from statesync.errors import CorruptData, StatesyncError, UnsafePath
 from statesync.snapshot import limits
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.chunking import MIN_CHUNK_SIZE
+from statesync.snapshot.jsonstream import ObjectStream, StreamError
 from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
 
 FAST = settings(max_examples=150, deadline=None, database=None)
@@ -734,3 +735,36 @@ def test_load_fetches_a_few_pieces_at_a_time_and_checks_the_whole_digest():
     assert mf.load(names, fetch, whole) == m
     assert len(pieces) > mf.LOAD_BATCH and max(asked) <= mf.LOAD_BATCH
     assert mf.load(names, fetch, SHA_A) is None
+
+
+def _stream_of(pieces: list[str], max_value: int = 1 << 20) -> tuple[list, dict]:
+    items, members = [], {}
+    stream = ObjectStream("e", items.append, members.__setitem__, max_value)
+    for piece in pieces:
+        stream.feed(piece)
+    stream.close()
+    return items, members
+
+
+def test_the_object_stream_waits_for_a_number_cut_by_the_end_of_a_piece():
+    assert _stream_of(['{"v":1', '0,"e":[1', '2,{"a":', '"b"}]}']) == ([12, {"a": "b"}], {"v": 10})
+    assert _stream_of(["{", "}"]) == ([], {})
+
+
+@pytest.mark.parametrize("text", ['{"e":[1,]}', '{"e":[1 2]}', '{"v":1,}', '{"v":1', '[]', '{"e":[', '{"v":1}x',
+                                  '{1:2}', '{"e":[' + "[" * 100_000 + "]" * 100_000 + "]}"])
+def test_the_object_stream_refuses_text_that_is_no_json_object(text):
+    with pytest.raises(StreamError):
+        _stream_of([text[i:i + 7] for i in range(0, len(text), 7)])
+
+
+def test_an_entry_of_15_000_chunks_decodes_from_small_pieces_and_one_more_chunk_is_refused():
+    chunks = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(15_000)]
+    entry = fentry("big", s=len(chunks) * MIN_CHUNK_SIZE, h=SHA_A, c=chunks)
+    blob = blob_of(doc_of(entry))
+    decoder = mf.Decoder()
+    for i in range(0, len(blob), 1024):
+        decoder.feed(blob[i:i + 1024])
+    assert decoder.result().entries[0].chunks == tuple(chunks)
+    with pytest.raises(CorruptData, match="more than"):
+        decode(blob_of(doc_of(fentry("big", s=16_000 * MIN_CHUNK_SIZE, h=SHA_A, c=chunks + chunks[:1000]))))
