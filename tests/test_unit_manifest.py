@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import zlib
 
 import pytest
@@ -11,7 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.errors import CorruptData, StatesyncError, UnsafePath
+from statesync.snapshot import limits
 from statesync.snapshot import manifest as mf
+from statesync.snapshot.chunking import MIN_CHUNK_SIZE
+from statesync.snapshot.jsonstream import ObjectStream, StreamError
 from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
 
 FAST = settings(max_examples=150, deadline=None, database=None)
@@ -89,6 +93,8 @@ def file_entry(draw, path: str) -> Entry:
         sha = draw(SHA)
         return Entry(type=FILE, size=size, sha256=sha, chunks=(sha,), **common)
     chunks = tuple(draw(st.lists(SHA, min_size=2, max_size=4)))
+    # Each chunk but the last holds at least the smallest chunk size (limits.max_chunks).
+    size = max(size, (len(chunks) - 1) * MIN_CHUNK_SIZE + 1)
     return Entry(type=FILE, size=size, sha256=draw(SHA), chunks=chunks, **common)
 
 
@@ -149,7 +155,7 @@ def test_a_single_chunk_file_round_trips_without_storing_its_chunk_list():
 
 
 def test_a_multi_chunk_file_round_trips_with_its_chunks_in_order():
-    e = Entry("f", FILE, 0o644, 0, 0, 0, size=3, sha256=SHA_A, chunks=(SHA_C, SHA_B, SHA_C))
+    e = Entry("f", FILE, 0o644, 0, 0, 0, size=2 * MIN_CHUNK_SIZE + 1, sha256=SHA_A, chunks=(SHA_C, SHA_B, SHA_C))
     assert decode(encode(Manifest((e,)))).entries == (e,)
 
 
@@ -434,7 +440,7 @@ def test_decode_rejects_a_boolean_version():
 
 
 def test_decode_rejects_a_manifest_with_too_many_entries(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_ENTRIES", 2)
+    monkeypatch.setattr(limits, "MAX_ENTRIES", 2)
     decode_entries(dentry("a"), dentry("b"))
     with pytest.raises(CorruptData):
         decode_entries(dentry("a"), dentry("b"), dentry("c"))
@@ -456,7 +462,7 @@ def test_decode_rejects_data_that_is_not_compressed_json(blob):
 
 
 def test_decode_rejects_a_manifest_that_inflates_beyond_the_limit(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_INFLATED_BYTES", 4096)
     bomb = zlib.compress(b'{"v":1,"e":[]}' + b" " * 1_000_000, 9)
     assert len(bomb) < 4096
     with pytest.raises(CorruptData):
@@ -464,7 +470,7 @@ def test_decode_rejects_a_manifest_that_inflates_beyond_the_limit(monkeypatch):
 
 
 def test_decode_accepts_a_manifest_exactly_at_the_inflate_limit(monkeypatch):
-    monkeypatch.setattr(mf, "MAX_MANIFEST_BYTES", 4096)
+    monkeypatch.setattr(limits, "MAX_INFLATED_BYTES", 4096)
     raw = b'{"v":1,"e":[]}'
     assert decode(zlib.compress(raw + b" " * (4096 - len(raw)))) == Manifest()
     with pytest.raises(CorruptData):
@@ -605,3 +611,160 @@ def test_decode_rejects_a_hard_link_whose_content_differs_from_its_target():
 def test_decode_rejects_a_hard_link_to_a_hard_link():
     with pytest.raises(CorruptData):
         decode_entries(fentry("a"), fentry("b", k="a"), fentry("c", k="b"))
+
+
+# --- bounds (snapshot/limits.py) and the streaming decoder ---------------------------
+
+def test_a_file_may_have_one_chunk_per_smallest_chunk_size_of_its_bytes():
+    assert [limits.max_chunks(n) for n in (0, 1, MIN_CHUNK_SIZE, MIN_CHUNK_SIZE + 1, 10 * MIN_CHUNK_SIZE)] == [
+        0, 1, 1, 2, 10]
+
+
+@pytest.mark.parametrize("field,bound", [("stored", "MAX_STORED_BYTES"), ("inflated", "MAX_INFLATED_BYTES"),
+                                         ("entries", "MAX_ENTRIES"), ("chunk_refs", "MAX_CHUNK_REFS"),
+                                         ("memory", "MAX_MEMORY")])
+def test_a_tally_at_a_bound_passes_and_one_past_it_says_which_bound(field, bound):
+    at = limits.Tally(**{field: getattr(limits, bound)})
+    assert at.excess() is None
+    past = limits.Tally(**{field: getattr(limits, bound) + 1})
+    assert past.excess() and past.excess().split()[0] in ("is", "inflates", "has", "references", "would")
+    assert limits.Tally().excess() is None
+
+
+def test_an_entry_s_memory_counts_the_object_its_own_strings_its_references_and_new_values():
+    e = Entry("a/b", FILE, 0o644, 0, 0, 0, size=1, sha256=SHA_A, chunks=(SHA_A,))
+    bare = limits.entry_memory(e, ("", ()), 0, 0)
+    assert limits.entry_memory(e, ("a/b",), 0, 0) > bare
+    assert limits.entry_memory(e, (), 3, 0) == bare + 3 * limits.PER_REF
+    assert limits.entry_memory(e, (), 0, 2) == bare + 2 * (limits.PER_DIGEST + sys.getsizeof(SHA_B))
+
+
+def test_the_largest_real_trees_fit_every_bound():
+    """300,000 files of one chunk each under 60-byte paths, and a 374 MB state file at the
+    default chunk size: what a bound must never refuse."""
+    per_file = limits.entry_memory(Entry("p" * 60, FILE, 0o644, 0, 0, 2**62, size=100_000, sha256=SHA_A,
+                                         chunks=(SHA_A,)), ("p" * 60, "p" * 60, (SHA_A,), 2**62, 100_000), 1, 1)
+    assert 300_000 * per_file <= limits.MAX_MEMORY
+    assert -(-374_000_000 // (256 * 1024)) * len('"%s",' % SHA_A) + 400 <= limits.MAX_VALUE_CHARS
+
+
+def test_decode_rejects_a_file_with_more_chunks_than_its_size_can_hold():
+    with pytest.raises(CorruptData, match="3 chunks for"):
+        decode_entries(fentry("f", s=2 * MIN_CHUNK_SIZE, h=SHA_B, c=[SHA_A, SHA_B, SHA_C]))
+    assert decode_entries(fentry("f", s=2 * MIN_CHUNK_SIZE + 1, h=SHA_B, c=[SHA_A, SHA_B, SHA_C])).entries
+
+
+def test_decode_rejects_an_entry_whose_text_passes_the_bound(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_VALUE_CHARS", 200)
+    decode_entries(fentry("a" * 50))
+    with pytest.raises(CorruptData, match="more than 200 characters"):
+        decode_entries(fentry("a" * 300))
+
+
+def test_decode_rejects_an_unknown_member_whose_text_passes_the_bound(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_VALUE_CHARS", 200)
+    with pytest.raises(CorruptData, match="more than 200 characters"):
+        decode(blob_of({"v": 1, "e": [], "z": [{}] * 100}))
+
+
+def test_decode_stops_at_the_memory_bound(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_MEMORY", 5000)
+    decode_entries(*(dentry(f"d{i}") for i in range(5)))
+    with pytest.raises(CorruptData, match="memory"):
+        decode_entries(*(dentry(f"d{i}") for i in range(50)))
+
+
+def test_decode_stops_at_the_chunk_reference_bound(monkeypatch):
+    monkeypatch.setattr(limits, "MAX_CHUNK_REFS", 3)
+    decode_entries(fentry("a", s=3 * MIN_CHUNK_SIZE, h=SHA_B, c=[SHA_A, SHA_B, SHA_C]))
+    with pytest.raises(CorruptData, match="more than 3 chunks"):
+        decode_entries(fentry("a", s=3 * MIN_CHUNK_SIZE, h=SHA_B, c=[SHA_A, SHA_B, SHA_C]), fentry("b"))
+
+
+def test_decode_reads_members_in_any_order_ignores_unknown_ones_and_refuses_one_twice():
+    assert decode(zlib.compress(b' { "z" : [1, {"x": null}] ,"e":[ ],\n"v" : 1 } ')) == Manifest()
+    with pytest.raises(CorruptData, match="twice"):
+        decode(zlib.compress(b'{"v":1,"e":[],"e":[]}'))
+    with pytest.raises(CorruptData, match="after its JSON object"):
+        decode(zlib.compress(b'{"v":1,"e":[]} {}'))
+
+
+def test_equal_owners_and_digests_are_held_once_however_many_entries_repeat_them():
+    m = decode(blob_of(doc_of(*(fentry(f"f{i}", U="nagios", G="nagios", c=[SHA_A], s=1) for i in range(3)))))
+    assert len({id(e.user) for e in m.entries} | {id(e.group) for e in m.entries}) == 1
+    assert len({id(e.sha256) for e in m.entries} | {id(e.chunks[0]) for e in m.entries}) == 1
+
+
+def test_a_path_below_a_file_is_refused_however_deep_it_goes():
+    deep = "/".join(["d"] * 100_000)
+    assert len(decode_entries(dentry("a"), dentry("a/" + deep)).entries) == 2
+    with pytest.raises(CorruptData, match="below the file"):
+        decode_entries(fentry("a"), dentry("a/" + deep))
+    with pytest.raises(UnsafePath):
+        decode_entries(lentry("a"), dentry("a/" + deep))
+
+
+@FAST
+@given(st.lists(st.integers(1, 300), max_size=40), st.integers(0, 30))
+def test_a_manifest_fed_in_pieces_of_any_size_decodes_as_it_does_whole(cuts, n):
+    m = Manifest(tuple(Entry(f"d{i:03d}/f", FILE, 0o644, 0, 0, i, size=1, sha256=SHA_A, chunks=(SHA_A,),
+                             user="u" * (i % 3)) for i in range(n)) + tuple(Entry(f"d{i:03d}", DIR, 0o755, 0, 0, 0)
+                                                                       for i in range(n)))
+    blob = encode(m)
+    decoder = mf.Decoder()
+    pos = 0
+    for size in cuts:
+        decoder.feed(blob[pos:pos + size])
+        pos += size
+    decoder.feed(blob[pos:])
+    assert decoder.result() == decode(blob) == Manifest(tuple(sorted(m.entries, key=lambda e: e.path)))
+
+
+def test_load_fetches_a_few_pieces_at_a_time_and_checks_the_whole_digest():
+    m = Manifest(tuple(Entry(f"f{i:05d}", FILE, 0o644, 0, 0, i, size=1, sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+                             chunks=(hashlib.sha256(b"%d" % i).hexdigest(),)) for i in range(3000)))
+    pieces = mf.Encoder().pieces(m, 4096)
+    names = tuple(hashlib.sha256(p).hexdigest() for p in pieces)
+    store = dict(zip(names, pieces))
+    asked: list[int] = []
+
+    def fetch(batch):
+        asked.append(len(batch))
+        return {d: store[d] for d in batch}
+    whole = hashlib.sha256(b"".join(pieces)).hexdigest()
+    assert mf.load(names, fetch, whole) == m
+    assert len(pieces) > mf.LOAD_BATCH and max(asked) <= mf.LOAD_BATCH
+    assert mf.load(names, fetch, SHA_A) is None
+
+
+def _stream_of(pieces: list[str], max_value: int = 1 << 20) -> tuple[list, dict]:
+    items, members = [], {}
+    stream = ObjectStream("e", items.append, members.__setitem__, max_value)
+    for piece in pieces:
+        stream.feed(piece)
+    stream.close()
+    return items, members
+
+
+def test_the_object_stream_waits_for_a_number_cut_by_the_end_of_a_piece():
+    assert _stream_of(['{"v":1', '0,"e":[1', '2,{"a":', '"b"}]}']) == ([12, {"a": "b"}], {"v": 10})
+    assert _stream_of(["{", "}"]) == ([], {})
+
+
+@pytest.mark.parametrize("text", ['{"e":[1,]}', '{"e":[1 2]}', '{"v":1,}', '{"v":1', '[]', '{"e":[', '{"v":1}x',
+                                  '{1:2}', '{"e":[' + "[" * 100_000 + "]" * 100_000 + "]}"])
+def test_the_object_stream_refuses_text_that_is_no_json_object(text):
+    with pytest.raises(StreamError):
+        _stream_of([text[i:i + 7] for i in range(0, len(text), 7)])
+
+
+def test_an_entry_of_15_000_chunks_decodes_from_small_pieces_and_one_more_chunk_is_refused():
+    chunks = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(15_000)]
+    entry = fentry("big", s=len(chunks) * MIN_CHUNK_SIZE, h=SHA_A, c=chunks)
+    blob = blob_of(doc_of(entry))
+    decoder = mf.Decoder()
+    for i in range(0, len(blob), 1024):
+        decoder.feed(blob[i:i + 1024])
+    assert decoder.result().entries[0].chunks == tuple(chunks)
+    with pytest.raises(CorruptData, match="more than"):
+        decode(blob_of(doc_of(fentry("big", s=16_000 * MIN_CHUNK_SIZE, h=SHA_A, c=chunks + chunks[:1000]))))

@@ -202,16 +202,15 @@ class Repo:
                                  chunk_sizes(manifest, record.chunk_size or self.chunk_size))
 
     def manifest(self, record: Record) -> Manifest:
-        """Fetch, verify and decode the manifest a record names."""
-        digests = set(record.manifest_chunks)
-        if record.sealed_manifest:
-            pieces = self.fetch_chunks(set(), digests, record.key_id)
-        else:
-            pieces = self.fetch_chunks(digests)
-        blob = b"".join(pieces[d] for d in record.manifest_chunks)
-        if chunking.sha256(blob) != record.manifest_sha256:
+        """Fetch, verify and decode the manifest a record names, a few pieces at a time (``mf.load``)."""
+        def fetch(batch: set[str]) -> dict[str, bytes]:
+            if record.sealed_manifest:
+                return self.fetch_chunks(set(), batch, record.key_id)
+            return self.fetch_chunks(batch)
+        manifest = mf.load(record.manifest_chunks, fetch, record.manifest_sha256)
+        if manifest is None:
             raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
-        return mf.decode(blob)
+        return manifest
 
     def refs(self, record: Record) -> frozenset[str]:
         """Every chunk a snapshot needs: its manifest's chunks and its files' chunks."""

@@ -9,6 +9,8 @@ from ..errors import CorruptData
 # Consul refuses values above 512 KiB; stay clearly below it.
 MAX_CHUNK_SIZE = 512 * 1024 - 1024
 DEFAULT_CHUNK_SIZE = 256 * 1024
+# The smallest chunk size a writer may be set to (config.py): a manifest's bounds rely on it.
+MIN_CHUNK_SIZE = 4096
 
 
 def sha256(data: bytes) -> str:
