@@ -21,7 +21,7 @@ from .guard import settings as gs
 from .guard.settings import GuardSettings
 from .enrol import settings as es
 from .enrol.settings import EnrolSettings
-from .snapshot.chunking import MAX_CHUNK_SIZE
+from .snapshot.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
 from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
@@ -102,7 +102,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("compression", _choice(COMPRESSION), "zstd", ("STATESYNC_COMPRESSION",)),
     # A wiped or unmounted volume looks like a tree that lost most of its files at once.
     Setting("max_drop", _number(float, 0.0, 1.0), 0.9, ("STATESYNC_MAX_DROP",)),
-    Setting("chunk_size", _number(int, 4096, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
+    Setting("chunk_size", _number(int, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
     Setting("debounce", _number(float, 0.0, 60.0), 0.5, ("STATESYNC_DEBOUNCE",)),
     Setting("max_wait", _number(float, 0.1, 600.0), 5.0, ("STATESYNC_MAX_WAIT",)),
     Setting("full_scan_interval", _number(float, 1.0, 86400.0), 300.0, ("STATESYNC_FULL_SCAN_INTERVAL",)),

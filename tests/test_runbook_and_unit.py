@@ -36,6 +36,7 @@ RUNBOOKS = [
     "Satellite purged by mistake",
     "Upgrading statesync",
     "Rotating the encryption key",
+    "Consul was restarted",
 ]
 PARTS = [("Symptoms",), ("Commands",), ("What they print", "Output"), ("Check",)]
 SECRETS = ("consul-token", "statesync.key", "icinga-api-password")
