@@ -17,6 +17,7 @@ every retry) and every ``enrol.interval`` seconds, one at a time.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from ..pki import fingerprint, signing
 from . import isolation, registration, requests
 from .icinga_api import IcingaApi
 from .judging import assess, registrations
-from .verdicts import Evidence, incumbent
+from .verdicts import Evidence, incumbent, left_out_reason
 
 log = structlog.get_logger(__name__)
 
@@ -204,7 +205,7 @@ class Acceptor:
         left = set(st.left_out)
         chosen = [r for r in chosen if r.cn not in left]
         st.accepted = tuple(chosen)
-        st.rejected = verdicts.rejected + tuple(registration.Rejection(cn, f"left out: {why}")
+        st.rejected = verdicts.rejected + tuple(registration.Rejection(cn, left_out_reason(why))
                                                 for cn, (_, why) in sorted(st.left_out.items())
                                                 if cn in {r.cn for r in verdicts.accepted})
         metrics.enrol_accepted.set(len(chosen))
@@ -219,8 +220,9 @@ class Acceptor:
     def _forget_left_out(self, verdicts) -> None:
         """Keep a left-out note only while its registration is unchanged (refused for it)."""
         st = self.state
-        still = {j.key for j in verdicts.rejected if j.reason.startswith("left out:")}
-        kept = {cn: v for cn, v in st.left_out.items() if cn in still}
+        refused = set(verdicts.rejected)
+        kept = {cn: v for cn, v in st.left_out.items()
+                if registration.Rejection(cn, left_out_reason(v[1])) in refused}
         if kept != st.left_out:
             st.left_out = kept
             self._save_left_out()
@@ -311,8 +313,9 @@ class Acceptor:
             return stage, result, None
         for r, reason in found.bad:
             st.left_out[r.cn] = (registration.digest(r), reason)
-            log.error("registration left out: Icinga 2's config check fails with it", kind="registration",
-                      satellite=registration.shown(r.cn), zone=registration.shown(r.zone), reason=reason)
+            self._told.add(("registration", r.cn, left_out_reason(reason)))  # logged here, not again as refused
+            log.error("registration left out", kind="registration", satellite=registration.shown(r.cn),
+                      zone=registration.shown(r.zone), reason=f"Icinga 2's config check fails with it: {reason}")
             metrics.enrol_rejected.labels(kind="registration").inc()
         self._save_left_out()
         files = self._files(base + list(found.good))
@@ -411,4 +414,5 @@ def _last_line(text: str) -> str:
     "Config validation failed" of critical/cli."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     crit = [ln for ln in lines if "critical/" in ln and "critical/cli" not in ln]
-    return (crit[:1] or lines[-1:] or ["(no startup.log)"])[0][:300]
+    line = (crit[:1] or lines[-1:] or ["(no startup.log)"])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line)[:300]  # without its time: the same failure reads the same

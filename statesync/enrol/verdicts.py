@@ -25,6 +25,11 @@ UNPROVEN = ("no pending request has the registered key and fingerprint (a spoofe
             "or a registration older than the request)")
 
 
+def left_out_reason(check_line: str) -> str:
+    """The refusal of a registration left out because Icinga 2's config check failed with it."""
+    return f"left out: Icinga 2's config check failed with it: {check_line}"
+
+
 @dataclass(frozen=True)
 class Evidence:
     """What proves a registration: ``proven`` (cn, key sha256, request fingerprint) of every
@@ -148,7 +153,7 @@ def accept(registrations: dict[str, bytes], policy: Policy, evidence: Evidence) 
         why = _standing(verdict, evidence)
         earlier = evidence.left_out.get(verdict.cn)
         if why is None and earlier is not None and earlier[0] == digest(verdict):
-            why = f"left out: Icinga 2's config check failed with it: {earlier[1]}"
+            why = left_out_reason(earlier[1])
         if why is None:
             kept.append(verdict)
         elif why:
