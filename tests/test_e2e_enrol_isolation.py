@@ -189,20 +189,22 @@ def test_a_malformed_request_file_is_refused_alone_and_the_others_are_signed(clu
     assert [e for e in c.master_sidecar.events("certificate request refused") if e.get("request") == "0" * 64]
     _sat1_untouched(c)
     bad.unlink()
+    _drop(c, "sat5")
 
 
 def test_an_enrolled_satellite_cannot_move_into_sat1s_zone_without_a_new_request(cluster):
     c = cluster
-    wait_for(lambda: 'object Endpoint "sat5"' in c.package_text(), MAX_WAIT, what="sat5 enrolled", step=0.2)
-    reg = registration.decode(c.store().get(f"{c.prefix}/satellites/sat5").value)
-    assert _signed(c, reg.key_sha256)
-    _put(c, "sat5", "sat1", reg.key_sha256, reg.request_sha256)  # the same key: no new request
-    wait_for(lambda: _refusal(c, "sat5"), MAX_WAIT, what="the move refused",
+    _, key, request = _requested(c, "sat8")
+    _put(c, "sat8", "sat8", key, request)
+    wait_for(lambda: _signed(c, key) and 'object Endpoint "sat8"' in c.package_text(), MAX_WAIT,
+             what="sat8 enrolled", details=lambda: c.master_sidecar.tail(20), step=0.2)
+    _put(c, "sat8", "sat1", key, request)  # the same key: no new request
+    wait_for(lambda: _refusal(c, "sat8"), MAX_WAIT, what="the move refused",
              details=lambda: c.master_sidecar.tail(20), step=0.2)
     _settle(c)
     _sat1_untouched(c)
     assert _zone_members(c, "sat1") == ["sat1"]
-    _drop(c, "sat5")
+    _drop(c, "sat8")
 
 
 def test_a_newcomer_never_evicts_a_member_of_a_full_zone(cluster):
