@@ -36,6 +36,7 @@ RUNBOOKS = [
     "Satellite purged by mistake",
     "Upgrading statesync",
     "Rotating the encryption key",
+    "A satellite's registration is refused",
 ]
 PARTS = [("Symptoms",), ("Commands",), ("What they print", "Output"), ("Check",)]
 SECRETS = ("consul-token", "statesync.key", "icinga-api-password")
