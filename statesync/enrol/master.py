@@ -41,6 +41,7 @@ CA_CERT, CA_KEY = "ca/ca.crt", "ca/ca.key"
 REQUESTS_DIR = "certificate-requests"
 WATCH_WAIT = 55.0
 REQUEST_POLL = 0.5
+FAILING_FOR = 60.0  # seconds of failing passes before /healthz says so
 # What an empty acceptance stages, so that deleting the last registration un-accepts it too.
 NO_REGISTRATION = "no accepted registration for this CN"
 EMPTY_NOTE = "# Managed by statesync (enrolment through Consul): no satellite is accepted.\n"
@@ -58,6 +59,7 @@ class AcceptorState:
     stage_error: str = ""
     error: str = ""
     unexpected: str = ""  # a pass failed by a bug, not by Consul or Icinga being away
+    failing_since: float | None = None  # monotonic time of the first of the passes failing since
     active_fingerprint: str = ""
     waiting: tuple = ()
     left_out: dict = field(default_factory=dict)  # cn -> (digest, reason): Icinga's check failed with it
@@ -107,6 +109,9 @@ class Acceptor:
         st, parts = self.state, []
         if st.unexpected:
             parts.append(f"enrolment: the last pass failed unexpectedly: {st.unexpected}")
+        elif st.error and st.failing_since is not None and time.monotonic() - st.failing_since > FAILING_FOR:
+            # a reload makes the API drop out for seconds; a minute is a setting or a permission
+            parts.append(f"enrolment: every pass has failed for {time.monotonic() - st.failing_since:.0f}s: {st.error}")
         if st.stage_error:
             parts.append(f"enrolment: the last stage of {self.settings.package} failed: {st.stage_error}")
         if st.left_out:
@@ -156,10 +161,14 @@ class Acceptor:
             except StatesyncError as exc:
                 self._once(("pass", str(exc)), log.warning, "enrolment pass failed; retrying", error=str(exc))
                 self.state.error = str(exc)
+                if self.state.failing_since is None:
+                    self.state.failing_since = time.monotonic()
                 self._stop.wait(1.0)
                 self._wake.set()
             except Exception as exc:  # a bug must not end the thread, nor hide behind a healthy /healthz
                 self.state.unexpected = f"{type(exc).__name__}: {exc}"[:300]
+                if self.state.failing_since is None:
+                    self.state.failing_since = time.monotonic()
                 log.error("enrolment pass failed unexpectedly", error=self.state.unexpected)
                 self._stop.wait(5.0)
 
@@ -214,6 +223,7 @@ class Acceptor:
                             and n in accepted)
         self._sign(accepted, st.live, pending)
         st.error = st.unexpected = ""
+        st.failing_since = None
         self._told = {k for k in self._told if k[0] != "pass"}
         return st
 
