@@ -49,7 +49,7 @@ if [ "${1:-}" = "--then" ]; then
     (umask 027
      printf '%s\n' "// Written by icinga-start.sh at every start: statesync's sidecar stages accepted satellites." \
        "object ApiUser \"$STATESYNC_API_USER\" {" "  password = \"$password\"" \
-       '  permissions = [ "config/query", "config/modify", "objects/query/Endpoint" ]' "}" >"$conf.tmp")
+       '  permissions = [ "config/query", "config/modify", "objects/query/Endpoint", "objects/query/Zone" ]' "}" >"$conf.tmp")
     mv "$conf.tmp" "$conf"
     if ! grep -qx 'include "statesync-api-user.conf"' /etc/icinga2/icinga2.conf; then
       printf '\ninclude "statesync-api-user.conf"\n' >>/etc/icinga2/icinga2.conf

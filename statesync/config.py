@@ -176,6 +176,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("enrol.parent_zones", _adapt(es.parse_names), es.DEFAULTS.parent_zones, ("STATESYNC_ENROL_PARENT_ZONES",)),
     Setting("enrol.global_zones", _adapt(es.parse_names), es.DEFAULTS.global_zones, ("STATESYNC_ENROL_GLOBAL_ZONES",)),
     Setting("enrol.reserved", _adapt(es.parse_names), (), ("STATESYNC_ENROL_RESERVED",)),
+    Setting("enrol.zones", _adapt(es.parse_zone_map), (), ("STATESYNC_ENROL_ZONES",)),
     Setting("enrol.interval", _number(float, 0.1, 86400.0), es.DEFAULTS.interval, ("STATESYNC_ENROL_INTERVAL",)),
     Setting("enrol.stage_timeout", _number(float, 1.0, 3600.0), es.DEFAULTS.stage_timeout,
             ("STATESYNC_ENROL_STAGE_TIMEOUT",)),

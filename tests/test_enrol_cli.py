@@ -247,7 +247,7 @@ def test_satellites_lists_valid_and_hostile_registrations_safely(listing):
     assert len(lines) == 5, out  # the header and one line per registration
     rows = {line.split()[0]: line for line in lines[1:]}
     assert set(rows) == {CN, "liar", "quoted", "forger"}, out
-    assert rows[CN].split()[4] == "registered" and "unknown" in rows[CN]
+    assert rows[CN].split()[2] == "-" and rows[CN].split()[5] == "registered" and "unknown" in rows[CN]
     assert fingerprint.spki_sha256(cert)[:16] in rows[CN]
     assert "rejected" in rows["liar"] and "is not the key's name" in rows["liar"]
     assert "rejected" in rows["quoted"] and "zone" in rows["quoted"] and "is not a valid name" in rows["quoted"]
@@ -260,7 +260,7 @@ def test_satellites_json_gives_one_object_per_registration(listing):
     assert proc.returncode == 0, proc.stderr
     rows = {r["cn"]: r for r in json.loads(proc.stdout)}
     assert set(rows) == {CN, "liar", "quoted", "forger"}
-    keys = {"cn", "zone", "parent_zone", "key_sha256", "state", "detail", "registered"}
+    keys = {"cn", "zone", "parent_zone", "key_sha256", "state", "detail", "registered", "live_zone"}
     assert all(set(r) == keys for r in rows.values())
     assert rows[CN]["state"] == "registered" and "unknown" in rows[CN]["detail"]
     assert (rows[CN]["zone"], rows[CN]["parent_zone"]) == (CN, "master")
@@ -284,3 +284,18 @@ def test_satellites_shows_signed_once_the_request_file_holds_a_response(listing,
     rows = {r["cn"]: r for r in json.loads(master.run("satellites", "--json").stdout)}
     assert rows[CN]["state"] == "signed", rows[CN]
     assert rows["liar"]["state"] == "rejected"
+
+
+def test_satellites_gives_a_spoofed_key_hash_the_acceptors_verdict(listing):
+    # Old code: "registered", "valid; ..." while the master's log refused it.
+    master, cert = listing
+    request = signing.parse_request(cert)
+    requests = master.root / "certificate-requests"
+    requests.mkdir()
+    (requests / f"{request.fingerprint}.json").write_text(json.dumps({"cert_request": cert.decode(), "ticket": ""}))
+    doc = json.loads(master.store.get(f"{master.layout.satellites}{CN}").value)
+    doc["key_sha256"] = "f" * 64
+    master.store.put(f"{master.layout.satellites}{CN}", json.dumps(doc).encode())
+    rows = {r["cn"]: r for r in json.loads(master.run("satellites", "--json").stdout)}
+    assert rows[CN]["state"] == "rejected", rows[CN]
+    assert rows[CN]["detail"].startswith("no pending request has the registered key and fingerprint")

@@ -2,7 +2,7 @@
 
 One master runs for the module, in its own mount namespace (tests/icinga.py). Every test
 talks to it as an ApiUser with exactly the permissions the enrolment needs:
-config/query, config/modify and objects/query/Endpoint. The timings of stage -> valid ->
+config/query, config/modify, objects/query/Endpoint and objects/query/Zone. The timings of stage -> valid ->
 endpoint live are printed at the end of the run.
 """
 from __future__ import annotations
@@ -24,7 +24,8 @@ from .support import free_ports, wait_for
 pytestmark = [pytest.mark.e2e]
 
 USER, PASSWORD = "statesync", "lp-" + secrets.token_hex(8)
-PERMISSIONS = ("config/query", "config/modify", "objects/query/Endpoint")
+PERMISSIONS = icinga.ENROL_PERMISSIONS
+NO_ZONE_USER = "no-zones"
 ROOT_PASSWORD = "root-" + secrets.token_hex(8)
 NO_ENDPOINT_USER = "no-endpoints"
 STAGE_TIMEOUT = 60.0
@@ -99,7 +100,9 @@ def master(tmp_path_factory, request):
     (node.etc / "conf.d/statesync-api.conf").write_text(
         f'object ApiUser "{USER}" {{\n  password = "{PASSWORD}"\n  permissions = [ {perms} ]\n}}\n'
         f'object ApiUser "{NO_ENDPOINT_USER}" {{\n  password = "{PASSWORD}"\n'
-        f'  permissions = [ "config/query", "config/modify" ]\n}}\n')
+        f'  permissions = [ "config/query", "config/modify" ]\n}}\n'
+        f'object ApiUser "{NO_ZONE_USER}" {{\n  password = "{PASSWORD}"\n'
+        f'  permissions = [ "config/query", "config/modify", "objects/query/Endpoint" ]\n}}\n')
     # node setup --disable-confd includes conf.d/api-users.conf alone
     with open(node.etc / "icinga2.conf", "a") as fh:
         fh.write('include "conf.d/statesync-api.conf"\n')
@@ -297,13 +300,13 @@ def test_an_unreachable_port_is_an_icinga_api_error(master):
     assert f"127.0.0.1:{port}" in str(info.value) and "\n" not in str(info.value)
 
 
-def test_the_test_user_holds_no_permission_beyond_the_three_it_needs(master):
+def test_the_test_user_holds_no_permission_beyond_the_four_it_needs(master):
     api = master.api()
     api.check_access()
     root = icinga.Api(master.node, "root", ROOT_PASSWORD)
     assert root.get("/v1/objects/zones")["results"]
     # Icinga hides what a user may not see behind 404, as if it did not exist.
-    for method, path in (("GET", "/v1/objects/zones"), ("GET", "/v1/status"),
+    for method, path in (("GET", "/v1/objects/hosts"), ("GET", "/v1/status"),
                          ("POST", "/v1/actions/restart-process")):
         with pytest.raises(IcingaApiError) as info:
             api._json(method, path)
@@ -316,6 +319,41 @@ def test_a_user_without_the_endpoint_permission_is_told_so_by_check_access(maste
     assert api.endpoint_live("master1") is False  # indistinguishable from a missing endpoint
     with pytest.raises(IcingaApiError, match="objects/query/Endpoint"):
         api.check_access()
+
+
+def test_a_user_without_the_zone_permission_is_told_so_by_check_access(master):
+    with pytest.raises(IcingaApiError, match="objects/query/Zone"):
+        master.api(user=NO_ZONE_USER).check_access()
+
+
+def test_zones_name_every_zone_with_its_endpoints_parent_and_package(master):
+    api = master.api()
+    pkg = "statesync-zones"
+    api.ensure_package(pkg)
+    _, result = stage_and_wait(api, pkg, {conf_path("sat-z"): zone_file("sat-z")})
+    assert result.ok
+    wait_live(api, "sat-z")
+    zones = api.zones()
+    assert zones["master"] == {"endpoints": ["master1"], "parent": "", "package": "_etc"}
+    assert zones["legacy-dc"]["package"] == "_etc"  # zones.conf: never a satellite's
+    assert zones["sat-z"] == {"endpoints": ["sat-z"], "parent": "master", "package": pkg}
+
+
+def test_a_stage_that_is_only_validated_is_neither_activated_nor_reloaded(master):
+    api = master.api()
+    pkg = "statesync-validate"
+    api.ensure_package(pkg)
+    active, result = stage_and_wait(api, pkg, {conf_path("sat-v1"): zone_file("sat-v1")})
+    assert result.ok
+    wait_live(api, "sat-v1")
+    before = wait_for(lambda: master.program_start(), LIVE_TIMEOUT, what="program_start")
+    good = api.stage(pkg, {conf_path("sat-v2"): zone_file("sat-v2")}, activate=False)
+    assert api.wait_stage(pkg, good, STAGE_TIMEOUT).ok
+    bad = api.stage(pkg, {conf_path("sat-v3"): zone_file("sat-v3", parent="none")}, activate=False)
+    assert not api.wait_stage(pkg, bad, STAGE_TIMEOUT).ok
+    time.sleep(2)  # a reload, had one been triggered, would have begun
+    assert api.packages()[pkg]["active"] == active and api.endpoint_live("sat-v2") is False
+    assert master.program_start() == before
 
 
 def test_a_stage_sent_while_the_last_reload_runs_waits_for_it_instead_of_failing(master):

@@ -130,6 +130,22 @@ def test_a_bad_file_is_reported_with_its_reason_and_never_raises(tmp_path, conte
     assert found.request is None and why in found.error
 
 
+@pytest.mark.parametrize("content, why", [
+    (b"[" * 200_000 + b"]" * 200_000, "file is larger than"),
+    (b'{"cert_request": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"),
+    (b"[" * 100_000, "file is"),
+    (b'"just a string"', "not a JSON object"),
+], ids=["oversize", "deep", "deep-unclosed", "non-object"])
+def test_a_malformed_file_is_refused_alone_and_the_others_come_back(tmp_path, content, why):
+    # Old code: the deeply nested file raised RecursionError out of scan(), and the pass signed nothing.
+    good = put(tmp_path, self_signed("sat1"))
+    bad = tmp_path / ("0" * 64 + ".json")
+    bad.write_bytes(content)
+    found = {p.path: p for p in scan(tmp_path)}
+    assert found[good].error == "" and found[good].request.cn == "sat1"
+    assert found[bad].request is None and why in found[bad].error, found[bad].error
+
+
 def test_a_file_that_cannot_be_read_is_reported_and_the_others_still_come_back(tmp_path, monkeypatch):
     good = put(tmp_path, self_signed("sat1"))
     bad = put(tmp_path, self_signed("sat2"))

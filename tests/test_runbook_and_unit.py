@@ -37,6 +37,7 @@ RUNBOOKS = [
     "Upgrading statesync",
     "Rotating the encryption key",
     "Consul was restarted",
+    "A satellite's registration is refused",
 ]
 PARTS = [("Symptoms",), ("Commands",), ("What they print", "Output"), ("Check",)]
 SECRETS = ("consul-token", "statesync.key", "icinga-api-password")

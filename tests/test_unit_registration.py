@@ -15,7 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.enrol import registration as reg
-from statesync.enrol.registration import Policy, Registration, Rejection
+from statesync.enrol import verdicts
+from statesync.enrol.isolation import isolate
+from statesync.enrol.registration import Accepted, Policy, Registration, Rejection
+from statesync.enrol.verdicts import Evidence
 from statesync.errors import CorruptData
 from statesync.snapshot.layout import valid_node
 
@@ -74,6 +77,30 @@ def _reg(cn: str = "sat1", zone: str | None = None, **changes) -> Registration:
 
 def _stored(*regs: Registration) -> dict[str, bytes]:
     return {r.cn: reg.encode(r) for r in regs}
+
+
+def _proof(stored: dict[str, bytes]) -> Evidence:
+    """Every registration proven by a pending request of its own."""
+    proven = set()
+    for raw in stored.values():
+        try:
+            r = reg.decode(raw)
+        except CorruptData:
+            continue
+        proven.add((r.cn, r.key_sha256, r.request_sha256))
+    return Evidence(proven=frozenset(proven), requested=frozenset(cn for cn, _, _ in proven))
+
+
+def _accept(stored: dict[str, bytes], policy: Policy = POLICY) -> verdicts.Verdicts:
+    """The cross-checks alone: every registration proven, and the operator authorised each zone it names."""
+    pairs = []
+    for raw in stored.values():
+        try:
+            r = reg.decode(raw)
+        except CorruptData:
+            continue
+        pairs.append((r.cn, r.zone))
+    return verdicts.accept(stored, replace(policy, zones=policy.zones + tuple(pairs)), _proof(stored))
 
 
 # --- names, hosts, ports -------------------------------------------------------------------------
@@ -275,19 +302,19 @@ def test_a_long_value_is_shown_truncated_with_its_length():
 def test_accepted_registrations_are_sorted_by_cn_and_every_key_gets_one_verdict():
     stored = _stored(_reg("sat3"), _reg("sat1"), _reg("sat2"))
     stored["bad"] = b"[]"
-    v = reg.accept(stored, POLICY)
+    v = _accept(stored)
     assert [r.cn for r in v.accepted] == ["sat1", "sat2", "sat3"]
     assert [j.key for j in v.rejected] == ["bad"]
 
 
 def test_nothing_registered_accepts_nothing():
-    assert reg.accept({}, POLICY) == reg.Verdicts(accepted=(), rejected=())
+    assert _accept({}) == verdicts.Verdicts(accepted=(), rejected=())
 
 
 def test_registrations_of_one_zone_that_disagree_on_the_parent_are_all_rejected():
     policy = replace(POLICY, parent_zones=("master", "dc2"))
     stored = _stored(_reg("sat1", "edge"), _reg("sat2", "edge", parent_zone="dc2"), _reg("sat3"))
-    v = reg.accept(stored, policy)
+    v = _accept(stored, policy)
     assert [r.cn for r in v.accepted] == ["sat3"]
     assert [j.key for j in v.rejected] == ["sat1", "sat2"]
     assert all("conflicting parent zones 'dc2', 'master'" in j.reason for j in v.rejected)
@@ -295,36 +322,36 @@ def test_registrations_of_one_zone_that_disagree_on_the_parent_are_all_rejected(
 
 def test_a_zone_keeps_its_first_endpoints_by_cn_and_rejects_the_rest():
     stored = _stored(*(_reg(f"sat{i}", "edge") for i in (4, 2, 3, 1)))
-    v = reg.accept(stored, POLICY)
+    v = _accept(stored)
     assert [r.cn for r in v.accepted] == ["sat1", "sat2"]
     assert [j.key for j in v.rejected] == ["sat3", "sat4"]
     assert "zone 'edge' already has 2 endpoints ('sat1', 'sat2')" in v.rejected[0].reason
 
 
 def test_the_endpoint_limit_per_zone_is_the_policys():
-    v = reg.accept(_stored(_reg("sat1", "edge"), _reg("sat2", "edge")), replace(POLICY, max_endpoints_per_zone=1))
+    v = _accept(_stored(_reg("sat1", "edge"), _reg("sat2", "edge")), replace(POLICY, max_endpoints_per_zone=1))
     assert [r.cn for r in v.accepted] == ["sat1"]
 
 
 def test_a_registration_rejected_on_its_own_takes_no_place_in_its_zone():
     stored = _stored(_reg("sat1", "edge", ca_spki_sha256="d" * 64), _reg("sat2", "edge"), _reg("sat3", "edge"))
-    assert [r.cn for r in reg.accept(stored, POLICY).accepted] == ["sat2", "sat3"]
+    assert [r.cn for r in _accept(stored).accepted] == ["sat2", "sat3"]
 
 
 def test_a_zone_may_share_its_name_with_another_satellites_endpoint():
     stored = _stored(_reg("sat1", "sat2"), _reg("sat2", "edge"))
-    assert [r.cn for r in reg.accept(stored, POLICY).accepted] == ["sat1", "sat2"]
+    assert [r.cn for r in _accept(stored).accepted] == ["sat1", "sat2"]
 
 
 def test_cns_that_differ_only_by_case_are_all_rejected():
-    v = reg.accept(_stored(_reg("sat1"), _reg("SAT1", "other"), _reg("sat2")), POLICY)
+    v = _accept(_stored(_reg("sat1"), _reg("SAT1", "other"), _reg("sat2")), POLICY)
     assert [r.cn for r in v.accepted] == ["sat2"]
     assert {j.key for j in v.rejected} == {"sat1", "SAT1"}
     assert all("differs only by case" in j.reason for j in v.rejected)
 
 
 def test_zones_that_differ_only_by_case_are_all_rejected():
-    v = reg.accept(_stored(_reg("sat1", "edge"), _reg("sat2", "EDGE"), _reg("sat3", "edge")), POLICY)
+    v = _accept(_stored(_reg("sat1", "edge"), _reg("sat2", "EDGE"), _reg("sat3", "edge")), POLICY)
     assert v.accepted == ()
     assert all("zone" in j.reason and "differs only by case" in j.reason for j in v.rejected)
 
@@ -332,11 +359,12 @@ def test_zones_that_differ_only_by_case_are_all_rejected():
 def test_a_zone_that_is_another_registrations_parent_is_rejected():
     # judge never lets this through (a parent zone is no satellite's zone); the check is the second line
     child, parent = _reg("sat1", "edge", parent_zone="mid"), _reg("sat2", "mid")
-    assert reg._nested([child, parent]) == {"sat2": "zone 'mid' is the parent zone of another registration"}
+    assert [(m[0].cn, why) for m, why in verdicts._nested([child, parent], set())] == [
+        ("sat2", "zone 'mid' is the parent zone of another registration")]
 
 
 def test_a_registration_naming_another_registrations_zone_as_parent_is_rejected_through_accept():
-    v = reg.accept(_stored(_reg("sat1", "edge", parent_zone="sat2"), _reg("sat2")), POLICY)
+    v = _accept(_stored(_reg("sat1", "edge", parent_zone="sat2"), _reg("sat2")), POLICY)
     assert [r.cn for r in v.accepted] == ["sat2"]
     assert v.rejected[0].key == "sat1"
 
@@ -392,8 +420,10 @@ def test_each_parent_zone_gets_a_file_of_its_own():
 def test_the_rendered_package_says_which_cn_was_accepted_with_which_key():
     # The active package is the record of what was accepted: Icinga deletes old request files.
     files = reg.render([_reg("sat1", key_sha256="c" * 64), _reg("sat2", parent_zone="dc2")])
-    assert reg.accepted_keys(files) == {"sat1": "c" * 64, "sat2": "a" * 64}
-    assert reg.accepted_keys({"x.conf": 'object Endpoint "sat1" {\n}\n'}) == {}
+    assert reg.accepted_entries(files) == {"sat1": Accepted("c" * 64, "sat1", "master"),
+                                           "sat2": Accepted("a" * 64, "sat2", "dc2")}
+    assert reg.accepted_entries({"x.conf": 'object Endpoint "sat1" {\n}\n'}) == {}
+    assert reg.accepted_entries(reg.render(RENDERED))["sat2"] == Accepted("a" * 64, "edge", "master")
 
 
 def test_nothing_accepted_renders_no_files():
@@ -443,7 +473,7 @@ _REG = st.fixed_dictionaries({
 def test_every_key_gets_one_verdict_and_every_accepted_one_is_rendered_once_with_valid_names(docs, mismatch):
     stored = {("x" + d["cn"]) if mismatch and i % 2 else d["cn"]: _raw(**d) for i, d in enumerate(docs)}
     policy = replace(POLICY, parent_zones=("master", "dc2"))
-    v = reg.accept(stored, policy)
+    v = _accept(stored, policy)
     keys = [r.cn for r in v.accepted] + [j.key for j in v.rejected]
     assert sorted(keys) == sorted(stored)
     text = "".join(reg.render(v.accepted).values())
@@ -501,3 +531,149 @@ def test_the_real_icinga_validator_accepts_the_rendered_config():
     # master1 and four satellites: the rendered files were read, not skipped
     assert "Instantiated 5 Endpoints" in proc.stdout and "Instantiated 5 Zones" in proc.stdout
 
+
+
+# --- standing, incumbents and the authorised zone (issue 23) ---------------------------------------
+
+KEY1, KEY2 = "1" * 64, "2" * 64
+
+
+def _active(*regs: Registration) -> dict[str, Accepted]:
+    """What an active package rendered from ``regs`` records."""
+    return reg.accepted_entries(reg.render(list(regs)))
+
+
+def _requests(*regs: Registration) -> dict:
+    """Evidence fields for pending requests that prove ``regs``."""
+    return {"proven": frozenset((r.cn, r.key_sha256, r.request_sha256) for r in regs),
+            "requested": frozenset(r.cn for r in regs)}
+
+
+def test_an_unproven_case_twin_zone_cannot_unenrol_an_accepted_satellite_whose_request_aged_out():
+    # Old code: both refused as case twins, and sat1's Endpoint and Zone vanished from the master.
+    victim = _reg("sat1", "z-sat1", key_sha256=KEY1)
+    hostile = _reg("sat2", "Z-SAT1", key_sha256=KEY2)
+    policy = replace(POLICY, zones=(("sat1", "z-sat1"), ("sat2", "Z-SAT1")))  # even were it authorised
+    v = verdicts.accept(_stored(victim, hostile), policy, Evidence(active=_active(victim)))
+    assert v.accepted == (victim,) and v.waiting == (hostile,) and v.rejected == ()
+
+
+def test_a_proven_newcomer_never_displaces_an_accepted_satellite_in_any_cross_check():
+    victim = _reg("sat1", "z-sat1", key_sha256=KEY1)
+    policy = replace(POLICY, zones=(("sat1", "z-sat1"), ("sat2", "Z-SAT1"), ("sat2", "z-sat1")),
+                     max_endpoints_per_zone=1, parent_zones=("master", "dc2"))
+    for newcomer, why in ((_reg("sat2", "Z-SAT1", key_sha256=KEY2), "differs only by case"),
+                          (_reg("sat2", "z-sat1", key_sha256=KEY2), "already has 1 endpoints ('sat1')"),
+                          (_reg("sat2", "z-sat1", key_sha256=KEY2, parent_zone="dc2"), "conflicting parent"),
+                          (_reg("SAT1", "z-sat1", key_sha256=KEY2), "differs only by case")):
+        p = replace(policy, zones=policy.zones + ((newcomer.cn, newcomer.zone),))
+        v = verdicts.accept(_stored(victim, newcomer), p, Evidence(active=_active(victim), **_requests(newcomer)))
+        assert v.accepted == (victim,), (newcomer, v)
+        assert [j.key for j in v.rejected] == [newcomer.cn] and why in v.rejected[0].reason, v.rejected
+
+
+def test_a_newcomer_whose_name_sorts_first_never_evicts_a_member_of_a_full_zone():
+    # Old code kept a zone's members by name order: "sat-a0" pushed out the enrolled "sat-a2".
+    members = [_reg("sat-a1", "zone-a", key_sha256=KEY1), _reg("sat-a2", "zone-a", key_sha256=KEY1)]
+    newcomer = _reg("sat-a0", "zone-a", key_sha256=KEY2)
+    policy = replace(POLICY, zones=(("sat-a*", "zone-a"),))
+    v = verdicts.accept(_stored(*members, newcomer), policy, Evidence(active=_active(*members), **_requests(newcomer)))
+    assert [r.cn for r in v.accepted] == ["sat-a1", "sat-a2"]
+    assert v.rejected[0].key == "sat-a0" and "already has 2 endpoints ('sat-a1', 'sat-a2')" in v.rejected[0].reason
+
+
+def test_newcomers_alone_keep_the_old_rules():
+    twins = _stored(_reg("sat1", "edge"), _reg("sat2", "EDGE"))
+    assert _accept(twins).accepted == ()
+
+
+@pytest.mark.parametrize("cn, zone, zones, ok", [
+    ("sat1", "sat1", (), True),
+    ("sat1", "sat2", (), False),                       # joining another satellite's zone
+    ("sat1", "SAT1", (), False),                       # its own name in another case is another zone
+    ("sat-a1", "zone-a", (("sat-a*", "zone-a"),), True),
+    ("sat-a1", "sat-a1", (("sat-a*", "zone-a"),), False),  # a mapped CN gets the mapped zones only
+    ("zone-a", "zone-a", (("sat-a*", "zone-a"),), False),  # a mapped zone is nobody's own
+    ("ZONE-A", "ZONE-A", (("sat-a*", "zone-a"),), False),
+    ("sat-b1", "sat-b1", (("sat-a*", "zone-a"),), True),
+    ("sat-a1", "zone-b", (("sat-a*", "zone-a"), ("sat-a1", "zone-b")), True),
+], ids=itertools.count())
+def test_the_zone_is_authorised_by_the_master_not_claimed_by_the_satellite(cn, zone, zones, ok):
+    verdict = reg.judge(cn, _raw(cn=cn, zone=zone), replace(POLICY, zones=zones))
+    assert isinstance(verdict, Registration) == ok, verdict
+    if not ok:
+        assert "is not authorised for this cn" in verdict.reason and "enrol.zones" in verdict.reason
+
+
+def test_a_zone_defined_outside_the_package_is_refused_whatever_its_case():
+    policy = replace(POLICY, zones=(("sat3", "Legacy-DC"),), defined_zones=frozenset({"legacy-dc"}))
+    verdict = reg.judge("sat3", _raw(cn="sat3", zone="Legacy-DC"), policy)
+    assert isinstance(verdict, Rejection) and "defined outside statesync's package" in verdict.reason
+
+
+def test_an_enrolled_satellite_cannot_move_to_another_zone_without_a_new_request():
+    # Old code rendered the moved registration: the package's key alone vouched for it.
+    policy = replace(POLICY, zones=(("sat-a1", "zone-a"), ("sat-a1", "zone-b")))
+    was = _reg("sat-a1", "zone-a", key_sha256=KEY1)
+    moved = replace(was, zone="zone-b")
+    v = verdicts.accept(_stored(moved), policy, Evidence(active=_active(was)))
+    assert v.accepted == () and "takes a new certificate request" in v.rejected[0].reason
+    proven = Evidence(active=_active(was), **_requests(moved))
+    assert verdicts.accept(_stored(moved), policy, proven).accepted == (moved,)
+
+
+def test_a_key_hash_that_no_request_for_its_cn_has_is_refused_and_one_without_any_request_waits():
+    spoofed = _reg("sat2", key_sha256=KEY2)
+    real = replace(spoofed, key_sha256=KEY1)
+    v = verdicts.accept(_stored(spoofed), POLICY, Evidence(**_requests(real)))
+    assert v.accepted == () and v.rejected == (Rejection("sat2", verdicts.UNPROVEN),)
+    v = verdicts.accept(_stored(spoofed), POLICY, Evidence())
+    assert v.waiting == (spoofed,) and v.rejected == () and v.accepted == ()
+
+
+def test_a_registration_left_out_is_refused_until_it_changes():
+    r = _reg("sat3")
+    left = {"sat3": (reg.digest(r), "critical/config: Object 'sat3' of type 'Zone' re-defined")}
+    v = verdicts.accept(_stored(r), POLICY, Evidence(left_out=left, **_requests(r)))
+    assert v.accepted == () and "left out" in v.rejected[0].reason and "re-defined" in v.rejected[0].reason
+    changed = replace(r, host="10.0.0.3")
+    assert verdicts.accept(_stored(changed), POLICY, Evidence(left_out=left, **_requests(changed))).accepted == (changed,)
+
+
+# --- isolating what Icinga's config check fails with -----------------------------------------------
+
+def _checker(bad: set):
+    calls = []
+
+    def validate(items):
+        calls.append(list(items))
+        found = [i for i in items if i in bad]
+        return (not found), (f"fails with {found[0]}" if found else "")
+    return validate, calls
+
+
+@pytest.mark.parametrize("n, bad", [(1, {0}), (5, {4}), (8, {2, 5}), (8, {0, 7}), (2, {1}), (16, {9})],
+                         ids=itertools.count())
+def test_isolation_leaves_out_exactly_the_newcomers_the_check_fails_with(n, bad):
+    base, newcomers = ["inc1", "inc2"], list(range(n))
+    validate, calls = _checker(bad)
+    ok_full, why = validate(base + newcomers)
+    calls.clear()
+    found = isolate(base, newcomers, validate, why, budget=12)
+    assert found.base_ok and [b for b, _ in found.bad] == sorted(bad) and not found.untried
+    assert sorted(found.good) == [i for i in newcomers if i not in bad]
+    assert all(w == f"fails with {b}" for b, w in found.bad)
+    assert found.tries == len(calls) <= 12 and all(c[:2] == base for c in calls)
+
+
+def test_isolation_blames_nobody_when_the_accepted_satellites_alone_fail():
+    validate, _ = _checker({"inc1"})
+    found = isolate(["inc1"], [1, 2], validate, "fails with inc1")
+    assert not found.base_ok and found.bad == () and found.untried == (1, 2)
+
+
+def test_isolation_stops_at_its_budget_and_blames_only_what_it_proved():
+    validate, calls = _checker({13})
+    found = isolate([], list(range(16)), validate, "fails with 13", budget=3)
+    assert found.tries == len(calls) == 3 and found.bad == ()
+    assert set(found.good) | set(found.untried) == set(range(16)) and 13 in found.untried

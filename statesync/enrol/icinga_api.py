@@ -9,8 +9,8 @@ tail of its ``startup.log``. Every reload drops all cluster connections for a fe
 and staging the same text again reloads all the same: callers compare with
 ``active_files`` first.
 
-The user needs the permissions ``config/query``, ``config/modify`` and
-``objects/query/Endpoint``, nothing more. Standard library HTTP only; the server's
+The user needs the permissions ``config/query``, ``config/modify``,
+``objects/query/Endpoint`` and ``objects/query/Zone``, nothing more. Standard library HTTP only; the server's
 certificate is always verified, against ``cafile`` (re-read for every new connection, as
 the CA may be renewed) and ``server_name``. The password never appears in a message or repr.
 """
@@ -274,14 +274,18 @@ class IcingaApi:
             out[name] = text
         return out
 
-    def stage(self, pkg: str, files: dict[str, str], busy_timeout: float = 60.0) -> str:
+    def stage(self, pkg: str, files: dict[str, str], busy_timeout: float = 60.0, activate: bool = True) -> str:
         """Upload ``files`` (``{"zones.d/master/x.conf": text}``) as a new stage of ``pkg`` and return
-        its name. Icinga then validates it and reloads when it is valid: see ``wait_stage``.
+        its name. Icinga then validates it and reloads when it is valid: see ``wait_stage``. With
+        ``activate`` False it only validates (Icinga >= 2.13): no activation, no reload.
 
         Icinga refuses a stage (423) until the reload that follows the last valid stage is over,
         which is seconds after its status said "0"; that is waited out for ``busy_timeout`` s."""
         path = f"/v1/config/stages/{check_package(pkg)}"
-        for item in self._json("POST", path, {"files": dict(files)}, busy_timeout).get("results", []):
+        body: dict = {"files": dict(files)}
+        if not activate:
+            body.update(activate=False, reload=False)
+        for item in self._json("POST", path, body, busy_timeout).get("results", []):
             if item.get("stage") and item.get("package") == pkg:
                 return item["stage"]
         raise IcingaApiError(f"Icinga 2 API POST {path} answered 200 without a stage name")
@@ -338,6 +342,15 @@ class IcingaApi:
             raise IcingaApiError(f"Icinga 2 API GET /v1/objects/endpoints: user {self.user!r} sees no Endpoint, "
                                  f"not even the master's own: it lacks the permission objects/query/Endpoint",
                                  404)
+        try:
+            zones = self.zones()
+        except IcingaApiError as exc:
+            if exc.status != 404:
+                raise
+            zones = {}
+        if not zones:
+            raise IcingaApiError(f"Icinga 2 API GET /v1/objects/zones: user {self.user!r} sees no Zone, "
+                                 f"not even the master's own: it lacks the permission objects/query/Zone", 404)
 
 
     def endpoint_live(self, cn: str) -> bool:
@@ -355,6 +368,18 @@ class IcingaApi:
         data = self._json("GET", "/v1/objects/endpoints?attrs=connected&attrs=package")
         return {r["name"]: {"connected": bool(r["attrs"].get("connected")), "package": r["attrs"].get("package", "")}
                 for r in data.get("results", [])}
+
+
+    def zones(self) -> dict[str, dict]:
+        """Every Zone object: ``{name: {"endpoints": [...], "parent": str, "package": str}}``."""
+        data = self._json("GET", "/v1/objects/zones?attrs=endpoints&attrs=parent&attrs=package")
+        out = {}
+        for r in data.get("results", []):
+            attrs = r.get("attrs") or {}
+            members = attrs.get("endpoints") or []
+            out[r["name"]] = {"endpoints": [m for m in members if isinstance(m, str)],
+                              "parent": attrs.get("parent") or "", "package": attrs.get("package") or ""}
+        return out
 
 
 def _seg(value: str) -> str:

@@ -1,13 +1,17 @@
-"""``statesync satellites``: every registration and how far it got.
+"""``statesync satellites``: every registration and how far it got, by the acceptor's own verdict.
 
-registered  in Consul and valid, not (yet) in the active config package
+registered  valid, not (yet) in the active config package: waiting for its certificate request,
+            or accepted and about to be staged
 accepted    its Endpoint is in the package and live in Icinga 2
 signed      a request with the registered key carries a certificate of the current CA
 connected   Icinga 2 reports the endpoint connected
-rejected    refused, with the reason (never rendered, never signed)
+rejected    refused, with the reason (never rendered, never signed); also a registration left
+            out because Icinga 2's config check failed with it
 
-What cannot be known here shows as unknown: the package and the connection need the API
-settings (enrol.api_*), the signatures the master's request directory.
+The verdict is ``judging.assess``, the acceptor's: the same facts give the same answer. What
+cannot be known here shows as unknown: the package, the zones and the connection need the API
+settings (enrol.api_*), the proofs and signatures the master's request directory. LIVE ZONE is
+the zone Icinga 2 runs the endpoint in, whatever the registration says.
 """
 from __future__ import annotations
 
@@ -19,8 +23,10 @@ from ..config import Config
 from ..consul.store import Store
 from ..errors import CorruptData, EXIT_OK, StatesyncError
 from ..pki import cadoc, fingerprint
-from . import registration, requests
-from .master import CA_CERT, REQUESTS_DIR, Acceptor, registrations, reserved_names
+from . import isolation, registration, requests
+from .icinga_api import IcingaApi
+from .judging import assess, registrations
+from .master import CA_CERT, REQUESTS_DIR
 
 
 @dataclass(frozen=True)
@@ -32,33 +38,55 @@ class Row:
     state: str
     detail: str
     registered: str
+    live_zone: str = ""
+
+
+def _facts(cfg: Config):
+    """(endpoints, zones, active package files, why unknown) from Icinga 2's API."""
+    s = cfg.enrol
+    if not s.api_password:
+        return None, None, None, "no enrol.api_* settings"
+    try:
+        with IcingaApi(s.api_url, s.api_user, s.api_password, s.api_cacert or str(cfg.state_dir / CA_CERT),
+                       s.api_server_name, timeout=10.0) as api:
+            return api.endpoints(), api.zones(), api.active_files(s.package) or {}, ""
+    except StatesyncError as exc:
+        return None, None, None, str(exc)
+
+
+def _pending(cfg: Config):
+    directory = cfg.state_dir / REQUESTS_DIR
+    if not directory.is_dir():
+        return None
+    try:
+        return requests.scan(directory)
+    except OSError:
+        return None
 
 
 def rows(cfg: Config, store: Store) -> list[Row]:
     raw = registrations(cfg, store)
-    ca_spki = _ca_spki(cfg, store)
-    endpoints, api_error = None, ""
-    if cfg.enrol.api_password:
-        try:
-            endpoints = Acceptor(cfg, store).api.endpoints()
-        except StatesyncError as exc:
-            api_error = str(exc)
-    policy = registration.Policy(ca_spki_sha256=ca_spki, allow=cfg.enrol.allow, parent_zones=cfg.enrol.parent_zones,
-                                 reserved=frozenset(reserved_names(cfg, endpoints)))
-    verdicts = registration.accept(raw, policy)
-    signed = _signed(cfg)
+    endpoints, zones, active, api_error = _facts(cfg)
+    pending = _pending(cfg)
+    verdicts = assess(cfg, raw, _ca_spki(cfg, store), endpoints, zones, pending, active,
+                      isolation.load_left_out(cfg.root))
+    unknown = [why for why, lacking in ((f"package and connection unknown: {api_error}", endpoints is None),
+                                        ("no request directory here", pending is None)) if lacking]
+    live_zone = {cn: name for name, z in (zones or {}).items() for cn in z["endpoints"]}
+    signed = _signed(pending)
     out = []
-    for r in verdicts.accepted:
-        state, detail = "registered", "valid; not in the active config package"
-        if endpoints is None:
-            state, detail = "registered", f"valid; package and connection unknown ({api_error or 'no enrol.api_* settings'})"
-        elif r.cn in endpoints and endpoints[r.cn].get("package") == cfg.enrol.package:
+    for r, waits in [(r, False) for r in verdicts.accepted] + [(r, True) for r in verdicts.waiting]:
+        state = "registered"
+        detail = "valid; waits for its certificate request" if waits else "accepted; not in the active config package yet"
+        if unknown:
+            detail = f"valid alone; the verdict is unknown ({'; '.join(unknown)})"
+        elif not waits and r.cn in endpoints and endpoints[r.cn].get("package") == cfg.enrol.package:
             state, detail = "accepted", "Endpoint and Zone live"
             if endpoints[r.cn].get("connected"):
                 state, detail = "connected", "connected to this master"
-        if state in ("registered", "accepted") and signed is not None and (r.cn, r.key_sha256) in signed:
+        if state in ("registered", "accepted") and not waits and (r.cn, r.key_sha256) in signed:
             state, detail = "signed", "certificate signed; waiting for the satellite to fetch it and connect"
-        out.append(Row(r.cn, r.zone, r.parent_zone, r.key_sha256, state, detail, r.time))
+        out.append(Row(r.cn, r.zone, r.parent_zone, r.key_sha256, state, detail, r.time, live_zone.get(r.cn, "")))
     for rej in verdicts.rejected:
         try:
             reg = registration.decode(raw.get(rej.key, b""))
@@ -67,7 +95,8 @@ def rows(cfg: Config, store: Store) -> list[Row]:
                                        for f in (reg.zone, reg.parent_zone, reg.key_sha256, reg.time))
         except CorruptData:
             zone = parent = key = when = ""
-        out.append(Row(rej.key, zone, parent, key, "rejected", rej.reason, when))
+        live = live_zone.get(rej.key, "") if registration.valid_name(rej.key) else ""
+        out.append(Row(rej.key, zone, parent, key, "rejected", rej.reason, when, live))
     return sorted(out, key=lambda row: row.cn)
 
 
@@ -84,12 +113,9 @@ def _ca_spki(cfg: Config, store: Store) -> str:
         return ""
 
 
-def _signed(cfg: Config) -> set | None:
-    directory = cfg.state_dir / REQUESTS_DIR
-    if not directory.is_dir():
-        return None
+def _signed(pending) -> set:
     out = set()
-    for req in requests.scan(directory):
+    for req in pending or ():
         if req.request is None or not req.response_pem:
             continue
         try:
@@ -109,8 +135,8 @@ def print_rows(cfg: Config, out: TextIO, as_json: bool) -> int:
     if not found:
         print(f"no satellite registered under {cfg.layout.satellites}", file=out)
         return EXIT_OK
-    print(f"{'CN':<28} {'ZONE':<20} {'PARENT':<12} {'KEY':<16} {'STATE':<10} DETAIL", file=out)
+    print(f"{'CN':<28} {'ZONE':<20} {'LIVE ZONE':<20} {'PARENT':<12} {'KEY':<16} {'STATE':<10} DETAIL", file=out)
     for r in found:
-        print(f"{r.cn[:28]:<28} {r.zone[:20]:<20} {r.parent_zone[:12]:<12} {r.key_sha256[:16]:<16} "
-              f"{r.state:<10} {r.detail}", file=out)
+        print(f"{r.cn[:28]:<28} {r.zone[:20]:<20} {(r.live_zone or '-')[:20]:<20} {r.parent_zone[:12]:<12} "
+              f"{r.key_sha256[:16]:<16} {r.state:<10} {r.detail}", file=out)
     return EXIT_OK

@@ -17,6 +17,7 @@ every retry) and every ``enrol.interval`` seconds, one at a time.
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -28,10 +29,11 @@ from .. import metrics
 from ..config import Config
 from ..consul.store import Store
 from ..errors import CorruptData, StatesyncError
-from ..guard.logic import CERTS_DIR, node_cert_name
 from ..pki import fingerprint, signing
-from . import registration, requests
+from . import isolation, registration, requests
 from .icinga_api import IcingaApi
+from .judging import assess, registrations
+from .verdicts import Evidence, incumbent, left_out_reason
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +41,7 @@ CA_CERT, CA_KEY = "ca/ca.crt", "ca/ca.key"
 REQUESTS_DIR = "certificate-requests"
 WATCH_WAIT = 55.0
 REQUEST_POLL = 0.5
+FAILING_FOR = 60.0  # seconds of failing passes before /healthz says so
 # What an empty acceptance stages, so that deleting the last registration un-accepts it too.
 NO_REGISTRATION = "no accepted registration for this CN"
 EMPTY_NOTE = "# Managed by statesync (enrolment through Consul): no satellite is accepted.\n"
@@ -55,7 +58,11 @@ class AcceptorState:
     signed: list = field(default_factory=list)  # (cn, fingerprint) in order
     stage_error: str = ""
     error: str = ""
+    unexpected: str = ""  # a pass failed by a bug, not by Consul or Icinga being away
+    failing_since: float | None = None  # monotonic time of the first of the passes failing since
     active_fingerprint: str = ""
+    waiting: tuple = ()
+    left_out: dict = field(default_factory=dict)  # cn -> (digest, reason): Icinga's check failed with it
 
 
 class Acceptor:
@@ -73,6 +80,7 @@ class Acceptor:
         self._threads: list[threading.Thread] = []
         self._told: set = set()
         self._active: dict[str, str] | None = None  # the active stage's files, once read
+        self._left_out_read = False
         self._access_checked = False
 
     # -- life cycle -----------------------------------------------------------------
@@ -98,9 +106,19 @@ class Acceptor:
 
     def problem(self) -> str:
         """"" when accepting works; otherwise why not (for /healthz)."""
-        if self.state.stage_error:
-            return f"enrolment: the last stage of {self.settings.package} failed: {self.state.stage_error}"
-        return ""
+        st, parts = self.state, []
+        if st.unexpected:
+            parts.append(f"enrolment: the last pass failed unexpectedly: {st.unexpected}")
+        elif st.error and st.failing_since is not None and time.monotonic() - st.failing_since > FAILING_FOR:
+            # a reload makes the API drop out for seconds; a minute is a setting or a permission
+            parts.append(f"enrolment: every pass has failed for {time.monotonic() - st.failing_since:.0f}s: {st.error}")
+        if st.stage_error:
+            parts.append(f"enrolment: the last stage of {self.settings.package} failed: {st.stage_error}")
+        if st.left_out:
+            names = ", ".join(registration.shown(cn) for cn in sorted(st.left_out))
+            parts.append(f"enrolment: left out because Icinga 2's config check fails with them: {names} "
+                         f"(see statesync satellites)")
+        return "; ".join(parts)
 
     def _watch(self) -> None:
         index, backoff = 0, 0.0
@@ -143,10 +161,15 @@ class Acceptor:
             except StatesyncError as exc:
                 self._once(("pass", str(exc)), log.warning, "enrolment pass failed; retrying", error=str(exc))
                 self.state.error = str(exc)
+                if self.state.failing_since is None:
+                    self.state.failing_since = time.monotonic()
                 self._stop.wait(1.0)
                 self._wake.set()
-            except Exception as exc:  # a bug must not end the thread
-                log.error("enrolment pass failed unexpectedly", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:  # a bug must not end the thread, nor hide behind a healthy /healthz
+                self.state.unexpected = f"{type(exc).__name__}: {exc}"[:300]
+                if self.state.failing_since is None:
+                    self.state.failing_since = time.monotonic()
+                log.error("enrolment pass failed unexpectedly", error=self.state.unexpected)
                 self._stop.wait(5.0)
 
     # -- one pass -------------------------------------------------------------------
@@ -167,60 +190,78 @@ class Acceptor:
             # Icinga answers a missing permission with 404, which would read as "not live" forever.
             self.api.check_access()
             self._access_checked = True
-        endpoints = self.api.endpoints()
+        endpoints, zones = self.api.endpoints(), self.api.zones()
         if self._active is None:
             self._active = self.api.active_files(self.settings.package)
-        ours = self.settings.package
-        policy = registration.Policy(ca_spki_sha256=ca_spki, allow=self.settings.allow,
-                                     parent_zones=self.settings.parent_zones,
-                                     reserved=frozenset(reserved_names(self.cfg, endpoints)))
-        verdicts = registration.accept(raw, policy)
+        if not self._left_out_read:
+            st.left_out, self._left_out_read = isolation.load_left_out(self.cfg.root), True
+        pending = requests.scan(self.requests_dir)
+        verdicts = assess(self.cfg, raw, ca_spki, endpoints, zones, pending, self._active, st.left_out)
+        self._forget_left_out(verdicts)
         for r in verdicts.rejected:
             self._once(("registration", r.key, r.reason), log.warning, "registration refused",
                        satellite=registration.shown(r.key), reason=r.reason, kind="registration")
-        pending = requests.scan(self.requests_dir)
-        chosen = self._requested(verdicts.accepted, pending)
-        st.accepted, st.rejected = tuple(chosen), verdicts.rejected
-        metrics.enrol_accepted.set(len(chosen))
+        for r in verdicts.waiting:
+            self._once(("registration", r.cn, "waiting", r.key_sha256), log.info,
+                       "registration waits for its certificate request", satellite=registration.shown(r.cn))
+        chosen = list(verdicts.accepted)
+        st.waiting = verdicts.waiting
 
         # A failed stage leaves Icinga on the running config; signing still follows what is live
         # there, so one bad registration does not stop the satellites already accepted.
         if self._stage(chosen):
             endpoints = self.api.endpoints()
+        left = set(st.left_out)
+        chosen = [r for r in chosen if r.cn not in left]
+        st.accepted = tuple(chosen)
+        st.rejected = verdicts.rejected + tuple(registration.Rejection(cn, left_out_reason(why))
+                                                for cn, (_, why) in sorted(st.left_out.items())
+                                                if cn in {r.cn for r in verdicts.accepted})
+        metrics.enrol_accepted.set(len(chosen))
         accepted = {r.cn: r for r in chosen}
-        st.live = frozenset(n for n, e in endpoints.items() if e.get("package") == ours and n in accepted)
+        st.live = frozenset(n for n, e in endpoints.items() if e.get("package") == self.settings.package
+                            and n in accepted)
         self._sign(accepted, st.live, pending)
-        st.error = ""
+        st.error = st.unexpected = ""
+        st.failing_since = None
         self._told = {k for k in self._told if k[0] != "pass"}
         return st
 
-    def _requested(self, valid, pending) -> list:
-        """The valid registrations to render: those a pending request proves (same CN, key and
-        fingerprint), and those the active package accepted with the same key before (Icinga
-        removes old request files; an enrolled satellite must not drop out with them)."""
-        proven = {(q.request.cn, q.request.spki_sha256, q.fingerprint) for q in pending if q.request is not None}
-        asked = {q.request.cn for q in pending if q.request is not None}
-        before = registration.accepted_keys(self._active or {})
-        chosen = []
-        for r in valid:
-            if (r.cn, r.key_sha256, r.request_sha256) in proven or before.get(r.cn) == r.key_sha256:
-                chosen.append(r)
-            elif r.cn in asked:
-                self._once(("registration", r.cn, "unproven", r.key_sha256), log.warning, "registration not rendered",
-                           satellite=registration.shown(r.cn), kind="registration",
-                           reason="no pending request has the registered key and fingerprint (a spoofed key hash, "
-                                  "or a registration older than the request)")
-            else:
-                self._once(("registration", r.cn, "waiting", r.key_sha256), log.info,
-                           "registration waits for its certificate request", satellite=registration.shown(r.cn))
-        return chosen
+    def _forget_left_out(self, verdicts) -> None:
+        """Keep a left-out note only while its registration is unchanged (refused for it)."""
+        st = self.state
+        refused = set(verdicts.rejected)
+        kept = {cn: v for cn, v in st.left_out.items()
+                if registration.Rejection(cn, left_out_reason(v[1])) in refused}
+        if kept != st.left_out:
+            st.left_out = kept
+            self._save_left_out()
 
-    def _stage(self, accepted) -> bool:
-        """Bring the package to ``accepted`` when its text differs; True when a new stage went live
-        (Icinga reloaded: the endpoints read before are stale), False otherwise."""
+    def _save_left_out(self) -> None:
+        try:
+            isolation.save_left_out(self.cfg.root, self.state.left_out)
+        except OSError as exc:
+            log.warning("cannot record the registrations left out", error=str(exc))
+
+    def _files(self, accepted) -> dict[str, str]:
         files = registration.render(accepted)
-        if not files:
-            files = {f"zones.d/{self.settings.parent_zones[0]}/statesync-satellites.conf": EMPTY_NOTE}
+        return files or {f"zones.d/{self.settings.parent_zones[0]}/statesync-satellites.conf": EMPTY_NOTE}
+
+    def _try(self, files: dict[str, str], activate: bool) -> tuple[str, object]:
+        pkg = self.settings.package
+        stage = self.api.stage(pkg, files, activate=activate)
+        return stage, self.api.wait_stage(pkg, stage, self.settings.stage_timeout)
+
+    def _validate(self, accepted) -> tuple[bool, str]:
+        _, result = self._try(self._files(accepted), activate=False)
+        return result.ok, "" if result.ok else _last_line(result.log_tail)
+
+    def _stage(self, accepted: list) -> bool:
+        """Bring the package to ``accepted`` when its text differs; True when a new stage went live
+        (Icinga reloaded: the endpoints read before are stale), False otherwise. When the stage
+        fails, the newcomers Icinga's check fails with are left out (``isolation``) and the rest
+        staged; ``accepted`` loses those left out."""
+        files = self._files(accepted)
         fp = registration.fingerprint_of(files)
         st, pkg = self.state, self.settings.package
         if fp == st.active_fingerprint:
@@ -234,27 +275,64 @@ class Acceptor:
             st.active_fingerprint = fp  # nothing accepted and nothing staged: no reload for nothing
             return False
         self.api.ensure_package(pkg)
-        stage = self.api.stage(pkg, files)
-        result = self.api.wait_stage(pkg, stage, self.settings.stage_timeout)
+        stage, result = self._try(files, activate=True)
         if not result.ok:
-            st.stage_error = f"stage {stage}: {_last_line(result.log_tail)}"
-            st.active_fingerprint = fp  # the same text would fail again: wait for a change
-            metrics.enrol_stages.labels(result="failed").inc()
-            metrics.enrol_stage_failed.set(1)
-            log.error("Icinga 2 refused the accepted satellites' config; it keeps running the previous one",
-                      package=pkg, stage=stage, log_tail=result.log_tail[-2000:])
-            return False
+            stage, result, files = self._isolate(accepted, active, stage, result)
+        try:
+            if result is None:  # what is left after isolating is what runs: nothing to reload
+                st.active_fingerprint, st.stage_error = fp, ""
+                metrics.enrol_stage_failed.set(0)
+                return False
+            if not result.ok:
+                st.stage_error = f"stage {stage}: {_last_line(result.log_tail)}"
+                st.active_fingerprint = fp  # the same text would fail again: wait for a change
+                metrics.enrol_stages.labels(result="failed").inc()
+                metrics.enrol_stage_failed.set(1)
+                log.error("Icinga 2 refused the accepted satellites' config; it keeps running the previous one",
+                          package=pkg, stage=stage, log_tail=result.log_tail[-2000:])
+                return False
+        finally:
+            try:
+                self.api.delete_inactive_stages(pkg, keep={stage})
+            except StatesyncError as exc:
+                log.warning("cannot delete old stages", package=pkg, error=str(exc))
         st.active_fingerprint, st.stage_error, self._active = fp, "", files
         metrics.enrol_stages.labels(result="ok").inc()
         metrics.enrol_stage_failed.set(0)
+        left = set(st.left_out)
         log.warning("accepted satellites staged", package=pkg, stage=stage,
-                    satellites=[r.cn for r in accepted])
-        try:
-            self.api.delete_inactive_stages(pkg, keep={stage})
-        except StatesyncError as exc:
-            log.warning("cannot delete old stages", package=pkg, error=str(exc))
-        self._wait_live({r.cn for r in accepted})
+                    satellites=[r.cn for r in accepted if r.cn not in left])
+        self._wait_live({r.cn for r in accepted if r.cn not in left})
         return True
+
+    def _isolate(self, accepted: list, active, stage: str, result):
+        """After a failed stage: leave out the newcomers Icinga's check fails with and stage the
+        rest. Returns (stage, result, files): result None when the rest is what runs already."""
+        st = self.state
+        was = Evidence(active=registration.accepted_entries(active or {}))
+        base = [r for r in accepted if incumbent(r, was)]
+        newcomers = sorted((r for r in accepted if not incumbent(r, was)), key=lambda r: (r.time, r.cn))
+        if not newcomers:
+            return stage, result, None
+        why = _last_line(result.log_tail)
+        found = isolation.isolate(base, newcomers, self._validate, why)
+        log.warning("a stage failed: looking for the registrations Icinga 2's config check fails with",
+                    failed=why, newcomers=[r.cn for r in newcomers], tries=found.tries,
+                    left_out=[r.cn for r, _ in found.bad], untried=[r.cn for r in found.untried])
+        if not found.base_ok or not found.bad:
+            return stage, result, None
+        for r, reason in found.bad:
+            st.left_out[r.cn] = (registration.digest(r), reason)
+            self._told.add(("registration", r.cn, left_out_reason(reason)))  # logged here, not again as refused
+            log.error("registration left out", kind="registration", satellite=registration.shown(r.cn),
+                      zone=registration.shown(r.zone), reason=f"Icinga 2's config check fails with it: {reason}")
+            metrics.enrol_rejected.labels(kind="registration").inc()
+        self._save_left_out()
+        files = self._files(base + list(found.good))
+        if active is not None and registration.fingerprint_of(active) == registration.fingerprint_of(files):
+            return stage, None, files
+        stage, result = self._try(files, activate=True)
+        return stage, result, files
 
     def _wait_live(self, names: set[str]) -> None:
         deadline = time.monotonic() + self.settings.stage_timeout
@@ -310,25 +388,6 @@ class Acceptor:
         level(event, **fields)
 
 
-def registrations(cfg: Config, store: Store) -> dict[str, bytes]:
-    """Every registration under ``<prefix>/satellites/``: the key's CN -> its raw document."""
-    prefix = cfg.layout.satellites
-    return {p.key[len(prefix):]: p.value for p in store.get_prefix(prefix) if p.key != prefix}
-
-
-def reserved_names(cfg: Config, endpoints: dict | None) -> set[str]:
-    """Names no registration may take: this master's own, the zones above and beside the
-    satellites, and every endpoint some other configuration defines (when ``endpoints`` is known)."""
-    try:
-        own = node_cert_name(os.listdir(cfg.state_dir / CERTS_DIR), cfg.guard.cert_name, cfg.node)
-    except OSError:
-        own = cfg.node
-    s = cfg.enrol
-    names = {own, cfg.node, *s.parent_zones, *s.global_zones, *s.reserved}
-    names.update(n for n, e in (endpoints or {}).items() if e.get("package") != s.package)
-    return names
-
-
 def _refusal(r: signing.RequestCert, reg) -> str:
     if reg is None:
         return NO_REGISTRATION
@@ -365,4 +424,5 @@ def _last_line(text: str) -> str:
     "Config validation failed" of critical/cli."""
     lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
     crit = [ln for ln in lines if "critical/" in ln and "critical/cli" not in ln]
-    return (crit[:1] or lines[-1:] or ["(no startup.log)"])[0][:300]
+    line = (crit[:1] or lines[-1:] or ["(no startup.log)"])[0]
+    return re.sub(r"^\[[^\]]*\]\s*", "", line)[:300]  # without its time: the same failure reads the same

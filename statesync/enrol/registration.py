@@ -152,13 +152,30 @@ def decode(raw: bytes) -> Registration:
 
 @dataclass(frozen=True)
 class Policy:
-    """What the master accepts. ``reserved`` holds names no satellite may take, whatever their case."""
+    """What the master accepts. ``reserved`` holds names no satellite may take, whatever their case;
+    ``defined_zones`` the zones Icinga runs from outside the package (zones.conf, other packages);
+    ``zones`` the operator's (CN glob, zone) pairs (``enrol.zones``, see ``authorised_zones``)."""
 
     ca_spki_sha256: str
     allow: tuple[str, ...] = ("*",)
     parent_zones: tuple[str, ...] = ("master",)
     reserved: frozenset[str] = frozenset()
     max_endpoints_per_zone: int = 2
+    zones: tuple[tuple[str, str], ...] = ()
+    defined_zones: frozenset[str] = frozenset()
+
+
+def authorised_zones(cn: str, zones: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
+    """The zones ``cn`` may register. The zone is authorised by the master, never claimed by the
+    satellite: the zones of every ``(glob, zone)`` pair whose glob matches the CN; without one, the
+    zone named after the CN, unless that name is a zone the pairs hand out (an HA pair's zone is
+    theirs alone, whatever its case)."""
+    mapped = tuple(dict.fromkeys(zone for glob, zone in zones if fnmatch.fnmatchcase(cn, glob)))
+    if mapped:
+        return mapped
+    if _fold(cn) in {_fold(zone) for _, zone in zones}:
+        return ()
+    return (cn,)
 
 
 @dataclass(frozen=True)
@@ -171,14 +188,6 @@ class Rejection:
 
     def __str__(self) -> str:
         return f"satellite {shown(self.key)}: {self.reason}"
-
-
-@dataclass(frozen=True)
-class Verdicts:
-    """Every key ends up in exactly one of the two, each sorted."""
-
-    accepted: tuple[Registration, ...]
-    rejected: tuple[Rejection, ...]
 
 
 def _fold(name: str) -> str:
@@ -209,12 +218,20 @@ def _problem(key_cn: str, raw: bytes, policy: Policy) -> str | Registration:
             return f"{name} {shown(value)} is reserved"
         if _fold(value) in parents:
             return f"{name} {shown(value)} is a parent zone"
+    if _fold(reg.zone) in {_fold(z) for z in policy.defined_zones}:
+        return f"zone {shown(reg.zone)} is defined outside statesync's package (zones.conf or another package)"
     if reg.parent_zone not in policy.parent_zones:
         return f"parent_zone {shown(reg.parent_zone)} is not one of {', '.join(sorted(policy.parent_zones))}"
     if reg.ca_spki_sha256 != policy.ca_spki_sha256:
         return f"registered under another CA (ca_spki_sha256 {shown(reg.ca_spki_sha256)})"
     if not any(fnmatch.fnmatchcase(reg.cn, glob) for glob in policy.allow):
         return "cn matches no allowed pattern"
+    authorised = authorised_zones(reg.cn, policy.zones)
+    if reg.zone not in authorised:
+        may = (f"it may register {', '.join(shown(z) for z in authorised)}" if authorised
+               else "no zone is authorised for it")
+        return (f"zone {shown(reg.zone)} is not authorised for this cn ({may}; "
+                f"enrol.zones on the master authorises others)")
     for name in ("key_sha256", "request_sha256"):
         if not valid_sha256(getattr(reg, name)):
             return f"{name} {shown(getattr(reg, name))} is not 64 lowercase hex digits"
@@ -233,66 +250,6 @@ def judge(key_cn: str, raw: bytes, policy: Policy) -> Registration | Rejection:
     return out if isinstance(out, Registration) else Rejection(key_cn, out)
 
 
-def _case_twins(regs: list[Registration], attr: str) -> dict[str, str]:
-    """cn -> reason for every registration whose ``attr`` differs only by case from another's."""
-    spellings: dict[str, set[str]] = defaultdict(set)
-    for r in regs:
-        spellings[_fold(getattr(r, attr))].add(getattr(r, attr))
-    out = {}
-    for r in regs:
-        others = sorted(spellings[_fold(getattr(r, attr))] - {getattr(r, attr)})
-        if others:
-            out[r.cn] = (f"{attr} {shown(getattr(r, attr))} differs only by case from "
-                         f"{', '.join(shown(o) for o in others)}")
-    return out
-
-
-def _nested(regs: list[Registration]) -> dict[str, str]:
-    """cn -> reason for every registration whose zone is another registration's parent zone."""
-    # unreachable through judge (a parent zone is never a satellite's zone); kept so that
-    # loosening judge can never let registrations build a tree of their own
-    parents = {_fold(r.parent_zone) for r in regs}
-    return {r.cn: f"zone {shown(r.zone)} is the parent zone of another registration"
-            for r in regs if _fold(r.zone) in parents}
-
-
-def _parent_conflicts(regs: list[Registration]) -> dict[str, str]:
-    by_zone: dict[str, set[str]] = defaultdict(set)
-    for r in regs:
-        by_zone[r.zone].add(r.parent_zone)
-    return {r.cn: (f"zone {shown(r.zone)} is registered with conflicting parent zones "
-                   f"{', '.join(shown(p) for p in sorted(by_zone[r.zone]))}")
-            for r in regs if len(by_zone[r.zone]) > 1}
-
-
-def _overfull(regs: list[Registration], limit: int) -> dict[str, str]:
-    by_zone: dict[str, list[Registration]] = defaultdict(list)
-    for r in sorted(regs, key=lambda r: r.cn):
-        by_zone[r.zone].append(r)
-    return {r.cn: (f"zone {shown(r.zone)} already has {limit} endpoints "
-                   f"({', '.join(shown(k.cn) for k in members[:limit])})")
-            for members in by_zone.values() for r in members[limit:]}
-
-
-def accept(registrations: dict[str, bytes], policy: Policy) -> Verdicts:
-    """Judge every registration (key CN -> stored bytes), then cross-check the survivors."""
-    rejected: list[Rejection] = []
-    kept: list[Registration] = []
-    for key in sorted(registrations):
-        verdict = judge(key, registrations[key], policy)
-        (kept if isinstance(verdict, Registration) else rejected).append(verdict)
-    checks = (lambda rs: _case_twins(rs, "cn"), _nested, _parent_conflicts,
-              lambda rs: _case_twins(rs, "zone"),
-              lambda rs: _overfull(rs, policy.max_endpoints_per_zone))
-    for check in checks:
-        # one registration, one reason; and one rejected for a conflict takes no place in a full zone
-        reasons = check(kept)
-        rejected += [Rejection(r.cn, reasons[r.cn]) for r in kept if r.cn in reasons]
-        kept = [r for r in kept if r.cn not in reasons]
-    return Verdicts(accepted=tuple(sorted(kept, key=lambda r: r.cn)),
-                    rejected=tuple(sorted(rejected, key=lambda j: (j.key, j.reason))))
-
-
 def _quoted(name: str) -> str:
     if not valid_name(name):
         raise ValueError(f"refusing to render {shown(name)}: not a valid name")
@@ -303,6 +260,7 @@ def _quoted(name: str) -> str:
 # itself says which (CN, key) pairs are accepted: Icinga deletes old request files, and an
 # accepted satellite must not drop out of the package with its request.
 _ACCEPTED_RE = re.compile(r'^object Endpoint "([^"]+)" \{ // key_sha256 ([0-9a-f]{64})$', re.M)
+_ZONE_RE = re.compile(r'^object Zone "([^"]+)" \{\n  endpoints = \[ ([^\]\n]*) \]\n  parent = "([^"]+)"\n\}$', re.M)
 
 
 def _endpoint(reg: Registration) -> str:
@@ -344,14 +302,33 @@ def render(accepted: tuple[Registration, ...] | list[Registration]) -> dict[str,
             for parent in sorted(parts)}
 
 
-def accepted_keys(files: dict[str, str]) -> dict[str, str]:
-    """CN -> key sha256 of every Endpoint a rendered package accepted ({} for none or foreign text)."""
-    out: dict[str, str] = {}
+@dataclass(frozen=True)
+class Accepted:
+    """What the active package accepted for one CN."""
+
+    key_sha256: str
+    zone: str
+    parent_zone: str
+
+
+def accepted_entries(files: dict[str, str]) -> dict[str, Accepted]:
+    """CN -> what a rendered package accepted ({} for none or foreign text): each Endpoint's
+    recorded key, and the Zone that lists it (the path names the parent)."""
+    keys: dict[str, str] = {}
+    zone_of: dict[str, tuple[str, str]] = {}
     for path in sorted(files):
-        for cn, key in _ACCEPTED_RE.findall(files[path]):
-            if valid_name(cn):
-                out[cn] = key
-    return out
+        text = files[path]
+        keys.update((cn, key) for cn, key in _ACCEPTED_RE.findall(text) if valid_name(cn))
+        for zone, members, parent in _ZONE_RE.findall(text):
+            for cn in re.findall(r'"([^"]+)"', members):
+                zone_of[cn] = (zone, parent)
+    return {cn: Accepted(key, *zone_of[cn]) for cn, key in keys.items() if cn in zone_of}
+
+
+def digest(reg: Registration) -> str:
+    """A short hash of what a registration renders: a left-out registration is tried again once it changes."""
+    what = json.dumps([reg.cn, reg.zone, reg.parent_zone, reg.key_sha256, reg.host, reg.port])
+    return hashlib.sha256(what.encode()).hexdigest()[:16]
 
 
 def fingerprint_of(files: dict[str, str]) -> str:

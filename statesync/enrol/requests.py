@@ -63,6 +63,9 @@ def scan(directory: Path) -> list[PendingRequest]:
             except OSError as exc:
                 out.append(PendingRequest(path, name[:-len(".json")], {}, None,
                                           f"cannot read the file: {exc.strerror or exc}", None, 0.0))
+            except Exception as exc:  # a file a satellite shaped is refused alone, never the whole pass
+                out.append(PendingRequest(path, name[:-len(".json")], {}, None,
+                                          f"cannot parse the file ({type(exc).__name__})", None, 0.0))
     return out
 
 
@@ -121,6 +124,8 @@ def _load(path: Path) -> tuple[PendingRequest, tuple[int, int, int]]:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return bad("file is not JSON")
+    except RecursionError:
+        return bad("file is nested too deeply")
     if not isinstance(doc, dict):
         return bad("file is not a JSON object")
     pem = doc.get("cert_request")

@@ -41,6 +41,8 @@ class EnrolSettings:
     parent_zones: tuple[str, ...] = ("master",)
     global_zones: tuple[str, ...] = ("global-templates", "director-global")
     reserved: tuple[str, ...] = ()
+    # (CN glob, zone) pairs that authorise a zone other than the CN's own (docs/ENROL.md)
+    zones: tuple[tuple[str, str], ...] = ()
     interval: float = 30.0
     stage_timeout: float = 60.0
 
@@ -71,6 +73,22 @@ def parse_globs(v: Any) -> tuple[str, ...]:
         if not re.match(r"^[A-Za-z0-9._*?\[\]!-]+$", p):
             raise ValueError(f"{p!r} is not a CN glob (letters, digits, '.', '_', '-', '*', '?', '[...]')")
     return out
+
+
+def parse_zone_map(v: Any) -> tuple[tuple[str, str], ...]:
+    """``"GLOB=ZONE"`` items (a TOML list, or one comma-separated string): the CNs matching GLOB may
+    register ZONE. A TOML table cannot hold them: its keys would be read as settings."""
+    items = [p.strip() for p in v.split(",")] if isinstance(v, str) else v
+    if not isinstance(items, (list, tuple)) or not all(isinstance(p, str) for p in items):
+        raise ValueError('expected a list of "CN-GLOB=ZONE" items, such as ["sat-a*=zone-a"]')
+    out = []
+    for item in (p.strip() for p in items if p.strip()):
+        glob, eq, zone = (x.strip() for x in item.partition("="))
+        if not eq or not glob or not zone:
+            raise ValueError(f"{item!r} is not CN-GLOB=ZONE")
+        (glob,) = parse_globs([glob])
+        out.append((glob, parse_name(zone)))
+    return tuple(dict.fromkeys(out))
 
 
 def parse_host(v: Any) -> str:
@@ -121,4 +139,5 @@ def build(v: Mapping[str, Any], role: str | None) -> EnrolSettings:
         api_password_file=v["enrol.api_password_file"], api_password=password, api_cacert=v["enrol.api_cacert"],
         api_server_name=v["enrol.api_server_name"], package=v["enrol.package"], allow=v["enrol.allow"],
         parent_zones=v["enrol.parent_zones"], global_zones=v["enrol.global_zones"], reserved=v["enrol.reserved"],
+        zones=v["enrol.zones"],
         interval=v["enrol.interval"], stage_timeout=v["enrol.stage_timeout"])
