@@ -45,6 +45,13 @@ def _starts(item: pytest.Item) -> set[str]:
     return found
 
 
+# pytest-timeout's backstop (pyproject.toml: 900 s) for tests that may legitimately take longer
+# on a loaded machine, unless a test sets its own @pytest.mark.timeout. The engine's first test
+# also pays for `engine`'s setup, which may install the engine and build the images (bounded by
+# tests/engine.py at 600 + 1800 s) and test_swarm_engine's image build (300 + 900 s).
+_LONGER = {"engine": 3600, "slow": 1800}
+
+
 def pytest_collection_modifyitems(config, items):
     """Mark each test by what its fixtures start, so that `-m "not consul and not engine and not
     e2e"` selects the unit tier: tests that need nothing but Python and the file system."""
@@ -52,6 +59,10 @@ def pytest_collection_modifyitems(config, items):
         have = {m.name for m in item.iter_markers()}
         for marker in sorted(_starts(item) - have):
             item.add_marker(marker)
+            have.add(marker)
+        longer = [seconds for marker, seconds in _LONGER.items() if marker in have]
+        if longer and "timeout" not in have:
+            item.add_marker(pytest.mark.timeout(max(longer)))
 
 
 @pytest.fixture(scope="session")
