@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import inspect
 import itertools
 import os
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,55 @@ from statesync.repo.repository import Repo
 from .support import ConsulAgent, find_consul
 
 _counter = itertools.count()
+
+# The fixtures that start a real Consul, container engine or Icinga 2, by where they are
+# defined (a module may define a stand-in under the same name: test_guard_preflight's
+# `engine`), and the marker a test using one must carry. A test uses a fixture when it is
+# among the fixtures it asks for, directly or through other fixtures.
+_STARTS = {
+    ("conftest.py", "consul_bin"): "consul",
+    ("conftest.py", "consul"): "consul",
+    ("conftest.py", "acl_consul"): "consul",
+    ("conftest.py", "engine"): "engine",
+    ("test_e2e_icinga.py", "cluster"): "e2e",
+    ("test_enrol_icinga_api.py", "master"): "e2e",
+}
+
+
+def _starts(item: pytest.Item) -> set[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    found = set()
+    for name in item.fixturenames:
+        defs = info.name2fixturedefs.get(name)
+        if not defs:
+            continue
+        source = inspect.getsourcefile(defs[-1].func) or ""  # the last is the one the test gets
+        marker = _STARTS.get((Path(source).name, name))
+        if marker:
+            found.add(marker)
+    return found
+
+
+# pytest-timeout's backstop (pyproject.toml: 900 s) for tests that may legitimately take longer
+# on a loaded machine, unless a test sets its own @pytest.mark.timeout. The engine's first test
+# also pays for `engine`'s setup, which may install the engine and build the images (bounded by
+# tests/engine.py at 600 + 1800 s) and test_swarm_engine's image build (300 + 900 s).
+_LONGER = {"engine": 3600, "slow": 1800}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by what its fixtures start, so that `-m "not consul and not engine and not
+    e2e"` selects the unit tier: tests that need nothing but Python and the file system."""
+    for item in items:
+        have = {m.name for m in item.iter_markers()}
+        for marker in sorted(_starts(item) - have):
+            item.add_marker(marker)
+            have.add(marker)
+        longer = [seconds for marker, seconds in _LONGER.items() if marker in have]
+        if longer and "timeout" not in have:
+            item.add_marker(pytest.mark.timeout(max(longer)))
 
 
 @pytest.fixture(scope="session")

@@ -167,7 +167,9 @@ def _cases():
             command = "backup"
         yield pytest.param(command, lambda f: [], env, False, id=f"{command}: {' '.join(env)}={list(env.values())[0]!r}")
     for command, name, extra, *consul in OWN:
-        yield pytest.param(command, extra, {}, bool(consul), id=f"{command}: {name}")
+        # consul_addr starts the session agent for these by name, out of sight of conftest's markers
+        yield pytest.param(command, extra, {}, bool(consul), id=f"{command}: {name}",
+                           marks=[pytest.mark.consul] if consul else [])
 
 
 @pytest.fixture

@@ -335,7 +335,8 @@ def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
-    from ..repo.rekey import holding_writer_lock, rekey
+    from ..consul.lock import holding_writer_lock
+    from ..repo.rekey import rekey
     from ..snapshot.crypto import KeyFormatError, Sealer, parse_key
     try:
         with open(args.new_key_file, "rb") as fh:
@@ -345,7 +346,7 @@ def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
     except KeyFormatError as exc:
         raise UsageError(f"--new-key-file: {args.new_key_file}: {exc}") from None
     repo = open_repo(cfg)
-    with holding_writer_lock(repo.store, repo.layout.lock, cfg.lock, cfg.node) as fence:
+    with holding_writer_lock(repo.store, repo.layout.lock, cfg.lock, cfg.node, "rekey") as fence:
         count = rekey(repo, new, fence=fence)
     print(f"re-encrypted {count} snapshot(s) of node {cfg.node} under key id {new.key_id}; "
           f"now set encryption_key_file to the new key")

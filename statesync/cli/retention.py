@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import config
-from ..consul.lock import describe_holder
+from ..consul.lock import describe_holder, holding_writer_lock
 from ..errors import EXIT_OK, LockHeld
 from ..repo import retention
 from ..sidecar.wiring import open_repo, rules
@@ -51,14 +51,13 @@ def cmd_forget(cfg: config.Config, args: argparse.Namespace) -> int:
 
 
 def cmd_gc(cfg: config.Config, args: argparse.Namespace) -> int:
-    from ..repo.rekey import holding_writer_lock
     repo = open_repo(cfg)
     if cfg.lock.enabled:
         pair = repo.store.get(repo.layout.lock, consistent=True)
         if pair is not None and pair.session:
             raise LockHeld(f"the writer lock of node {cfg.node!r} is held by {describe_holder(pair.value)}: "
                            "the sidecar collects garbage itself; stop it to run gc by hand")
-    with holding_writer_lock(repo.store, repo.layout.lock, cfg.lock, cfg.node) as fence:
+    with holding_writer_lock(repo.store, repo.layout.lock, cfg.lock, cfg.node, "gc") as fence:
         count = repo.collect_garbage(cfg.gc_grace, fence=fence)
     print(f"collected {count} unreferenced chunk(s) of node {cfg.node}; chunks unreferenced for less than "
           f"gc_grace ({cfg.gc_grace:g}s) wait for a later collection")

@@ -20,8 +20,9 @@ import os
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Iterator
 
 import structlog
 
@@ -39,6 +40,8 @@ _WATCH_S = 1.0
 _DELAY_POLL_S = 0.2
 # Shutdown waits this long at most for the lock's release (Consul may be holding requests).
 _RELEASE_WAIT_S = 5.0
+# Beyond the lock-delay, a lock still not free is held by someone who took it meanwhile.
+_SPARE_S = 2.0
 
 
 # -- pure ------------------------------------------------------------------------------
@@ -285,3 +288,44 @@ def writer_lock(settings: LockSettings, store: Store, key: str, node: str) -> Wr
     if not settings.enabled:
         return None
     return WriterLock(store, key, settings, name=f"statesync {node} on {socket.gethostname()} pid {os.getpid()}")
+
+
+@contextmanager
+def holding_writer_lock(store: Store, key: str, settings: LockSettings, node: str,
+                        command: str) -> Iterator[tuple[Op, ...]]:
+    """Hold ``node``'s writer lock ``key`` for the block of a one-off ``command`` (``gc``,
+    ``rekey``) and give its fence (``()`` when ``settings.enabled`` is off: nothing fences
+    then, as for the daemon). ``command`` is named in every message, so that the operator
+    is told which command to run again.
+
+    Raises LockHeld naming the holder when another process holds it: a one-off command
+    never waits for a sidecar, which would go on writing once it got the lock back.
+    """
+    lock = writer_lock(settings, store, key, node)
+    if lock is None:
+        log.warning(f"lock.enabled is off: {command} is not fenced; make sure no sidecar of the node runs",
+                    node=node)
+        yield ()
+        return
+    _refuse_if_held(store, key, node, command)
+    stop = threading.Event()
+    # A free lock may still be in Consul's lock-delay after a holder that died: wait that out only.
+    timer = threading.Timer(settings.delay + _SPARE_S, stop.set)
+    timer.daemon = True
+    timer.start()
+    try:
+        if not lock.acquire(stop):
+            _refuse_if_held(store, key, node, command)
+            raise LockHeld(f"the writer lock of node {node!r} did not become free within "
+                           f"{settings.delay + _SPARE_S:g}s; run {command} again")
+        yield lock.fence
+    finally:
+        timer.cancel()
+        lock.release()
+
+
+def _refuse_if_held(store: Store, key: str, node: str, command: str) -> None:
+    pair = store.get(key, consistent=True)
+    if pair is not None and pair.session:
+        raise LockHeld(f"the writer lock of node {node!r} is held by {describe_holder(pair.value)}: "
+                       f"stop the node's sidecar, then run {command} again")

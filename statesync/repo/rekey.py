@@ -7,23 +7,17 @@ head is moved last, with check-and-set. The old chunks become garbage and are
 collected after the grace period.
 
 A running sidecar would go on committing under the old key, so rekey is the node's
-writer while it works: it takes the writer lock (``holding_writer_lock``), refusing
+writer while it works: it takes the writer lock (``consul.lock.holding_writer_lock``), refusing
 while a sidecar holds it, and fences every write with it as the daemon does.
 """
 from __future__ import annotations
 
 import dataclasses
-import threading
-from contextlib import contextmanager
-from typing import Iterator
 
 import structlog
 
 from ..consul.client import Op
-from ..consul.lock import describe_holder, writer_lock
-from ..consul.settings import LockSettings
-from ..consul.store import Store
-from ..errors import CasConflict, LockHeld, NotFound
+from ..errors import CasConflict, NotFound
 from ..snapshot import chunking
 from ..snapshot import manifest as mf
 from ..snapshot.crypto import Sealer
@@ -31,47 +25,6 @@ from ..snapshot.record import Record
 from .repository import Repo
 
 log = structlog.get_logger(__name__)
-
-
-# Beyond the lock-delay, a lock still not free is held by someone who took it meanwhile.
-_SPARE_S = 2.0
-
-
-@contextmanager
-def holding_writer_lock(store: Store, key: str, settings: LockSettings, node: str) -> Iterator[tuple[Op, ...]]:
-    """Hold ``node``'s writer lock ``key`` for the block and give its fence (``()`` when
-    ``settings.enabled`` is off: nothing fences then, as for the daemon).
-
-    Raises LockHeld naming the holder when another process holds it: rekey never waits
-    for a sidecar, which would only go on writing under the old key once it got the lock back.
-    """
-    lock = writer_lock(settings, store, key, node)
-    if lock is None:
-        log.warning("lock.enabled is off: rekey is not fenced; make sure no sidecar of the node runs", node=node)
-        yield ()
-        return
-    _refuse_if_held(store, key, node)
-    stop = threading.Event()
-    # A free lock may still be in Consul's lock-delay after a holder that died: wait that out only.
-    timer = threading.Timer(settings.delay + _SPARE_S, stop.set)
-    timer.daemon = True
-    timer.start()
-    try:
-        if not lock.acquire(stop):
-            _refuse_if_held(store, key, node)
-            raise LockHeld(f"the writer lock of node {node!r} did not become free within "
-                           f"{settings.delay + _SPARE_S:g}s; run rekey again")
-        yield lock.fence
-    finally:
-        timer.cancel()
-        lock.release()
-
-
-def _refuse_if_held(store: Store, key: str, node: str) -> None:
-    pair = store.get(key, consistent=True)
-    if pair is not None and pair.session:
-        raise LockHeld(f"the writer lock of node {node!r} is held by {describe_holder(pair.value)}: "
-                       "stop the node's sidecar, then run rekey again")
 
 
 def rekey(old: Repo, new_sealer: Sealer, fence: tuple[Op, ...] = ()) -> int:
