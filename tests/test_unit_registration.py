@@ -522,6 +522,7 @@ def _validate(files: dict[str, str], tmp_path: Path) -> subprocess.CompletedProc
                           check=False, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.e2e  # runs the real icinga2 daemon -C
 def test_the_real_icinga_validator_accepts_the_rendered_config():
     files = reg.render(RENDERED + [_reg("sat4", "sat4", parent_zone="master", host="10.0.0.4")])
     # not pytest's tmp_path: its parent is private to root, and Icinga 2 reads as its own user
