@@ -46,7 +46,7 @@ from statesync.pki import fingerprint  # noqa: E402
 from statesync.repo.repository import Repo  # noqa: E402
 from statesync.restore.apply import restore  # noqa: E402
 from statesync.snapshot import chunking  # noqa: E402
-from statesync.snapshot import record as snapshot
+from statesync.snapshot import record as snapshot  # noqa: E402
 from statesync.snapshot.manifest import FILE  # noqa: E402
 from statesync.snapshot.scan import Scanner  # noqa: E402
 from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd  # noqa: E402
@@ -601,7 +601,7 @@ def rows(report: dict) -> list[tuple[str, dict, str, str]]:
         g = head["guard"][label]["settings"]
         out.append((f"guard reaction, {label} settings ({g['confirmations']} confirmations "
                     f"{g['confirm_interval_s']} s apart), p50 / p99",
-                    cell(lambda v, l=label: f"{_s(v['guard'][l]['p50_s'])} / {_s(v['guard'][l]['p99_s'])}"),
+                    cell(lambda v, g=label: f"{_s(v['guard'][g]['p50_s'])} / {_s(v['guard'][g]['p99_s'])}"),
                     f"p99 < {GOALS['guard_p99_s']:.0f} s", _ok(head["guard"][label]["met"])))
     idle = head["idle"]
     out.append((f"idle sidecar on (b) over {idle['seconds']:.0f} s: CPU, RSS",

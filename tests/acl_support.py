@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from .support import ConsulAgent, REPO, clean_env, kv_ready, plain_lines, statesync_cmd
+from .support import REPO, ConsulAgent, clean_env, kv_ready, plain_lines, statesync_cmd
 
 ACL_DIR = REPO / "config/acl"
 AGENT_NODE = "statesync-acl-test"  # the Consul node name: AGENT in the policy files

@@ -72,9 +72,9 @@ def test_a_tick_rewrites_nearly_every_byte_but_keeps_objects_names_and_fields(ti
     a = [json.loads(p) for p in _netstrings(ticks[0])]
     b = [json.loads(p) for p in _netstrings(ticks[1])]
     assert [(r["type"], r["name"]) for r in a] == [(r["type"], r["name"]) for r in b]
-    assert all(set(x["update"]) == set(y["update"]) for x, y in zip(a, b))
+    assert all(set(x["update"]) == set(y["update"]) for x, y in zip(a, b, strict=True))
     frames_a, frames_b = _netstrings(ticks[0]), _netstrings(ticks[1])
-    changed = sum(len(y) for x, y in zip(frames_a, frames_b) if x != y)
+    changed = sum(len(y) for x, y in zip(frames_a, frames_b, strict=True) if x != y)
     assert changed / sum(len(y) for y in frames_b) > 0.97
 
 

@@ -134,7 +134,7 @@ def test_a_sealed_compressed_chunk_holds_neither_the_plaintext_nor_its_compresse
     rec = _commit(cfg, repo, "zstd").record
     stored = _stored(cfg, repo, rec, "icinga2.state")
     pieces = [state[i:i + cfg.chunk_size] for i in range(0, len(state), cfg.chunk_size)]
-    for value, piece in zip(stored, pieces):
+    for value, piece in zip(stored, pieces, strict=True):
         packed = codec.encode(piece, "zstd")
         assert packed[0] == codec.ZSTD
         assert piece[1000:1064] not in value and packed[100:132] not in value

@@ -16,7 +16,6 @@ stale tree.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 

@@ -60,4 +60,4 @@ def test_gc_and_full_rescans_are_timed_by_the_scheduler_and_run_by_the_main_loop
     assert not overlaps
     # About a second apart, as the intervals say (neither a busy loop nor a missed beat).
     gcs = [at for what, _, at in events if what == "gc"]
-    assert all(0.5 < b - a < 3.0 for a, b in zip(gcs, gcs[1:])), gcs
+    assert all(0.5 < b - a < 3.0 for a, b in zip(gcs, gcs[1:], strict=False)), gcs

@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
 from statesync import config
 from statesync.config import parse_addr
@@ -41,8 +42,6 @@ from statesync.pki import cadoc, fingerprint
 from statesync.pki.fingerprint import spki_sha256
 from statesync.sidecar.wiring import open_repo as _repo
 from statesync.snapshot.crypto import format_key, generate_key
-
-from cryptography.hazmat.primitives import serialization
 
 from . import certs, icinga
 from .icinga import MAX_WAIT, Api, Node, sha256_file

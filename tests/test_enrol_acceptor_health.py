@@ -34,6 +34,7 @@ def test_a_pass_that_fails_unexpectedly_makes_the_acceptor_report_a_problem_for_
 
 def test_passes_that_keep_failing_are_reported_once_they_outlast_a_reload(consul, prefix, tmp_path, monkeypatch):
     from statesync.enrol import master
+
     from .certs import make_ca
     from .support import free_ports
 

@@ -73,7 +73,7 @@ class Parent:
         while not self._stop.is_set():
             try:
                 conn, _ = self.listener.accept()
-            except (socket.timeout, OSError):
+            except (TimeoutError, OSError):
                 continue
             conn.settimeout(5)
             try:

@@ -24,8 +24,14 @@ from statesync.consul.store import Store
 from statesync.guard import accept
 from statesync.guard.logic import Verdict
 from statesync.guard.satellite import Guard, check_ca
-from statesync.guard.triggers import (ApiTrigger, CommandTrigger, DockerTrigger, ExitTrigger, SignalTrigger,
-                                      from_settings)
+from statesync.guard.triggers import (
+    ApiTrigger,
+    CommandTrigger,
+    DockerTrigger,
+    ExitTrigger,
+    SignalTrigger,
+    from_settings,
+)
 
 from .certs import CERT_FILES, enrol, make_ca
 from .guardkit import fired, publish, quarantines

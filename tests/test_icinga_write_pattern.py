@@ -177,8 +177,7 @@ def test_an_idle_sidecar_collects_its_garbage_within_gc_interval(consul, prefix,
 
 
 def test_a_temporary_files_own_events_and_its_directorys_start_no_burst_but_the_rename_does(tmp_path):
-    from watchdog.events import (DirModifiedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
-                                 FileMovedEvent)
+    from watchdog.events import DirModifiedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
     from statesync import config
     from statesync.sidecar.daemon import _Changes

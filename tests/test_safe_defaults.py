@@ -134,7 +134,8 @@ def test_the_sidecar_without_a_key_exits_with_one_line_instead_of_uploading_keys
     except subprocess.TimeoutExpired:
         stop_process(proc, 10)
         out, err = proc.communicate()
-        raise AssertionError(f"the sidecar kept running with private keys and no encryption key:\n{err[-2000:]}")
+        raise AssertionError(
+            f"the sidecar kept running with private keys and no encryption key:\n{err[-2000:]}") from None
     assert proc.returncode == 1, err
     line = _error_line(subprocess.CompletedProcess([], 1, out, err))
     assert "is a secret (a private key, the TicketSalt or passwords) and no encryption key is configured" in line

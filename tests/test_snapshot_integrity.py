@@ -74,7 +74,7 @@ def test_a_64_mib_file_with_nine_versions_kept_restores_with_the_default_setting
         env = _env(agent, prefix, root)
         big = root / "icinga2.state"
         versions = []
-        for i in range(9):
+        for _ in range(9):
             data = os.urandom(64 * 1024 * 1024)
             big.write_bytes(data)
             versions.append(hashlib.sha256(data).hexdigest())

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from .compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
 from .engine import (
     CONSUL,
     ICINGA2,
@@ -46,7 +47,6 @@ from .engine import (
     unique_name,
     wait_healthy,
 )
-from .compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -334,7 +334,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         assert deployed.returncode == 0, deployed.stdout + deployed.stderr
         assert "Ignoring unsupported options" not in deployed.stdout + deployed.stderr, deployed.stderr
 
-        for slot, cn in cns.items():
+        for cn in cns.values():
             api(master, f"/v1/objects/endpoints/{cn}", '"connected":true', tries=180)
         phases["deploy_to_all_connected"] = time.monotonic() - t1
 
@@ -343,7 +343,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         # The health check runs `statesync health`, which asks the configured port (9470).
         # Swarm reports a task "Starting" until its health check first passes.
         t2 = time.monotonic()
-        for slot, cid in running.items():
+        for cid in running.values():
             wait_healthy(cid, 180)
             probe = inspect(cid)["State"]["Health"]["Log"][-1]["Output"]
             assert f":{HTTP_PORT}/healthz" in probe, probe

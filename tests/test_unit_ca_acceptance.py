@@ -59,7 +59,7 @@ def test_decode_rejects_a_record_with_a_bad_field(field, value):
 def test_the_history_is_newest_first_and_bounded():
     docs = [cadoc.from_pem(make_ca().pem, f"t{i}", "m", f"s{i}") for i in range(acceptance.HISTORY_MAX + 3)]
     history: list[dict] = []
-    for old, new in zip(docs, docs[1:]):
+    for old, new in zip(docs, docs[1:], strict=False):
         history = acceptance.decode_history(
             acceptance.with_entry(history, acceptance.history_entry(old, new, "accepted", _record())))
     assert len(history) == acceptance.HISTORY_MAX

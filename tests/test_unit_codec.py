@@ -108,7 +108,7 @@ def test_icinga_state_chunks_get_the_dense_second_pass_and_beat_one_pass_of_zstd
     stored = [codec.encode(c, "zstd") for c in chunks]
     assert sum(map(len, stored)) * 1.05 < one_pass
     assert len(data) / sum(map(len, stored)) > 16
-    assert [codec.decode(s, sha256(c), len(c)) for s, c in zip(stored, chunks)] == chunks
+    assert [codec.decode(s, sha256(c), len(c)) for s, c in zip(stored, chunks, strict=True)] == chunks
 
 
 def test_random_data_is_never_given_the_second_pass(monkeypatch):

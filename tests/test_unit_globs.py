@@ -336,7 +336,7 @@ _SCOMP = st.text(alphabet="ab", min_size=0, max_size=5)
 @given(st.lists(_PCOMP, min_size=1, max_size=4), st.lists(_SCOMP, min_size=1, max_size=4))
 def test_star_and_question_mark_match_component_by_component_like_fnmatch(pcomps, scomps):
     expected = len(pcomps) == len(scomps) and all(
-        fnmatch.fnmatchcase(s, p) for p, s in zip(pcomps, scomps))
+        fnmatch.fnmatchcase(s, p) for p, s in zip(pcomps, scomps, strict=True))
     assert matches("/".join(pcomps), "/".join(scomps)) == expected
 
 

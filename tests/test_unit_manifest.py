@@ -573,7 +573,7 @@ def test_the_root_record_lives_in_the_stream_s_end_piece_not_in_a_segment():
     first = enc.pieces(Manifest(entries, ROOT), 4096)
     second = enc.pieces(Manifest(entries, dataclasses.replace(ROOT, mtime_ns=5)), 4096)
     assert len(first) == len(second) > 2
-    assert [a == b for a, b in zip(first, second)].count(False) == 1 and first[-1] != second[-1]
+    assert [a == b for a, b in zip(first, second, strict=True)].count(False) == 1 and first[-1] != second[-1]
 
 
 def _hard_linked(*paths: str, **over) -> tuple[Entry, ...]:
@@ -645,7 +645,7 @@ def test_the_largest_real_trees_fit_every_bound():
     per_file = limits.entry_memory(Entry("p" * 60, FILE, 0o644, 0, 0, 2**62, size=100_000, sha256=SHA_A,
                                          chunks=(SHA_A,)), ("p" * 60, "p" * 60, (SHA_A,), 2**62, 100_000), 1, 1)
     assert 300_000 * per_file <= limits.MAX_MEMORY
-    assert -(-374_000_000 // (256 * 1024)) * len('"%s",' % SHA_A) + 400 <= limits.MAX_VALUE_CHARS
+    assert -(-374_000_000 // (256 * 1024)) * len(f'"{SHA_A}",') + 400 <= limits.MAX_VALUE_CHARS
 
 
 def test_decode_rejects_a_file_with_more_chunks_than_its_size_can_hold():
@@ -725,7 +725,7 @@ def test_load_fetches_a_few_pieces_at_a_time_and_checks_the_whole_digest():
                              chunks=(hashlib.sha256(b"%d" % i).hexdigest(),)) for i in range(3000)))
     pieces = mf.Encoder().pieces(m, 4096)
     names = tuple(hashlib.sha256(p).hexdigest() for p in pieces)
-    store = dict(zip(names, pieces))
+    store = dict(zip(names, pieces, strict=True))
     asked: list[int] = []
 
     def fetch(batch):

@@ -19,13 +19,13 @@ from ..repo.repository import Repo
 from ..sidecar import logs
 from ..sidecar.wiring import open_repo
 from ..snapshot.names import escape, exact, one_line
-from .parsers import build_parser, setting_flags
-from .enrol import cmd_enrol, cmd_satellites
-from .ops import cmd_health, cmd_keygen, cmd_pin_parent
-from .retention import cmd_forget, cmd_gc, cmd_pin, cmd_unpin, snapshot_rows
 from .compare import cmd_diff, print_dry_run, restore_part
+from .enrol import cmd_enrol, cmd_satellites
 from .inspect import cmd_ls, cmd_nodes, cmd_verify
+from .ops import cmd_health, cmd_keygen, cmd_pin_parent
+from .parsers import build_parser, setting_flags
 from .progress import Progress
+from .retention import cmd_forget, cmd_gc, cmd_pin, cmd_unpin, snapshot_rows
 
 log = structlog.get_logger(__name__)
 

@@ -25,8 +25,16 @@ import structlog
 from consul import base as consul_base
 
 from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, StatesyncError, StoreError
-from .answers import Ended, Refused, denied, raise_if_bad_ttl, refused_txn, translated, txn_errors
-from .answers import failed_op  # noqa: F401  (named here by callers of the store)
+from .answers import (
+    Ended,
+    Refused,
+    denied,
+    failed_op,  # noqa: F401  (named here by callers of the store)
+    raise_if_bad_ttl,
+    refused_txn,
+    translated,
+    txn_errors,
+)
 from .client import Client, Op
 from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief

@@ -21,7 +21,7 @@ from typing import TextIO
 
 from ..config import Config
 from ..consul.store import Store
-from ..errors import CorruptData, EXIT_OK, StatesyncError
+from ..errors import EXIT_OK, CorruptData, StatesyncError
 from ..pki import cadoc, fingerprint
 from . import isolation, registration, requests
 from .icinga_api import IcingaApi

@@ -71,10 +71,10 @@ def _rewrite(old: Repo, new: Repo, record: Record, fence: tuple[Op, ...]) -> Rec
     pieces = list(chunking.split(blob, new.chunk_size))
     if new.seal_manifest:
         digests = tuple(new.sealer.address(p) for p in pieces)
-        uploads.update({d: new.sealer.seal(new.layout.node, d, p) for d, p in zip(digests, pieces)})
+        uploads.update({d: new.sealer.seal(new.layout.node, d, p) for d, p in zip(digests, pieces, strict=True)})
     else:
         digests = tuple(chunking.sha256(p) for p in pieces)
-        uploads.update(zip(digests, pieces))
+        uploads.update(zip(digests, pieces, strict=True))
     new.store.put_many(((new.layout.chunk(d), v) for d, v in uploads.items()), fence=fence)
     sealed = new.seal_manifest or any(e.sealed for e in entries)
     return dataclasses.replace(record, manifest_chunks=digests, manifest_sha256=chunking.sha256(blob),

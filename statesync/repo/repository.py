@@ -26,10 +26,10 @@ from ..snapshot import chunking, codec
 from ..snapshot import manifest as mf
 from ..snapshot import record as snapshot
 from ..snapshot.crypto import Sealer
+from ..snapshot.history import id_time, next_seq
 from ..snapshot.layout import Layout
 from ..snapshot.manifest import Manifest
 from ..snapshot.record import Record
-from ..snapshot.history import id_time, next_seq
 from ..snapshot.retention import Rules, Snap
 from ..snapshot.scan import ScanResult
 from . import retention
@@ -263,7 +263,7 @@ class Repo:
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
         uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in stored}
-        for d, p in zip(manifest_digests, manifest_pieces):
+        for d, p in zip(manifest_digests, manifest_pieces, strict=True):
             if d not in stored:
                 uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
         sealed = self.seal_manifest or any(e.sealed for e in m.entries)

@@ -21,8 +21,8 @@ from ..consul.settings import READ_BATCH_BYTES
 from ..consul.store import KVPair, Store
 from ..errors import CasConflict, CorruptData, NotFound
 from ..snapshot import record as snapshot
-from ..snapshot.layout import Layout
 from ..snapshot.history import newest_first
+from ..snapshot.layout import Layout
 from ..snapshot.retention import Rules, Snap, decide, decode_pins, encode_pins
 
 log = structlog.get_logger(__name__)
