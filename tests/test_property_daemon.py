@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +62,23 @@ def _head_files(repo) -> dict[str, str] | None:
     return {e.path: e.sha256 for e in repo.manifest(rec).entries if e.type == "f"}
 
 
+def _gc_index(repo) -> int:
+    pair = repo.store.get(repo.layout.gc)
+    return pair.modify_index if pair is not None else 0
+
+
+def _collected(repo, passes: int) -> None:
+    """Return once the sidecar's garbage collector ran ``passes`` more times (each rewrites the gc key):
+    counted, not slept for, since a loaded machine may run it late."""
+    seen = [_gc_index(repo)]
+
+    def more() -> bool:
+        if (index := _gc_index(repo)) != seen[-1]:
+            seen.append(index)
+        return len(seen) > passes
+    wait_for(more, 120, what=f"{passes} garbage collections", step=0.05)
+
+
 def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -100,9 +116,9 @@ def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, pref
                 os.rename(path, base / b)
                 history.setdefault(b, []).extend(history.get(a, []))
             elif verb == "gc":
-                time.sleep(1.2)  # the sidecar collects every second, without grace
+                _collected(repo, 2)  # without grace: a first pass marks, a second deletes
             expected = _files(root)
-            wait_for(lambda: _head_files(repo) == expected, 30, f"the head to hold the tree after {verb}",
+            wait_for(lambda: _head_files(repo) == expected, 120, f"the head to hold the tree after {verb}",
                      details=sidecar.output)
             target = tmp_path / "restored"
             shutil.rmtree(target, ignore_errors=True)
