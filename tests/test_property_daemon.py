@@ -62,21 +62,20 @@ def _head_files(repo) -> dict[str, str] | None:
     return {e.path: e.sha256 for e in repo.manifest(rec).entries if e.type == "f"}
 
 
-def _gc_index(repo) -> int:
-    pair = repo.store.get(repo.layout.gc)
-    return pair.modify_index if pair is not None else 0
+def _unreferenced(repo) -> set[str]:
+    """The stored chunks that no kept snapshot (nor the head) refers to: what GC is there to delete."""
+    records = repo.records()
+    head = repo.head().record
+    referenced = set().union(*(repo.refs(r) for r in [*records, *([head] if head else [])]))
+    layout = repo.layout
+    return {d for k in repo.store.keys(layout.chunks) if (d := layout.digest_of_chunk_key(k))} - referenced
 
 
-def _collected(repo, passes: int) -> None:
-    """Return once the sidecar's garbage collector ran ``passes`` more times (each rewrites the gc key):
-    counted, not slept for, since a loaded machine may run it late."""
-    seen = [_gc_index(repo)]
-
-    def more() -> bool:
-        if (index := _gc_index(repo)) != seen[-1]:
-            seen.append(index)
-        return len(seen) > passes
-    wait_for(more, 120, what=f"{passes} garbage collections", step=0.05)
+def _collected(repo) -> None:
+    """Return once the sidecar's garbage collector (every second, without grace: a first pass marks, a
+    second deletes) has deleted every unreferenced chunk: waited for, not slept for, since a loaded
+    machine may run it late."""
+    wait_for(lambda: not _unreferenced(repo), 120, what="the unreferenced chunks collected", step=0.1)
 
 
 def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, prefix, tmp_path):
@@ -116,7 +115,7 @@ def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, pref
                 os.rename(path, base / b)
                 history.setdefault(b, []).extend(history.get(a, []))
             elif verb == "gc":
-                _collected(repo, 2)  # without grace: a first pass marks, a second deletes
+                _collected(repo)
             expected = _files(root)
             wait_for(lambda: _head_files(repo) == expected, 120, f"the head to hold the tree after {verb}",
                      details=sidecar.output)
