@@ -59,3 +59,14 @@ def test_the_benchmark_runs_in_quick_mode_and_writes_every_figure_as_json(tmp_pa
     assert "| figure |" in table and "initial backup" in table and "guard reaction" in table
     # the table printed on stdout names every figure too
     assert "idle sidecar" in proc.stdout and "restore of (b)" in proc.stdout
+
+
+def test_the_takeover_benchmark_measures_a_round_of_each_and_writes_its_figures(tmp_path):
+    out = tmp_path / "takeover.json"
+    proc = subprocess.run([sys.executable, str(REPO / "bench/takeover.py"), "--rounds", "1", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    report = json.loads(out.read_text())
+    for figure in ("after_sigkill_s", "after_sigterm_s"):
+        assert len(report[figure]["reps"]) == 1 and report[figure]["median"] > 0, report
+        assert isinstance(report[figure]["met"], bool)  # reported, never enforced

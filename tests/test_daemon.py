@@ -17,6 +17,9 @@ from .support import ConsulAgent, clean_env, free_ports, statesync_cmd, stop_pro
 
 pytestmark = pytest.mark.consul
 
+# Only to stop a hang: a loaded machine may take this long for what takes a second here.
+PATIENCE = 120
+
 
 class Sidecar:
     def __init__(self, addr: str, prefix: str, root: Path, node: str = "node1", role: str = "master", extra=()):
@@ -50,7 +53,9 @@ def _file_in_head(repo: Repo, path: str, content: bytes) -> bool:
     return entry is not None and entry.sha256 == sha256(content)
 
 
-def test_the_daemon_commits_each_written_file_within_one_and_a_half_seconds(consul, prefix, tmp_path):
+def test_the_daemon_commits_each_written_file(consul, prefix, tmp_path):
+    # How fast is bench/run.py's "daemon latency" (docs/BENCH.md: p99 <= debounce + 300 ms); here
+    # only that every write reaches a head, in order, and the latencies are printed for a look.
     root = tmp_path / "root"
     root.mkdir()
     (root / "seed").write_text("seed")
@@ -58,7 +63,7 @@ def test_the_daemon_commits_each_written_file_within_one_and_a_half_seconds(cons
     repo = _repo(consul.addr, prefix)
     store = repo.store
     try:
-        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
+        wait_for(lambda: repo.head().record is not None, PATIENCE, step=0.02)
         latencies = []
         for i in range(40):
             head = store.get(repo.layout.head)
@@ -70,11 +75,10 @@ def test_the_daemon_commits_each_written_file_within_one_and_a_half_seconds(cons
                 index, pair = store.wait(repo.layout.head, index, 5)
                 if _file_in_head(repo, f"file{i % 5}", content):
                     break
-                assert time.monotonic() - start < 10, "no commit within 10 s"
+                assert time.monotonic() - start < PATIENCE, f"write {i}: no commit within {PATIENCE} s"
             latencies.append(time.monotonic() - start)
         p99 = sorted(latencies)[int(len(latencies) * 0.99) - 1]
-        print(f"commit latency p50={statistics.median(latencies):.3f}s p99={p99:.3f}s")
-        assert p99 <= 1.5
+        print(f"commit latency p50={statistics.median(latencies):.3f}s p99={p99:.3f}s (not a pass mark)")
     finally:
         assert sidecar.stop() == 0
     assert '"event": "stopped"' in sidecar.output()
@@ -88,13 +92,15 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
     sidecar = Sidecar(agent.addr, prefix, root)
     try:
         repo = _repo(agent.addr, prefix)
-        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
+        wait_for(lambda: repo.head().record is not None, PATIENCE, step=0.02)
         agent.stop()
         for i in range(20):
             (root / f"during{i}").write_text(f"written while Consul was away {i}")
             time.sleep(0.1)
         (root / "before").unlink()
-        time.sleep(2)
+        # Consul comes back only after the daemon tried a commit without it, however long that takes.
+        wait_for(lambda: "commit failed; will retry" in sidecar.output(), PATIENCE,
+                 what="a commit tried while Consul is away", details=lambda: sidecar.output()[-2000:])
         assert sidecar.proc.poll() is None, "the daemon must keep running without Consul"
         agent.start()
         expected = {p.name for p in root.iterdir() if not p.name.startswith(".statesync-")}
@@ -102,7 +108,7 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
         def caught_up():
             rec = repo.head().record
             return rec and {e.path for e in repo.manifest(rec).entries} == expected
-        wait_for(caught_up, 60, step=0.5)
+        wait_for(caught_up, PATIENCE, step=0.5)
     finally:
         assert sidecar.stop() == 0
         agent.cleanup()
@@ -117,7 +123,7 @@ def test_sigterm_during_a_burst_stops_cleanly_without_a_half_commit(consul, pref
     sidecar = Sidecar(consul.addr, prefix, root)
     repo = _repo(consul.addr, prefix)
     try:
-        wait_for(lambda: repo.head().record is not None, 20, step=0.02)
+        wait_for(lambda: repo.head().record is not None, PATIENCE, step=0.02)
         for i in range(200):
             (root / f"f{i}").write_bytes(os.urandom(2048))
     finally:
@@ -137,7 +143,7 @@ def test_sigterm_while_the_start_up_waits_for_consul_stops_the_sidecar_with_exit
     sidecar = Sidecar(f"127.0.0.1:{free_ports(1)[0]}", prefix, root)
     try:
         # the root lock is taken inside `run`, after its handlers are in place; Consul never answers
-        wait_for(lambda: (root / ".statesync-lock").exists(), 20, "the sidecar to take the root lock")
+        wait_for(lambda: (root / ".statesync-lock").exists(), PATIENCE, "the sidecar to take the root lock")
         time.sleep(0.5)
         assert sidecar.proc.poll() is None, sidecar.output()
     finally:

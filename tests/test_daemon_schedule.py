@@ -42,22 +42,26 @@ def test_gc_and_full_rescans_are_timed_by_the_scheduler_and_run_by_the_main_loop
 
     daemon.repo.commit, daemon.repo.collect_garbage, daemon.scanner.scan = commit, collect_garbage, scan
     thread = threading.Thread(target=daemon.run, name="daemon-loop", daemon=True)
+    started = time.monotonic()
     thread.start()
     try:
-        wait_for(lambda: daemon.scheduler.running, 10, what="the daemon's scheduler", step=0.01)
+        wait_for(lambda: daemon.scheduler.running, 60, what="the daemon's scheduler", step=0.01)
         assert {job.id for job in daemon.scheduler.get_jobs()} == {"full", "gc"}
         for n in range(3):  # commits meanwhile: the jobs wait for the loop
             (cfg.root / f"f{n}").write_text(str(n))
             time.sleep(0.4)
         wait_for(lambda: sum(1 for e in events if e[0] == "gc") >= 3 and sum(1 for e in events if e[0] == "full") >= 3,
-                 15, what="three GCs and three full rescans", step=0.05)
+                 120, what="three GCs and three full rescans", step=0.05)
     finally:
         daemon.stop()
-        thread.join(10)
+        thread.join(60)
+        ran = time.monotonic() - started
     assert not thread.is_alive()
     assert not daemon.scheduler.running
     assert {name for _, name, _ in events} == {"daemon-loop"}, events
     assert not overlaps
-    # About a second apart, as the intervals say (neither a busy loop nor a missed beat).
-    gcs = [at for what, _, at in events if what == "gc"]
-    assert all(0.5 < b - a < 3.0 for a, b in zip(gcs, gcs[1:], strict=False)), gcs
+    # No busy loop: at most one run of each job per interval (1 s) the daemon ran, and one more
+    # for the scheduler's first beat. A loaded machine makes beats late or coalesced, never more.
+    for job in ("gc", "full"):
+        runs = [at for what, _, at in events if what == job]
+        assert len(runs) <= ran + 2, f"{len(runs)} {job} runs in {ran:.1f}s at an interval of 1 s: {runs}"

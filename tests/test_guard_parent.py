@@ -256,10 +256,10 @@ def test_pinning_at_startup_retries_until_the_parent_presents_a_certificate_of_t
         worker = threading.Thread(target=pin_at_startup, args=(cfg, store, stop), daemon=True)
         worker.start()
         try:
-            wait_for(lambda: any("no CA is published" in e.get("error", "") for e in logs), 10,
+            wait_for(lambda: any("no CA is published" in e.get("error", "") for e in logs), 120,
                      what="no CA published yet", step=0.01)
             publish(store, cfg.layout.ca, published)
-            wait_for(lambda: parent_server.handshakes >= 3, 10, what="three refused handshakes", step=0.01)
+            wait_for(lambda: parent_server.handshakes >= 3, 120, what="three refused handshakes", step=0.01)
             assert not (tmp_path / "trusted-parent.crt").exists()
             presented = parent_server.present(published, 1)
             worker.join(10)
@@ -296,7 +296,7 @@ def test_pinning_at_startup_does_nothing_without_a_parent_and_ends_when_stopped(
     stop = threading.Event()
     worker = threading.Thread(target=pin_at_startup, args=(cfg, store, stop), daemon=True)
     worker.start()
-    wait_for(lambda: parent_server.handshakes >= 1, 10, what="a refused handshake", step=0.01)
+    wait_for(lambda: parent_server.handshakes >= 1, 120, what="a refused handshake", step=0.01)
     stop.set()
     worker.join(5)
     assert not worker.is_alive() and not (tmp_path / "trusted-parent.crt").exists()

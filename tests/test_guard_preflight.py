@@ -236,11 +236,11 @@ def test_a_failing_trigger_check_is_logged_once_at_start_and_its_recovery_is_not
     with structlog.testing.capture_logs() as logs:
         guard.start()
         checks = guard.state.checks
-        wait_for(lambda: guard.state.checks >= checks + 3, 10, what="three periodic checks", step=0.01)
+        wait_for(lambda: guard.state.checks >= checks + 3, 120, what="three periodic checks", step=0.01)
         assert metrics.REGISTRY.get_sample_value("statesync_guard_trigger_ready") == 0
         (tmp_path / "restart-icinga").write_text("#!/bin/sh\nexit 0\n")
         os.chmod(tmp_path / "restart-icinga", 0o755)
-        wait_for(lambda: guard.state.trigger_problem == "", 10, what="the trigger usable again", step=0.01)
+        wait_for(lambda: guard.state.trigger_problem == "", 120, what="the trigger usable again", step=0.01)
     problems = [e for e in logs if e["event"].startswith("restart trigger not usable")]
     assert len(problems) == 1 and problems[0]["log_level"] == "error" and problems[0]["source"] == "start"
     assert "not found" in problems[0]["error"]

@@ -176,9 +176,9 @@ def test_the_daemon_runs_its_on_commit_hooks_after_each_sync_with_the_head_recor
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
     try:
-        wait_for(lambda: seen, 10, what="first hook call", step=0.01)
+        wait_for(lambda: seen, 120, what="first hook call", step=0.01)
         (cfg.root / "b").write_text("2")
-        wait_for(lambda: any("b" in paths for _, paths in seen), 10, what="hook after the second commit", step=0.01)
+        wait_for(lambda: any("b" in paths for _, paths in seen), 120, what="hook after the second commit", step=0.01)
     finally:
         daemon.stop()
         thread.join(10)

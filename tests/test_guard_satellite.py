@@ -21,6 +21,8 @@ from .support import clean_env, statesync_cmd, wait_for
 pytestmark = pytest.mark.consul
 
 ROUNDS = 10
+# Only to stop a hang: a loaded machine may take this long for what takes a second here.
+PATIENCE = 60
 
 
 def _store(addr: str, prefix: str) -> tuple[Store, str]:
@@ -32,7 +34,9 @@ def _checked(sidecar: SidecarProcess, published_cert: str) -> list[dict]:
     return [e for e in sidecar.events("CA check") if e.get("published_ca_cert_sha256") == published_cert]
 
 
-def test_a_new_ca_key_is_quarantined_and_the_trigger_fired_within_three_seconds_p99(consul, prefix, tmp_path):
+def test_each_new_ca_key_is_quarantined_and_the_trigger_fired_once(consul, prefix, tmp_path):
+    # How fast is bench/run.py's "guard reaction" (docs/BENCH.md); here the outcome of each round,
+    # and the reaction times printed for a look.
     root, marker = tmp_path / "root", tmp_path / "fired"
     store, key = _store(consul.addr, prefix)
     ca = make_ca()
@@ -42,15 +46,16 @@ def test_a_new_ca_key_is_quarantined_and_the_trigger_fired_within_three_seconds_
                          satellite_env(marker, STATESYNC_GUARD_PURGE_WINDOW="0"))
     latencies = []
     try:
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite started", step=0.01)
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite started", step=0.01)
         for i in range(ROUNDS):
             files = enrol(root, ca)  # (re-)enrolled with the CA now published
             new = make_ca()
             time.sleep(0.1)
             started = time.monotonic()
             publish(store, key, new)
-            wait_for(lambda: fired(marker) == i + 1, 10, step=0.005, what=f"round {i}: trigger fired")
+            wait_for(lambda: fired(marker) >= i + 1, PATIENCE, step=0.005, what=f"round {i}: trigger fired")
             latencies.append(time.monotonic() - started)
+            assert fired(marker) == i + 1, f"round {i}: the trigger fired more than once"
             qdir = quarantines(root)[-1]
             assert len(quarantines(root)) == i + 1
             for name, data in files.items():
@@ -60,8 +65,7 @@ def test_a_new_ca_key_is_quarantined_and_the_trigger_fired_within_three_seconds_
         assert sat.stop() == 0
     p99 = sorted(latencies)[max(0, int(len(latencies) * 0.99) - 1)]
     print(f"guard reaction over {ROUNDS} runs: p50={statistics.median(latencies):.3f}s "
-          f"p99={p99:.3f}s max={max(latencies):.3f}s")
-    assert max(latencies) <= 3.0, latencies
+          f"p99={p99:.3f}s max={max(latencies):.3f}s (not a pass mark)")
     out = sat.events()
     assert len([e for e in out if e.get("event") == "restart triggered"]) == ROUNDS
 
@@ -78,15 +82,15 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
     master = SidecarProcess(consul.addr, prefix, master_root, "master1", "master")
     sat = None
     try:
-        doc = wait_for(lambda: store.get(key), 20, step=0.05, what="CA published by the master")
+        doc = wait_for(lambda: store.get(key), PATIENCE, step=0.05, what="CA published by the master")
         assert cadoc.decode(doc.value).spki_sha256 == fingerprint.spki_sha256(ca.pem)
         assert json.loads(doc.value)["node"] == "master1"
         sat = SidecarProcess(consul.addr, prefix, sat_root, "sat1", "satellite", satellite_env(marker))
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched", step=0.01)
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite matched", step=0.01)
 
         renewed = renew(ca)
         (master_root / "ca/ca.crt").write_bytes(renewed.pem)
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(renewed.pem)), 10, what="renewal seen", step=0.01)
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(renewed.pem)), PATIENCE, what="renewal seen", step=0.01)
         assert store.get(key).modify_index > doc.modify_index
         time.sleep(1.5)  # confirmations would have run, and a periodic check
         assert quarantines(sat_root) == [] and fired(marker) == 0
@@ -97,7 +101,7 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
         # A new key is published only once an operator accepts it (statesync accept-ca).
         new = make_ca()
         (master_root / "ca/ca.crt").write_bytes(new.pem)
-        wait_for(lambda: any(e.get("event", "").startswith("CA conflict") for e in master.events()), 10,
+        wait_for(lambda: any(e.get("event", "").startswith("CA conflict") for e in master.events()), PATIENCE,
                  what="the master refusing to publish an unaccepted key", step=0.01)
         assert fired(marker) == 0
         env = clean_env()
@@ -105,7 +109,7 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
                    STATESYNC_NODE="master1")
         subprocess.run(statesync_cmd("accept-ca", "--yes", "--reason", "test"), env=env, check=True,
                        capture_output=True, timeout=60)
-        wait_for(lambda: fired(marker) == 1, 10, what="satellite purged", step=0.01)
+        wait_for(lambda: fired(marker) == 1, PATIENCE, what="satellite purged", step=0.01)
         [qdir] = quarantines(sat_root)
         assert {n: (qdir / n).read_bytes() for n in files} == files
         assert any(e.get("event", "").startswith("CA key changed as accepted") for e in master.events())
@@ -124,9 +128,9 @@ def test_the_exit_trigger_ends_the_satellite_sidecar_with_exit_code_3(consul, pr
     env = satellite_env(tmp_path / "unused", STATESYNC_GUARD_TRIGGER="exit")
     sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite", env)
     try:
-        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), 20, what="satellite matched", step=0.01)
+        wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite matched", step=0.01)
         publish(store, key, make_ca())
-        assert sat.proc.wait(15) == EXIT_RESTART == 3
+        assert sat.proc.wait(PATIENCE) == EXIT_RESTART == 3
     finally:
         sat.stop()
     [qdir] = quarantines(root)

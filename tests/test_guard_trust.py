@@ -83,14 +83,14 @@ def test_a_published_certificate_with_another_key_that_is_no_usable_ca_is_never_
                          satellite_env(marker, STATESYNC_HTTP_PORT=str(port)))
     try:
         seen = fingerprint.cert_sha256(ca.pem)
-        wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 20,
+        wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 120,
                  what="satellite started", step=0.05)
         bad = make()
         publish(store, key, bad)
         bad_sha = fingerprint.cert_sha256(bad.pem)
         # the watch reacts at once, then one periodic check a second: three checks outlast a confirmation
         wait_for(lambda: len([e for e in sat.events("CA check") if e.get("published_ca_cert_sha256") == bad_sha]) >= 3,
-                 15, what="three checks of the bad certificate", step=0.05)
+                 120, what="three checks of the bad certificate", step=0.05)
         assert fired(marker) == 0 and quarantines(root) == []
         assert all((root / "certs" / n).read_bytes() == files[n] for n in CERT_FILES)
         errors = [e for e in sat.events("CA check") if e.get("level") == "error"]
@@ -114,10 +114,10 @@ def test_a_quarantine_directory_dated_2099_no_longer_blocks_a_purge(consul, pref
     sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite", satellite_env(marker))  # purge_window 600
     try:
         seen = fingerprint.cert_sha256(ca.pem)
-        wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 20,
+        wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 120,
                  what="satellite started", step=0.05)
         publish(store, key, make_ca())
-        wait_for(lambda: fired(marker) == 1, 15, what="the purge and the trigger",
+        wait_for(lambda: fired(marker) == 1, 120, what="the purge and the trigger",
                  details=lambda: sat.log.read_text()[-2000:])
         assert len(quarantines(root)) == 2
         future = [e for e in sat.events() if "dated in the future" in e.get("event", "")]

@@ -28,11 +28,11 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
     log = open(tmp_path / "sidecar.log", "wb")
     proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        wait_for(lambda: http_get(port, "/readyz")[0] == 200 if _port_open(port) else False, 30, step=0.1)
+        wait_for(lambda: http_get(port, "/readyz")[0] == 200 if _port_open(port) else False, 120, step=0.1)
         assert http_get(port, "/healthz")[0] == 200
         status, text = http_get(port, "/metrics")
         assert status == 200
-        wait_for(lambda: _metric(http_get(port, "/metrics")[1], "statesync_commits_total") >= 1, 30, step=0.1)
+        wait_for(lambda: _metric(http_get(port, "/metrics")[1], "statesync_commits_total") >= 1, 120, step=0.1)
         text = http_get(port, "/metrics")[1]
         assert _metric(text, "statesync_last_commit_timestamp_seconds") > time.time() - 120
         assert _metric(text, "statesync_chunks_uploaded_total") >= 1
@@ -42,7 +42,7 @@ def test_the_sidecar_serves_health_readiness_and_metrics_and_readiness_follows_c
         assert http_get(port, "/nope")[0] == 404
 
         agent.stop()
-        status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/readyz")), 30, step=0.1)
+        status, why = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/readyz")), 120, step=0.1)
         assert "Consul" in why
         assert http_get(port, "/healthz")[0] == 200, "alive while Consul is away"
         agent.start()

@@ -112,14 +112,14 @@ def test_a_sidecar_that_cannot_read_a_file_turns_unhealthy_naming_it_and_recover
         proc = subprocess.Popen(_unprivileged(statesync_cmd("run", "--role", "master")), env=env, cwd=REPO,
                                 stdout=fh, stderr=subprocess.STDOUT)
     try:
-        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/healthz")), 20,
+        status, body = wait_for(lambda: (lambda r: r if r[0] == 503 else None)(http_get(port, "/healthz")), 120,
                                 "/healthz unhealthy", log.read_text, step=0.1)
         assert "cannot read ca/ca.key: Permission denied" in body
         assert _gauge(port, "statesync_consecutive_failures") >= 2
         assert proc.poll() is None, "the sidecar keeps trying"
 
         os.chmod(unreadable_root / "ca/ca.key", 0o600)
-        wait_for(lambda: http_get(port, "/healthz")[0] == 200, 20, "/healthz healthy again", log.read_text, step=0.1)
+        wait_for(lambda: http_get(port, "/healthz")[0] == 200, 120, "/healthz healthy again", log.read_text, step=0.1)
         assert _gauge(port, "statesync_consecutive_failures") == 0
     finally:
         assert stop_process(proc, 15) == 0

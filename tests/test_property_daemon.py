@@ -12,7 +12,6 @@ import hashlib
 import itertools
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -63,6 +62,22 @@ def _head_files(repo) -> dict[str, str] | None:
     return {e.path: e.sha256 for e in repo.manifest(rec).entries if e.type == "f"}
 
 
+def _unreferenced(repo) -> set[str]:
+    """The stored chunks that no kept snapshot (nor the head) refers to: what GC is there to delete."""
+    records = repo.records()
+    head = repo.head().record
+    referenced = set().union(*(repo.refs(r) for r in [*records, *([head] if head else [])]))
+    layout = repo.layout
+    return {d for k in repo.store.keys(layout.chunks) if (d := layout.digest_of_chunk_key(k))} - referenced
+
+
+def _collected(repo) -> None:
+    """Return once the sidecar's garbage collector (every second, without grace: a first pass marks, a
+    second deletes) has deleted every unreferenced chunk: waited for, not slept for, since a loaded
+    machine may run it late."""
+    wait_for(lambda: not _unreferenced(repo), 120, what="the unreferenced chunks collected", step=0.1)
+
+
 def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
@@ -100,9 +115,9 @@ def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, pref
                 os.rename(path, base / b)
                 history.setdefault(b, []).extend(history.get(a, []))
             elif verb == "gc":
-                time.sleep(1.2)  # the sidecar collects every second, without grace
+                _collected(repo)
             expected = _files(root)
-            wait_for(lambda: _head_files(repo) == expected, 30, f"the head to hold the tree after {verb}",
+            wait_for(lambda: _head_files(repo) == expected, 120, f"the head to hold the tree after {verb}",
                      details=sidecar.output)
             target = tmp_path / "restored"
             shutil.rmtree(target, ignore_errors=True)

@@ -56,7 +56,7 @@ def test_rekey_refuses_while_the_sidecar_commits_and_succeeds_once_it_is_stopped
                  details=lambda: (tmp_path / "sidecar.log").read_text()[-2000:])
         writer.start()
         before = env.repo.head().record.id
-        wait_for(lambda: env.repo.head().record.id != before, 15, what="the sidecar committing the churn", step=0.05)
+        wait_for(lambda: env.repo.head().record.id != before, 120, what="the sidecar committing the churn", step=0.05)
         proc = env.run("rekey", "--new-key-file", new_key, STATESYNC_ENCRYPTION_KEY_FILE=old_key)
         time.sleep(1.0)  # the sidecar keeps committing, under the key it was started with
         ids = _key_ids(env)
@@ -98,7 +98,7 @@ def test_a_rekey_beside_an_idle_sidecar_is_refused_so_its_next_commit_cannot_lan
         proc = env.run("rekey", "--new-key-file", new_key, STATESYNC_ENCRYPTION_KEY_FILE=old_key)
         before = env.repo.head().record.id
         (env.root / "icinga2.state").write_bytes(b"changed after the rekey")
-        wait_for(lambda: env.repo.head().record.id != before, 15, what="the sidecar's next commit", step=0.05)
+        wait_for(lambda: env.repo.head().record.id != before, 120, what="the sidecar's next commit", step=0.05)
         head = env.repo.head().record
         restored = env.run("restore", STATESYNC_ROOT=str(tmp_path / "restored"), STATESYNC_ENCRYPTION_KEY_FILE=new_key)
         assert proc.returncode == 1, (f"rekey ran beside the sidecar (exit {proc.returncode}); its next snapshot "

@@ -14,7 +14,6 @@ import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -201,14 +200,13 @@ def test_a_root_that_taking_the_lock_created_is_removed_again_only_while_it_is_e
 def test_a_restore_into_a_root_another_process_holds_is_refused_at_once_naming_the_holder(env, target, holder):
     _backed_up(env)
     held = holder(target.root, "restore")
-    started = time.monotonic()
     proc = target.run("restore")
-    elapsed = time.monotonic() - started
     assert proc.returncode == 1, proc.stdout + proc.stderr
     line = one_error_line(proc)
     assert f"{target.root} is in use by statesync restore (pid {held.pid}, since " in line
     assert line.endswith("stop it first (see README: restore runbook)")
-    assert elapsed < 10, "refused at once, not after waiting"
+    # The holder lets go only when its stdin closes: a restore that waited for the lock would never return.
+    assert held.poll() is None, "refused while the holder still holds the lock, not after waiting for it"
     assert os.listdir(target.root) == [LOCK], "nothing but the holder's lock file"
 
 
@@ -265,11 +263,9 @@ def test_a_sigkilled_holder_never_blocks_the_next_command(env, sidecars, holder)
     sidecar.kill()
     from statesync.restore.rootlock import read_holder
     assert read_holder(env.root).pid == sidecar.pid, "the dead holder's text is still there"
-    started = time.monotonic()
     (env.root / "icinga2.state").write_bytes(b"after the kill")
     proc = env.run("backup")
     assert proc.returncode == 0, proc.stderr
-    assert time.monotonic() - started < 10
     assert not (env.root / LOCK).exists()
     # the same for a holder that is not statesync's command line
     held = holder(env.root, "backup")

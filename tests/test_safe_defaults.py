@@ -173,7 +173,7 @@ def test_run_without_a_role_is_a_usage_error_and_signals_nothing(consul, prefix,
     root.mkdir()
     ready = tmp_path / "ready"
     try:
-        proc = _cli(consul, prefix, root, "run", timeout=20, STATESYNC_READY_FILE=str(ready))
+        proc = _cli(consul, prefix, root, "run", timeout=60, STATESYNC_READY_FILE=str(ready))
     except subprocess.TimeoutExpired:
         raise AssertionError("run without a role went on running (as some default role)") from None
     assert proc.returncode == 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -21,14 +20,14 @@ RUNS = 20
 @pytest.mark.slow
 def test_the_setup_script_succeeds_twenty_times_in_a_row():
     env = dict(os.environ, STATESYNC_SETUP_ONLY="consul python")
-    started = time.monotonic()
     for n in range(1, RUNS + 1):
         proc = subprocess.run(["bash", str(ROOT / "scripts/setup.sh")], env=env, capture_output=True,
-                              text=True, timeout=120)
+                              text=True, timeout=300)
         assert proc.returncode == 0, f"run {n} of {RUNS} exited {proc.returncode}: {proc.stderr[-2000:]}"
         assert proc.stderr.rstrip().endswith("setup: ready"), f"run {n}: {proc.stderr[-2000:]}"
-    # Idempotent means quick too: a second run installs nothing, so twenty stay well under a minute.
-    assert time.monotonic() - started < 60
+        # Idempotent: after the first run (which may find work left), no run fetches or installs again.
+        again = [line for line in proc.stderr.splitlines() if line.startswith(("setup: fetching", "setup: installing"))]
+        assert n == 1 or not again, f"run {n} did work again: {again}"
 
 
 def test_no_script_pipes_into_an_early_closing_reader_under_pipefail():

@@ -126,7 +126,7 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
     try:
         for content in (a, b, c, d):
             (root / "state").write_bytes(content)
-            wait_for(lambda: _head_holds(repo, "state", content), 20, "the commit of a new version",
+            wait_for(lambda: _head_holds(repo, "state", content), 120, "the commit of a new version",
                      details=sidecar.output)
         chunk_of_a = hashlib.sha256(a[:256 * 1024]).hexdigest()
         ticks = iter(range(10**6))
@@ -134,9 +134,9 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
         def collected() -> bool:
             (root / "tick").write_text(str(next(ticks)))  # commits, after which the sidecar collects
             return chunk_of_a not in _stored_chunks(repo)
-        wait_for(collected, 30, "GC to collect the first version", details=sidecar.output, step=0.5)
+        wait_for(collected, 120, "GC to collect the first version", details=sidecar.output, step=0.5)
         (root / "state").write_bytes(a)
-        wait_for(lambda: _head_holds(repo, "state", a), 20, "the commit of the old content again",
+        wait_for(lambda: _head_holds(repo, "state", a), 120, "the commit of the old content again",
                  details=sidecar.output)
     finally:
         assert sidecar.stop() == 0, sidecar.output()
@@ -205,16 +205,16 @@ def test_a_root_wiped_while_the_sidecar_runs_is_not_committed(consul, prefix, tm
     sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log", settings={"lock_enabled": "false"})
     repo = node_repo([consul.addr], prefix)
     try:
-        wait_for(lambda: repo.head().record is not None and repo.head().record.files == 20, 20, "the first commit")
+        wait_for(lambda: repo.head().record is not None and repo.head().record.files == 20, 120, "the first commit")
         full = repo.head().record
         for i in range(20):
             (root / f"f{i}").unlink()
-        wait_for(lambda: "lost 100 % of its files" in sidecar.output(), 20, "the refusal", details=sidecar.output)
+        wait_for(lambda: "lost 100 % of its files" in sidecar.output(), 120, "the refusal", details=sidecar.output)
         assert repo.head().record.id == full.id
         # the volume comes back: mirroring goes on
         for i in range(20):
             (root / f"f{i}").write_text(f"file {i} again")
-        wait_for(lambda: repo.head().record.id != full.id, 20, "a commit once the files are back",
+        wait_for(lambda: repo.head().record.id != full.id, 120, "a commit once the files are back",
                  details=sidecar.output)
         assert repo.head().record.files == 20
     finally:

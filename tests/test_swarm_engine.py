@@ -236,8 +236,9 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
         logs = container_logs(name)
         assert "fake-sidecar: SIGTERM reached, final commit" in logs, logs
         assert "fake-icinga: SIGTERM" in logs, logs
-        assert took < 15, f"the task needed {took:.1f} s to stop: killed at the grace period's end?\n{logs}"
-        assert inspect(name)["State"]["ExitCode"] == 0, logs
+        print(f"the task stopped {took:.1f} s after docker stop (not a pass mark)")
+        # Killed at the grace period's end, it would exit 137 (SIGKILL), however fast the machine.
+        assert inspect(name)["State"]["ExitCode"] == 0, f"stopped after {took:.1f} s\n{logs}"
     finally:
         docker("rm", "-f", name, check=False)
 
