@@ -104,6 +104,7 @@ class Churn:
         self.last_change = 0.0
         self._stop = threading.Event()
         self._paused = threading.Event()
+        self._busy = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="churn", daemon=True)
 
     def start(self) -> "Churn":
@@ -121,7 +122,9 @@ class Churn:
         """Hold (True) or resume (False) the changes; returns once no change is in flight."""
         if paused:
             self._paused.set()
-            time.sleep(self.interval * 2 + 0.05)
+            # A change in flight holds the lock: once we get it, none is, however slow the machine.
+            with self._busy:
+                pass
         else:
             self._paused.clear()
 
@@ -131,11 +134,12 @@ class Churn:
     def _run(self) -> None:
         files = self._files()
         while not self._stop.wait(self.interval):
-            if self._paused.is_set():
-                continue
-            self.step(files)
-            self.ops += 1
-            self.last_change = time.monotonic()
+            with self._busy:
+                if self._paused.is_set():
+                    continue
+                self.step(files)
+                self.ops += 1
+                self.last_change = time.monotonic()
 
     def step(self, files: list[Path]) -> None:
         """One random change; ``files`` (the current file list) is updated in place."""

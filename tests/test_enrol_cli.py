@@ -147,7 +147,7 @@ def test_enrol_on_an_enrolled_node_exits_0_and_writes_nothing(node, ca):
     node.write(f"{CN}.key", key)
     node.write(f"{CN}.crt", cert)
     node.publish_ca(ca)
-    proc = node.run("enrol", "--wait", "5")
+    proc = node.run("enrol", "--wait", "60")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("enrolled: ") and node.registration() is None
 
@@ -169,7 +169,7 @@ def test_enrol_wait_exits_0_once_icinga_puts_the_signed_certificate_in_place(nod
 
     def icinga_fetches_the_signed_certificate():
         try:
-            wait_for(lambda: node.registration() is not None, 20, "the registration", step=0.1)
+            wait_for(lambda: node.registration() is not None, 120, "the registration", step=0.1)
             signed = signing.sign(signing.parse_request(cert), ca.pem, key_pem(ca))
             node.write(f"{CN}.crt", signed)
         except BaseException as exc:  # noqa: BLE001 - reported by the test

@@ -187,7 +187,7 @@ def test_a_hostile_input_gives_one_error_line_and_an_exit_code_never_a_traceback
     # Values naming a fixture file are given by its field name.
     base.update({k: getattr(files, v, v) for k, v in env.items()})
     argv = COMMANDS[command](files) + extra(files)
-    proc = subprocess.run(statesync_cmd(*argv), env=base, capture_output=True, text=True, timeout=20,
+    proc = subprocess.run(statesync_cmd(*argv), env=base, capture_output=True, text=True, timeout=120,
                           stdin=subprocess.DEVNULL)
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out and "unexpected" not in proc.stderr, out  # "unexpected": main()'s net for bugs

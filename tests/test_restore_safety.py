@@ -138,7 +138,7 @@ def test_the_sidecar_restores_a_wiped_master_before_it_signals_ready(env, tmp_pa
         assert env.run("ready").returncode == 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=20)[0].decode()
+        out = proc.communicate(timeout=120)[0].decode()
     assert proc.returncode == 0, out
     assert '"action": "restored"' in out
 
