@@ -13,18 +13,29 @@ import difflib
 import os
 import socket
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, LockSettings
 from .errors import ConfigError
 from .parsing import Invalid as _Invalid
 from .parsing import parse_addr
-from .schema import (BY_NAME, CONFIG_SECRETS, DEFAULT_ENCRYPT, DEFAULT_EXCLUDES, READY_FILE_NAME, SCHEMA,
-                     EnrolSettings, GuardSettings, fill)
-from .schema import DEFAULT_ROOT, Setting  # noqa: F401 (part of config's interface)
+from .schema import (  # noqa: F401 (part of config's interface)
+    BY_NAME,
+    CONFIG_SECRETS,
+    DEFAULT_ENCRYPT,
+    DEFAULT_EXCLUDES,
+    DEFAULT_ROOT,
+    READY_FILE_NAME,
+    SCHEMA,
+    EnrolSettings,
+    GuardSettings,
+    Setting,
+    fill,
+)
 from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
 from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
@@ -366,10 +377,10 @@ def _guard(v: _Parsed, attempt: Callable[..., Any]) -> GuardSettings:
     attempt(_file, v, "guard.api_cacert")
     password = v["guard.api_password_file"] and _read_secret(v["guard.api_password_file"],
                                                               "guard.api_password_file", may_be_empty=False)
-    if v["guard.api_url"].startswith("http://") and trigger == "api" and password:
-        # Plain HTTP would send the password in the clear; allowed only on loopback.
-        if (urlsplit(v["guard.api_url"]).hostname or "") not in ("127.0.0.1", "::1", "localhost"):
-            raise ConfigError("guard.api_url: use https:// (plain http:// is accepted on loopback only)")
+    # Plain HTTP would send the password in the clear; allowed only on loopback.
+    if (v["guard.api_url"].startswith("http://") and trigger == "api" and password
+            and (urlsplit(v["guard.api_url"]).hostname or "") not in ("127.0.0.1", "::1", "localhost")):
+        raise ConfigError("guard.api_url: use https:// (plain http:// is accepted on loopback only)")
     return fill(GuardSettings, v, "guard", api_password=password)
 
 

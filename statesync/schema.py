@@ -6,13 +6,29 @@ A base module: it imports no package that imports ``config``, so the import grap
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from . import parsing_icinga as pi
 from .consul.settings import LockSettings
-from .parsing import (_addrs, _adapt, _bool, _choice, _duration, _min_intervals, _node, _number, _opt_path, _path,
-                      _patterns, _prefix, _roots, _server_name, _str)
+from .parsing import (
+    _adapt,
+    _addrs,
+    _bool,
+    _choice,
+    _duration,
+    _min_intervals,
+    _node,
+    _number,
+    _opt_path,
+    _path,
+    _patterns,
+    _prefix,
+    _roots,
+    _server_name,
+    _str,
+)
 from .snapshot.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2 and its sources:
