@@ -357,11 +357,7 @@ def _consul(v: _Parsed, attempt: Callable[..., Any]) -> ConsulSettings:
         raise ConfigError("consul.client_key: a client certificate needs its key and the other way round")
     default_scheme = "https" if v["consul.ssl"] else "http"
     endpoints = tuple(parse_addr(a, default_scheme) for a in v["consul.addr"])
-    return ConsulSettings(endpoints=endpoints, token=token, auth=auth, cacert=v["consul.cacert"],
-                          capath=v["consul.capath"], tls_server_name=v["consul.tls_server_name"],
-                          client_cert=v["consul.client_cert"], client_key=v["consul.client_key"],
-                          verify=v["consul.ssl_verify"], timeout=v["consul.timeout"],
-                          txn_max_ops=v["consul.txn_max_ops"])
+    return fill(ConsulSettings, v, "consul", endpoints=endpoints, token=token, auth=auth, verify=v["consul.ssl_verify"])
 
 
 def _required(v: _Parsed, name: str, because: str) -> None:

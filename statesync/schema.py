@@ -7,7 +7,7 @@ A base module: it imports no package that imports ``config``, so the import grap
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from . import parsing_icinga as pi
@@ -207,15 +207,15 @@ def section(prefix: str) -> Callable[[type], type]:
 
 def fill(cls: type, values: Mapping[str, Any], prefix: str = "", **derived: Any) -> Any:
     """An instance of the dataclass ``cls``, each field from the parsed setting of its name (below
-    ``prefix``; without one, ``log_format`` is ``log.format``) unless ``derived`` gives it."""
+    ``prefix``; without one, ``log_format`` is ``log.format``) unless ``derived`` gives it. A field
+    that is neither keeps its own default (``ConsulSettings.txn_max_body``)."""
     kwargs = {}
     for f in fields(cls):
+        name = f"{prefix}.{f.name}" if prefix else f.name if f.name in BY_NAME else f.name.replace("_", ".", 1)
         if f.name in derived:
             kwargs[f.name] = derived.pop(f.name)
-        elif prefix:
-            kwargs[f.name] = values[f"{prefix}.{f.name}"]
-        else:
-            kwargs[f.name] = values[f.name if f.name in BY_NAME else f.name.replace("_", ".", 1)]
+        elif name in BY_NAME or f.default is MISSING:
+            kwargs[f.name] = values[name]
     if derived:
         raise TypeError(f"{cls.__name__} has no field {', '.join(derived)}")
     return cls(**kwargs)
