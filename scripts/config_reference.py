@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Print the configuration reference table of README.md from config.SCHEMA.
+"""Print the configuration reference table of README.md from schema.SCHEMA.
 
 README.md carries this table between the markers below; tests/test_readme.py checks
 that it is current. Regenerate with: .venv/bin/python scripts/config_reference.py --write
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from statesync.config import SCHEMA  # noqa: E402
+from statesync.schema import SCHEMA  # noqa: E402
 
 BEGIN, END = "<!-- config-reference:begin -->", "<!-- config-reference:end -->"
 README = Path(__file__).resolve().parent.parent / "README.md"

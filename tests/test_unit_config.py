@@ -16,6 +16,8 @@ from statesync.errors import EXIT_USAGE, ConfigError, exit_code_for
 from statesync.snapshot.chunking import MAX_CHUNK_SIZE
 from statesync.snapshot.layout import Layout
 
+from .support import clean_env, run_statesync
+
 NODE = {"node": "testnode"}
 TOKEN = "b1gs3cret-7c1e-4f00-9a9a-0123456789ab"
 
@@ -623,3 +625,61 @@ def test_encrypt_patterns_the_user_gives_stay_relative_to_root_with_roots(tmp_pa
     assert cfg({"roots": ROOTS}, env={"STATESYNC_ENCRYPT": "a/b"}).sealing.patterns == ("a/b",)
     path = toml(tmp_path, 'roots = ["state=var/lib/icinga2", "config=etc/icinga2"]\nencrypt = ["ca/ca.key"]\n')
     assert cfg(config_file=path).sealing.patterns == ("ca/ca.key",)
+
+
+# --- every error at once ------------------------------------------------------------------
+
+def test_three_bad_values_from_file_environment_and_flag_are_three_lines_each_naming_its_source(tmp_path):
+    path = toml(tmp_path, "keep = 0\n")
+    with pytest.raises(ConfigError) as info:
+        load({"node": "bad node"}, {"STATESYNC_DEBOUNCE": "soon"}, path)
+    assert str(info.value).splitlines() == [
+        "node: 'bad node' is not a node name (letters, digits, '.', '_', '-') (from the command line)",
+        f"keep: must be between 1 and 1000, got 0 (in {path})",
+        "debounce: expected a number, got 'soon' (from STATESYNC_DEBOUNCE)",
+    ]
+    assert exit_code_for(info.value, "backup") == EXIT_USAGE
+
+
+def test_three_bad_values_are_three_lines_on_stderr_and_exit_2(tmp_path):
+    path = toml(tmp_path, "keep = 0\n")
+    env = {**clean_env(), "STATESYNC_DEBOUNCE": "soon"}
+    proc = run_statesync(["snapshots", "--config", path, "--node", "bad node"], env, timeout=60)
+    assert proc.returncode == EXIT_USAGE
+    assert proc.stderr.splitlines() == [
+        "statesync: error: node: 'bad node' is not a node name (letters, digits, '.', '_', '-') (from the command line)",
+        f"statesync: error: keep: must be between 1 and 1000, got 0 (in {path})",
+        "statesync: error: debounce: expected a number, got 'soon' (from STATESYNC_DEBOUNCE)",
+    ]
+
+
+def test_unknown_keys_and_variables_are_all_reported_with_the_bad_values(tmp_path):
+    path = toml(tmp_path, "kep = 3\ncolour = 1\n")
+    lines = config_error(env={"STATESYNC_KEPP": "3", "STATESYNC_LOG_LEVEL": "loud"}, config_file=path).splitlines()
+    assert [line.partition(":")[0] for line in lines] == [
+        "kep", "colour", "unknown variable STATESYNC_KEPP (did you mean STATESYNC_KEEP?)", "log.level"]
+
+
+def test_a_check_that_reads_a_bad_value_is_skipped_rather_than_reported_twice():
+    assert config_error({"max_wait": "soon", "debounce": 2}) == "max_wait: expected a number, got 'soon'"
+
+
+def test_each_setting_a_trigger_lacks_is_reported_naming_where_the_trigger_came_from():
+    lines = config_error(env={"STATESYNC_GUARD_TRIGGER": "api"}).splitlines()
+    assert lines == [f"guard.{name}: required when guard.trigger is api (guard.trigger from STATESYNC_GUARD_TRIGGER)"
+                     for name in ("api_url", "api_user", "api_password_file")]
+
+
+def test_a_settings_type_without_a_field_for_one_of_its_settings_fails_at_import():
+    from statesync import schema
+    fields = {s.name[len("guard."):]: str for s in config.SCHEMA if s.name.startswith("guard.")}
+    del fields["confirmations"]
+    with pytest.raises(TypeError, match=r"^Short lacks a field for guard.confirmations$"):
+        schema.section("guard")(type("Short", (), {"__annotations__": fields}))
+
+
+def test_a_settings_type_takes_its_defaults_from_the_schema_and_writes_none_of_its_own():
+    from statesync import schema
+    fields = {s.name[len("guard."):]: str for s in config.SCHEMA if s.name.startswith("guard.")}
+    with pytest.raises(TypeError, match=r"trigger: its default is SCHEMA's \(guard.trigger\)"):
+        schema.section("guard")(type("Own", (), {"__annotations__": fields, "trigger": "api"}))

@@ -380,7 +380,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         configured, as_json = True, cfg.log_format == "json"
         return COMMANDS[args.command](cfg, args)
     except StatesyncError as exc:
-        return _fatal(str(exc), exit_code_for(exc, command), as_json)
+        # Several configuration errors (config.ConfigErrors) are one line each, every one escaped.
+        for line in getattr(exc, "lines", ())[:-1]:
+            _fatal(line, exit_code_for(exc, command), as_json)
+        return _fatal(getattr(exc, "lines", (str(exc),))[-1], exit_code_for(exc, command), as_json)
     except KeyboardInterrupt as exc:
         print("statesync: interrupted", file=sys.stderr)
         return exit_code_for(exc, command)

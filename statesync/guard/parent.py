@@ -49,7 +49,7 @@ def trusted_parent_file(cfg: Config) -> Path:
 
 
 def split_host_port(host_port: str) -> tuple[str, int]:
-    """``host:port`` or ``[v6]:port`` (as ``settings.parse_parent_host`` normalizes) -> (host, port)."""
+    """``host:port`` or ``[v6]:port`` (as ``parsing_icinga.parse_parent_host`` normalizes) -> (host, port)."""
     host, _, port = host_port.rpartition(":")
     return host.strip("[]"), int(port)
 
