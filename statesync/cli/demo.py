@@ -20,6 +20,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from ..disk import READY_FILE
 from ..errors import StatesyncError
 
 _REPO_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "consul" / "usr" / "bin" / "consul"
@@ -163,7 +164,7 @@ def run_demo(out=print) -> int:
         shutil.rmtree(root)
         out("4. wiped the tree, as a rebuilt container would find it")
         sidecar = _Sidecar(env, workdir / "sidecar.log")
-        _wait(lambda: (root / ".statesync-ready").exists(), "the restore at sidecar start")
+        _wait(lambda: (root / READY_FILE).exists(), "the restore at sidecar start")
         after = _fingerprint(root)
         out("5. started the sidecar again: it restored the tree before signalling ready")
         out(f"   CA public-key fingerprint (sha256): {after}")

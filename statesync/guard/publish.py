@@ -20,6 +20,7 @@ import structlog
 
 from .. import metrics
 from ..consul.client import Op
+from ..disk import CA_CERT
 from ..errors import CorruptData, PermissionDenied
 from ..pki import acceptance, cadoc
 from ..pki.cadoc import PublishedCA
@@ -29,8 +30,6 @@ from ..snapshot.manifest import FILE, Entry, Manifest
 from ..snapshot.record import Record
 
 log = structlog.get_logger(__name__)
-
-CA_CERT = "ca/ca.crt"
 
 
 class CaPublisher:
