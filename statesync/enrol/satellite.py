@@ -206,7 +206,7 @@ class Enroller:
 
     def _stamp(self):
         try:
-            st = os.stat(self.certs / f"{self.cert_name()}.crt")
+            st = os.stat(self.cfg.state_dir / node_cert(self.cert_name()))
         except OSError:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns

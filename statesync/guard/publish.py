@@ -101,7 +101,7 @@ class CaPublisher:
         try:
             doc = cadoc.from_pem(pem, published=published, node=self.repo.layout.node, snapshot=record.id)
         except CorruptData as exc:
-            log.warning("ca/ca.crt is not a certificate; not published", snapshot=record.id, error=str(exc))
+            log.warning(f"{CA_CERT} is not a certificate; not published", snapshot=record.id, error=str(exc))
         else:
             self.publish(doc)
         self._done_sha, self._done_at = entry.sha256, now
