@@ -77,6 +77,7 @@ def test_the_context_for_icinga_clears_strict_x509_mode_that_python_3_13_sets_by
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
 
 
+@pytest.mark.e2e
 def test_strict_x509_mode_refuses_the_certificate_a_real_icinga_2_presents(master, python_313_defaults):
     """The premise: without clearing the flag, Python 3.13 could not talk to Icinga 2 at all."""
     ctx = ssl.create_default_context(cafile=str(master.ca_cert()))
@@ -86,12 +87,14 @@ def test_strict_x509_mode_refuses_the_certificate_a_real_icinga_2_presents(maste
     assert "key identifier" in info.value.verify_message.lower(), info.value.verify_message
 
 
+@pytest.mark.e2e
 def test_the_enrolment_client_verifies_a_real_icinga_2_under_python_3_13_defaults(master, python_313_defaults):
     with IcingaApi(f"https://127.0.0.1:{master.api_port}", "root", PASSWORD, str(master.ca_cert()),
                    server_name="localhost") as api:
         assert "_api" in api.packages()
 
 
+@pytest.mark.e2e
 def test_the_restart_trigger_verifies_a_real_icinga_2_under_python_3_13_defaults(master, python_313_defaults):
     trigger = ApiTrigger(f"https://localhost:{master.api_port}", "root", PASSWORD, str(master.ca_cert()), timeout=10)
     trigger.prepare()
