@@ -301,3 +301,9 @@ def test_the_exit_trigger_stops_the_daemon_and_asks_for_exit_code_3():
     assert stopped == [True] and trigger.requested.is_set()
     from statesync.errors import EXIT_RESTART
     assert EXIT_RESTART == 3
+
+
+def test_the_api_trigger_reports_an_api_url_it_cannot_use_in_one_line():
+    with pytest.raises(TriggerError, match="https://HOST") as info:
+        ApiTrigger("ftp://127.0.0.1:5665", "u", "secret-pw", timeout=2).fire()
+    assert "\n" not in str(info.value) and "secret-pw" not in str(info.value)

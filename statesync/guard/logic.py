@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import Enum
 from typing import Iterable
+
 from ..disk import LOCAL_CA, TICKET, TRUSTED_PARENT, node_cert, node_csr, node_key
 from ..errors import CorruptData
 from ..pki import cadoc, fingerprint

@@ -90,9 +90,13 @@ class ApiTrigger:
         parts = urlsplit(self.url)
         # The client owns TLS: the same context as the enrolment's, so both accept Icinga's
         # certificates on every Python the project supports.
-        client = IcingaClient(f"{parts.scheme}://{parts.netloc}", self.user, self._password,
-                              self._ca_copy or self.cacert, timeout=self.timeout, default_port=None,
-                              allow_http=True)
+        try:
+            client = IcingaClient(f"{parts.scheme}://{parts.netloc}", self.user, self._password,
+                                  self._ca_copy or self.cacert, timeout=self.timeout, default_port=None,
+                                  allow_http=True)
+        except ValueError as exc:
+            self._drop_copy()
+            raise TriggerError(f"Icinga 2 API at {self.url}: {exc}") from None
         try:
             status, body = client.request("POST", parts.path or "/")
         except IcingaTlsError:
