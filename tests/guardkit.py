@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from statesync.consul.store import Store
-from statesync.guard.logic import QUARANTINE_DIR
+from statesync.disk import QUARANTINE_DIR
 from statesync.pki import cadoc
 
 from .support import clean_env, statesync_cmd, stop_process

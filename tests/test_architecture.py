@@ -12,26 +12,27 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "statesync"
 
 # What each package may import from statesync, besides itself. The top-level modules
-# ``errors``, ``fsutil`` and ``metrics`` are the base every layer may use; ``config`` is
+# ``errors``, ``fsutil``, ``metrics`` and ``disk`` are the base every layer may use; ``config`` is
 # the frozen settings object, handed down from the command layer to what runs the engine.
-BASE = {"errors", "fsutil", "metrics"}
+BASE = {"errors", "fsutil", "metrics", "disk"}
 ALLOWED = {
     "cli": {"sidecar", "guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config", "__init__"},
     "sidecar": {"guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config"},
-    "enrol": {"guard", "repo", "snapshot", "pki", "consul", "config"},
-    "guard": {"repo", "snapshot", "pki", "consul", "config", "schema"},
+    "enrol": {"icinga", "repo", "snapshot", "pki", "consul", "config"},
+    "guard": {"icinga", "repo", "snapshot", "pki", "consul", "config", "schema"},
     "restore": {"repo", "snapshot", "pki", "consul"},
     "repo": {"snapshot", "consul"},
     "snapshot": set(),
     "pki": {"snapshot"},
     "consul": set(),
+    "icinga": set(),
     # config reads the sources against schema and builds each package's settings type by name;
     # it imports no package that imports it (see test_no_package_imports_itself_through_a_circle)
     "config": {"snapshot", "consul.settings", "parsing", "schema"},
     "schema": {"snapshot", "consul.settings", "parsing", "parsing_icinga"},
     "parsing": {"snapshot", "consul.settings"},
     "parsing_icinga": set(),
-    "errors": set(), "fsutil": set(), "metrics": set(),
+    "errors": set(), "fsutil": set(), "metrics": set(), "disk": set(),
     "__main__": {"cli"},
 }
 

@@ -309,7 +309,7 @@ def test_the_test_user_holds_no_permission_beyond_the_four_it_needs(master):
     for method, path in (("GET", "/v1/objects/hosts"), ("GET", "/v1/status"),
                          ("POST", "/v1/actions/restart-process")):
         with pytest.raises(IcingaApiError) as info:
-            api._json(method, path)
+            api.json(method, path)
         assert info.value.status == 404, (method, path)
 
 

@@ -91,6 +91,23 @@ def test_the_api_trigger_posts_restart_process_with_basic_auth_verified_by_the_a
                      "Basic " + base64.b64encode(b"statesync:pa55:word").decode(), "application/json")]
 
 
+def test_the_api_trigger_accepts_a_certificate_without_key_identifiers_under_python_3_13_defaults(
+        icinga_api, monkeypatch):
+    """Python 3.13's default context refuses such certificates (VERIFY_X509_STRICT), and Icinga 2
+    issues no others; the test CA issues none either. 3.13's default is given to this Python."""
+    original = ssl.create_default_context
+
+    def strict(*args, **kwargs):
+        ctx = original(*args, **kwargs)
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)
+    url, ca_path, seen = icinga_api
+    assert "200" in ApiTrigger(url, "statesync", "pa55:word", ca_path, timeout=5).fire()
+    assert [s[:2] for s in seen] == [("POST", "/v1/actions/restart-process")]
+
+
 def test_the_api_trigger_is_built_from_the_config_with_the_password_read_from_its_file(icinga_api, tmp_path):
     url, ca_path, seen = icinga_api
     (tmp_path / "pw").write_text("pa55:word\n")
@@ -288,3 +305,9 @@ def test_the_exit_trigger_stops_the_daemon_and_asks_for_exit_code_3():
     assert stopped == [True] and trigger.requested.is_set()
     from statesync.errors import EXIT_RESTART
     assert EXIT_RESTART == 3
+
+
+def test_the_api_trigger_reports_an_api_url_it_cannot_use_in_one_line():
+    with pytest.raises(TriggerError, match="https://HOST") as info:
+        ApiTrigger("ftp://127.0.0.1:5665", "u", "secret-pw", timeout=2).fire()
+    assert "\n" not in str(info.value) and "secret-pw" not in str(info.value)

@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from statesync import config
 from statesync.consul.store import Store
-from statesync.guard.logic import QUARANTINE_DIR
+from statesync.disk import QUARANTINE_DIR
 from statesync.pki import fingerprint
 
 from .certs import CERT_FILES, NOW, enrol, make_ca, sign

@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 
 import pytest
 
+from statesync.disk import node_cert_name
 from statesync.guard.logic import (
     Decision,
     Verdict,
@@ -13,7 +14,6 @@ from statesync.guard.logic import (
     decide,
     future_purges,
     last_purge_time,
-    node_cert_name,
     purge_allowed,
     quarantine_files,
     quarantine_stamp,

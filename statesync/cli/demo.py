@@ -20,6 +20,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .. import disk
+from ..disk import CA_CERT, CA_KEY, LOCAL_CA, READY_FILE, node_cert
 from ..errors import StatesyncError
 
 _REPO_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "consul" / "usr" / "bin" / "consul"
@@ -86,9 +88,9 @@ def _sample_tree(root: Path) -> None:
             .issuer_name(ca_name).public_key(node_key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=397)).sign(ca_key, hashes.SHA256()))
     files = {
-        "ca/ca.crt": ca.public_bytes(serialization.Encoding.PEM), "ca/ca.key": pem_key(ca_key),
-        "certs/ca.crt": ca.public_bytes(serialization.Encoding.PEM),
-        "certs/master1.crt": node.public_bytes(serialization.Encoding.PEM), "certs/master1.key": pem_key(node_key),
+        CA_CERT: ca.public_bytes(serialization.Encoding.PEM), CA_KEY: pem_key(ca_key),
+        LOCAL_CA: ca.public_bytes(serialization.Encoding.PEM),
+        node_cert("master1"): node.public_bytes(serialization.Encoding.PEM), disk.node_key("master1"): pem_key(node_key),
         "icinga2.state": os.urandom(4096), "api/zones/master/_etc/hosts.conf": b'object Host "web1" {}\n',
         "api/log/current": b"replay log: excluded from snapshots\n",
     }
@@ -101,7 +103,7 @@ def _sample_tree(root: Path) -> None:
 
 def _fingerprint(root: Path) -> str:
     from ..pki.fingerprint import spki_sha256
-    return spki_sha256((root / "ca/ca.crt").read_bytes())
+    return spki_sha256((root / CA_CERT).read_bytes())
 
 
 class _Sidecar:
@@ -163,7 +165,7 @@ def run_demo(out=print) -> int:
         shutil.rmtree(root)
         out("4. wiped the tree, as a rebuilt container would find it")
         sidecar = _Sidecar(env, workdir / "sidecar.log")
-        _wait(lambda: (root / ".statesync-ready").exists(), "the restore at sidecar start")
+        _wait(lambda: (root / READY_FILE).exists(), "the restore at sidecar start")
         after = _fingerprint(root)
         out("5. started the sidecar again: it restored the tree before signalling ready")
         out(f"   CA public-key fingerprint (sha256): {after}")

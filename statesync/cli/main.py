@@ -14,6 +14,7 @@ import structlog
 
 from .. import config
 from ..consul.store import retry
+from ..disk import CA_CERT
 from ..errors import EXIT_FAILURE, EXIT_OK, NotFound, StatesyncError, UnreadablePath, UsageError, exit_code_for
 from ..repo.repository import Repo
 from ..sidecar import logs
@@ -316,7 +317,7 @@ def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     p = accept.plan(cfg, store)
     print(f"published CA ({cfg.layout.ca}):")
     print("\n".join(accept.describe(p.published)))
-    print(f"local CA ({cfg.state_dir / 'ca/ca.crt'}):")
+    print(f"local CA ({cfg.state_dir / CA_CERT}):")
     print("\n".join(accept.describe(p.local)))
     if not p.needed:
         print("the local CA has the published key already: nothing to accept")

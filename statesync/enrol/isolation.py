@@ -19,10 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from ..disk import ENROL_LEFT_OUT
 from ..fsutil import write_atomic
 from .registration import valid_name
 
-LEFT_OUT_FILE = ".statesync-enrol-left-out.json"
+LEFT_OUT_FILE = ENROL_LEFT_OUT
 MAX_TRIES = 8
 _MAX_FILE = 256 * 1024
 

@@ -11,7 +11,7 @@ import os
 
 from ..config import Config
 from ..consul.store import Store
-from ..guard.logic import CERTS_DIR, node_cert_name
+from ..disk import CERTS_DIR, node_cert_name
 from . import registration
 from .verdicts import Evidence, Verdicts, accept
 

@@ -21,12 +21,12 @@ from typing import TextIO
 
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CA_CERT, REQUESTS_DIR
 from ..errors import EXIT_OK, CorruptData, StatesyncError
 from ..pki import cadoc, fingerprint
 from . import isolation, registration, requests
 from .icinga_api import IcingaApi
 from .judging import assess, registrations
-from .master import CA_CERT, REQUESTS_DIR
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ import structlog
 from .. import metrics
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CA_CERT, CA_KEY, REQUESTS_DIR
 from ..errors import CorruptData, StatesyncError
 from ..pki import fingerprint, signing
 from . import isolation, registration, requests
@@ -37,8 +38,6 @@ from .verdicts import Evidence, incumbent, left_out_reason
 
 log = structlog.get_logger(__name__)
 
-CA_CERT, CA_KEY = "ca/ca.crt", "ca/ca.key"
-REQUESTS_DIR = "certificate-requests"
 WATCH_WAIT = 55.0
 REQUEST_POLL = 0.5
 FAILING_FOR = 60.0  # seconds of failing passes before /healthz says so

@@ -25,9 +25,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from .. import metrics
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CERTS_DIR, LOCAL_CA, node_cert, node_cert_name, node_key
 from ..errors import CorruptData, EnrolError, StatesyncError
 from ..fsutil import write_atomic
-from ..guard.logic import CERTS_DIR, LOCAL_CA, node_cert_name
 from ..pki import cadoc, fingerprint
 from . import registration
 
@@ -75,7 +75,7 @@ class Enroller:
     def step(self) -> Outcome:
         """Look at the node's certificate; register it when it is a pending request."""
         cn = self.cert_name()
-        path = self.certs / f"{cn}.crt"
+        path = self.cfg.state_dir / node_cert(cn)
         try:
             cert = path.read_bytes()
         except FileNotFoundError:
@@ -206,7 +206,7 @@ class Enroller:
 
     def _stamp(self):
         try:
-            st = os.stat(self.certs / f"{self.cert_name()}.crt")
+            st = os.stat(self.cfg.state_dir / node_cert(self.cert_name()))
         except OSError:
             return None
         return st.st_ino, st.st_size, st.st_mtime_ns
@@ -228,10 +228,10 @@ def ask_parent(cfg: Config, cn: str) -> bool:
     if not binary or not parent or not trusted or not os.path.isfile(trusted):
         return False
     host, _, port = parent.rpartition(":")
-    certs = cfg.state_dir / CERTS_DIR
+    state = cfg.state_dir
     argv = [binary, "pki", "request", "--host", host.strip("[]"), "--port", port, "--ticket", "",
-            "--key", str(certs / f"{cn}.key"), "--cert", str(certs / f"{cn}.crt"), "--trustedcert", trusted,
-            "--ca", str(certs / "ca.crt")]
+            "--key", str(state / node_key(cn)), "--cert", str(state / node_cert(cn)), "--trustedcert", trusted,
+            "--ca", str(state / LOCAL_CA)]
     try:
         subprocess.run(argv, capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:

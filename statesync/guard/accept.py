@@ -13,10 +13,10 @@ from datetime import datetime, timezone
 
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CA_CERT
 from ..errors import CorruptData, StatesyncError, UsageError
 from ..pki import acceptance, cadoc, fingerprint
 from ..pki.cadoc import PublishedCA
-from .publish import CA_CERT
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,11 @@ from datetime import datetime, timezone
 from enum import Enum
 from typing import Iterable
 
+from ..disk import LOCAL_CA, TICKET, TRUSTED_PARENT, node_cert, node_csr, node_key
 from ..errors import CorruptData
 from ..pki import cadoc, fingerprint
 from ..pki.cadoc import PublishedCA
 
-QUARANTINE_DIR = ".statesync-quarantine"
-CERTS_DIR = "certs"
-LOCAL_CA = f"{CERTS_DIR}/ca.crt"
 _STAMP_FORMAT = "%Y%m%dT%H%M%S.%fZ"
 _STAMP_RE = re.compile(r"^(\d{8}T\d{6}\.\d{6}Z)(?:-\d+)?$")
 
@@ -201,18 +199,6 @@ def _stamps(names: Iterable[str]) -> Iterable[tuple[str, float]]:
             continue
 
 
-def node_cert_name(cert_files: Iterable[str], configured: str, node: str) -> str:
-    """The name Icinga 2 gives this node's certificate files (``certs/<name>.crt``).
-
-    ``configured`` (guard.cert_name) wins. Otherwise the stem of the one ``*.key`` file
-    in certs/ (Icinga 2 keeps exactly one: the node's), else the statesync node name.
-    """
-    if configured:
-        return configured
-    keys = sorted(n[:-4] for n in cert_files if n.endswith(".key") and len(n) > 4)
-    return keys[0] if len(keys) == 1 else node
-
-
 def quarantine_files(cert_name: str) -> list[str]:
     """The certs/ files a purge moves, relative to the root, in order.
 
@@ -220,5 +206,4 @@ def quarantine_files(cert_name: str) -> list[str]:
     guard still sees the mismatch and the node is never left looking "not enrolled"
     with half of its certificates gone.
     """
-    names = [f"{cert_name}.crt", f"{cert_name}.key", f"{cert_name}.csr", "ticket", "trusted-parent.crt", "ca.crt"]
-    return [f"{CERTS_DIR}/{n}" for n in names]
+    return [node_cert(cert_name), node_key(cert_name), node_csr(cert_name), TICKET, TRUSTED_PARENT, LOCAL_CA]

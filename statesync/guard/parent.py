@@ -21,6 +21,7 @@ import structlog
 
 from ..config import Config
 from ..consul.store import Store
+from ..disk import LOCAL_CA, PARENT_PIN
 from ..errors import CorruptData, StatesyncError
 from ..fsutil import write_atomic
 from ..pki import cadoc
@@ -28,7 +29,6 @@ from ..pki.chain import verify_issued_by
 
 log = structlog.get_logger(__name__)
 
-DEFAULT_FILE = ".statesync-parent.crt"
 FETCH_TIMEOUT = 10.0
 # Start-up pinning retries: the parent may still be starting, or not yet on the new CA.
 BACKOFF_FIRST = 0.5
@@ -45,7 +45,7 @@ class ParentNotVerified(StatesyncError):
 
 def trusted_parent_file(cfg: Config) -> Path:
     """Where the pinned parent certificate goes (``guard.trusted_parent_file``)."""
-    return Path(cfg.guard.trusted_parent_file) if cfg.guard.trusted_parent_file else Path(cfg.root) / DEFAULT_FILE
+    return Path(cfg.guard.trusted_parent_file) if cfg.guard.trusted_parent_file else Path(cfg.root) / PARENT_PIN
 
 
 def split_host_port(host_port: str) -> tuple[str, int]:
@@ -101,7 +101,7 @@ def pin_at_startup(cfg: Config, store: Store, stop_event: threading.Event) -> No
     Does nothing without ``guard.parent_host`` or on an enrolled node."""
     if not cfg.guard.parent_host:
         return
-    local_ca = cfg.state_dir / "certs" / "ca.crt"
+    local_ca = cfg.state_dir / LOCAL_CA
     if os.path.lexists(local_ca):
         log.info("node is enrolled; the parent's certificate is not pinned at start-up", ca=str(local_ca))
         return

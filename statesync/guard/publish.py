@@ -20,6 +20,7 @@ import structlog
 
 from .. import metrics
 from ..consul.client import Op
+from ..disk import CA_CERT
 from ..errors import CorruptData, PermissionDenied
 from ..pki import acceptance, cadoc
 from ..pki.cadoc import PublishedCA
@@ -29,8 +30,6 @@ from ..snapshot.manifest import FILE, Entry, Manifest
 from ..snapshot.record import Record
 
 log = structlog.get_logger(__name__)
-
-CA_CERT = "ca/ca.crt"
 
 
 class CaPublisher:
@@ -102,7 +101,7 @@ class CaPublisher:
         try:
             doc = cadoc.from_pem(pem, published=published, node=self.repo.layout.node, snapshot=record.id)
         except CorruptData as exc:
-            log.warning("ca/ca.crt is not a certificate; not published", snapshot=record.id, error=str(exc))
+            log.warning(f"{CA_CERT} is not a certificate; not published", snapshot=record.id, error=str(exc))
         else:
             self.publish(doc)
         self._done_sha, self._done_at = entry.sha256, now

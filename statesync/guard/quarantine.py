@@ -7,8 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
+from ..disk import QUARANTINE_DIR
 from ..fsutil import fsync_dir
-from .logic import QUARANTINE_DIR
 
 DECISION_FILE = "statesync-decision.json"
 

@@ -39,21 +39,18 @@ from typing import Callable, TextIO
 
 import structlog
 
-from .. import metrics
+from .. import disk, metrics
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, node_cert_name
 from ..errors import StatesyncError, TriggerError
 from .logic import (
-    CERTS_DIR,
-    LOCAL_CA,
-    QUARANTINE_DIR,
     Decision,
     Verdict,
     cannot_tell,
     decide,
     future_purges,
     last_purge_time,
-    node_cert_name,
     purge_allowed,
     quarantine_files,
     quarantine_stamp,
@@ -200,7 +197,7 @@ class Guard:
         try:
             local = _read(self.root / LOCAL_CA)
             name = node_cert_name(_names(self.root / CERTS_DIR), self.settings.cert_name, self.cfg.node)
-            node_path = f"{CERTS_DIR}/{name}.crt"
+            node_path = disk.node_cert(name)
             node_cert = _read(self.root / node_path)
         except OSError as exc:
             return cannot_tell(f"cannot read the local certificates: {exc.strerror or exc}", local)

@@ -10,7 +10,6 @@ log or raises TriggerError. No trigger ever logs or shows the API password.
 """
 from __future__ import annotations
 
-import base64
 import errno
 import http.client
 import json
@@ -18,7 +17,6 @@ import os
 import shutil
 import signal as signals
 import socket
-import ssl
 import subprocess
 import tempfile
 import threading
@@ -27,6 +25,7 @@ from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
 
 from ..errors import TriggerError
+from ..icinga.api import IcingaClient, IcingaTlsError, IcingaUnreachable
 from .settings import GuardSettings
 
 RESTART_PATH = "/v1/actions/restart-process"
@@ -88,29 +87,24 @@ class ApiTrigger:
         self._ca_copy = path
 
     def fire(self) -> str:
-        # http.client and ssl rather than requests: the standard library does this one POST, so
-        # statesync needs no HTTP library of its own (the docker trigger below does the same).
         parts = urlsplit(self.url)
-        auth = base64.b64encode(f"{self.user}:{self._password}".encode()).decode()
-        headers = {"Accept": "application/json", "Authorization": f"Basic {auth}", "Content-Length": "0"}
+        # The client owns TLS: the same context as the enrolment's, so both accept Icinga's
+        # certificates on every Python the project supports.
         try:
-            if parts.scheme == "https":
-                ctx = ssl.create_default_context(cafile=self._ca_copy or self.cacert or None)
-                conn: http.client.HTTPConnection = http.client.HTTPSConnection(
-                    parts.hostname, parts.port, timeout=self.timeout, context=ctx)
-            else:
-                conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=self.timeout)
-            try:
-                conn.request("POST", parts.path or "/", headers=headers)
-                resp = conn.getresponse()
-                status, body = resp.status, resp.read(4096)
-            finally:
-                conn.close()
-        except ssl.SSLError:
+            client = IcingaClient(f"{parts.scheme}://{parts.netloc}", self.user, self._password,
+                                  self._ca_copy or self.cacert, timeout=self.timeout, default_port=None,
+                                  allow_http=True)
+        except ValueError as exc:
+            self._drop_copy()
+            raise TriggerError(f"Icinga 2 API at {self.url}: {exc}") from None
+        try:
+            status, body = client.request("POST", parts.path or "/")
+        except IcingaTlsError:
             raise TriggerError(f"Icinga 2 API at {self.url}: TLS verification failed") from None
-        except (OSError, http.client.HTTPException) as exc:
-            raise TriggerError(f"Icinga 2 API at {self.url} unreachable ({type(exc).__name__})") from None
+        except IcingaUnreachable as exc:
+            raise TriggerError(f"Icinga 2 API at {self.url} unreachable ({exc.cause})") from None
         finally:
+            client.close()
             self._drop_copy()
         if status == 401:
             raise TriggerError(f"Icinga 2 API at {self.url} refused user {self.user!r} (401)")

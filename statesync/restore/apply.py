@@ -27,20 +27,18 @@ from typing import Callable
 import structlog
 
 from ..consul.settings import READ_BATCH_BYTES
+from ..disk import INTERNAL_PREFIX, STAGING_PREFIX, STATE_DIRS
 from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
 from ..repo.repository import Repo, chunk_sizes
 from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
-from ..snapshot.scan import INTERNAL_PREFIX
 from .rootlock import hold_root, holds
 from .swap import ASIDE_DIR, JOURNAL, exists, recover, swap  # noqa: F401 (ASIDE_DIR, JOURNAL: the interface)
 from .swap import remove_tree as _remove_tree
 
 log = structlog.get_logger(__name__)
-
-STAGING_PREFIX = INTERNAL_PREFIX + "staging-"
 
 Progress = Callable[[int, int], None]
 
@@ -68,7 +66,7 @@ def user_entries(root: Path, subtrees: tuple[str, ...] = ()) -> list[str]:
 def has_icinga_state(state_dir: Path) -> bool:
     """True when ``state_dir`` (the root, or with roots its subtree named state) holds Icinga 2
     state: a ca/ or a certs/ directory."""
-    return (state_dir / "ca").exists() or (state_dir / "certs").exists()
+    return any((state_dir / d).exists() for d in STATE_DIRS)
 
 
 def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entry], bytes]]:

@@ -26,13 +26,12 @@ from typing import Iterator
 
 import structlog
 
+from ..disk import LOCK_FILE
 from ..errors import RootBusy, StatesyncError
 from ..fsutil import keeping_times
-from ..snapshot.scan import INTERNAL_PREFIX
 
 log = structlog.get_logger(__name__)
 
-LOCK_FILE = INTERNAL_PREFIX + "lock"
 _NOBODY = object()  # "no holder announced yet": the holder itself may be unknown (None)
 # A waiting `run` polls rather than blocking in flock(2): a blocked flock cannot be given up.
 WAIT_STEP = 0.2

@@ -13,6 +13,7 @@ import structlog
 
 from .. import metrics
 from ..consul.store import retry
+from ..disk import CA_CERT
 from ..errors import CorruptData, PermissionDenied, StatesyncError
 from ..fsutil import keeping_times, write_atomic
 from ..repo.repository import Repo
@@ -22,7 +23,6 @@ from .apply import has_icinga_state, recover, restore, user_entries
 
 log = structlog.get_logger(__name__)
 
-CA_CERT = "ca/ca.crt"
 # How long the start-up decision (the sidecar's prepare, `restore --if-empty`) waits for Consul:
 # 8 attempts, the pause doubling from 0.2 s up to 10 s, about 23 s of pauses, plus each refused
 # attempt's own time (a server with no leader, or one still replaying its log, holds a read for

@@ -18,16 +18,14 @@ from pathlib import Path
 
 import structlog
 
+from ..disk import ASIDE_DIR, JOURNAL
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import fsync_dir, write_atomic
 from ..snapshot.dirfd import DIR_FLAGS, DirChain
-from ..snapshot.scan import INTERNAL_PREFIX
 from .rootlock import hold_root
 
 log = structlog.get_logger(__name__)
 
-ASIDE_DIR = INTERNAL_PREFIX + "aside"
-JOURNAL = INTERNAL_PREFIX + "restore-journal.json"
 
 
 def exists(path: Path) -> bool:

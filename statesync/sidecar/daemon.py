@@ -24,11 +24,12 @@ from watchdog.observers import Observer
 from .. import metrics
 from ..config import Config
 from ..consul.lock import WriterLock, writer_lock
+from ..disk import INTERNAL_PREFIX, STATE_DIRS
 from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
 from ..repo.repository import Head, MissingChunks, Repo
 from ..snapshot.manifest import Manifest
 from ..snapshot.roots import require as require_roots
-from ..snapshot.scan import INTERNAL_PREFIX, Scanner
+from ..snapshot.scan import Scanner
 from .memory import release_free_memory
 from .pacing import Pacer
 
@@ -173,7 +174,7 @@ class Daemon:
         self.scheduler = BackgroundScheduler(daemon=True, timezone=timezone.utc)
         self._intervals = {"full": cfg.full_scan_interval, "gc": cfg.gc_interval}
         self._due: set[str] = {"gc"}
-        self._pacer = Pacer(cfg.min_interval, (cfg.in_state("ca"), cfg.in_state("certs")))
+        self._pacer = Pacer(cfg.min_interval, tuple(cfg.in_state(d) for d in STATE_DIRS))
         # The manifest last committed (None: ask Consul), and the chunks of the versions of paced
         # files a commit held back: the scanner will not read those files again to give them.
         self._committed: Manifest | None = None

@@ -49,7 +49,8 @@ class RoleServices:
 def attach(cfg: Config, daemon) -> RoleServices:
     """Wire the role of ``cfg`` into ``daemon`` (a ``daemon.Daemon``); return what to start and stop."""
     if cfg.role == "master":
-        from ..guard.publish import CA_CERT, AcceptanceWatcher, CaPublisher
+        from ..disk import CA_CERT
+        from ..guard.publish import AcceptanceWatcher, CaPublisher
         publisher = CaPublisher(daemon.repo, cfg.state_dir, fence=daemon.fence, on_conflict=cfg.on_conflict,
                                 ca_entry=cfg.in_state(CA_CERT))
         daemon.on_commit.append(publisher)

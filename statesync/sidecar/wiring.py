@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..config import Config
 from ..consul.store import Store
+from ..disk import CA_CERT, LOCAL_CA
 from ..errors import CorruptData
 from ..pki.fingerprint import spki_sha256
 from ..repo.repository import Repo
@@ -11,7 +12,7 @@ from ..snapshot.manifest import Manifest
 from ..snapshot.retention import Rules
 
 # A satellite has no ca/ of its own: the CA it trusts is certs/ca.crt.
-CA_FILES = ("ca/ca.crt", "certs/ca.crt")
+CA_FILES = (CA_CERT, LOCAL_CA)
 
 
 def open_repo(cfg: Config) -> Repo:

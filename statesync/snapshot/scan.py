@@ -25,6 +25,7 @@ from pathlib import Path
 
 import structlog
 
+from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belong in a snapshot
 from . import chunking, codec
 from .crypto import Sealing
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
@@ -32,9 +33,6 @@ from .globs import PathFilter
 from .manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 
 log = structlog.get_logger(__name__)
-
-# Our own working directories inside the root never belong in a snapshot.
-INTERNAL_PREFIX = ".statesync-"
 
 # The coarsest timestamps a Linux filesystem keeps are 2 s apart (FAT); ext3, ext4 with
 # 128-byte inodes and HFS+ keep whole seconds, and kernels before 6.13 stamp even ext4, XFS
