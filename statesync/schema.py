@@ -12,6 +12,7 @@ from typing import Any
 
 from . import parsing_icinga as pi
 from .consul.settings import LockSettings
+from .disk import CA_KEY, CERTS_DIR, READY_FILE
 from .parsing import (
     _adapt,
     _addrs,
@@ -47,7 +48,7 @@ from .snapshot.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 #   *.tmp, *.swp, *~  other tools' temporary files and editors' backups.
 DEFAULT_EXCLUDES = ("api/log/", "api/zones-stage/", "**/*.tmp.??????", "**/*.tmp", "**/*.swp", "**/*~")
 # Private keys: the CA's (signs every certificate of the cluster) and each node's.
-DEFAULT_ENCRYPT = ("ca/ca.key", "certs/*.key")
+DEFAULT_ENCRYPT = (CA_KEY, f"{CERTS_DIR}/*.key")
 # With roots, the two defaults above apply below the root named state, and these secrets of
 # the root named config (/etc/icinga2) are added, below it:
 #   constants.conf         the TicketSalt, from which every satellite's enrolment ticket is derived
@@ -59,7 +60,7 @@ DEFAULT_ROOT = "/var/lib/icinga2"
 DEFAULT_PREFIX = "statesync/icinga2"
 ROLES = ("master", "satellite")
 ON_CONFLICT = ("refuse", "keep-local", "restore")
-READY_FILE_NAME = ".statesync-ready"
+READY_FILE_NAME = READY_FILE
 LOG_FORMATS = ("auto", "json", "console")
 COMPRESSION = ("zstd", "zlib", "none")
 LOG_LEVELS = ("debug", "info", "warning", "error")
