@@ -222,18 +222,17 @@ _EMPTY = chunking.sha256(b"")
 
 def _entries_within_the_bound(make, fixed: list[mf.Entry], sample: int = 100) -> list[mf.Entry]:
     """``fixed`` and then ``make(i)`` for i = 0, 1, ... as many as the memory bound just accepts
-    (within 1%): the estimate of a few of them tells how many."""
-    decoder = mf.Decoder()
-    for piece in mf.Encoder().pieces(mf.Manifest(tuple(fixed)), chunking.DEFAULT_CHUNK_SIZE):
-        decoder.feed(piece)
-    base = decoder.result() and decoder.tally.memory
-    decoder = mf.Decoder()
-    for piece in mf.Encoder().pieces(mf.Manifest(tuple(fixed) + tuple(make(i) for i in range(sample))),
-                                     chunking.DEFAULT_CHUNK_SIZE):
-        decoder.feed(piece)
-    decoder.result()
-    per_entry = (decoder.tally.memory - base) / sample
-    n = int((limits.MAX_ENTRY_MEMORY - base) * 0.99 / per_entry)
+    (within 1%): what a few of them cost in each part of the estimate tells how many."""
+    def tally(entries: list[mf.Entry]) -> limits.Tally:
+        decoder = mf.Decoder()
+        for piece in mf.Encoder().pieces(mf.Manifest(tuple(entries)), chunking.DEFAULT_CHUNK_SIZE):
+            decoder.feed(piece)
+        decoder.result()
+        return decoder.tally
+    base, more = tally(fixed), tally(fixed + [make(i) for i in range(sample)])
+    kept, sort, table = ((getattr(more, f) - getattr(base, f)) / sample for f in ("kept", "sort", "table"))
+    room = limits.MAX_ENTRY_MEMORY * 0.99 - base.kept
+    n = int(min((room - base.sort) / (kept + sort), (room - base.table - limits.PARSE) / (kept + table)))
     return fixed + [make(i) for i in range(n)]
 
 
@@ -256,9 +255,11 @@ def _many_chunks() -> list[mf.Entry]:
 
 
 def _long_symlinks() -> list[mf.Entry]:
-    """Symlinks of 4,000-byte targets (about as long as a filesystem takes), each its own."""
+    """Symlinks of 4,000-byte targets (about as long as a filesystem takes), each its own, of
+    names no longer than a filesystem takes."""
     return _entries_within_the_bound(
-        lambda i: mf.Entry(f"l{i:07d}", "l", 0o777, 0, 0, 1, target=f"{i:07d}" + "t" * 3993), [])
+        lambda i: mf.Entry(f"l{i:07d}", "l", 0o777, 0, 0, 1, target=f"{i:07d}/" + "/".join(["t" * 199] * 20)[:3992]),
+        [])
 
 
 def _many_owners() -> list[mf.Entry]:

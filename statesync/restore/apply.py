@@ -140,13 +140,12 @@ class ChunkFeed:
             raise CorruptData(f"content {e.sha256[:16]}… fails its sha256 check after joining chunks")
 
     def _locate(self, e: Entry) -> int | None:
-        """The index of ``e`` in ``order`` (files are asked for in that order: a short step
-        forward), or None for one asked for out of order, which is then fetched alone."""
+        """The index of ``e`` in ``order``, or None for one asked for out of order, which is
+        then fetched alone. Files are asked for in that order: the walk over it is linear."""
         order, i = self.order, self._next
-        end = min(len(order), i + 64)
-        while i < end and order[i] is not e:
+        while i < len(order) and order[i] is not e:
             i += 1
-        if i == end:
+        if i == len(order):
             return None
         self._next = i + 1
         return i
