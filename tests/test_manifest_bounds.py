@@ -148,10 +148,21 @@ def _bomb_of_tiny_entries() -> bytes:
     return zlib.compress(text, 9)
 
 
+def _empty_files_under_long_paths() -> bytes:
+    """140,000 empty files under 770-byte paths, in an order restore must sort: the old bound
+    took them (it left out what the process holds without entries) and restore peaked at 291 MB."""
+    dirs = ["/".join(("a" * 250, "b" * 250, "c" * 250)[:k]) for k in (1, 2, 3)]
+    empty = chunking.sha256(b"")
+    return mf.encode(mf.Manifest(tuple(
+        [mf.Entry(d, "d", 0o755, 0, 0, 1) for d in dirs] + [mf.Entry(dirs[0] + "-", "f", 0o644, 0, 0, 1, sha256=empty)]
+        + [mf.Entry(f"{dirs[2]}/{i:07d}", "f", 0o644, 0, 0, 1, sha256=empty) for i in range(140_000)])))
+
+
 @pytest.mark.consul
-@pytest.mark.parametrize("make", [_bomb_of_one_chunk_repeated, _bomb_of_empty_objects, _bomb_of_tiny_entries],
+@pytest.mark.parametrize("make", [_bomb_of_one_chunk_repeated, _bomb_of_empty_objects, _bomb_of_tiny_entries,
+                                  _empty_files_under_long_paths],
                          ids=["one chunk repeated 7 million times", "ten million empty objects",
-                              "a million tiny entries"])
+                              "a million tiny entries", "empty files under long paths"])
 def test_a_forged_manifest_built_to_exhaust_memory_fails_restore_with_one_line_within_256_mb(
         consul, prefix, tmp_path, make):
     blob = make()
