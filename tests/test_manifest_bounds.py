@@ -212,7 +212,7 @@ def test_a_manifest_of_300_000_files_is_within_every_bound():
 @pytest.mark.slow
 def test_a_real_tree_of_300_000_files_restores_whole_within_256_mb(consul, prefix, tmp_path):
     """Slow (two minutes and more on a loaded machine): 300,000 chunks are stored and 300,000
-    files written. It peaks at about 206 MB: 46 MB before the manifest, about 530 bytes a file."""
+    files written. It peaks at about 206 MiB: 46 MiB before the manifest, about 550 bytes a file."""
     manifest, chunks = _real_tree(300_000)
     plant(consul, prefix, mf.Encoder().pieces(manifest, chunking.DEFAULT_CHUNK_SIZE), chunks)
     del chunks

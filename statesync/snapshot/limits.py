@@ -34,7 +34,7 @@ MAX_CHUNK_REFS = 4_000_000
 # 50 MiB whatever the manifest (BASE); the rest is the entries' (``entry_memory``), and for a
 # moment one member's text parsed whole, up to 25 MiB (PARSE), while the decoder reads (never
 # while entries are sorted). docs/FORMAT.md has the estimate against measured peaks: a tree
-# of 300,000 small files is estimated at 181 MiB and peaks at 206 MB, BASE included.
+# of 300,000 small files is estimated at 186 MiB and peaks at 206 MiB, BASE included.
 MAX_MEMORY = 256 << 20
 BASE = 64 << 20
 PARSE = 25 << 20
