@@ -113,3 +113,58 @@ def test_backup_and_restore_of_a_large_file_stay_within_256_mb_of_memory(consul,
     print(f"\n{SIZE_MIB} MiB random file: backup peak RSS {', '.join(f'{p:.0f}' for p in peaks)} MB, "
           f"restore peak RSS {restore_peak:.0f} MB")
     assert max(peaks) <= LIMIT_MB and restore_peak <= LIMIT_MB, (peaks, restore_peak)
+
+
+@pytest.mark.consul
+def test_a_restore_holds_only_the_chunks_its_batch_looks_ahead_to_and_fetches_a_far_repeat_again(
+        consul, prefix, tmp_path, make_cfg, repo_for):
+    from statesync.restore.apply import ChunkFeed
+    from statesync.snapshot.manifest import FILE, tree_order
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    shared = b"the same bytes at both ends of the tree\n" * 10
+    (root / "d" / "a-first").write_bytes(shared)
+    for i in range(40):
+        (root / "d" / f"m{i:02d}").write_bytes(os.urandom(1000))
+    (root / "d" / "z-last").write_bytes(shared)
+    subprocess.run(statesync_cmd("backup"), env=_env(consul, prefix, root), check=True, capture_output=True)
+    repo = repo_for(make_cfg(root=str(root)))
+    record = repo.record()
+    fetched: list[set[str]] = []
+    fetch = repo.fetch_chunks
+    repo.fetch_chunks = lambda digests, *a, **kw: fetched.append(set(digests)) or fetch(digests, *a, **kw)
+    manifest = repo.manifest(record)
+    feed = ChunkFeed(repo, record, manifest, batch_bytes=4000)
+    files = [e for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)) if e.type == FILE]
+    for e in files:
+        assert b"".join(feed.file_chunks(e)) == (root / e.path).read_bytes()
+        assert sum(map(len, feed._cache.values())) <= 4000 + 1000
+    first = files[0].chunks[0]
+    assert [e.path for e in files][::41] == ["d/a-first", "d/z-last"]
+    assert sum(first in batch for batch in fetched) == 2  # held for neither the 40 files between
+    assert b"".join(feed.file_chunks(files[5])) == (root / files[5].path).read_bytes()  # asked out of order
+
+
+@pytest.mark.consul
+def test_a_restore_fetches_the_files_of_a_tree_in_one_batch_however_many_directories_lie_between_them(
+        consul, prefix, tmp_path, make_cfg, repo_for):
+    from statesync.restore.apply import ChunkFeed
+    from statesync.snapshot.manifest import FILE, tree_order
+    root = tmp_path / "root"
+    for i in range(30):
+        (root / f"d{i:02d}" / "e" / "f").mkdir(parents=True)
+        (root / f"d{i:02d}" / "e" / "f" / "x").write_bytes(os.urandom(100))
+        for k in range(100):
+            (root / f"d{i:02d}" / f"empty{k:03d}").mkdir()
+    subprocess.run(statesync_cmd("backup"), env=_env(consul, prefix, root), check=True, capture_output=True)
+    repo = repo_for(make_cfg(root=str(root)))
+    record = repo.record()
+    manifest = repo.manifest(record)
+    fetched: list[set[str]] = []
+    fetch = repo.fetch_chunks
+    repo.fetch_chunks = lambda digests, *a, **kw: fetched.append(set(digests)) or fetch(digests, *a, **kw)
+    feed = ChunkFeed(repo, record, manifest)
+    for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)):
+        if e.type == FILE:
+            assert b"".join(feed.file_chunks(e)) == (root / e.path).read_bytes()
+    assert [len(batch) for batch in fetched] == [30]

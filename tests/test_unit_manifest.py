@@ -622,7 +622,7 @@ def test_a_file_may_have_one_chunk_per_smallest_chunk_size_of_its_bytes():
 
 @pytest.mark.parametrize("field,bound", [("stored", "MAX_STORED_BYTES"), ("inflated", "MAX_INFLATED_BYTES"),
                                          ("entries", "MAX_ENTRIES"), ("chunk_refs", "MAX_CHUNK_REFS"),
-                                         ("memory", "MAX_MEMORY")])
+                                         ("memory", "MAX_ENTRY_MEMORY")])
 def test_a_tally_at_a_bound_passes_and_one_past_it_says_which_bound(field, bound):
     at = limits.Tally(**{field: getattr(limits, bound)})
     assert at.excess() is None
@@ -631,20 +631,35 @@ def test_a_tally_at_a_bound_passes_and_one_past_it_says_which_bound(field, bound
     assert limits.Tally().excess() is None
 
 
-def test_an_entry_s_memory_counts_the_object_its_own_strings_its_references_and_new_values():
+def test_an_entry_s_memory_counts_the_object_its_own_values_new_shared_values_and_a_sort_s_copy_of_its_path():
     e = Entry("a/b", FILE, 0o644, 0, 0, 0, size=1, sha256=SHA_A, chunks=(SHA_A,))
-    bare = limits.entry_memory(e, ("", ()), 0, 0)
-    assert limits.entry_memory(e, ("a/b",), 0, 0) > bare
-    assert limits.entry_memory(e, (), 3, 0) == bare + 3 * limits.PER_REF
-    assert limits.entry_memory(e, (), 0, 2) == bare + 2 * (limits.PER_DIGEST + sys.getsizeof(SHA_B))
+    kept, sort, table = limits.entry_memory(e, ("", (), 0, 7), "a/b", ())
+    assert kept == sys.getsizeof(e) + limits.PER_ENTRY  # empty values and small integers are shared
+    assert sort == sys.getsizeof("a/b") + limits.PER_KEY and table == 0
+    assert limits.entry_memory(e, ("a/b", 2**62), "a/b", ())[0] == kept + sys.getsizeof("a/b") + sys.getsizeof(2**62)
+    assert limits.entry_memory(e, (), "a/b", (SHA_A, SHA_B))[::2] == (
+        kept + 2 * sys.getsizeof(SHA_A), 2 * limits.PER_VALUE)
+
+
+def test_a_tally_holds_what_entries_keep_and_the_larger_of_a_sort_and_the_decoder_s_table_with_a_parse():
+    tally = limits.Tally()
+    tally.add(1000, 10, 0)
+    assert tally.memory == 1000 + limits.PARSE
+    tally.add(0, limits.PARSE + 100, 0)
+    assert tally.memory == 1000 + limits.PARSE + 110
 
 
 def test_the_largest_real_trees_fit_every_bound():
-    """300,000 files of one chunk each under 60-byte paths, and a 374 MB state file at the
-    default chunk size: what a bound must never refuse."""
-    per_file = limits.entry_memory(Entry("p" * 60, FILE, 0o644, 0, 0, 2**62, size=100_000, sha256=SHA_A,
-                                         chunks=(SHA_A,)), ("p" * 60, "p" * 60, (SHA_A,), 2**62, 100_000), 1, 1)
-    assert 300_000 * per_file <= limits.MAX_MEMORY
+    """300,000 small files of one chunk each under 31-byte paths (Icinga 2's
+    api/zones/<zone>/<object>.conf), and a 374 MB state file at the default chunk size: what a
+    bound must never refuse."""
+    tally = limits.Tally()
+    for i in range(300):
+        e = Entry(f"api/zones/z00000/host-{i:04d}.conf", FILE, 0o644, 0, 0, 2**62, size=60, sha256=SHA_A,
+                  chunks=(SHA_A,))
+        tally.add(*limits.entry_memory(e, (e.path, e.chunks, e.mtime_ns, e.size), e.path, (SHA_A,)))
+    per_file = (tally.memory - limits.PARSE) / 300
+    assert 300_000 * per_file + limits.PARSE <= limits.MAX_ENTRY_MEMORY
     assert -(-374_000_000 // (256 * 1024)) * len(f'"{SHA_A}",') + 400 <= limits.MAX_VALUE_CHARS
 
 
@@ -668,7 +683,7 @@ def test_decode_rejects_an_unknown_member_whose_text_passes_the_bound(monkeypatc
 
 
 def test_decode_stops_at_the_memory_bound(monkeypatch):
-    monkeypatch.setattr(limits, "MAX_MEMORY", 5000)
+    monkeypatch.setattr(limits, "MAX_ENTRY_MEMORY", limits.PARSE + 5000)
     decode_entries(*(dentry(f"d{i}") for i in range(5)))
     with pytest.raises(CorruptData, match="memory"):
         decode_entries(*(dentry(f"d{i}") for i in range(50)))

@@ -17,10 +17,8 @@ import hashlib
 import os
 import pwd
 import secrets
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 from typing import Callable
 
@@ -30,7 +28,7 @@ from ..consul.settings import READ_BATCH_BYTES
 from ..disk import INTERNAL_PREFIX, STAGING_PREFIX, STATE_DIRS
 from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
-from ..repo.repository import Repo, chunk_sizes
+from ..repo.repository import _SEAL_SLACK, Repo
 from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
@@ -80,36 +78,56 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
     return manifest, lambda entry: repo.file_bytes(entry, contents)
 
 
+def tree_ordered(entries: tuple[Entry, ...]) -> tuple[Entry, ...] | list[Entry]:
+    """``entries`` in tree order (``tree_order``), the order ``write_tree`` writes them in.
+
+    A manifest is stored in path order, which is tree order unless a name sorts below "/"
+    ("a-b" beside a directory "a"): checked first, a pair of keys at a time, such entries
+    come back as they are, without a sorted copy or a copy of every path as its key."""
+    previous = ""
+    for e in entries:
+        key = tree_order(e.path)
+        if key <= previous:
+            return sorted(entries, key=lambda e: tree_order(e.path))
+        previous = key
+    return entries
+
+
+# Chunks fetched at a time at most, whatever their bytes: a batch of tiny files is a few
+# hundred kilobytes of chunks and tables instead of tens of megabytes, at the same number
+# of Consul transactions (get_many cuts a batch into transactions of its own anyway).
+MAX_BATCH_CHUNKS = 4096
+
+
 class ChunkFeed:
     """A snapshot's file contents a chunk at a time, verified, decrypted and decompressed,
     fetched ahead in batches of about ``batch_bytes`` in the order ``write_tree`` writes the
-    files: memory holds about one batch, never a whole file, let alone the whole snapshot.
-    Raises CorruptData as soon as a chunk, or a file's whole content, fails its check."""
+    files (``order``): memory holds about one batch, never a whole file, let alone the whole
+    snapshot. Raises CorruptData as soon as a chunk, or a file's whole content, fails its check.
 
-    def __init__(self, repo: Repo, record: Record, manifest: Manifest, batch_bytes: int = READ_BATCH_BYTES):
+    It keeps no table per chunk or per file: what comes next is read off the entries in tree
+    order, and a chunk stays cached while the batch that fetched it looks ahead to it."""
+
+    def __init__(self, repo: Repo, record: Record, manifest: Manifest, batch_bytes: int = READ_BATCH_BYTES,
+                 order: tuple[Entry, ...] | list[Entry] | None = None):
         self.repo, self.record, self.batch_bytes = repo, record, batch_bytes
-        files = [e for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)) if e.type == FILE and not e.link]
-        self._plan = [d for e in files for d in e.chunks]
-        self._uses = Counter(self._plan)
-        self._pos = 0
+        self.order = tree_ordered(manifest.entries) if order is None else order
+        self._chunk_size = record.chunk_size or repo.chunk_size
+        self._next = 0  # where in ``order`` the next file asked for is looked for
         self._cache: dict[str, bytes] = {}
-        self._sizes = chunk_sizes(manifest, record.chunk_size or repo.chunk_size)
-        self._sealed = manifest.sealed_refs()
-        if any(e.sealed for e in files):
+        if any(e.sealed for e in self.order if e.type == FILE and not e.link):
             repo._check_key(record.key_id)  # before anything is staged: a missing key is no corruption
 
     def file_chunks(self, e: Entry) -> Iterator[bytes]:
         # A file of one plain chunk was verified under this very address as the chunk was read.
         whole = None if e.chunks == (e.sha256,) else self.repo.sealer.hasher() if e.sealed else hashlib.sha256()
+        at = self._locate(e)
         size = 0
-        for d in e.chunks:
-            if d not in self._cache:
-                self._fetch(d)
-            piece = self._cache[d]
-            self._uses[d] -= 1
-            if self._uses[d] <= 0:
-                del self._cache[d]
-            self._pos += 1
+        for j, d in enumerate(e.chunks):
+            piece = self._cache.get(d)
+            if piece is None:
+                self._fetch(e, at, j)
+                piece = self._cache[d]
             if whole is not None:
                 whole.update(piece)
             size += len(piece)
@@ -119,16 +137,47 @@ class ChunkFeed:
         if whole is not None and whole.hexdigest() != e.sha256:
             raise CorruptData(f"content {e.sha256[:16]}… fails its sha256 check after joining chunks")
 
-    def _fetch(self, digest: str) -> None:
-        batch, size = {digest}, self._sizes.get(digest, 0)
-        for d in islice(self._plan, self._pos, None):
-            if size >= self.batch_bytes:
+    def _locate(self, e: Entry) -> int | None:
+        """The index of ``e`` in ``order``, or None for one asked for out of order, which is
+        then fetched alone. Files are asked for in that order: the walk over it is linear."""
+        order, i = self.order, self._next
+        while i < len(order) and order[i] is not e:
+            i += 1
+        if i == len(order):
+            return None
+        self._next = i + 1
+        return i
+
+    def _ahead(self, e: Entry, at: int | None, j: int) -> Iterator[tuple[str, int, bool]]:
+        """Each chunk reference from chunk ``j`` of ``e`` on, in the order they will be asked
+        for: its digest, the size it is expected to have (sealed ones a little more), and
+        whether it is sealed."""
+        order = (e,) if at is None else self.order
+        step = self._chunk_size
+        for i in range(0 if at is None else at, len(order)):
+            f = order[i]
+            if f.type != FILE or f.link:
+                continue
+            slack = _SEAL_SLACK if f.sealed else 0
+            for k in range(j if f is e else 0, len(f.chunks)):
+                yield f.chunks[k], max(0, min(step, f.size - k * step)) + slack, f.sealed
+
+    def _fetch(self, e: Entry, at: int | None, j: int) -> None:
+        sizes: dict[str, int] = {}
+        sealed: set[str] = set()
+        size = 0
+        for d, expected, is_sealed in self._ahead(e, at, j):
+            if sizes and (size >= self.batch_bytes or len(sizes) >= MAX_BATCH_CHUNKS):
                 break
-            if d not in self._cache and d not in batch:
-                batch.add(d)
-                size += self._sizes.get(d, 0)
-        sealed = batch & self._sealed
-        self._cache.update(self.repo.fetch_chunks(batch - sealed, sealed, self.record.key_id, self._sizes))
+            if d not in sizes:
+                size += expected
+            sizes[d] = max(expected, sizes.get(d, 0))
+            if is_sealed:
+                sealed.add(d)
+        # What the batch no longer looks ahead to is dropped: memory holds one batch.
+        self._cache = {d: v for d, v in self._cache.items() if d in sizes}
+        wanted = sizes.keys() - self._cache.keys()
+        self._cache.update(self.repo.fetch_chunks(wanted - sealed, sealed & wanted, self.record.key_id, sizes))
 
 
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
@@ -167,7 +216,7 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             candidate = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
             candidate.mkdir(mode=0o700)
             staging = candidate  # ours once mkdir made it: never clean up a directory we did not make
-            write_tree(staging, manifest, feed.file_chunks, progress)
+            write_tree(staging, manifest, feed.file_chunks, progress, feed.order)
             names = [n for n in subtrees if exists(staging / n)] if subtrees else _top_names(manifest)
             aside = swap(root, staging, existing, names)
         except BaseException as exc:
@@ -211,9 +260,10 @@ def _remove_stale_staging(root: Path) -> None:
 # -- writing the staged tree ---------------------------------------------------------
 
 def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], bytes | Iterable[bytes]],
-               progress: Progress | None = None) -> None:
+               progress: Progress | None = None, order: tuple[Entry, ...] | list[Entry] | None = None) -> None:
     """Create every entry of ``manifest`` under the empty directory ``target``; ``file_bytes``
-    gives a file entry's verified content, whole or as pieces (``ChunkFeed.file_chunks``).
+    gives a file entry's verified content, whole or as pieces (``ChunkFeed.file_chunks``);
+    ``order``, the entries already in tree order (``tree_ordered``), spares sorting them again.
 
     Entries are written depth first (``tree_order``), each relative to its parent's directory
     descriptor, so that no path the OS sees is longer than one name: any depth and any path
@@ -227,6 +277,8 @@ def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], b
     def owner(e: Entry) -> tuple[int, int]:
         key = (e.user, e.group, e.uid, e.gid)
         if key not in owners:
+            if len(owners) >= 1024:  # a forged manifest may give every entry an owner of its own
+                owners.clear()
             owners[key] = owner_of(e)
         return owners[key]
 
@@ -243,7 +295,7 @@ def write_tree(target: Path, manifest: Manifest, file_bytes: Callable[[Entry], b
     dirs: list[Entry] = []  # the entries of the directories on the chain, below target
     where = ""  # the path being written, for the error message
     try:
-        for e in sorted(manifest.entries, key=lambda e: tree_order(e.path)):
+        for e in tree_ordered(manifest.entries) if order is None else order:
             parent, _, name = e.path.rpartition("/")
             while chain.rel != parent and dirs:
                 finish_dir()

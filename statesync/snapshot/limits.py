@@ -29,16 +29,25 @@ MAX_VALUE_CHARS = 1 << 20
 MAX_ENTRIES = 1_000_000
 # Chunk references of all files together (a 374 MB file at the default 256 KiB: 1,427).
 MAX_CHUNK_REFS = 4_000_000
-# What the decoded entries and a restore's own tables of them may occupy (``entry_memory``,
-# which comes within a few percent of what a restore's peak grows by): a tree of 300,000 small
-# files is estimated at 235 MiB and restores in a 300 MB process, 200,000 in 204 MB.
+# What a restore may take: the whole process, at its peak (resident set). Of it, the
+# interpreter with statesync's modules, the Consul client and a fetch batch take about
+# 50 MiB whatever the manifest (BASE); the rest is the entries' (``entry_memory``), and for a
+# moment one member's text parsed whole, up to 25 MiB (PARSE), while the decoder reads (never
+# while entries are sorted). docs/FORMAT.md has the estimate against measured peaks: a tree
+# of 300,000 small files is estimated at 186 MiB and peaks at 206 MiB, BASE included.
 MAX_MEMORY = 256 << 20
-# What a restore keeps per entry beyond the entry itself and the copy of its path a sort
-# into tree order makes (its place in lists of them), per distinct chunk (its expected size,
-# its use count) and per chunk reference (its plan).
-PER_ENTRY = 80
-PER_DIGEST = 200
-PER_REF = 8
+BASE = 64 << 20
+PARSE = 25 << 20
+MAX_ENTRY_MEMORY = MAX_MEMORY - BASE
+# What a restore keeps per entry beyond the objects it holds: its place in the decoder's list
+# and in the manifest's tuple (both for a moment), allocator rounding.
+PER_ENTRY = 40
+# What a sort into tree order adds per entry beyond the copy of its path it makes as its key:
+# the key's place and the entry's in the sorted list.
+PER_KEY = 24
+# A place in the decoder's table of distinct values (it holds each owner, mode and digest
+# once), its growth included. The table is gone before anything is sorted.
+PER_VALUE = 100
 
 
 def max_chunks(size: int) -> int:
@@ -47,16 +56,21 @@ def max_chunks(size: int) -> int:
     return -(-size // MIN_CHUNK_SIZE)
 
 
-def entry_memory(entry: object, own: tuple[object, ...], refs: int, new_values: int) -> int:
-    """The bytes an entry costs a restore: the object, the strings, numbers and chunk tuple it
-    holds alone (``own``; empty ones are shared), its ``refs`` chunk references, and ``new_values``
-    digests (or owners, modes) not met before: the decoder keeps one of equal values, counted
-    where it first appears."""
-    return (sys.getsizeof(entry) + sum(sys.getsizeof(o) for o in own if o) + PER_ENTRY + refs * PER_REF
-            + new_values * (PER_DIGEST + _DIGEST))
+def entry_memory(entry: object, own: tuple[object, ...], path: str, new: tuple[object, ...]) -> tuple[int, int, int]:
+    """What an entry costs a restore, as (kept, sort, table): the bytes it holds for the whole
+    restore (the object, the values it holds alone, ``own``, and the ``new`` values the decoder
+    has not met before: later entries share them), those a sort into tree order adds for a
+    moment (a copy of ``path`` as its key), and those the decoder's table of distinct values
+    adds while it reads."""
+    kept = sys.getsizeof(entry) + sum(map(_size, own)) + sum(map(_size, new)) + PER_ENTRY
+    return kept, sys.getsizeof(path) + PER_KEY, len(new) * PER_VALUE
 
 
-_DIGEST = sys.getsizeof("0" * 64)
+def _size(o: object) -> int:
+    # Empty strings and tuples, and small integers, are one object shared by everyone.
+    if not o or (type(o) is int and -5 <= o <= 256):
+        return 0
+    return sys.getsizeof(o)
 
 
 @dataclass
@@ -67,7 +81,16 @@ class Tally:
     inflated: int = 0
     entries: int = 0
     chunk_refs: int = 0
-    memory: int = 0
+    memory: int = 0  # what the entries cost a restore at its peak, beyond BASE
+    kept: int = 0
+    sort: int = 0
+    table: int = 0
+
+    def add(self, kept: int, sort: int, table: int) -> None:
+        """Count an entry's ``entry_memory``. A restore holds what entries keep, and either
+        (decoding) the table of values and a member's text parsed, or (later) a sort's keys."""
+        self.kept, self.sort, self.table = self.kept + kept, self.sort + sort, self.table + table
+        self.memory = self.kept + max(self.sort, self.table + PARSE)
 
     def excess(self) -> str | None:
         """Why a manifest that has come this far is refused; None while it is within every bound."""
@@ -79,6 +102,6 @@ class Tally:
             return f"has more than {MAX_ENTRIES} entries"
         if self.chunk_refs > MAX_CHUNK_REFS:
             return f"references more than {MAX_CHUNK_REFS} chunks"
-        if self.memory > MAX_MEMORY:
+        if self.memory > MAX_ENTRY_MEMORY:
             return f"would take more than {MAX_MEMORY >> 20} MiB of memory to restore"
         return None

@@ -13,6 +13,7 @@ import json
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from itertools import islice
 
 from ..errors import CorruptData, UnsafePath
 from . import limits
@@ -394,14 +395,15 @@ class Decoder:
             raise CorruptData(f"manifest {why}")
 
     def _entry(self, d: object) -> None:
-        digests = len(self._same)
+        known = len(self._same)
         e = _entry_from_json(d, self._same)
         self._entries.append(e)
-        # "", () and 0 are shared: free. The path twice: sorting into tree order copies it as a key.
-        own = (e.path, e.path, e.target, e.link, e.chunks, e.mtime_ns, e.size)
+        # The values the entry added to the table are its last keys: the decoder keeps them once.
+        new = tuple(islice(reversed(self._same), len(self._same) - known))
         self.tally.entries += 1
         self.tally.chunk_refs += len(e.chunks)
-        self._count("memory", limits.entry_memory(e, own, len(e.chunks), len(self._same) - digests))
+        self.tally.add(*limits.entry_memory(e, (e.path, e.target, e.link, e.chunks, e.mtime_ns, e.size), e.path, new))
+        self._count("memory", 0)
 
     def _member(self, key: str, value: object) -> None:
         if key in ("v", "r", "e"):  # "e" here is no array; other members are additions a reader ignores
