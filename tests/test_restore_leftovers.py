@@ -94,3 +94,17 @@ def test_each_disk_full_restore_force_leaves_the_root_as_it_was_without_an_aside
     [aside] = (target.root / ".statesync-aside").iterdir()
     assert (aside / "mine").read_text() == "the user's own file"
     assert (aside / "filler").is_dir()
+
+
+def test_a_top_level_symlink_whose_target_is_no_usable_path_restores_as_it_was(consul, prefix, tmp_path):
+    # The swap asked "is it there?" by following the link: a target name over NAME_MAX raised
+    # "File name too long" and the whole restore failed, where the link is data like any other.
+    src = Env(consul, prefix, tmp_path / "src")
+    icinga_tree(src.root)
+    target = "t" * 300
+    os.symlink(target, src.root / "long-link")
+    src.run("backup", check=True)
+    dst = Env(consul, prefix, tmp_path / "dst")
+    dst.run("restore", check=True)
+    assert os.readlink(dst.root / "long-link") == target
+    assert (dst.root / "ca/ca.crt").read_bytes() == (src.root / "ca/ca.crt").read_bytes()

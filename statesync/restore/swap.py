@@ -29,7 +29,13 @@ log = structlog.get_logger(__name__)
 
 
 def exists(path: Path) -> bool:
-    return path.exists() or path.is_symlink()
+    # lstat, never stat: a symlink is there whatever it points at, and following it would fail
+    # (ENAMETOOLONG, ELOOP) on a target that is no usable path.
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return True
 
 
 def parents(name: str) -> list[str]:
