@@ -86,6 +86,16 @@ def icinga2_binary() -> str | None:
     return shutil.which("icinga2", path=path)
 
 
+def require_nodes() -> None:
+    """Fail (never skip) the test that needs real Icinga 2 nodes when this machine cannot run them."""
+    import pytest
+    if icinga2_binary() is None:
+        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
+    problem = unshare_problem()
+    if problem:
+        pytest.fail(f"needs a mount namespace for the Icinga 2 nodes: {problem}")
+
+
 def unshare_problem() -> str | None:
     """Why a mount namespace with private bind mounts cannot be made here, or None when it can."""
     if not shutil.which("unshare"):

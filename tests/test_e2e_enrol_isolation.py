@@ -39,8 +39,7 @@ def cluster(consul, tmp_path_factory):
     problem = icinga.unshare_problem()
     if problem:
         pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
-    if icinga.icinga2_binary() is None:
-        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
+    icinga.require_nodes()
     base = tmp_path_factory.mktemp("e2e-isolation")
     c = Cluster(consul, base)
     c.sat = Node("sat1", "sat1", str(base / "sat1"), c.sat.api_port, c.session)

@@ -316,8 +316,7 @@ def cluster(request, consul, tmp_path_factory):
     problem = icinga.unshare_problem()
     if problem:
         pytest.skip(f"needs one mount namespace per Icinga 2 node: {problem}")
-    if icinga.icinga2_binary() is None:
-        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
+    icinga.require_nodes()
     base = tmp_path_factory.mktemp("e2e-icinga")
     c = Cluster(consul, base)
     times_path = tmp_path_factory.getbasetemp() / "e2e-icinga-times.json"

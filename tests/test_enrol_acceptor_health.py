@@ -25,7 +25,7 @@ def test_a_pass_that_fails_unexpectedly_makes_the_acceptor_report_a_problem_for_
     assert acceptor.problem() == ""
     acceptor.start()
     try:
-        problem = wait_for(acceptor.problem, 30, what="the acceptor reporting its failed pass", step=0.05)
+        problem = wait_for(acceptor.problem, 120, what="the acceptor reporting its failed pass", step=0.05)
     finally:
         acceptor.stop()
     assert "failed unexpectedly" in problem and "IsADirectoryError" in problem, problem
@@ -51,7 +51,7 @@ def test_passes_that_keep_failing_are_reported_once_they_outlast_a_reload(consul
     acceptor = Acceptor(cfg, Store(cfg.consul))
     acceptor.start()
     try:
-        problem = wait_for(acceptor.problem, 30, what="the acceptor reporting its failing passes", step=0.05)
+        problem = wait_for(acceptor.problem, 120, what="the acceptor reporting its failing passes", step=0.05)
     finally:
         acceptor.stop()
     assert "every pass has failed" in problem and f"127.0.0.1:{port}" in problem and "secret" not in problem, problem

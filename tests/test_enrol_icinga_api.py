@@ -87,11 +87,7 @@ def stage_and_wait(api: IcingaApi, pkg: str, files: dict[str, str]) -> tuple[str
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory, request):
-    if icinga.icinga2_binary() is None:
-        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(f"needs a mount namespace for the Icinga 2 node: {problem}")
+    icinga.require_nodes()
     (port,) = free_ports(1)
     base = tmp_path_factory.mktemp("icinga-api")
     node = Node("master1", "master", str(base / "master1"), port, "t-" + secrets.token_hex(3))

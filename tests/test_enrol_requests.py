@@ -256,11 +256,7 @@ def _issued(cert: Path, ca: Path) -> bool:
 
 @pytest.mark.e2e
 def test_icinga_takes_our_signature_of_a_satellites_pending_request(tmp_path):
-    if icinga.icinga2_binary() is None:
-        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(problem)
+    icinga.require_nodes()
     session = "t-" + secrets.token_hex(3)
     mp, sp = free_ports(2)
     master = icinga.Node("master1", "master", str(tmp_path / "master1"), mp, session)

@@ -46,11 +46,7 @@ def python_313_defaults(monkeypatch):
 
 @pytest.fixture(scope="module")
 def master(tmp_path_factory):
-    if icinga.icinga2_binary() is None:
-        pytest.fail("no icinga2 binary: run scripts/setup.sh (installs icinga2-bin and icinga2-common)")
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(f"needs a mount namespace for the Icinga 2 node: {problem}")
+    icinga.require_nodes()
     (port,) = free_ports(1)
     node = Node("localhost", "master", str(tmp_path_factory.mktemp("icinga-tls") / "localhost"), port,
                 "t-" + secrets.token_hex(3))

@@ -86,7 +86,7 @@ def test_the_master_sidecar_with_symlinked_named_roots_commits_the_ca_and_publis
     log = tmp_path / "sidecar.log"
     proc = source.sidecar(log)
     try:
-        pair = wait_for(lambda: source.store.get(source.cfg.layout.ca), 30, "the published CA",
+        pair = wait_for(lambda: source.store.get(source.cfg.layout.ca), 120, "the published CA",
                         details=lambda: log.read_text()[-3000:])
     finally:
         assert stop_process(proc, 20) == 0
@@ -160,7 +160,7 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
     log = tmp_path / "sidecar.log"
     proc = source.sidecar(log)
     try:
-        wait_for(lambda: "waiting for the named roots" in log.read_text() or proc.poll() is not None, 30,
+        wait_for(lambda: "waiting for the named roots" in log.read_text() or proc.poll() is not None, 120,
                  what="the sidecar waiting for var/lib/icinga2", details=lambda: log.read_text()[-2000:])
         assert proc.poll() is None, log.read_text()[-2000:]
         assert "state (var/lib/icinga2) does not exist" in log.read_text()
@@ -169,11 +169,11 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
         data_tree(staging)
         os.makedirs(source.root / "var/lib")
         os.rename(staging / "var/lib/icinga2", source.root / "var/lib/icinga2")
-        wait_for(lambda: source.repo.head().record is not None, 30, what="the first commit",
+        wait_for(lambda: source.repo.head().record is not None, 120, what="the first commit",
                  details=lambda: log.read_text()[-2000:])
         # A named root gone while running (an unmounted volume, an rm) is waited for again.
         os.rename(source.root / "etc/icinga2", tmp_path / "away")
-        wait_for(lambda: log.read_text().count("waiting for the named roots") == 2, 30,
+        wait_for(lambda: log.read_text().count("waiting for the named roots") == 2, 120,
                  what="the sidecar waiting for etc/icinga2", details=lambda: log.read_text()[-2000:])
         assert "config (etc/icinga2) does not exist" in log.read_text()
         assert proc.poll() is None
