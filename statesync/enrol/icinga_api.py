@@ -167,25 +167,17 @@ class IcingaApi(IcingaClient):
         Icinga answers a missing permission with 404 "No objects found", exactly as for a missing
         object, so without this check ``endpoint_live`` would say False for ever."""
         self.packages()
-        try:
-            found = self.endpoints()
-        except IcingaApiError as exc:
-            if exc.status != 404:
-                raise
-            found = {}
-        if not found:
-            raise IcingaApiError(f"Icinga 2 API GET /v1/objects/endpoints: user {self.user!r} sees no Endpoint, "
-                                 f"not even the master's own: it lacks the permission objects/query/Endpoint",
-                                 404)
-        try:
-            zones = self.zones()
-        except IcingaApiError as exc:
-            if exc.status != 404:
-                raise
-            zones = {}
-        if not zones:
-            raise IcingaApiError(f"Icinga 2 API GET /v1/objects/zones: user {self.user!r} sees no Zone, "
-                                 f"not even the master's own: it lacks the permission objects/query/Zone", 404)
+        for read, kind in ((self.endpoints, "Endpoint"), (self.zones, "Zone")):
+            try:
+                found = read()
+            except IcingaApiError as exc:
+                if exc.status != 404:
+                    raise
+                found = {}
+            if not found:
+                raise IcingaApiError(f"Icinga 2 API GET /v1/objects/{kind.lower()}s: user {self.user!r} sees no "
+                                     f"{kind}, not even the master's own: it lacks the permission "
+                                     f"objects/query/{kind}", 404)
 
 
     def endpoint_live(self, cn: str) -> bool:
