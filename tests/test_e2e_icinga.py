@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -436,8 +437,10 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
         time.sleep(3)  # a few more passes: each refusal is still logged once
         text = c.package_text()
         assert text.count("object Endpoint") == 1 and f'object Endpoint "{c.sat.cn}"' in text, text
+        # The accepted key's hash is hex, which may spell "bad" by chance: only that is left out.
+        rendered = re.sub(r"// key_sha256 [0-9a-f]{64}", "// key_sha256 HEX", text)
         for word in ("evil", "pwn", "ApiUser", "old-ca", "sat2", "global-templates", "master1", "bad"):
-            assert word not in text, (word, text)
+            assert word not in rendered, (word, text)
         docs = icinga.request_files(c.master)
         assert "cert_response" not in docs[forged_fp]
         sat2_fp = [f for f, d in docs.items() if "sat2" in d.get("cert_request", "")
