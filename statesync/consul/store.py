@@ -35,6 +35,7 @@ from .answers import (
     translated,
     txn_errors,
 )
+from .backoff import Backoff
 from .client import Client, Op
 from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief
@@ -365,14 +366,7 @@ def retry(fn, attempts: int = 5, base: float = 0.2, cap: float = 5.0, sleep=time
     Each failed attempt is logged at once, at warning, with its cause and the next delay: a
     sidecar waiting for Consul at start is otherwise silent for the whole backoff (23 s at 8
     attempts), which reads as a hang."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except ConsulUnavailable as exc:
-            if attempt == attempts:
-                raise
-            delay = min(cap, base * (2 ** (attempt - 1)))
-            log.warning("Consul unavailable; retrying", error=str(exc), attempt=f"{attempt}/{attempts}",
-                        retry_in=round(delay, 2))
-            sleep(delay)
-    raise AssertionError("unreachable")
+    def announce(exc: BaseException, attempt: int, delay: float) -> None:
+        log.warning("Consul unavailable; retrying", error=str(exc), attempt=f"{attempt}/{attempts}",
+                    retry_in=round(delay, 2))
+    return Backoff(base, cap, attempts=attempts).call(fn, ConsulUnavailable, sleep=sleep, announce=announce)

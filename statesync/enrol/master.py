@@ -27,7 +27,9 @@ import structlog
 
 from .. import metrics
 from ..config import Config
+from ..consul.backoff import Backoff
 from ..consul.store import Store
+from ..consul.watch import Watch, prefix_query
 from ..disk import CA_CERT, CA_KEY, REQUESTS_DIR
 from ..errors import CorruptData, StatesyncError
 from ..pki import fingerprint, signing
@@ -120,23 +122,8 @@ class Acceptor:
         return "; ".join(parts)
 
     def _watch(self) -> None:
-        index, backoff = 0, 0.0
-        while not self._stop.is_set():
-            try:
-                new_index, _ = self.store.wait_prefix(self.cfg.layout.satellites, index, WATCH_WAIT)
-            except StatesyncError as exc:
-                backoff = min(5.0, max(0.25, backoff * 2))
-                log.warning("cannot watch the registrations; retrying", key=self.cfg.layout.satellites,
-                            error=str(exc), retry_in=backoff)
-                self._stop.wait(backoff)
-                continue
-            backoff = 0.0
-            if new_index < index:  # Consul restored or rebuilt: its index starts over
-                index = 0
-                continue
-            if new_index != index:
-                self._wake.set()
-            index = max(new_index, 1)
+        Watch(prefix_query(self.store, self.cfg.layout.satellites, WATCH_WAIT), lambda _pairs, _first: self._wake.set(),
+              self._stop, Backoff(0.25, 5.0), "the registrations", self.cfg.layout.satellites).run()
 
     def _poll_requests(self) -> None:
         seen = None

@@ -20,6 +20,7 @@ from pathlib import Path
 import structlog
 
 from ..config import Config
+from ..consul.backoff import Backoff
 from ..consul.store import Store
 from ..disk import LOCAL_CA, PARENT_PIN
 from ..errors import CorruptData, StatesyncError
@@ -105,19 +106,18 @@ def pin_at_startup(cfg: Config, store: Store, stop_event: threading.Event) -> No
     if os.path.lexists(local_ca):
         log.info("node is enrolled; the parent's certificate is not pinned at start-up", ca=str(local_ca))
         return
-    backoff, reported = BACKOFF_FIRST, set()
+    backoff, reported = Backoff(BACKOFF_FIRST, BACKOFF_MAX), set()
     while not stop_event.is_set():
         try:
             path = pin_parent(cfg, _published_pem(cfg, store))
         except StatesyncError as exc:
             # A parent that is still starting fails the same way for minutes: say so once per kind.
-            kind = type(exc).__name__
+            kind, pause = type(exc).__name__, backoff.pause()
             if kind not in reported:
                 reported.add(kind)
                 log.warning("cannot pin the parent's certificate yet; retrying", parent=cfg.guard.parent_host,
-                            error=str(exc), retry_in=backoff)
-            stop_event.wait(backoff)
-            backoff = min(BACKOFF_MAX, backoff * 2)
+                            error=str(exc), retry_in=pause)
+            stop_event.wait(pause)
             continue
         log.info("parent's certificate pinned for the enrolment", parent=cfg.guard.parent_host, file=str(path))
         return

@@ -19,7 +19,9 @@ from typing import Callable
 import structlog
 
 from .. import metrics
+from ..consul.backoff import Backoff
 from ..consul.client import Op
+from ..consul.watch import Watch, key_query
 from ..disk import CA_CERT
 from ..errors import CorruptData, PermissionDenied
 from ..pki import acceptance, cadoc
@@ -259,16 +261,13 @@ class AcceptanceWatcher:
 
     def _watch(self) -> None:
         store, key = self.publisher.repo.store, self.publisher.repo.layout.ca_accept
-        index, failures = 0, 0
-        while not self._stop.is_set():
-            try:
-                new_index, pair = store.wait(key, index, self.wait_s)
-                # Not only when conflicted: the record may land while a publication is deciding.
-                if new_index != index and index and pair is not None:
-                    self.publisher.retry()
-                index, failures = new_index, 0
-            except Exception as exc:  # Consul away, lock lost, a bug: the next sync retries anyway
-                failures += 1
-                log.debug("CA acceptance watch failed; retrying", error=f"{type(exc).__name__}: {exc}")
-                # The index is kept: the same change is looked at again once Consul answers.
-                self._stop.wait(min(60.0, 2.0 * 2 ** min(failures, 5)))
+
+        def on_news(pair, first: bool) -> None:
+            # Not only when conflicted: the record may land while a publication is deciding. The
+            # first answer is no change: the sidecar publishes at its first sync anyway.
+            if not first and pair is not None:
+                self.publisher.retry()
+
+        # Any failure (Consul away, the lock lost, a bug) is retried: the next sync retries anyway.
+        Watch(key_query(store, key, self.wait_s), on_news, self._stop, Backoff(4.0, 60.0),
+              "the CA acceptance record", key, level="debug", retry_on=Exception).run()

@@ -41,7 +41,9 @@ import structlog
 
 from .. import disk, metrics
 from ..config import Config
+from ..consul.backoff import Backoff
 from ..consul.store import Store
+from ..consul.watch import Watch, key_query
 from ..disk import CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, node_cert_name
 from ..errors import StatesyncError, TriggerError
 from .logic import (
@@ -141,27 +143,18 @@ class Guard:
             pass
 
     def _watch(self) -> None:
-        index, seen, backoff = 0, _READ, 0.0
-        while not self._stop.is_set():
-            try:
-                new_index, pair = self.store.wait(self.key, index, WATCH_WAIT)
-            except StatesyncError as exc:
-                backoff = min(5.0, max(0.25, backoff * 2))
-                log.warning("cannot watch the published CA; retrying", key=self.key, error=str(exc),
-                            retry_in=backoff)
-                self._stop.wait(backoff)
-                continue
-            backoff = 0.0
-            if new_index < index:  # Consul's index went back (restored or rebuilt): start over
-                index = 0
-                continue
-            index = max(new_index, 1)
+        seen = _READ
+
+        def on_news(pair, first: bool) -> None:
+            nonlocal seen
             current = pair.modify_index if pair is not None else None
             # For an absent key the index moves with any KV write; act only on a change of ours.
-            if current == seen or self._stop.is_set():
-                continue
-            seen = current
-            self._safe_check("watch", published=pair.value if pair is not None else None)
+            if current != seen:
+                seen = current
+                self._safe_check("watch", published=pair.value if pair is not None else None)
+
+        Watch(key_query(self.store, self.key, WATCH_WAIT), on_news, self._stop, Backoff(0.25, 5.0),
+              "the published CA", self.key).run()
 
     def _periodic(self) -> None:
         self._preflight("periodic")

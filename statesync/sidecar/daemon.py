@@ -23,6 +23,7 @@ from watchdog.observers import Observer
 
 from .. import metrics
 from ..config import Config
+from ..consul.backoff import Backoff
 from ..consul.lock import WriterLock, writer_lock
 from ..disk import INTERNAL_PREFIX, STATE_DIRS
 from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
@@ -235,7 +236,8 @@ class Daemon:
             job.modify(next_run_time=datetime.now(timezone.utc) + timedelta(seconds=self._intervals[work]))
 
     def _loop(self) -> None:
-        backoff = 0.0
+        # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
+        backoff = Backoff(0.5, 5.0)
         while not self._stop.is_set():
             work = self._next_work()
             if work is None:
@@ -245,7 +247,7 @@ class Daemon:
                 continue
             try:
                 self._sync(work)
-                backoff = 0.0
+                backoff.reset()
             except RootMissing as exc:
                 # No failure: at the first start the image's entrypoint makes the roots after readiness.
                 if str(exc) != self.state.last_error or not self._pending:  # once per wait
@@ -254,9 +256,7 @@ class Daemon:
                 self._changes.event.wait(5.0)  # a root appearing is an event in scope
             except (StoreError, OSError, SuspiciousDrop, UnreadablePath) as exc:
                 self._failed(exc)
-                # Capped low: once Consul is back (an outage, an election) the sidecar should catch up soon.
-                backoff = min(5.0, max(0.5, backoff * 2))
-                self._stop.wait(backoff)
+                self._stop.wait(backoff.pause())
                 continue
             self._maybe_gc()
 
