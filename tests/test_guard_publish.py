@@ -193,3 +193,19 @@ def test_a_first_publication_consumes_an_acceptance_made_when_nothing_was_publis
     _accept(repo, cfg, None, ca.pem)
     assert CaPublisher(repo, cfg.root).publish(cadoc.from_pem(ca.pem, "t", "m", "s")) == "published"
     assert repo.store.get(cfg.layout.ca_accept) is None
+
+
+def test_the_one_reader_of_the_acceptance_record_tells_absent_valid_and_invalid_apart(make_cfg, repo_for):
+    cfg = make_cfg()
+    repo = repo_for(cfg)
+    assert acceptance.read_pending(repo.store, cfg.layout.ca_accept) == acceptance.Pending(None, 0)
+    old, new = make_ca(), make_ca()
+    _accept(repo, cfg, old.pem, new.pem, reason="rotation")
+    pending = acceptance.read_pending(repo.store, cfg.layout.ca_accept)
+    assert (pending.record.reason, pending.index, pending.invalid) == (
+        "rotation", repo.store.get(cfg.layout.ca_accept).modify_index, "")
+    repo.store.put(cfg.layout.ca_accept, b"{}")
+    pending = acceptance.read_pending(repo.store, cfg.layout.ca_accept)
+    # An invalid record keeps its index: accept-ca replaces it by check-and-set, the publisher ignores it.
+    assert (pending.record, pending.index) == (None, repo.store.get(cfg.layout.ca_accept).modify_index)
+    assert pending.invalid == "CA acceptance record has an unknown version"

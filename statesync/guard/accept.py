@@ -52,14 +52,8 @@ def plan(cfg: Config, store: Store) -> Plan:
             published = cadoc.decode(pair.value)
         except CorruptData:
             published = None  # an invalid document is replaced by the publisher without any decision
-    pending_pair = store.get(cfg.layout.ca_accept, consistent=True)
-    pending = None
-    if pending_pair is not None:
-        try:
-            pending = acceptance.decode_acceptance(pending_pair.value)
-        except CorruptData:
-            pending = None
-    return Plan(published, local, pending, pending_pair.modify_index if pending_pair is not None else 0)
+    pending = acceptance.read_pending(store, cfg.layout.ca_accept)
+    return Plan(published, local, pending.record, pending.index)
 
 
 def describe(doc: PublishedCA | None) -> list[str]:

@@ -134,9 +134,9 @@ class CaPublisher:
         if old is None:
             ops = [*self.fence(), Op("cas", layout.ca, cadoc.encode(doc),
                                      index=pair.modify_index if pair is not None else 0)]
-            accept_pair, accepted = self._acceptance()
+            accept_index, accepted = self._acceptance()
             if accepted is not None and accepted.allows("", doc.spki_sha256):
-                ops.append(Op("delete-cas", layout.ca_accept, index=accept_pair.modify_index))
+                ops.append(Op("delete-cas", layout.ca_accept, index=accept_index))
             store.txn(ops)
             self._settled(doc)
             log.info("CA published", **fields)
@@ -149,9 +149,9 @@ class CaPublisher:
             return "renewed"
         fields.update(published_spki_sha256=old.spki_sha256, published_by=old.node,
                       published_snapshot=old.snapshot)
-        accept_pair, accepted = self._acceptance()
+        accept_index, accepted = self._acceptance()
         if accepted is not None and accepted.allows(old.spki_sha256, doc.spki_sha256):
-            self._replace(pair, old, doc, "accepted", accepted, accept_pair)
+            self._replace(pair, old, doc, "accepted", accepted, accept_index)
             log.warning("CA key changed as accepted by an operator (statesync accept-ca); published the new CA, "
                         "satellites will enrol again", operator=accepted.operator, reason=accepted.reason,
                         accepted_at=accepted.time, **fields)
@@ -166,25 +166,22 @@ class CaPublisher:
         self._conflict(old, doc, foreign, fields)
         return "refused"
 
-    def _acceptance(self):
-        """The pending operator record and its pair, or (None, None)."""
+    def _acceptance(self) -> tuple[int, acceptance.Acceptance | None]:
+        """The pending operator record's ModifyIndex and the record, or (0, None)."""
         try:
-            pair = self.repo.store.get(self.repo.layout.ca_accept)
+            pending = acceptance.read_pending(self.repo.store, self.repo.layout.ca_accept)
         except PermissionDenied as exc:
             # A token made from an older master policy: no decision can be read, so none is taken.
             log.warning("cannot read the CA acceptance record", error=str(exc))
-            return None, None
-        if pair is None:
-            return None, None
-        try:
-            return pair, acceptance.decode_acceptance(pair.value)
-        except CorruptData as exc:
+            return 0, None
+        if pending.invalid:
             log.warning("the CA acceptance record is invalid; ignored", key=self.repo.layout.ca_accept,
-                        error=str(exc))
-            return None, None
+                        error=pending.invalid)
+            return 0, None
+        return pending.index, pending.record
 
     def _replace(self, pair, old: PublishedCA, doc: PublishedCA, decision: str,
-                 accepted: acceptance.Acceptance | None = None, accept_pair=None) -> None:
+                 accepted: acceptance.Acceptance | None = None, accept_index: int = 0) -> None:
         """Overwrite the published ``old`` with ``doc`` and file ``old`` in the history, in one
         transaction; an acceptance record is deleted in it too, so that it is used once."""
         store, layout = self.repo.store, self.repo.layout
@@ -199,8 +196,8 @@ class CaPublisher:
             entry = acceptance.history_entry(old, doc, decision, accepted)
             ops.append(Op("cas", layout.ca_history, acceptance.with_entry(history, entry),
                           index=hist.modify_index if hist is not None else 0))
-        if accept_pair is not None:
-            ops.append(Op("delete-cas", layout.ca_accept, index=accept_pair.modify_index))
+        if accepted is not None:
+            ops.append(Op("delete-cas", layout.ca_accept, index=accept_index))
         store.txn(ops)
         self._settled(doc)
 

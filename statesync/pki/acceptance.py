@@ -15,6 +15,10 @@ same transaction that publishes (so the decision is used once) and files it in t
 ``{"doc": <the replaced published document>, "replaced": "<ISO 8601>", "by": "<node>",
 "new_spki_sha256": "<hex>", "decision": "renewal" | "accepted" | "on_conflict=keep-local",
 "acceptance": <the consumed record, or null>}``.
+
+Pure but for ``read_pending``, the one reader of the pending record, for the publisher, the
+start-up decision and ``statesync accept-ca`` alike: it reads through the store it is handed
+(``pki`` imports no Consul client).
 """
 from __future__ import annotations
 
@@ -71,6 +75,30 @@ def decode_acceptance(blob: bytes) -> Acceptance:
                                                             or valid_sha256(fields["old_spki_sha256"])):
         raise CorruptData("CA acceptance record names no valid public key sha256")
     return Acceptance(**fields)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What ``<prefix>/ca-accept`` holds: the record (None when absent or invalid), the key's
+    ModifyIndex (0 when absent: a check-and-set at 0 creates it; an invalid record keeps its
+    index, so that a new decision replaces it) and why it is ignored ("" unless invalid)."""
+
+    record: Acceptance | None
+    index: int
+    invalid: str = ""
+
+
+def read_pending(store, key: str) -> Pending:
+    """Read the pending acceptance at ``key`` with a consistent read (``store``: consul.store.Store).
+    Raises what the store raises (ConsulUnavailable, PermissionDenied, ...): each caller decides
+    whether an unreadable decision is an error or no decision."""
+    pair = store.get(key, consistent=True)
+    if pair is None:
+        return Pending(None, 0)
+    try:
+        return Pending(decode_acceptance(pair.value), pair.modify_index)
+    except CorruptData as exc:
+        return Pending(None, pair.modify_index, str(exc))
 
 
 def history_entry(old: PublishedCA, new: PublishedCA, decision: str, acceptance: Acceptance | None) -> dict:

@@ -80,19 +80,15 @@ def published_ca(repo: Repo):
 
 def pending_acceptance(repo: Repo):
     """The operator's pending ``accept-ca`` record, or None (absent, or invalid: logged)."""
-    from ..pki.acceptance import decode_acceptance
+    from ..pki.acceptance import read_pending
     try:
-        pair = repo.store.get(repo.layout.ca_accept, consistent=True)
+        pending = read_pending(repo.store, repo.layout.ca_accept)
     except PermissionDenied as exc:
         log.warning("cannot read the CA acceptance record", error=str(exc))
         return None
-    if pair is None:
-        return None
-    try:
-        return decode_acceptance(pair.value)
-    except CorruptData as exc:
-        log.warning("the CA acceptance record is invalid; ignored", key=repo.layout.ca_accept, error=str(exc))
-        return None
+    if pending.invalid:
+        log.warning("the CA acceptance record is invalid; ignored", key=repo.layout.ca_accept, error=pending.invalid)
+    return pending.record
 
 
 def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse",
