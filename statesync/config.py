@@ -20,8 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .consul.settings import FENCED_VALUE_MAX, ConsulSettings, LockSettings
-from .errors import ConfigError
-from .parsing import Invalid as _Invalid
+from .errors import ConfigError, ConfigErrors, KeyFormatError
+from .errors import Invalid as _Invalid
 from .parsing import parse_addr
 from .schema import (  # noqa: F401 (part of config's interface)
     BY_NAME,
@@ -36,7 +36,7 @@ from .schema import (  # noqa: F401 (part of config's interface)
     Setting,
     fill,
 )
-from .snapshot.crypto import KeyFormatError, Sealer, Sealing, parse_key
+from .snapshot.crypto import Sealer, Sealing, parse_key
 from .snapshot.globs import PathFilter, rebase
 from .snapshot.layout import Layout, valid_node
 from .snapshot.roots import resolve as resolve_roots
@@ -59,14 +59,6 @@ _REQUIRED = {
     "command": ("guard.command",),
     "exit": (),
 }
-
-
-class ConfigErrors(ConfigError):
-    """Several settings are wrong: ``lines`` holds one message for each, naming where its value came from."""
-
-    def __init__(self, lines: list[str]):
-        super().__init__("\n".join(lines))
-        self.lines = tuple(lines)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,13 @@ class ConfigError(StatesyncError):
     exit_code = EXIT_USAGE
 
 
+class ConfigErrors(ConfigError):
+    """Several settings are wrong: ``lines`` holds one message for each, naming where its value came from."""
+
+    def __init__(self, lines: list[str]):
+        super().__init__("\n".join(lines))
+        self.lines = tuple(lines)
+
 class UsageError(StatesyncError):
     """The command line asks for something that cannot be done as asked."""
 
@@ -64,6 +71,23 @@ class LockHeld(StoreError):
 class LockLost(StoreError):
     """This process no longer holds the writer lock: its session ended, or a fenced write was refused."""
 
+
+class Refused(StoreError):
+    """A 409 to a lock operation: the caller decides what it means. Never leaves ``consul/``:
+    the store turns it into LockHeld or LockLost."""
+
+    def __init__(self, content: bytes):
+        super().__init__("refused")
+        self.content = content
+
+
+class Ended(StoreError):
+    """A 404 to a session renewal: the session is unknown to the server that answered. Never
+    leaves ``consul/``: the store turns it into LockLost."""
+
+
+class MissingChunks(StoreError):
+    """The manifest names chunks that are neither known to be stored nor freshly read."""
 
 class NotFound(StatesyncError):
     """The snapshot, node or key asked for does not exist."""
@@ -103,6 +127,13 @@ class TriggerError(StatesyncError):
     """A restart trigger of the CA guard could not be fired (API, signal, Docker or command)."""
 
 
+class ParentUnreachable(StatesyncError):
+    """The parent's API port did not complete a TLS handshake."""
+
+
+class ParentNotVerified(StatesyncError):
+    """The parent presents a certificate the published CA did not issue (or no valid one)."""
+
 class IcingaApiError(StatesyncError):
     """Icinga 2's REST API refused, failed or could not be reached; the message names the call
     (never the password)."""
@@ -111,6 +142,20 @@ class IcingaApiError(StatesyncError):
         super().__init__(message)
         self.status = status
 
+
+class IcingaUnreachable(IcingaApiError):
+    """No HTTP answer at all: refused, reset, timed out. Expected for a few seconds while Icinga
+    reloads; a TLS failure is an IcingaTlsError, never this. ``sent`` is False when the
+    connection failed before the request left, so sending it again is safe."""
+
+    def __init__(self, message: str, sent: bool, cause: str = ""):
+        super().__init__(message)
+        self.sent = sent
+        self.cause = cause
+
+
+class IcingaTlsError(IcingaApiError):
+    """The CA file could not be loaded, or the server's certificate or the handshake failed."""
 
 class EnrolError(StatesyncError):
     """A satellite cannot be enrolled through Consul (no published CA, no request yet, a
@@ -137,6 +182,10 @@ class RestoreRefused(StatesyncError):
     """The target root is not in a state that restore may write to."""
 
 
+class CaConflict(StatesyncError):
+    """The root holds a CA other than the published one (or, with none published, the one in the
+    node's latest snapshot), and no operator accepted it."""
+
 class RootMissing(StatesyncError):
     """A named root (setting roots) is missing or no directory where a snapshot would be taken:
     nothing is committed (a snapshot without the CA's subtree would pass for the node's state)."""
@@ -145,6 +194,21 @@ class RootMissing(StatesyncError):
 class RootBusy(StatesyncError):
     """Another statesync process holds the root's lock; the message names it. Exit 1, not a
     code of its own: the command was valid, and retrying once the holder has gone succeeds."""
+
+
+# Parse failures of pure parsers, ValueErrors and no StatesyncError: the caller knows what was
+# being read and turns them into one (ConfigError naming the setting, CorruptData naming the key).
+
+class Invalid(ValueError):
+    """A setting's value does not parse; the message says what was expected (``parsing``)."""
+
+
+class StreamError(ValueError):
+    """The text is no JSON object of the expected shape, or one value of it is too large."""
+
+
+class KeyFormatError(ValueError):
+    """The text is not a statesync key."""
 
 
 def exit_code_for(exc: BaseException, command: str = "") -> int:

@@ -11,12 +11,9 @@ import re
 from typing import Any, Callable
 
 from .consul.settings import Endpoint
+from .errors import Invalid
 from .snapshot.globs import compile_pattern
 from .snapshot.layout import valid_node, valid_prefix
-
-
-class Invalid(ValueError):
-    pass
 
 
 def _bool(v: Any) -> bool:

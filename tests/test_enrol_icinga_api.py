@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from statesync.enrol.icinga_api import IcingaApi, IcingaUnreachable, StageResult, check_package
-from statesync.errors import IcingaApiError
+from statesync.enrol.icinga_api import IcingaApi, StageResult, check_package
+from statesync.errors import IcingaApiError, IcingaUnreachable
 
 from . import certs, icinga
 from .icinga import Node

@@ -19,10 +19,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 from statesync.consul.store import Store
-from statesync.errors import StatesyncError
+from statesync.errors import ParentNotVerified, ParentUnreachable, StatesyncError
 from statesync.guard import parent, triggers
 from statesync.guard.logic import Verdict
-from statesync.guard.parent import ParentNotVerified, ParentUnreachable, fetch_parent_cert, pin_at_startup, pin_parent
+from statesync.guard.parent import fetch_parent_cert, pin_at_startup, pin_parent
 from statesync.guard.satellite import Guard
 from statesync.pki.chain import verify_issued_by
 

@@ -195,7 +195,8 @@ def _publish_ca(env, pem: bytes, node: str) -> None:
 
 
 def test_a_master_with_no_snapshot_of_its_own_refuses_a_ca_other_than_the_published_one(env):
-    from statesync.restore.startup import CaConflict, prepare
+    from statesync.errors import CaConflict
+    from statesync.restore.startup import prepare
     published, _ = make_ca_pem("the fleet's CA")
     _publish_ca(env, published, "master1")
     fresh = icinga_tree(env.root)  # e.g. a mistyped --node on a freshly set up master
@@ -216,7 +217,8 @@ def test_a_master_on_a_prefix_with_nothing_published_and_no_snapshot_is_a_fresh_
 
 
 def test_a_master_matching_its_own_snapshot_still_refuses_when_another_key_is_published(env):
-    from statesync.restore.startup import CaConflict, prepare
+    from statesync.errors import CaConflict
+    from statesync.restore.startup import prepare
     crt = icinga_tree(env.root)
     env.run("backup", check=True)
     other, _ = make_ca_pem("published by another master")

@@ -526,7 +526,8 @@ def test_a_token_an_http_header_cannot_carry_is_a_config_error_without_the_token
 
 
 def test_a_key_file_read_as_bytes_that_are_not_ascii_is_a_key_format_error():
-    from statesync.snapshot.crypto import KeyFormatError, format_key, parse_key
+    from statesync.errors import KeyFormatError
+    from statesync.snapshot.crypto import format_key, parse_key
     with pytest.raises(KeyFormatError):
         parse_key(b"statesync-key-v1:" + BAD_UTF8)
     key = bytes(range(32))

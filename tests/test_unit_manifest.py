@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from statesync.errors import CorruptData, StatesyncError, UnsafePath
+from statesync.errors import CorruptData, StatesyncError, StreamError, UnsafePath
 from statesync.snapshot import limits
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.chunking import MIN_CHUNK_SIZE
-from statesync.snapshot.jsonstream import ObjectStream, StreamError
+from statesync.snapshot.jsonstream import ObjectStream
 from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
 
 FAST = settings(max_examples=150, deadline=None, database=None)

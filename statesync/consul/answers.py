@@ -6,22 +6,18 @@ import json
 
 from consul import base as consul_base
 
-from ..errors import CasConflict, ConsulUnavailable, LockLost, PermissionDenied, StatesyncError, StoreError
+from ..errors import (
+    CasConflict,
+    ConsulUnavailable,
+    Ended,
+    LockLost,
+    PermissionDenied,
+    Refused,
+    StatesyncError,
+    StoreError,
+)
 from .client import Op
 from .transport import brief
-
-
-class Refused(StoreError):
-    """A 409 to a lock operation: the caller decides what it means."""
-
-    def __init__(self, content: bytes):
-        super().__init__("refused")
-        self.content = content
-
-
-class Ended(StoreError):
-    """A 404 to a session renewal: the session is unknown to the server that answered."""
-
 
 # What a Consul server answers (HTTP 500) while it cannot serve a consistent read yet: no leader
 # elected, a leader whose state has not caught up with its log, or one that lost its leadership

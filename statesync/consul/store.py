@@ -24,10 +24,8 @@ from typing import Iterable, NamedTuple
 import structlog
 from consul import base as consul_base
 
-from ..errors import CasConflict, ConsulUnavailable, LockHeld, LockLost, StatesyncError, StoreError
+from ..errors import CasConflict, ConsulUnavailable, Ended, LockHeld, LockLost, Refused, StatesyncError, StoreError
 from .answers import (
-    Ended,
-    Refused,
     denied,
     failed_op,  # noqa: F401  (named here by callers of the store)
     raise_if_bad_ttl,

@@ -21,8 +21,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from ..errors import IcingaApiError
-from ..icinga.api import POLL_INTERVAL, IcingaClient, IcingaUnreachable
+from ..errors import IcingaApiError, IcingaUnreachable
+from ..icinga.api import POLL_INTERVAL, IcingaClient
 
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Files Icinga writes into every stage itself; they are not part of what was staged.

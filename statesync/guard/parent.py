@@ -23,7 +23,7 @@ from ..config import Config
 from ..consul.backoff import Backoff
 from ..consul.store import Store
 from ..disk import LOCAL_CA, PARENT_PIN
-from ..errors import CorruptData, StatesyncError
+from ..errors import CorruptData, ParentNotVerified, ParentUnreachable, StatesyncError
 from ..fsutil import write_atomic
 from ..pki import cadoc
 from ..pki.chain import verify_issued_by
@@ -34,14 +34,6 @@ FETCH_TIMEOUT = 10.0
 # Start-up pinning retries: the parent may still be starting, or not yet on the new CA.
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
-
-
-class ParentUnreachable(StatesyncError):
-    """The parent's API port did not complete a TLS handshake."""
-
-
-class ParentNotVerified(StatesyncError):
-    """The parent presents a certificate the published CA did not issue (or no valid one)."""
 
 
 def trusted_parent_file(cfg: Config) -> Path:

@@ -45,7 +45,7 @@ from ..consul.backoff import Backoff
 from ..consul.store import Store
 from ..consul.watch import Watch, key_query
 from ..disk import CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, node_cert_name
-from ..errors import StatesyncError, TriggerError
+from ..errors import ParentNotVerified, StatesyncError, TriggerError
 from .logic import (
     Decision,
     Verdict,
@@ -58,7 +58,7 @@ from .logic import (
     quarantine_stamp,
     same_mismatch,
 )
-from .parent import ParentNotVerified, pin_parent, trusted_parent_file
+from .parent import pin_parent, trusted_parent_file
 from .quarantine import quarantine, unquarantine
 from .triggers import Trigger, preflight
 

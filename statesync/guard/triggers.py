@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 from urllib.parse import quote, urlsplit
 
-from ..errors import TriggerError
-from ..icinga.api import IcingaClient, IcingaTlsError, IcingaUnreachable
+from ..errors import IcingaTlsError, IcingaUnreachable, TriggerError
+from ..icinga.api import IcingaClient
 from .settings import GuardSettings
 
 RESTART_PATH = "/v1/actions/restart-process"

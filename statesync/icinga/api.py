@@ -15,26 +15,11 @@ import time
 from base64 import b64encode
 from urllib.parse import urlsplit
 
-from ..errors import IcingaApiError
+from ..errors import IcingaApiError, IcingaTlsError, IcingaUnreachable
 
 DEFAULT_PORT = 5665
 POLL_INTERVAL = 0.2
 _ERROR_TEXT = 200
-
-
-class IcingaUnreachable(IcingaApiError):
-    """No HTTP answer at all: refused, reset, timed out. Expected for a few seconds while Icinga
-    reloads; a TLS failure is an IcingaTlsError, never this. ``sent`` is False when the
-    connection failed before the request left, so sending it again is safe."""
-
-    def __init__(self, message: str, sent: bool, cause: str = ""):
-        super().__init__(message)
-        self.sent = sent
-        self.cause = cause
-
-
-class IcingaTlsError(IcingaApiError):
-    """The CA file could not be loaded, or the server's certificate or the handshake failed."""
 
 
 # How a connection the server closes shows, depending on when in the exchange it happens.

@@ -21,7 +21,7 @@ from .. import metrics
 from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
-from ..errors import CasConflict, CorruptData, EncryptionKeyError, NotFound, StoreError, SuspiciousDrop
+from ..errors import CasConflict, CorruptData, EncryptionKeyError, MissingChunks, NotFound, SuspiciousDrop
 from ..snapshot import chunking, codec
 from ..snapshot import manifest as mf
 from ..snapshot import record as snapshot
@@ -41,10 +41,6 @@ _SINGLE_TXN_BYTES = 256 * 1024
 # A sealed chunk's header, nonce and tag, rounded up.
 _SEAL_SLACK = 64
 _GC_PENDING_MAX = 4000
-
-
-class MissingChunks(StoreError):
-    """The manifest names chunks that are neither known to be stored nor freshly read."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import structlog
 from .. import metrics
 from ..consul.store import retry
 from ..disk import CA_CERT
-from ..errors import CorruptData, PermissionDenied, StatesyncError
+from ..errors import CaConflict, CorruptData, PermissionDenied
 from ..fsutil import keeping_times, write_atomic
 from ..repo.repository import Repo
 from ..snapshot.manifest import FILE
@@ -30,11 +30,6 @@ log = structlog.get_logger(__name__)
 # orchestrator starts it again: "Consul is not ready" is never "nothing to restore".
 STARTUP_ATTEMPTS = 8
 STARTUP_BACKOFF_CAP = 10.0
-
-
-class CaConflict(StatesyncError):
-    """The root holds a CA other than the published one (or, with none published, the one in the
-    node's latest snapshot), and no operator accepted it."""
 
 
 @dataclass(frozen=True)

@@ -22,17 +22,13 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import CorruptData, PlaintextSecret
+from ..errors import CorruptData, KeyFormatError, PlaintextSecret
 from .globs import compile_pattern
 
 KEY_PREFIX = "statesync-key-v1:"
 MAGIC = b"SSE1"
 _NONCE = 12
 _PEM_PRIVATE = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
-
-
-class KeyFormatError(ValueError):
-    """The text is not a statesync key."""
 
 
 def generate_key() -> bytes:

@@ -12,12 +12,10 @@ import json
 import re
 from collections.abc import Callable
 
+from ..errors import StreamError
+
 _NONBLANK = re.compile(r"[^ \t\n\r]")
 _DECODER = json.JSONDecoder()
-
-
-class StreamError(ValueError):
-    """The text is no JSON object of the expected shape, or one value of it is too large."""
 
 
 class ObjectStream:

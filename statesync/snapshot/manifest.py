@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from itertools import islice
 
-from ..errors import CorruptData, UnsafePath
+from ..errors import CorruptData, StreamError, UnsafePath
 from . import limits
-from .jsonstream import ObjectStream, StreamError
+from .jsonstream import ObjectStream
 from .layout import valid_sha256
 
 FORMAT_VERSION = 1
