@@ -215,7 +215,7 @@ class Bench:
         repo = self.repo(cfg)
         head = repo.head()
         known = set(repo.refs(head.record)) if head.record is not None else set()
-        # as `statesync backup` does it (cli.cmd_backup): chunks go up while the scan reads
+        # as `statesync backup` does it (cli/backup.cmd_backup): chunks go up while the scan reads
         with repo.chunk_stream() as stream:
             scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(known, sink=stream.add)
         res = repo.commit(scan, head, known, meta={"command": "bench"}, sent=stream.sent)

@@ -151,3 +151,12 @@ def test_no_module_grows_past_a_few_hundred_lines():
     long = sorted(f"{p.relative_to(PACKAGE)}: {n}" for p in PACKAGE.rglob("*.py")
                   if (n := len(p.read_text().splitlines())) > 450)
     assert long == []
+
+
+def test_only_the_command_layer_prints():
+    """The packages below cli/ return data and cli/ formats it, so one module holds each command's output."""
+    printing = sorted(f"{p.relative_to(PACKAGE)}:{n.lineno}" for p in PACKAGE.rglob("*.py")
+                      if p.relative_to(PACKAGE).parts[0] != "cli"
+                      for n in ast.walk(ast.parse(p.read_text()))
+                      if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print")
+    assert printing == []

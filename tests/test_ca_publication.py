@@ -276,6 +276,7 @@ def test_accept_ca_on_a_terminal_asks_and_records_only_a_yes(fleet):
 
 def test_the_example_acl_policies_let_a_master_accept_and_publish_a_ca_and_a_satellite_read_the_history(
         acl_consul, tmp_path):
+    from statesync.cli.ca import history_lines
     from statesync.errors import PermissionDenied
     from statesync.guard import accept
     from statesync.guard.publish import CaPublisher
@@ -306,7 +307,7 @@ def test_the_example_acl_policies_let_a_master_accept_and_publish_a_ca_and_a_sat
         assert store.get(master.layout.ca_accept) is None
 
         sat_store = Store(sat.consul)
-        assert _spki(old) in "\n".join(accept.history_lines(sat, sat_store))
+        assert _spki(old) in "\n".join(history_lines(sat, sat_store))
         with pytest.raises(PermissionDenied):
             sat_store.put(sat.layout.ca_accept, b"{}")
     finally:

@@ -20,10 +20,11 @@ import pytest
 import structlog
 
 from statesync import metrics
+from statesync.cli.ca import check_ca
 from statesync.consul.store import Store
 from statesync.guard import accept
 from statesync.guard.logic import Verdict
-from statesync.guard.satellite import Guard, check_ca
+from statesync.guard.satellite import Guard
 from statesync.guard.triggers import (
     ApiTrigger,
     CommandTrigger,

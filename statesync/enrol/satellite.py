@@ -239,10 +239,10 @@ def ask_parent(cfg: Config, cn: str) -> bool:
     return True
 
 
-def enrol_once(cfg: Config, wait: bool, timeout: float, out, sleep=time.sleep) -> int:
+def enrol_once(cfg: Config, wait: bool, timeout: float, sleep=time.sleep) -> Outcome:
     """``statesync enrol``: register a pending request; with ``wait``, until the certificate is
-    signed (asking the parent with ``icinga2 pki request`` where that binary is at hand)."""
-    from ..errors import EXIT_OK
+    signed (asking the parent with ``icinga2 pki request`` where that binary is at hand). Return
+    the outcome, ``ENROLLED`` or (without ``wait``) ``REGISTERED``; raise EnrolError otherwise."""
     enroller = Enroller(cfg, Store(cfg.consul))
     deadline = time.monotonic() + timeout
     while True:
@@ -250,16 +250,13 @@ def enrol_once(cfg: Config, wait: bool, timeout: float, out, sleep=time.sleep) -
         if wait and outcome.state == REGISTERED and ask_parent(cfg, outcome.cn):
             outcome = enroller.step()
         if outcome.state == ENROLLED:
-            print(f"enrolled: {outcome.detail}", file=out)
-            return EXIT_OK
+            return outcome
         if outcome.state == OTHER_CA:
             raise EnrolError(outcome.detail)
         if not wait:
             if outcome.state == REGISTERED:
-                print(f"registered: {outcome.detail}", file=out)
-                return EXIT_OK
+                return outcome
             raise EnrolError(outcome.detail)
         if time.monotonic() >= deadline:
             raise EnrolError(f"not enrolled within {timeout:g}s: {outcome.state}: {outcome.detail}")
         sleep(PENDING_RECHECK)
-

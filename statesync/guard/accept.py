@@ -15,7 +15,7 @@ from ..config import Config
 from ..consul.store import Store
 from ..disk import CA_CERT
 from ..errors import CorruptData, StatesyncError, UsageError
-from ..pki import acceptance, cadoc, fingerprint
+from ..pki import acceptance, cadoc
 from ..pki.cadoc import PublishedCA
 
 
@@ -56,21 +56,6 @@ def plan(cfg: Config, store: Store) -> Plan:
     return Plan(published, local, pending.record, pending.index)
 
 
-def describe(doc: PublishedCA | None) -> list[str]:
-    """Lines naming a CA: subject, public key sha256, validity, and who published it."""
-    if doc is None:
-        return ["  (none)"]
-    cert = fingerprint.load_cert(doc.pem)
-    lines = [f"  subject:        {doc.subject}",
-             f"  key sha256:     {doc.spki_sha256}",
-             f"  cert sha256:    {doc.cert_sha256}",
-             f"  valid:          {cert.not_valid_before_utc.isoformat()} .. {cert.not_valid_after_utc.isoformat()}"]
-    if doc.node or doc.published:
-        lines.append(f"  published:      by {doc.node or '?'}, snapshot {doc.snapshot or '?'}, "
-                     f"at {doc.published or '?'}")
-    return lines
-
-
 def record(cfg: Config, store: Store, p: Plan, reason: str) -> acceptance.Acceptance:
     """Write the acceptance of ``p.local`` in place of ``p.published`` by check-and-set; return it.
 
@@ -95,18 +80,6 @@ def clean_reason(reason: str) -> str:
     if len(reason) > acceptance.MAX_REASON:
         raise UsageError(f"--reason: at most {acceptance.MAX_REASON} characters")
     return reason
-
-
-def history_lines(cfg: Config, store: Store) -> list[str]:
-    """``check-ca``'s view of the CAs the fleet trusted before, newest first; [] when none or unreadable."""
-    out = []
-    for item in history_items(cfg, store):
-        why = item["decision"] or "?"
-        if item["operator"] or item["reason"]:
-            why += f" by {item['operator'] or '?'}: {item['reason'] or ''}"
-        out.append(f"  until {item['replaced'] or '?'}: {item['spki_sha256'] or '?'}  {item['subject'] or ''}"
-                   f"  (by {item['node'] or '?'}; replaced: {why})")
-    return out
 
 
 def history_items(cfg: Config, store: Store) -> list[dict]:

@@ -27,7 +27,6 @@ scanner skips, so the quarantine never enters a snapshot.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -35,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable
 
 import structlog
 
@@ -382,45 +381,16 @@ def _iso(t: float | None) -> str | None:
     return None if t is None else datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
-def check_ca(cfg: Config, out: TextIO, as_json: bool = False) -> int:
-    """``statesync check-ca``: print both fingerprints and the verdict (``as_json``: one document,
-    docs/JSON.md); return 0 match (a same-key renewal included), 1 mismatch, 2 cannot tell. Never purges."""
-    guard = Guard(cfg, Store(cfg.consul), None)
-    d = guard.observe(consistent=True)
-    if as_json:
-        _print_json(cfg, guard.store, d, out)
-    else:
-        _print_text(cfg, guard.store, d, out)
+def check_ca(cfg: Config, store: Store) -> Decision:
+    """``statesync check-ca``'s reading: both fingerprints and the verdict, the published CA read
+    consistently. Never purges; its exit code is ``Decision.exit_code``."""
+    return Guard(cfg, store, None).observe(consistent=True)
+
+
+def log_check_ca(cfg: Config, d: Decision) -> None:
+    """Log ``check-ca``'s decision (once it is shown), counting an untrusted published CA."""
     if d.untrusted:
         metrics.untrusted_cas.inc()
         log.error("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
     else:
         log.info("CA check", source="check-ca", key=cfg.layout.ca, **d.log_fields())
-    return d.exit_code
-
-
-def _print_json(cfg: Config, store: Store, d, out: TextIO) -> None:
-    from .accept import history_items
-    p = d.published
-    print(json.dumps({"local_spki_sha256": d.local_spki, "local_cert_sha256": d.local_cert,
-                      "local_file": str(cfg.state_dir / LOCAL_CA), "published_spki_sha256": d.published_spki,
-                      "published_cert_sha256": d.published_cert, "published_key": cfg.layout.ca,
-                      "published_by": (p and p.node) or None, "published_snapshot": (p and p.snapshot) or None,
-                      "published_time": (p and p.published) or None, "verdict": d.verdict.value,
-                      "reason": d.reason, "exit_code": d.exit_code, "history": history_items(cfg, store)}, indent=2),
-          file=out)
-
-
-def _print_text(cfg: Config, store: Store, d, out: TextIO) -> None:
-    where = ""
-    if d.published is not None:
-        p = d.published
-        where = f"  (by {p.node or '?'}, snapshot {p.snapshot or '?'}, published {p.published or '?'})"
-    print(f"local:     {d.local_spki or '-'}  {cfg.state_dir / LOCAL_CA}", file=out)
-    print(f"published: {d.published_spki or '-'}  {cfg.layout.ca}{where}", file=out)
-    print(f"result:    {d.verdict.value}: {d.reason}", file=out)
-    from .accept import history_lines
-    history = history_lines(cfg, store)
-    if history:
-        print(f"trusted before ({cfg.layout.ca_history}, newest first):", file=out)
-        print("\n".join(history), file=out)

@@ -1,46 +1,71 @@
-"""The commands that compare the local tree with a snapshot (``diff``, ``restore --dry-run``),
-with diff(1)'s exit codes, and the partial restore (``restore --include PATH --target DIR``)."""
+"""``statesync restore``, whole: the disaster restore into --root, ``--if-empty`` (the init
+container's start-up decision), ``--dry-run`` (what it would do, with diff(1)'s exit codes) and
+``--include PATH --target DIR`` (some paths, anywhere)."""
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import os
 import sys
 from pathlib import Path
 
 from .. import config
-from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SAME, StatesyncError, UsageError
+from ..consul.store import retry
+from ..errors import EXIT_DIFFERENT, EXIT_OK, EXIT_SAME, NotFound, UsageError
 from ..repo.repository import Repo
 from ..sidecar.wiring import open_repo
-from ..snapshot.names import bytes_b64, escape, for_json
-from .progress import Progress
+from ..snapshot.names import escape
+from .progress import Progress, aborting
 
 
-def cmd_diff(cfg: config.Config, args: argparse.Namespace) -> int:
-    from ..restore.compare import local_manifest
-    from ..snapshot.diffing import diff
-    if not cfg.root.is_dir():
-        raise StatesyncError(f"root: {cfg.root} is not a directory")
-    repo = open_repo(cfg)
-    record = repo.record(args.snapshot)
-    snap = repo.manifest(record)
-    d = diff(snap, local_manifest(cfg.root, cfg.path_filter, cfg.chunk_size, snap, repo))
-    if args.json:
-        lists = d.as_dict()
-        # The lists as before (a name that is not UTF-8 escaped); "changes" gives every path with its bytes.
-        print(json.dumps({"snapshot": record.id, "root": for_json(str(cfg.root)), "identical": d.empty,
-                          **{label: [for_json(p) for p in paths] for label, paths in lists.items()},
-                          "changes": [{"change": label, "path": for_json(p), "path_bytes_b64": bytes_b64(p)}
-                                      for label, paths in lists.items() for p in paths]}, indent=2))
-    else:
-        for label, paths in (("added", d.added), ("changed", d.changed), ("removed", d.removed),
-                             ("metadata", d.metadata)):
-            for p in paths:
-                print(f"{label:<9}{escape(p)}")
-    return EXIT_SAME if d.empty else EXIT_DIFFERENT
+def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..restore import apply as rs
+    from ..restore.fresh import refuse_unless_fresh
+    from ..restore.rootlock import hold_root
+    from ..restore.startup import StartOutcome, at_startup, mark_ready
+    if args.fresh and not args.if_empty:
+        raise UsageError("--fresh: only with --if-empty (a plain restore never starts afresh)")
+    if args.paths or args.target is not None:
+        return _restore_part(cfg, args)
+    # A dry run writes nothing and takes no lock; everything else holds the root from here on.
+    lock = contextlib.nullcontext() if args.dry_run else hold_root(cfg.root, "restore", create=True)
+    with lock:
+        if not args.dry_run:
+            rs.recover(cfg.root)  # first: a half-swapped root must not pass for one holding state
+        repo = open_repo(cfg)
+        if args.if_empty and rs.has_icinga_state(cfg.state_dir):
+            print(f"{escape(str(cfg.root))} already holds Icinga 2 state; nothing restored")
+            if not args.dry_run:
+                mark_ready(cfg.ready_file, StartOutcome("matched"))
+            return EXIT_OK
+        # --if-empty is the init container's start-up decision: it waits for Consul as the sidecar does.
+        wait = at_startup if args.if_empty else retry
+        try:
+            record = wait(lambda: repo.record(args.snapshot))
+        except NotFound:
+            if args.if_empty and args.snapshot is None:
+                if not args.fresh:
+                    wait(lambda: refuse_unless_fresh(repo, cfg.node, cfg.prefix, cfg.role))
+                print(f"no snapshot of node {cfg.node} yet; nothing restored")
+                if not args.dry_run:
+                    mark_ready(cfg.ready_file, StartOutcome("nothing-to-restore"))
+                return EXIT_OK
+            raise
+        if args.dry_run:
+            return _print_dry_run(cfg, repo, record, args)
+        bar = Progress(sys.stderr, record.files, record.bytes, "restore")
+        with aborting(bar):
+            res = rs.restore(repo, record, cfg.root, force=args.force or args.if_empty, progress=bar.update,
+                             subtrees=tuple(p for _, p in cfg.roots))
+        bar.close()
+        aside = f"; previous content moved to {escape(str(res.aside))}" if res.aside else ""
+        print(f"restored snapshot {escape(record.id)} of node {cfg.node}: {res.files} files, {res.bytes} bytes "
+              f"into {escape(str(cfg.root))}{aside}")
+        mark_ready(cfg.ready_file, StartOutcome("restored", record.id))
+    return EXIT_OK
 
 
-def print_dry_run(cfg: config.Config, repo: Repo, record, args: argparse.Namespace) -> int:
+def _print_dry_run(cfg: config.Config, repo: Repo, record, args: argparse.Namespace) -> int:
     """What ``restore`` with these flags would do to --root, written nowhere."""
     from ..restore.apply import user_entries
     from ..restore.compare import local_manifest
@@ -70,7 +95,7 @@ def print_dry_run(cfg: config.Config, repo: Repo, record, args: argparse.Namespa
     return EXIT_DIFFERENT
 
 
-def restore_part(cfg: config.Config, args: argparse.Namespace) -> int:
+def _restore_part(cfg: config.Config, args: argparse.Namespace) -> int:
     """``restore --include PATH... --target DIR``: the paths, fetched and verified like a whole
     restore, into DIR; --root only when DIR is --root."""
     from ..restore import apply as rs
@@ -90,12 +115,9 @@ def restore_part(cfg: config.Config, args: argparse.Namespace) -> int:
     # Into the live root only the included paths move: each, if present, aside under --force.
     live = os.path.realpath(target) == os.path.realpath(cfg.root)
     bar = Progress(sys.stderr, part.file_count, part.total_bytes, "restore")
-    try:
+    with aborting(bar):  # the error is the one line that follows
         res = rs.restore(repo, record, target, force=args.force, progress=bar.update,
                          subtrees=paths if live else (), manifest=part)
-    except BaseException:
-        bar.abort()  # the error is the one line that follows
-        raise
     bar.close()
     aside = f"; previous content moved to {escape(str(res.aside))}" if res.aside else ""
     print(f"restored {', '.join(escape(p) for p in paths)} of snapshot {escape(record.id)} of node {cfg.node}: "
