@@ -4,14 +4,14 @@ from __future__ import annotations
 import argparse
 
 from .. import config
-from ..errors import EXIT_OK, UsageError
+from ..errors import EXIT_OK, KeyFormatError, UsageError
 from ..sidecar.wiring import open_repo
 
 
 def cmd_rekey(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..consul.lock import holding_writer_lock
     from ..repo.rekey import rekey
-    from ..snapshot.crypto import KeyFormatError, Sealer, parse_key
+    from ..snapshot.crypto import Sealer, parse_key
     try:
         with open(args.new_key_file, "rb") as fh:
             new = Sealer(parse_key(fh.read()))
