@@ -129,7 +129,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[str]:
 
 def test_no_package_imports_itself_through_a_circle():
     """Each subpackage is one node, each top-level module (config, schema, parsing, errors, ...)
-    another. config -> enrol.settings -> guard.settings, with guard.satellite -> config, was such a
+    another. config -> enrol.settings -> guard.settings, with guard.ca_watch -> config, was such a
     circle (config -> enrol -> guard -> config) although no module imported itself."""
     graph: dict[str, set[str]] = {}
     for src, deps in GRAPH.items():

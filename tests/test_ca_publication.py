@@ -278,7 +278,7 @@ def test_the_example_acl_policies_let_a_master_accept_and_publish_a_ca_and_a_sat
         acl_consul, tmp_path):
     from statesync.cli.ca import history_lines
     from statesync.errors import PermissionDenied
-    from statesync.guard import accept
+    from statesync.guard import accept_ca
     from statesync.guard.publish import CaPublisher
     from statesync.repo.repository import Repo
 
@@ -302,7 +302,7 @@ def test_the_example_acl_policies_let_a_master_accept_and_publish_a_ca_and_a_sat
         assert CaPublisher(repo, master.root).publish(cadoc.from_pem(old.pem, "t", "master1", "s1")) == "published"
         (master.root / "ca").mkdir(parents=True)
         (master.root / "ca/ca.crt").write_bytes(new.pem)
-        accept.record(master, store, accept.plan(master, store), "rotation")  # accept-ca with the master's token
+        accept_ca.record(master, store, accept_ca.propose(master, store), "rotation")  # accept-ca with the master's token
         assert CaPublisher(repo, master.root).publish(cadoc.from_pem(new.pem, "t", "master1", "s2")) == "accepted"
         assert store.get(master.layout.ca_accept) is None
 

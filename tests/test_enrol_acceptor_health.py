@@ -5,7 +5,7 @@ import pytest
 
 from statesync import config
 from statesync.consul.store import Store
-from statesync.enrol.master import Acceptor
+from statesync.enrol.acceptor import Acceptor
 
 from .support import wait_for
 
@@ -33,12 +33,12 @@ def test_a_pass_that_fails_unexpectedly_makes_the_acceptor_report_a_problem_for_
 
 
 def test_passes_that_keep_failing_are_reported_once_they_outlast_a_reload(consul, prefix, tmp_path, monkeypatch):
-    from statesync.enrol import master
+    from statesync.enrol import acceptor as acceptor_module
 
     from .certs import make_ca
     from .support import free_ports
 
-    monkeypatch.setattr(master, "FAILING_FOR", 1.0)  # a minute in production: a reload must not flap /healthz
+    monkeypatch.setattr(acceptor_module, "FAILING_FOR", 1.0)  # a minute in production: a reload must not flap /healthz
     root = tmp_path / "root"
     (root / "ca").mkdir(parents=True)
     (root / "ca/ca.crt").write_bytes(make_ca("Icinga CA").pem)

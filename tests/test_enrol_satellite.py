@@ -1,4 +1,4 @@
-"""The satellite's side of enrolment through Consul (enrol/satellite.py) against the real Consul:
+"""The satellite's side of enrolment through Consul (enrol/enroller.py) against the real Consul:
 one ``Enroller.step()`` at a time on a tree laid out as ``icinga2 node setup`` leaves it."""
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from statesync import config
 from statesync.consul.store import Store
 from statesync.enrol import registration
-from statesync.enrol.satellite import (
+from statesync.enrol.enroller import (
     ENROLLED,
     NO_REQUEST,
     OTHER_CA,

@@ -21,9 +21,9 @@ from cryptography.x509.oid import NameOID
 from statesync.consul.store import Store
 from statesync.errors import ParentNotVerified, ParentUnreachable, StatesyncError
 from statesync.guard import parent, triggers
+from statesync.guard.ca_watch import Guard
 from statesync.guard.logic import Verdict
 from statesync.guard.parent import fetch_parent_cert, pin_at_startup, pin_parent
-from statesync.guard.satellite import Guard
 from statesync.pki.chain import verify_issued_by
 
 from .certs import NOW, enrol, make_ca

@@ -22,9 +22,9 @@ import structlog
 from statesync import metrics
 from statesync.cli.ca import check_ca
 from statesync.consul.store import Store
-from statesync.guard import accept
+from statesync.guard import accept_ca
+from statesync.guard.ca_watch import Guard
 from statesync.guard.logic import Verdict
-from statesync.guard.satellite import Guard
 from statesync.guard.triggers import (
     ApiTrigger,
     CommandTrigger,
@@ -301,7 +301,7 @@ def test_check_ca_and_accept_ca_read_the_ca_of_the_state_directory(make_cfg, tmp
     assert str(cfg.state_dir / "certs/ca.crt") in out.getvalue()
     (cfg.state_dir / "ca").mkdir()
     (cfg.state_dir / "ca/ca.crt").write_bytes(ca.pem)
-    assert not accept.plan(cfg, store).needed
+    assert not accept_ca.propose(cfg, store).needed
 
 
 # --- the defect as found: a sidecar as another user than the Docker socket's group -------------------

@@ -8,7 +8,7 @@ import structlog
 
 from statesync import metrics
 from statesync.guard.publish import CaPublisher
-from statesync.pki import acceptance, cadoc, fingerprint
+from statesync.pki import ca_acceptance, cadoc, fingerprint
 from statesync.sidecar.daemon import Daemon
 from statesync.snapshot.scan import Scanner
 
@@ -65,15 +65,15 @@ def test_a_renewal_is_published_and_a_new_key_is_refused_without_an_operators_de
                       ("error", "CA conflict")]
     assert publisher.conflicted
     assert cadoc.decode(repo.store.get(cfg.layout.ca).value).cert_sha256 == fingerprint.cert_sha256(renewed.pem)
-    history = acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
+    history = ca_acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
     assert [h["decision"] for h in history] == ["renewal"]
 
 
 def _accept(repo, cfg, old_pem: bytes | None, new_pem: bytes, reason="new CA") -> None:
     new = cadoc.from_pem(new_pem, "", cfg.node, "")
-    record = acceptance.Acceptance(fingerprint.spki_sha256(old_pem) if old_pem else "", new.spki_sha256,
+    record = ca_acceptance.Acceptance(fingerprint.spki_sha256(old_pem) if old_pem else "", new.spki_sha256,
                                    new.cert_sha256, new.subject, cfg.node, "op@host", "now", reason)
-    repo.store.put(cfg.layout.ca_accept, acceptance.encode_acceptance(record))
+    repo.store.put(cfg.layout.ca_accept, ca_acceptance.encode_acceptance(record))
 
 
 def test_an_accepted_new_key_is_published_once_consuming_the_record_and_filing_the_old_ca(make_cfg, repo_for):
@@ -89,7 +89,7 @@ def test_an_accepted_new_key_is_published_once_consuming_the_record_and_filing_t
     assert not publisher.conflicted
     assert repo.store.get(cfg.layout.ca_accept) is None
     assert cadoc.decode(repo.store.get(cfg.layout.ca).value).spki_sha256 == fingerprint.spki_sha256(new.pem)
-    [entry] = acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
+    [entry] = ca_acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
     assert entry["doc"]["spki_sha256"] == fingerprint.spki_sha256(old.pem)
     assert (entry["decision"], entry["acceptance"]["reason"]) == ("accepted", "CA key compromised")
     assert publisher.publish(cadoc.from_pem(other.pem, "t", "m", "s4")) == "refused"  # used once
@@ -105,7 +105,7 @@ def test_keep_local_replaces_the_published_key_logging_an_error_each_time(make_c
         assert publisher.publish(cadoc.from_pem(make_ca().pem, "t", "m", "s2")) == "replaced"
     overrides = [e for e in logs if "on_conflict=keep-local overrides" in e["event"]]
     assert [e["log_level"] for e in overrides] == ["error", "error"]
-    history = acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
+    history = ca_acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
     assert [h["decision"] for h in history] == ["on_conflict=keep-local"] * 2
 
 
@@ -135,7 +135,7 @@ def test_the_history_keeps_the_last_ten_replaced_cas(make_cfg, repo_for):
     cas = [make_ca() for _ in range(13)]
     for i, ca in enumerate(cas):
         publisher.publish(cadoc.from_pem(ca.pem, "t", "m", f"s{i}"))
-    history = acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
+    history = ca_acceptance.decode_history(repo.store.get(cfg.layout.ca_history).value)
     assert [h["doc"]["snapshot"] for h in history] == [f"s{i}" for i in range(11, 1, -1)]
 
 
@@ -198,14 +198,14 @@ def test_a_first_publication_consumes_an_acceptance_made_when_nothing_was_publis
 def test_the_one_reader_of_the_acceptance_record_tells_absent_valid_and_invalid_apart(make_cfg, repo_for):
     cfg = make_cfg()
     repo = repo_for(cfg)
-    assert acceptance.read_pending(repo.store, cfg.layout.ca_accept) == acceptance.Pending(None, 0)
+    assert ca_acceptance.read_pending(repo.store, cfg.layout.ca_accept) == ca_acceptance.Pending(None, 0)
     old, new = make_ca(), make_ca()
     _accept(repo, cfg, old.pem, new.pem, reason="rotation")
-    pending = acceptance.read_pending(repo.store, cfg.layout.ca_accept)
+    pending = ca_acceptance.read_pending(repo.store, cfg.layout.ca_accept)
     assert (pending.record.reason, pending.index, pending.invalid) == (
         "rotation", repo.store.get(cfg.layout.ca_accept).modify_index, "")
     repo.store.put(cfg.layout.ca_accept, b"{}")
-    pending = acceptance.read_pending(repo.store, cfg.layout.ca_accept)
+    pending = ca_acceptance.read_pending(repo.store, cfg.layout.ca_accept)
     # An invalid record keeps its index: accept-ca replaces it by check-and-set, the publisher ignores it.
     assert (pending.record, pending.index) == (None, repo.store.get(cfg.layout.ca_accept).modify_index)
     assert pending.invalid == "CA acceptance record has an unknown version"

@@ -12,9 +12,9 @@ import structlog
 
 from statesync.consul.store import Store
 from statesync.guard import triggers
+from statesync.guard.ca_watch import Guard
 from statesync.guard.logic import Verdict
 from statesync.guard.quarantine import DECISION_FILE
-from statesync.guard.satellite import Guard
 from statesync.pki import fingerprint
 
 from .certs import CERT_FILES, enrol, make_ca, renew, sign

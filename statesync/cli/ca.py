@@ -11,7 +11,7 @@ from .. import config
 from ..consul.store import Store
 from ..disk import CA_CERT, LOCAL_CA
 from ..errors import EXIT_FAILURE, EXIT_OK, UsageError
-from ..guard import accept
+from ..guard import accept_ca
 from ..pki import fingerprint
 from ..pki.cadoc import PublishedCA
 
@@ -22,9 +22,9 @@ def cmd_check_ca(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def check_ca(cfg: config.Config, out, as_json: bool = False) -> int:
     """Print both fingerprints and the verdict (``as_json``: one document, docs/JSON.md); return its exit code."""
-    from ..guard import satellite
+    from ..guard import ca_watch
     store = Store(cfg.consul)
-    d = satellite.check_ca(cfg, store)
+    d = ca_watch.check_ca(cfg, store)
     if as_json:
         p = d.published
         print(json.dumps({"local_spki_sha256": d.local_spki, "local_cert_sha256": d.local_cert,
@@ -33,7 +33,7 @@ def check_ca(cfg: config.Config, out, as_json: bool = False) -> int:
                           "published_by": (p and p.node) or None, "published_snapshot": (p and p.snapshot) or None,
                           "published_time": (p and p.published) or None, "verdict": d.verdict.value,
                           "reason": d.reason, "exit_code": d.exit_code,
-                          "history": accept.history_items(cfg, store)}, indent=2), file=out)
+                          "history": accept_ca.history_items(cfg, store)}, indent=2), file=out)
     else:
         where = ""
         if d.published is not None:
@@ -46,14 +46,14 @@ def check_ca(cfg: config.Config, out, as_json: bool = False) -> int:
         if history:
             print(f"trusted before ({cfg.layout.ca_history}, newest first):", file=out)
             print("\n".join(history), file=out)
-    satellite.log_check_ca(cfg, d)
+    ca_watch.log_check_ca(cfg, d)
     return d.exit_code
 
 
 def history_lines(cfg: config.Config, store: Store) -> list[str]:
     """``check-ca``'s view of the CAs the fleet trusted before, newest first; [] when none or unreadable."""
     out = []
-    for item in accept.history_items(cfg, store):
+    for item in accept_ca.history_items(cfg, store):
         why = item["decision"] or "?"
         if item["operator"] or item["reason"]:
             why += f" by {item['operator'] or '?'}: {item['reason'] or ''}"
@@ -65,9 +65,9 @@ def history_lines(cfg: config.Config, store: Store) -> list[str]:
 def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
     if not args.yes and not sys.stdin.isatty():
         raise UsageError("accept-ca asks for confirmation on a terminal; without one, pass --yes")
-    accept.clean_reason(args.reason)
+    accept_ca.clean_reason(args.reason)
     store = Store(cfg.consul)
-    p = accept.plan(cfg, store)
+    p = accept_ca.propose(cfg, store)
     print(f"published CA ({cfg.layout.ca}):")
     print("\n".join(_describe(p.published)))
     print(f"local CA ({cfg.state_dir / CA_CERT}):")
@@ -82,7 +82,7 @@ def cmd_accept_ca(cfg: config.Config, args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not accepted; nothing written")
             return EXIT_FAILURE
-    a = accept.record(cfg, store, p, args.reason)
+    a = accept_ca.record(cfg, store, p, args.reason)
     print(f"accepted: {cfg.layout.ca_accept} records {a.old_spki_sha256 or '(none)'} -> {a.new_spki_sha256} "
           f"by {a.operator} at {a.time}; the master sidecar of node {cfg.node} publishes it on its next sync")
     return EXIT_OK

@@ -11,7 +11,7 @@ from ..snapshot.names import bytes_b64, escape, for_json
 
 
 def cmd_diff(cfg: config.Config, args: argparse.Namespace) -> int:
-    from ..restore.compare import local_manifest
+    from ..restore.local_manifest import local_manifest
     from ..snapshot.diffing import diff
     if not cfg.root.is_dir():
         raise StatesyncError(f"root: {cfg.root} is not a directory")

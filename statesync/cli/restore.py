@@ -68,7 +68,7 @@ def cmd_restore(cfg: config.Config, args: argparse.Namespace) -> int:
 def _print_dry_run(cfg: config.Config, repo: Repo, record, args: argparse.Namespace) -> int:
     """What ``restore`` with these flags would do to --root, written nowhere."""
     from ..restore.apply import user_entries
-    from ..restore.compare import local_manifest
+    from ..restore.local_manifest import local_manifest
     from ..snapshot.diffing import diff
     wanted = repo.manifest(record)
     # Restore's direction: "add" is in the snapshot and not in --root.

@@ -1,6 +1,6 @@
 """``statesync accept-ca``: an operator's one-time, recorded decision that the fleet trusts another CA.
 
-The record goes to ``<prefix>/ca-accept`` (``pki.acceptance``); the master sidecar whose
+The record goes to ``<prefix>/ca-accept`` (``pki.ca_acceptance``); the master sidecar whose
 committed CA it names publishes that CA once, deleting the record in the same
 transaction and filing it in ``<prefix>/ca-history`` with the CA it replaced.
 """
@@ -15,15 +15,15 @@ from ..config import Config
 from ..consul.store import Store
 from ..disk import CA_CERT
 from ..errors import CorruptData, StatesyncError, UsageError
-from ..pki import acceptance, cadoc
+from ..pki import ca_acceptance, cadoc
 from ..pki.cadoc import PublishedCA
 
 
 @dataclass(frozen=True)
-class Plan:
+class CaProposal:
     published: PublishedCA | None
     local: PublishedCA
-    pending: acceptance.Acceptance | None
+    pending: ca_acceptance.Acceptance | None
     pending_index: int
 
     @property
@@ -32,7 +32,7 @@ class Plan:
         return self.published is None or self.published.spki_sha256 != self.local.spki_sha256
 
 
-def plan(cfg: Config, store: Store) -> Plan:
+def propose(cfg: Config, store: Store) -> CaProposal:
     """Read the local ca/ca.crt and the published CA; raise StatesyncError when the local one is unusable."""
     path = cfg.state_dir / CA_CERT
     try:
@@ -52,23 +52,23 @@ def plan(cfg: Config, store: Store) -> Plan:
             published = cadoc.decode(pair.value)
         except CorruptData:
             published = None  # an invalid document is replaced by the publisher without any decision
-    pending = acceptance.read_pending(store, cfg.layout.ca_accept)
-    return Plan(published, local, pending.record, pending.index)
+    pending = ca_acceptance.read_pending(store, cfg.layout.ca_accept)
+    return CaProposal(published, local, pending.record, pending.index)
 
 
-def record(cfg: Config, store: Store, p: Plan, reason: str) -> acceptance.Acceptance:
+def record(cfg: Config, store: Store, p: CaProposal, reason: str) -> ca_acceptance.Acceptance:
     """Write the acceptance of ``p.local`` in place of ``p.published`` by check-and-set; return it.
 
     A pending record for another change is replaced (the latest decision counts); raises
     CasConflict when another operator wrote one meanwhile.
     """
     reason = clean_reason(reason)
-    a = acceptance.Acceptance(
+    a = ca_acceptance.Acceptance(
         old_spki_sha256=p.published.spki_sha256 if p.published is not None else "",
         new_spki_sha256=p.local.spki_sha256, new_cert_sha256=p.local.cert_sha256, new_subject=p.local.subject,
         node=cfg.node, operator=f"{_user()}@{socket.gethostname()}",
         time=datetime.now(timezone.utc).isoformat(timespec="seconds"), reason=reason)
-    store.put(cfg.layout.ca_accept, acceptance.encode_acceptance(a), cas=p.pending_index)
+    store.put(cfg.layout.ca_accept, ca_acceptance.encode_acceptance(a), cas=p.pending_index)
     return a
 
 
@@ -77,8 +77,8 @@ def clean_reason(reason: str) -> str:
     reason = " ".join(reason.split())
     if not reason:
         raise UsageError("--reason: say why the fleet's CA changes (it is recorded)")
-    if len(reason) > acceptance.MAX_REASON:
-        raise UsageError(f"--reason: at most {acceptance.MAX_REASON} characters")
+    if len(reason) > ca_acceptance.MAX_REASON:
+        raise UsageError(f"--reason: at most {ca_acceptance.MAX_REASON} characters")
     return reason
 
 
@@ -89,7 +89,7 @@ def history_items(cfg: Config, store: Store) -> list[dict]:
     except StatesyncError:
         return []
     out = []
-    for item in acceptance.decode_history(pair.value if pair is not None else None):
+    for item in ca_acceptance.decode_history(pair.value if pair is not None else None):
         doc, acc = item.get("doc") or {}, item.get("acceptance") or {}
         out.append({"spki_sha256": doc.get("spki_sha256"), "cert_sha256": doc.get("cert_sha256"),
                     "subject": doc.get("subject"), "node": doc.get("node"), "replaced": item.get("replaced"),
