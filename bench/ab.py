@@ -26,7 +26,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from tests.support import ConsulAgent, find_consul  # noqa: E402
 
-# Runs inside the checkout under test; the imports cover the layouts before and after issue 13.
+# Runs inside the checkout under test; the imports cover the layouts before and after issues 13
+# and 24 (the tree reader moved from snapshot/ to tree/).
 ONE_RUN = r"""
 import sys, time
 from pathlib import Path
@@ -34,7 +35,10 @@ from statesync import config
 try:
     from statesync.consul.store import Store
     from statesync.repo.repository import Repo
-    from statesync.snapshot.scan import Scanner
+    try:
+        from statesync.tree.scan import Scanner
+    except ImportError:
+        from statesync.snapshot.scan import Scanner
 except ImportError:
     from statesync.repo import Repo
     from statesync.scan import Scanner

@@ -11,8 +11,8 @@ import re
 from typing import Any, Callable
 
 from .consul.settings import Endpoint
-from .snapshot.globs import compile_pattern
 from .snapshot.layout import valid_node, valid_prefix
+from .tree.globs import compile_pattern
 
 
 class Invalid(ValueError):

@@ -56,8 +56,8 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
     from ..restore.apply import recover
     from ..restore.rootlock import hold_root
     from ..sidecar.daemon import warn_plain_secrets
-    from ..snapshot.roots import require as require_roots
-    from ..snapshot.scan import Scanner
+    from ..tree.roots import require as require_roots
+    from ..tree.scan import Scanner
     # What backup reports as its time: the whole of it. The commit's own time (CommitResult.seconds)
     # leaves out the scan and the upload that overlaps it, most of a backup.
     started = time.monotonic()

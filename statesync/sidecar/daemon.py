@@ -28,8 +28,8 @@ from ..disk import INTERNAL_PREFIX, STATE_DIRS
 from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
 from ..repo.repository import Head, MissingChunks, Repo
 from ..snapshot.manifest import Manifest
-from ..snapshot.roots import require as require_roots
-from ..snapshot.scan import Scanner
+from ..tree.roots import require as require_roots
+from ..tree.scan import Scanner
 from .memory import release_free_memory
 from .pacing import Pacer
 
