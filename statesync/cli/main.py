@@ -53,10 +53,9 @@ def _aborting(bar: Progress):
 
 
 def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..repo import backup
     from ..restore.apply import recover
     from ..restore.rootlock import hold_root
-    from ..sidecar.daemon import warn_plain_secrets
-    from ..tree.roots import require as require_roots
     from ..tree.scan import Scanner
     # What backup reports as its time: the whole of it. The commit's own time (CommitResult.seconds)
     # leaves out the scan and the upload that overlaps it, most of a backup.
@@ -71,18 +70,13 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
         # The last snapshot's size is the estimate of this one's (none: counts and rate, no ETA).
         bar = Progress(sys.stderr, head.record.files if head.record else 0, head.record.bytes if head.record else 0,
                        "backup", started=started)
-        # Chunks go up while the scan is still reading: Consul's work overlaps ours.
-        with _aborting(bar), _reading(cfg.root), repo.chunk_stream() as stream:
-            # A file that keeps changing while read keeps its version from the head (stderr says so).
-            previous = (lambda: repo.manifest(head.record)) if head.record else None
-            scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
-                           compression=cfg.compression).scan(known, sink=stream.add, written=stream.written,
-                                                             progress=bar.file_done)
-        warn_plain_secrets(scan.plain_secrets)
-        with _aborting(bar):
-            require_roots(scan.manifest, cfg.roots, cfg.root)
-            res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
-                              max_drop=1.0 if args.allow_drop else cfg.max_drop)
+        # A file that keeps changing while read keeps its version from the head (stderr says so).
+        previous = (lambda: repo.manifest(head.record)) if head.record else None
+        scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
+                          compression=cfg.compression)
+        with _aborting(bar), _reading(cfg.root):
+            res = backup.run(repo, scanner, head, known, roots=cfg.roots, root=cfg.root, meta={"command": "backup"},
+                             max_drop=1.0 if args.allow_drop else cfg.max_drop, progress=bar.file_done).commit
     bar.close()
     if res is None:
         print(f"unchanged: snapshot {escape(head.record.id)} already holds this tree")
