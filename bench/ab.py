@@ -123,7 +123,7 @@ def main() -> int:
                     _make_tree(tree, args.files)
                 out = subprocess.run([sys.executable, "-c", code, agent.addr, str(tree), f"ab/{which}/{rep}"],
                                      env=env, cwd=checkout, capture_output=True, text=True, timeout=600, check=True)
-                backup, read, chunks = out.stdout.split()
+                backup, read, chunks = out.stdout.splitlines()[-1].split()  # the daemon logs above it
                 results[which].append((float(backup), float(read)))
                 print(f"{which} rep {rep}: {first} {float(backup):.3f}s, {second} {float(read):.3f}s ({chunks})")
         for which, runs in results.items():
