@@ -48,7 +48,7 @@ from statesync.restore.apply import restore  # noqa: E402
 from statesync.snapshot import chunking  # noqa: E402
 from statesync.snapshot import record as snapshot  # noqa: E402
 from statesync.snapshot.manifest import FILE  # noqa: E402
-from statesync.snapshot.scan import Scanner  # noqa: E402
+from statesync.tree.scan import Scanner  # noqa: E402
 from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -18,7 +18,7 @@ from statesync.restore.apply import restore
 from statesync.snapshot import chunking
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.record import Record
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .support import clean_env, statesync_cmd, stop_process, tree_state
 

@@ -16,21 +16,23 @@ PACKAGE = Path(__file__).resolve().parent.parent / "statesync"
 # the frozen settings object, handed down from the command layer to what runs the engine.
 BASE = {"errors", "fsutil", "metrics", "disk"}
 ALLOWED = {
-    "cli": {"sidecar", "guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config", "__init__"},
-    "sidecar": {"guard", "enrol", "restore", "repo", "snapshot", "pki", "consul", "config"},
-    "enrol": {"icinga", "repo", "snapshot", "pki", "consul", "config"},
-    "guard": {"icinga", "repo", "snapshot", "pki", "consul", "config", "schema"},
-    "restore": {"repo", "snapshot", "pki", "consul"},
-    "repo": {"snapshot", "consul"},
+    "cli": {"sidecar", "guard", "enrol", "restore", "repo", "tree", "snapshot", "pki", "consul", "config", "__init__"},
+    "sidecar": {"guard", "enrol", "restore", "repo", "tree", "snapshot", "pki", "consul", "config"},
+    "enrol": {"icinga", "repo", "tree", "snapshot", "pki", "consul", "config"},
+    "guard": {"icinga", "repo", "tree", "snapshot", "pki", "consul", "config", "schema"},
+    "restore": {"repo", "tree", "snapshot", "pki", "consul"},
+    "repo": {"tree", "snapshot", "consul"},
+    # the local tree read into the format: beside snapshot/, never below it
+    "tree": {"snapshot"},
     "snapshot": set(),
     "pki": {"snapshot"},
     "consul": set(),
     "icinga": set(),
     # config reads the sources against schema and builds each package's settings type by name;
     # it imports no package that imports it (see test_no_package_imports_itself_through_a_circle)
-    "config": {"snapshot", "consul.settings", "parsing", "schema"},
+    "config": {"tree", "snapshot", "consul.settings", "parsing", "schema"},
     "schema": {"snapshot", "consul.settings", "parsing", "parsing_icinga"},
-    "parsing": {"snapshot", "consul.settings"},
+    "parsing": {"tree", "snapshot", "consul.settings"},
     "parsing_icinga": set(),
     "errors": set(), "fsutil": set(), "metrics": set(), "disk": set(),
     "__main__": {"cli"},

@@ -10,7 +10,7 @@ import pytest
 import structlog
 
 from statesync.cli import main as cli
-from statesync.snapshot import scan as scan_module
+from statesync.tree import scan as scan_module
 
 from .support import clean_env, make_tree
 

@@ -14,8 +14,8 @@ import time
 import pytest
 
 from statesync.snapshot import chunking
-from statesync.snapshot.globs import PathFilter
-from statesync.snapshot.scan import Scanner
+from statesync.tree.globs import PathFilter
+from statesync.tree.scan import Scanner
 
 from .support import clean_env, statesync_cmd
 

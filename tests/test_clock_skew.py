@@ -16,7 +16,7 @@ import structlog
 
 from statesync.sidecar.wiring import open_repo
 from statesync.snapshot.retention import id_time
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .support import statesync_cmd, tree_state
 from .test_restore_safety import Env, icinga_tree

@@ -12,7 +12,7 @@ import pytest
 
 from statesync.consul.store import Store
 from statesync.restore.apply import restore
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .support import clean_env, statesync_cmd
 

@@ -19,7 +19,7 @@ from statesync.repo.repository import Repo
 from statesync.restore.apply import fetch_verified
 from statesync.snapshot import codec
 from statesync.snapshot.crypto import Sealer, format_key, generate_key
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .support import clean_env, statesync_cmd, tree_state
 

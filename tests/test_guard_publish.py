@@ -10,7 +10,7 @@ from statesync import metrics
 from statesync.guard.publish import CaPublisher
 from statesync.pki import ca_acceptance, cadoc, fingerprint
 from statesync.sidecar.daemon import Daemon
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .certs import make_ca, renew
 from .support import wait_for

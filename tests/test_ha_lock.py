@@ -9,7 +9,7 @@ import pytest
 
 from statesync.consul.lock import LockSettings, WriterLock
 from statesync.errors import LockLost
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .ha_support import (
     Churn,

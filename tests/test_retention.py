@@ -10,7 +10,7 @@ import pytest
 from statesync.pki.fingerprint import spki_sha256
 from statesync.restore.apply import restore
 from statesync.sidecar.wiring import open_repo
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
 from .support import plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree, make_ca_pem

@@ -186,7 +186,7 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
 
 def test_absent_names_each_named_root_a_manifest_lacks_or_holds_as_no_directory():
     from statesync.snapshot.manifest import Entry, Manifest
-    from statesync.snapshot.roots import absent
+    from statesync.tree.roots import absent
     roots = (("config", "etc/icinga2"), ("state", "var/lib/icinga2"))
     entries = (Entry("etc", "d", 0o755, 0, 0, 1), Entry("etc/icinga2", "l", 0o777, 0, 0, 1, target="/x"),
                Entry("var", "d", 0o755, 0, 0, 1))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from statesync.snapshot import scan
-from statesync.snapshot.globs import PathFilter
-from statesync.snapshot.scan import Scanner
+from statesync.tree import scan
+from statesync.tree.globs import PathFilter
+from statesync.tree.scan import Scanner
 
 from .support import clean_env, statesync_cmd, stop_process
 

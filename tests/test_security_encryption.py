@@ -11,6 +11,7 @@ import pytest
 from statesync.consul.store import Store
 from statesync.errors import CorruptData, PlaintextSecret
 from statesync.snapshot import crypto
+from statesync.tree.sealing import Sealing
 
 from .support import tree_state
 from .test_restore_safety import Env, icinga_tree, make_ca_pem
@@ -68,14 +69,14 @@ def test_the_sealer_never_shows_its_key():
 
 def test_without_a_key_a_secret_is_refused_by_name_unless_plain_text_was_allowed():
     _, key_pem = make_ca_pem()
-    strict = crypto.Sealing(None, "n1", ("ca/ca.key",))
+    strict = Sealing(None, "n1", ("ca/ca.key",))
     with pytest.raises(PlaintextSecret) as info:
         strict.check_plain("ca/ca.key", b"anything")
     assert info.value.path == "ca/ca.key" and "statesync keygen --out FILE" in str(info.value)
     with pytest.raises(PlaintextSecret):
         strict.check_plain("odd.pem", key_pem)  # found by content, not by name
     assert strict.check_plain("ca/ca.crt", b"-----BEGIN CERTIFICATE-----\n") is False
-    allowed = crypto.Sealing(None, "n1", ("ca/ca.key",), plaintext_allowed=True)
+    allowed = Sealing(None, "n1", ("ca/ca.key",), plaintext_allowed=True)
     assert allowed.check_plain("ca/ca.key", b"anything") is True
     assert b"anything" not in str(info.value).encode() and b"PRIVATE" not in str(info.value).encode()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from statesync.snapshot import manifest as mf
-from statesync.snapshot.scan import ScanResult
+from statesync.tree.scan import ScanResult
 
 from .support import clean_env, plain_lines, statesync_cmd
 

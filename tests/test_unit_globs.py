@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.config import DEFAULT_EXCLUDES
-from statesync.snapshot.globs import PathFilter, ancestor_only, compile_pattern, in_scope, rebase
+from statesync.tree.globs import PathFilter, ancestor_only, compile_pattern, in_scope, rebase
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 

@@ -12,7 +12,7 @@ from ..errors import EXIT_OK, StatesyncError, UnreadablePath
 from ..sidecar.wiring import open_repo
 from ..snapshot.names import escape
 from .progress import Progress
-from .progress import aborting as _aborting  # the body below as it was in cli/main.py
+from .progress import aborting as _aborting
 
 
 @contextlib.contextmanager
@@ -27,11 +27,10 @@ def _reading(root):
 
 
 def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
+    from ..repo import backup
     from ..restore.apply import recover
     from ..restore.rootlock import hold_root
-    from ..sidecar.daemon import warn_plain_secrets
-    from ..snapshot.roots import require as require_roots
-    from ..snapshot.scan import Scanner
+    from ..tree.scan import Scanner
     # What backup reports as its time: the whole of it. The commit's own time (CommitResult.seconds)
     # leaves out the scan and the upload that overlaps it, most of a backup.
     started = time.monotonic()
@@ -45,18 +44,13 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
         # The last snapshot's size is the estimate of this one's (none: counts and rate, no ETA).
         bar = Progress(sys.stderr, head.record.files if head.record else 0, head.record.bytes if head.record else 0,
                        "backup", started=started)
-        # Chunks go up while the scan is still reading: Consul's work overlaps ours.
-        with _aborting(bar), _reading(cfg.root), repo.chunk_stream() as stream:
-            # A file that keeps changing while read keeps its version from the head (stderr says so).
-            previous = (lambda: repo.manifest(head.record)) if head.record else None
-            scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
-                           compression=cfg.compression).scan(known, sink=stream.add, written=stream.written,
-                                                             progress=bar.file_done)
-        warn_plain_secrets(scan.plain_secrets)
-        with _aborting(bar):
-            require_roots(scan.manifest, cfg.roots, cfg.root)
-            res = repo.commit(scan, head, known, meta={"command": "backup"}, sent=stream.sent,
-                              max_drop=1.0 if args.allow_drop else cfg.max_drop)
+        # A file that keeps changing while read keeps its version from the head (stderr says so).
+        previous = (lambda: repo.manifest(head.record)) if head.record else None
+        scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
+                          compression=cfg.compression)
+        with _aborting(bar), _reading(cfg.root):
+            res = backup.run(repo, scanner, head, known, roots=cfg.roots, root=cfg.root, meta={"command": "backup"},
+                             max_drop=1.0 if args.allow_drop else cfg.max_drop, progress=bar.file_done).commit
     bar.close()
     if res is None:
         print(f"unchanged: snapshot {escape(head.record.id)} already holds this tree")

@@ -31,7 +31,7 @@ from ..snapshot.layout import Layout
 from ..snapshot.manifest import Manifest
 from ..snapshot.record import Record
 from ..snapshot.retention import Rules, Snap
-from ..snapshot.scan import ScanResult
+from ..tree.scan import ScanResult
 from . import retention
 
 log = structlog.get_logger(__name__)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from ..errors import EncryptionKeyError
 from ..repo.repository import Repo
-from ..snapshot.dirfd import open_below
-from ..snapshot.globs import PathFilter
 from ..snapshot.manifest import FILE, Entry, Manifest
-from ..snapshot.scan import Scanner
+from ..tree.dirfd import open_below
+from ..tree.globs import PathFilter
+from ..tree.scan import Scanner
 
 _READ = 1 << 20
 

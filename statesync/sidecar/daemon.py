@@ -27,10 +27,10 @@ from ..consul.backoff import Backoff
 from ..consul.lock import WriterLock, writer_lock
 from ..disk import INTERNAL_PREFIX, STATE_DIRS
 from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
+from ..repo import backup
 from ..repo.repository import Head, MissingChunks, Repo
 from ..snapshot.manifest import Manifest
-from ..snapshot.roots import require as require_roots
-from ..snapshot.scan import Scanner
+from ..tree.scan import Scanner
 from .memory import release_free_memory
 from .pacing import Pacer
 
@@ -40,13 +40,6 @@ log = structlog.get_logger(__name__)
 # being scanned and warns that it replaced its own callback: harmless, and noisy while
 # Icinga 2 creates api/packages/. Nothing else is silenced.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-
-
-def warn_plain_secrets(paths: list[str]) -> None:
-    """Say loudly that private keys go to Consul unencrypted."""
-    if paths:
-        log.warning("PRIVATE KEYS WILL BE STORED IN CONSUL IN PLAIN TEXT: configure encryption_key_file "
-                    "(statesync keygen) to encrypt them", files=sorted(paths)[:20], count=len(paths))
 
 
 class _Changes(FileSystemEventHandler):
@@ -169,6 +162,11 @@ class Daemon:
         # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
         self._unsent: dict[str, bytes] = {}
         self._pending = True
+        # No sync has succeeded yet: the first full scan reads the whole tree, all of it new to an
+        # empty prefix, so it streams its chunks up while it reads, as `statesync backup` does.
+        # Until then the pacer holds nothing back, so no streamed chunk (kept only as its size)
+        # must wait for a later commit. Later scans read what changed and keep it in memory.
+        self._synced = False
         # The periodic jobs (full rescan, GC) are apscheduler's to time and the main loop's to run:
         # a job only marks its work due and wakes the loop, so none ever overlaps a commit. GC is
         # due at once, at the first idle moment. What is not on it: docs/ARCHITECTURE.md.
@@ -331,25 +329,20 @@ class Daemon:
             dirty = "full"
         if self._head is None:
             self._load_head()
-        if dirty == "full":
-            result = self.scanner.scan(self._known)
-            warn_plain_secrets(result.plain_secrets)
-            self._done("full")
-        else:
-            result = self.scanner.scan(self._known, dirty)
-        if self._unsent:
-            result.new_chunks = {**self._unsent, **result.new_chunks}
-        if self.cfg.roots:
-            try:
-                require_roots(result.manifest, self.cfg.roots, self.cfg.root)
-            except RootMissing:
-                needed = result.manifest.chunk_refs()  # read now, uploaded by no commit yet
-                self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
-                raise
-        released = self._pace(result) if self._pacer.active else set()
+        full = dirty == "full"
+        released: set[str] = set()
+
+        def before_commit(result) -> None:
+            if full:
+                self._done("full")
+            if self._pacer.active:
+                released.update(self._pace(result))
+
         try:
-            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
-                                   fence=self.fence(), max_drop=self.cfg.max_drop)
+            out = backup.run(self.repo, self.scanner, self._head, self._known, roots=self.cfg.roots,
+                             root=self.cfg.root, meta={"role": self.cfg.role}, fence=self.fence(),
+                             max_drop=self.cfg.max_drop, dirty=None if full else dirty,
+                             stream=full and not self._synced, carried=self._unsent, before_commit=before_commit)
         except LockLost as exc:
             self.lock.lost(str(exc))
             self._head = None
@@ -359,11 +352,8 @@ class Daemon:
             self._head = None
             self.scanner.forget()
             raise StoreError(str(exc)) from None
-        except StoreError:
-            needed = result.manifest.chunk_refs()
-            self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
-            raise
-        self._unsent = {}
+        result, res = out.scan, out.commit
+        self._synced = True
         self._pending = False
         self._committed = result.manifest
         self._pacer.committed(released, time.monotonic())
@@ -384,7 +374,7 @@ class Daemon:
                  chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
                  kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
         self._after_commit(res.record, result.manifest)
-        del result  # the chunks read for this commit: give their memory back to the system
+        del result, out  # the chunks read for this commit: give their memory back to the system
         release_free_memory()
 
     def _after_commit(self, record, manifest) -> None:

@@ -26,11 +26,11 @@ from pathlib import Path
 import structlog
 
 from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belong in a snapshot
-from . import chunking, codec
-from .crypto import Sealing
+from ..snapshot import chunking, codec
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
 from .globs import PathFilter
-from .manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
+from .sealing import Sealing
 
 log = structlog.get_logger(__name__)
 

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..errors import ConfigError, RootMissing
-from .manifest import DIR, SYMLINK, Manifest
+from ..snapshot.manifest import DIR, SYMLINK, Manifest
 
 
 def resolve(root: Path, roots: tuple[tuple[str, str], ...] = ()) -> Path:
