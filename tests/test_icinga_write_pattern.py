@@ -190,9 +190,9 @@ def test_a_temporary_files_own_events_and_its_directorys_start_no_burst_but_the_
     from watchdog.events import DirModifiedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent
 
     from statesync import config
-    from statesync.sidecar.daemon import _Changes
+    from statesync.sidecar.changes import Changes
     cfg = config.load({"node": "n1", "root": str(tmp_path), "roots": ROOTS}, env={})
-    changes = _Changes(str(tmp_path), cfg)
+    changes = Changes(str(tmp_path), cfg)
     state = f"{tmp_path}/var/lib/icinga2"
     tmp = f"{state}/icinga2.state.tmp.q7Rz0b"
     for event in (FileCreatedEvent(tmp), DirModifiedEvent(state), FileModifiedEvent(tmp),

@@ -380,9 +380,9 @@ def test_the_sidecar_with_roots_ignores_log_writes_and_commits_a_config_write(so
 def test_the_daemons_watch_drops_events_outside_the_named_subtrees(tmp_path):
     from watchdog.events import DirModifiedEvent, FileCreatedEvent, FileModifiedEvent
 
-    from statesync.sidecar.daemon import _Changes
+    from statesync.sidecar.changes import Changes
     cfg = config.load({"node": "n1", "root": str(tmp_path), "roots": ROOTS}, env={})
-    changes = _Changes(str(tmp_path), cfg)
+    changes = Changes(str(tmp_path), cfg)
     for event in (FileModifiedEvent(f"{tmp_path}/var/log/icinga2/icinga2.log"),
                   FileCreatedEvent(f"{tmp_path}/var/cache/icinga2/x"),
                   FileModifiedEvent(f"{tmp_path}/var/lib/icinga2/api/log/current"),
