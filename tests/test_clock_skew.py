@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from statesync.sidecar.wiring import open_repo
-from statesync.snapshot.retention import id_time
+from statesync.snapshot.keep_rules import id_time
 from statesync.tree.scan import Scanner
 
 from .support import statesync_cmd, tree_state

@@ -175,7 +175,7 @@ def test_gc_removes_garbage_and_refuses_while_a_sidecar_holds_the_writer_lock(co
 def test_a_pin_that_lands_after_a_commit_read_the_pins_fails_that_commit_instead_of_losing_its_snapshot(
         make_cfg, monkeypatch):
     from statesync.errors import CasConflict
-    from statesync.repo import repository, retention
+    from statesync.repo import prune, repository
     cfg = make_cfg(keep=1)
     (cfg.root / "f").parent.mkdir(parents=True)
     repo = open_repo(cfg)
@@ -183,7 +183,7 @@ def test_a_pin_that_lands_after_a_commit_read_the_pins_fails_that_commit_instead
     known: set[str] = set()
     (cfg.root / "f").write_bytes(b"one")
     first = _commit(repo, scanner, known)
-    retention.set_pin(repo.store, repo.layout, first.id, True)
+    prune.set_pin(repo.store, repo.layout, first.id, True)
     monkeypatch.setattr(repository.retention, "read_pins", lambda store, layout: ([], 0))  # read before the pin
     (cfg.root / "f").write_bytes(b"two")
     with pytest.raises(CasConflict):

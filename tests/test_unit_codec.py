@@ -10,9 +10,9 @@ import zstandard
 
 from statesync.errors import CorruptData
 from statesync.snapshot import codec
-from statesync.snapshot import record as snapshot
 from statesync.snapshot.chunking import sha256
 from statesync.snapshot.crypto import Sealer, generate_key
+from statesync.snapshot.record import Record, decode_record
 
 TEXT = b"".join(b'%d:{"name":"host-%05d!disk","type":"Service","state":0,"output":"DISK OK"},' % (70, i)
                 for i in range(4000))
@@ -70,8 +70,8 @@ def test_a_flipped_bit_a_truncation_or_an_unknown_tag_gives_one_line_of_corrupt_
         assert "\n" not in str(info.value)
 
 
-def _record(**kw) -> snapshot.Record:
-    return snapshot.Record(id="20261123T234407.123456Z-1a2b3c", node="n", created="t", files=1, dirs=0,
+def _record(**kw) -> Record:
+    return Record(id="20261123T234407.123456Z-1a2b3c", node="n", created="t", files=1, dirs=0,
                            symlinks=0, bytes=3, manifest_chunks=("a" * 64,), manifest_sha256="b" * 64,
                            manifest_size=9, **kw)
 
@@ -79,17 +79,17 @@ def _record(**kw) -> snapshot.Record:
 def test_a_record_without_compression_is_written_exactly_as_version_1_wrote_it():
     doc = json.loads(_record().encode())
     assert doc["v"] == 1 and "compression" not in doc
-    assert snapshot.decode(_record().encode()) == _record()
+    assert decode_record(_record().encode()) == _record()
 
 
 def test_a_record_with_compressed_chunks_is_version_2_and_a_mismatched_version_is_refused():
     rec = _record(compression="zstd")
     doc = json.loads(rec.encode())
     assert doc["v"] == 2 and doc["compression"] == "zstd"
-    assert snapshot.decode(rec.encode()) == rec
+    assert decode_record(rec.encode()) == rec
     for bad in ({**doc, "v": 1}, {k: v for k, v in doc.items() if k != "compression"}, {**doc, "v": 3}):
         with pytest.raises(CorruptData):
-            snapshot.decode(json.dumps(bad).encode())
+            decode_record(json.dumps(bad).encode())
 
 
 def test_icinga_state_chunks_get_the_dense_second_pass_and_beat_one_pass_of_zstd_1():

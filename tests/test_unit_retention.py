@@ -8,8 +8,8 @@ import pytest
 
 from statesync.errors import CorruptData
 from statesync.snapshot import history, record
+from statesync.snapshot.keep_rules import Rules, Snap, decide, decode_pins, encode_pins, id_time, to_forget
 from statesync.snapshot.layout import Layout
-from statesync.snapshot.retention import Rules, Snap, decide, decode_pins, encode_pins, id_time, to_forget
 
 T0 = datetime(2026, 11, 23, 23, 0, 0, tzinfo=timezone.utc)
 CA_A, CA_B = "a" * 64, "b" * 64
@@ -161,7 +161,7 @@ def _rec(**meta) -> record.Record:
 
 def test_the_ca_identity_round_trips_through_the_record():
     rec = _rec(role="master", ca_spki_sha256=CA_A)
-    assert record.decode(rec.encode()).ca == CA_A
+    assert record.decode_record(rec.encode()).ca == CA_A
     assert _rec().ca == "" and _rec(ca_spki_sha256="not hex").ca == ""
 
 
@@ -174,7 +174,7 @@ def test_the_ca_identity_adds_no_top_level_key_that_an_older_decoder_would_refus
 def test_a_record_without_the_ca_identity_decodes_as_unknown_ca():
     old = json.loads(_rec().encode())
     del old["meta"]
-    assert record.decode(json.dumps(old).encode()).ca == ""
+    assert record.decode_record(json.dumps(old).encode()).ca == ""
 
 
 # === commit order, not clock order ====================================================
@@ -272,7 +272,7 @@ def test_the_next_sequence_number_is_above_every_record_seen():
 
 
 def test_the_sequence_number_rides_in_meta_and_a_record_without_one_has_none():
-    assert record.decode(_rec(seq=7).encode()).seq == 7
+    assert record.decode_record(_rec(seq=7).encode()).seq == 7
     doc = json.loads(_rec(seq=7).encode())
     assert doc["v"] == 1 and set(doc) == set(json.loads(_rec().encode()))
     for bad in (0, -1, True, "7", 1.5):

@@ -10,9 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.errors import CorruptData
-from statesync.snapshot import record as snapshot
 from statesync.snapshot.layout import SNAPSHOT_ID_RE, Layout, valid_node, valid_prefix, valid_sha256
-from statesync.snapshot.record import Record, decode, new_id
+from statesync.snapshot.record import RECORD_VERSION, Record, decode, new_id
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 
@@ -40,7 +39,7 @@ def blob(d: object) -> bytes:
     return json.dumps(d).encode()
 
 
-# === snapshot.new_id ================================================================
+# === new_id ================================================================
 
 def test_a_new_id_matches_the_snapshot_id_pattern():
     assert SNAPSHOT_ID_RE.match(new_id())
@@ -77,7 +76,7 @@ def test_ids_sort_in_the_order_of_their_creation_times(times):
     assert all(SNAPSHOT_ID_RE.match(i) for i in ids.values())
 
 
-# === snapshot.Record encode/decode ==================================================
+# === Record encode/decode ==================================================
 
 def test_a_record_round_trips_through_encode_and_decode():
     rec = record()
@@ -93,7 +92,7 @@ def test_a_decoded_record_keeps_manifest_chunks_as_a_tuple_in_order():
 def test_an_encoded_record_is_compact_sorted_json_with_version_one():
     raw = record().encode()
     d = json.loads(raw)
-    assert d["v"] == snapshot.RECORD_VERSION == 1
+    assert d["v"] == RECORD_VERSION == 1
     assert list(d) == sorted(d)
     assert b" " not in raw
 

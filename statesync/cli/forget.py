@@ -5,29 +5,29 @@ import argparse
 
 from .. import config
 from ..errors import EXIT_OK
-from ..repo import retention
+from ..repo import prune
 from ..sidecar.wiring import open_repo, rules
-from ..snapshot.retention import id_time
+from ..snapshot.keep_rules import id_time
 
 
 def cmd_forget(cfg: config.Config, args: argparse.Namespace) -> int:
     repo = open_repo(cfg)
     r = rules(cfg)
-    plan = retention.plan(repo.store, repo.layout, r)
+    plan = prune.plan(repo.store, repo.layout, r)
     if not plan.reasons:
         print(f"no snapshots for node {cfg.node} under {cfg.prefix}")
         return EXIT_OK
-    doomed = plan.doomed
+    forgotten = plan.forgotten
     if args.dry_run:
         print(f"{'ID':<32} {'CREATED':<26} {'ACTION':<7} REASONS")
         for sid, why in plan.reasons.items():  # newest first in commit order
             created = id_time(sid).isoformat(timespec="seconds")
             print(f"{sid:<32} {created:<26} {'keep' if why else 'remove':<7} {','.join(why) or '-'}")
-        print(f"dry run ({r.describe()}): {len(doomed)} of {len(plan.reasons)} snapshot(s) would be removed; "
+        print(f"dry run ({r.describe()}): {len(forgotten)} of {len(plan.reasons)} snapshot(s) would be removed; "
               f"nothing removed")
         return EXIT_OK
-    count = retention.forget(repo.store, repo.layout, plan)
-    for sid in doomed:
+    count = prune.forget(repo.store, repo.layout, plan)
+    for sid in forgotten:
         print(f"removed {sid}")
     print(f"removed {count} of {len(plan.reasons)} snapshot(s) of node {cfg.node} ({r.describe()}); their chunks "
           f"go with the next garbage collection (statesync gc, or the sidecar's) after gc_grace")

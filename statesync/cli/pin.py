@@ -5,13 +5,13 @@ import argparse
 
 from .. import config
 from ..errors import EXIT_OK
-from ..repo import retention
+from ..repo import prune
 from ..sidecar.wiring import open_repo
 
 
 def cmd_pin(cfg: config.Config, args: argparse.Namespace) -> int:
     repo = open_repo(cfg)
-    changed = retention.set_pin(repo.store, repo.layout, args.snapshot, True)
+    changed = prune.set_pin(repo.store, repo.layout, args.snapshot, True)
     print(f"snapshot {args.snapshot} of node {cfg.node} {'pinned' if changed else 'was pinned already'}: "
           f"no retention rule removes it")
     return EXIT_OK
@@ -19,6 +19,6 @@ def cmd_pin(cfg: config.Config, args: argparse.Namespace) -> int:
 
 def cmd_unpin(cfg: config.Config, args: argparse.Namespace) -> int:
     repo = open_repo(cfg)
-    changed = retention.set_pin(repo.store, repo.layout, args.snapshot, False)
+    changed = prune.set_pin(repo.store, repo.layout, args.snapshot, False)
     print(f"snapshot {args.snapshot} of node {cfg.node} {'unpinned' if changed else 'was not pinned'}")
     return EXIT_OK

@@ -6,7 +6,7 @@ import json
 
 from .. import config
 from ..errors import EXIT_OK
-from ..repo import retention
+from ..repo import prune
 from ..sidecar.wiring import open_repo
 from ..snapshot.names import escape
 
@@ -30,4 +30,4 @@ def cmd_snapshots(cfg: config.Config, args: argparse.Namespace) -> int:
 def _rows(repo) -> tuple[list, set[str]]:
     """The records (oldest first in commit order) and the pinned ids among them."""
     head = repo.head().record
-    return repo.records(head.id if head else ""), set(retention.read_pins(repo.store, repo.layout)[0])
+    return repo.records(head.id if head else ""), set(prune.read_pins(repo.store, repo.layout)[0])

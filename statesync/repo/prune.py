@@ -1,6 +1,6 @@
 """Retention of one node's snapshots in Consul: what the rules see, pins, forget.
 
-The rules themselves are pure (``snapshot/retention``); this module feeds them. A record
+The rules themselves are pure (``snapshot/keep_rules``); this module feeds them. A record
 never changes what the rules read from it (its id, CA identity, parent and sequence number;
 rekey rewrites records in place but keeps them all), so each record is read once per
 process, not at every commit. Its key's ModifyIndex, which places a record written before
@@ -20,10 +20,10 @@ from ..consul.client import Op
 from ..consul.settings import READ_BATCH_BYTES
 from ..consul.store import KVPair, Store
 from ..errors import CasConflict, CorruptData, NotFound
-from ..snapshot import record as snapshot
 from ..snapshot.history import newest_first
+from ..snapshot.keep_rules import Rules, Snap, decide, decode_pins, encode_pins
 from ..snapshot.layout import Layout
-from ..snapshot.retention import Rules, Snap, decide, decode_pins, encode_pins
+from ..snapshot.record import Record, decode_record
 
 log = structlog.get_logger(__name__)
 
@@ -32,12 +32,12 @@ _RECORD_BYTES = 8192
 _PIN_ATTEMPTS = 5
 
 
-def snap(rec: snapshot.Record, index: int = 0) -> Snap:
+def snap(rec: Record, index: int = 0) -> Snap:
     """What the rules know of a record whose key Consul has at ModifyIndex ``index``."""
     return Snap(rec.id, rec.ca, rec.parent, rec.seq, index)
 
 
-class Catalog:
+class RecordCache:
     """What the rules know of each snapshot record of a node, read from Consul once per record."""
 
     def __init__(self, store: Store, layout: Layout):
@@ -59,7 +59,7 @@ class Catalog:
             for sid in unseen:
                 pair = pairs.get(self.layout.snapshot(sid))
                 try:
-                    self._snaps[sid] = snap(snapshot.decode(pair.value), pair.modify_index) if pair else Snap(sid)
+                    self._snaps[sid] = snap(decode_record(pair.value), pair.modify_index) if pair else Snap(sid)
                 except CorruptData:
                     log.warning("snapshot record does not decode; its CA counts as unknown", snapshot=sid)
                     self._snaps[sid] = Snap(sid, index=pair.modify_index)
@@ -67,7 +67,7 @@ class Catalog:
         self._snaps = {k: v for k, v in self._snaps.items() if k in live}
         return [self._snaps[i] for i in ids]
 
-    def add(self, rec: snapshot.Record) -> None:
+    def add(self, rec: Record) -> None:
         self._snaps[rec.id] = snap(rec)
 
 
@@ -124,7 +124,7 @@ def set_pin(store: Store, layout: Layout, snapshot_id: str, pinned: bool) -> boo
 
 
 @dataclass(frozen=True)
-class Plan:
+class ForgetPlan:
     """What the rules decide for a node: each snapshot's reasons (``()``: forgotten), newest first
     in commit order."""
 
@@ -133,7 +133,7 @@ class Plan:
     pins_index: int
 
     @property
-    def doomed(self) -> list[str]:
+    def forgotten(self) -> list[str]:
         return [sid for sid, why in self.reasons.items() if not why]
 
 
@@ -149,49 +149,49 @@ def prune_ops(store: Store, layout: Layout, snaps: list[Snap], rules: Rules, hea
                   key=layout.pins, error=str(exc))
         return [], {s.id for s in snaps}
     reasons = decide(snaps, rules, pins, head=head)
-    doomed = [sid for sid, why in reasons.items() if not why]
-    if not doomed:
+    forgotten = [sid for sid, why in reasons.items() if not why]
+    if not forgotten:
         return [], set(reasons)
     # A pin written since the pins were read fails this commit rather than lose its snapshot.
     ops = [pins_unchanged(layout, pins_index)]
     # The oldest go first when a transaction cannot carry every deletion.
-    ops += [Op("delete", layout.snapshot(sid)) for sid in reversed(doomed[-(room - 1):])] if room > 1 else []
-    return ops, set(reasons) - set(doomed)
+    ops += [Op("delete", layout.snapshot(sid)) for sid in reversed(forgotten[-(room - 1):])] if room > 1 else []
+    return ops, set(reasons) - set(forgotten)
 
 
-def ordered_records(pairs: Iterable[KVPair], layout: Layout, head: str = "") -> list[snapshot.Record]:
+def ordered_records(pairs: Iterable[KVPair], layout: Layout, head: str = "") -> list[Record]:
     """The snapshot records among ``pairs`` (a listing of the node's snapshot keys), oldest first in
     commit order; CorruptData when one does not decode."""
     by_id = {}
     snaps = []
     for p in pairs:
         if layout.snapshot_id_of_key(p.key):
-            rec = snapshot.decode(p.value)
+            rec = decode_record(p.value)
             by_id[rec.id] = rec
             snaps.append(snap(rec, p.modify_index))
     return [by_id[s.id] for s in reversed(newest_first(snaps, head))]
 
 
-def plan(store: Store, layout: Layout, rules: Rules, catalog: Catalog | None = None, head: str = "") -> Plan:
+def plan(store: Store, layout: Layout, rules: Rules, catalog: RecordCache | None = None, head: str = "") -> ForgetPlan:
     """Decide, from the records, the pins and the head as Consul has them now."""
-    catalog = catalog or Catalog(store, layout)
+    catalog = catalog or RecordCache(store, layout)
     pins, pins_index = read_pins(store, layout)
     if not head:
         pair = store.get(layout.head)
-        head = snapshot.decode(pair.value).id if pair is not None else ""
+        head = decode_record(pair.value).id if pair is not None else ""
     reasons = decide(catalog.snaps(catalog.ids()), rules, pins, head)
-    return Plan(reasons, head, pins_index)
+    return ForgetPlan(reasons, head, pins_index)
 
 
-def forget(store: Store, layout: Layout, p: Plan, fence: tuple[Op, ...] = ()) -> int:
+def forget(store: Store, layout: Layout, p: ForgetPlan, fence: tuple[Op, ...] = ()) -> int:
     """Delete the records ``p`` dooms; return how many. CasConflict when the pins changed."""
-    doomed = p.doomed
+    forgotten = p.forgotten
     per_txn = max(1, store.settings.txn_max_ops - len(fence) - 1)
-    for start in range(0, len(doomed), per_txn):
+    for start in range(0, len(forgotten), per_txn):
         ops = [*fence, pins_unchanged(layout, p.pins_index)]
-        ops += [Op("delete", layout.snapshot(sid)) for sid in doomed[start:start + per_txn]]
+        ops += [Op("delete", layout.snapshot(sid)) for sid in forgotten[start:start + per_txn]]
         try:
             store.txn(ops)
         except CasConflict:
             raise CasConflict(f"the pins of node {layout.node!r} changed meanwhile; run forget again") from None
-    return len(doomed)
+    return len(forgotten)
