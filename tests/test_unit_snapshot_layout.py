@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from statesync.errors import CorruptData
 from statesync.snapshot.layout import SNAPSHOT_ID_RE, Layout, valid_node, valid_prefix, valid_sha256
-from statesync.snapshot.record import RECORD_VERSION, Record, decode, new_id
+from statesync.snapshot.record import RECORD_VERSION, Record, decode_record, new_id
 
 FAST = settings(max_examples=100, deadline=None, database=None)
 
@@ -80,11 +80,11 @@ def test_ids_sort_in_the_order_of_their_creation_times(times):
 
 def test_a_record_round_trips_through_encode_and_decode():
     rec = record()
-    assert decode(rec.encode()) == rec
+    assert decode_record(rec.encode()) == rec
 
 
 def test_a_decoded_record_keeps_manifest_chunks_as_a_tuple_in_order():
-    rec = decode(record(manifest_chunks=(SHA_B, SHA_A, SHA_B)).encode())
+    rec = decode_record(record(manifest_chunks=(SHA_B, SHA_A, SHA_B)).encode())
     assert rec.manifest_chunks == (SHA_B, SHA_A, SHA_B)
     assert isinstance(rec.manifest_chunks, tuple)
 
@@ -104,7 +104,7 @@ def test_encoding_a_record_is_deterministic():
 def test_defaults_for_parent_chunk_size_and_meta_round_trip():
     rec = Record(id=ID0, node="n", created="c", files=0, dirs=0, symlinks=0, bytes=0,
                  manifest_chunks=(SHA_A,), manifest_sha256=SHA_A, manifest_size=1)
-    assert decode(rec.encode()) == rec
+    assert decode_record(rec.encode()) == rec
     assert (rec.parent, rec.chunk_size, rec.meta) == ("", 0, {})
 
 
@@ -128,13 +128,13 @@ def test_any_valid_record_round_trips(node, counts, chunks, meta, parent):
     rec = Record(id=new_id(T0), node=node, created="x", files=files, dirs=dirs, symlinks=symlinks,
                  bytes=nbytes, manifest_chunks=tuple(chunks), manifest_sha256=chunks[0],
                  manifest_size=size, parent=parent, chunk_size=4096, meta=meta)
-    assert decode(rec.encode()) == rec
+    assert decode_record(rec.encode()) == rec
 
 
 @pytest.mark.parametrize("data", [b"", b"not json", b"{", b"\xff\xfe", b"[]", b"null", b"1", b'"rec"'])
 def test_decode_rejects_data_that_is_not_a_json_object(data):
     with pytest.raises(CorruptData):
-        decode(data)
+        decode_record(data)
 
 
 @pytest.mark.parametrize("version", [None, 0, 2, "1", [1]])
@@ -143,7 +143,7 @@ def test_decode_rejects_a_missing_or_unknown_version(version):
     if version is None:
         del d["v"]
     with pytest.raises(CorruptData):
-        decode(blob(d))
+        decode_record(blob(d))
 
 
 @pytest.mark.parametrize("field", ["id", "node", "created", "files", "dirs", "symlinks", "bytes",
@@ -152,12 +152,12 @@ def test_decode_rejects_a_record_with_a_missing_field(field):
     d = record_dict()
     del d[field]
     with pytest.raises(CorruptData):
-        decode(blob(d))
+        decode_record(blob(d))
 
 
 def test_decode_rejects_a_record_with_an_unknown_field():
     with pytest.raises(CorruptData):
-        decode(blob(record_dict(colour="blue")))
+        decode_record(blob(record_dict(colour="blue")))
 
 
 @pytest.mark.parametrize("sid", ["", "latest", "20261123T234407Z-1a2b3c", "20261123T234407.123456Z",
@@ -165,26 +165,26 @@ def test_decode_rejects_a_record_with_an_unknown_field():
                                  "../20261123T234407.123456Z-1a2b3c", 5, None])
 def test_decode_rejects_a_bad_snapshot_id(sid):
     with pytest.raises(CorruptData):
-        decode(blob(record_dict(id=sid)))
+        decode_record(blob(record_dict(id=sid)))
 
 
 @pytest.mark.parametrize("digest", ["", SHA_A.upper(), SHA_A[:-1], "z" * 64, None, 5])
 def test_decode_rejects_a_bad_manifest_digest(digest):
     with pytest.raises(CorruptData):
-        decode(blob(record_dict(manifest_sha256=digest)))
+        decode_record(blob(record_dict(manifest_sha256=digest)))
 
 
 @pytest.mark.parametrize("chunks", [[], [SHA_A, "x"], [SHA_A.upper()], [5], SHA_A, 5, None])
 def test_decode_rejects_a_bad_manifest_chunk_list(chunks):
     with pytest.raises(CorruptData):
-        decode(blob(record_dict(manifest_chunks=chunks)))
+        decode_record(blob(record_dict(manifest_chunks=chunks)))
 
 
 @FAST
 @given(st.binary(max_size=200))
 def test_decoding_random_bytes_returns_a_record_or_raises_corrupt_data(data):
     try:
-        rec = decode(data)
+        rec = decode_record(data)
     except CorruptData:
         return
     assert isinstance(rec, Record)
@@ -192,7 +192,7 @@ def test_decoding_random_bytes_returns_a_record_or_raises_corrupt_data(data):
 
 def test_decode_rejects_deeply_nested_json_with_corrupt_data():
     with pytest.raises(CorruptData):
-        decode(b"[" * 100_000)
+        decode_record(b"[" * 100_000)
 
 
 # === layout =========================================================================
