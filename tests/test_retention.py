@@ -184,7 +184,7 @@ def test_a_pin_that_lands_after_a_commit_read_the_pins_fails_that_commit_instead
     (cfg.root / "f").write_bytes(b"one")
     first = _commit(repo, scanner, known)
     prune.set_pin(repo.store, repo.layout, first.id, True)
-    monkeypatch.setattr(repository.retention, "read_pins", lambda store, layout: ([], 0))  # read before the pin
+    monkeypatch.setattr(repository.prune, "read_pins", lambda store, layout: ([], 0))  # read before the pin
     (cfg.root / "f").write_bytes(b"two")
     with pytest.raises(CasConflict):
         repo.commit(scanner.scan(known), repo.head(), known)
