@@ -3,7 +3,7 @@
 commit after the writer dies (SIGKILL: Consul must first let the writer's session expire, then
 wait out the lock-delay) and after the writer stops cleanly (SIGTERM releases the lock).
 
-tests/test_ha_lock.py asserts that the standby takes over, in order and without a lost
+tests/integration/test_ha_lock.py asserts that the standby takes over, in order and without a lost
 change, on any machine; the times are measured here, where a number may be compared with a goal.
 
     .venv/bin/python bench/takeover.py                       # 5 rounds, lock.ttl 1 s, lock.delay 0.5 s

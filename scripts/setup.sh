@@ -43,11 +43,11 @@ install_consul() {
 
 install_debian_packages() {
   # icinga2 for the end-to-end tests; docker-compose (v1) to validate compose/; faketime to
-  # run the CLI under a skewed clock (tests/test_clock_skew.py).
+  # run the CLI under a skewed clock (tests/integration/test_clock_skew.py).
   local missing=()
   command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ] || missing+=(icinga2-bin icinga2-common)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-  command -v jq >/dev/null 2>&1 || missing+=(jq)  # tests/test_crafted_names.py reads --json through jq
+  command -v jq >/dev/null 2>&1 || missing+=(jq)  # tests/integration/test_crafted_names.py reads --json through jq
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
