@@ -7,6 +7,7 @@ import pytest
 
 from statesync.cli import parsers
 
+from ..cli_runner import run_cli
 from ..support import statesync_cmd
 
 
@@ -17,7 +18,7 @@ def _options(command: str) -> set[str]:
 
 
 def test_restore_help_shows_the_flags_restore_uses_and_not_the_sidecars():
-    out = subprocess.run(statesync_cmd("restore", "--help"), capture_output=True, text=True, timeout=30).stdout
+    out = run_cli("restore", "--help").stdout
     for flag in ("--root", "--node", "--snapshot", "--consul-addr", "--dry-run", "--if-empty"):
         assert flag in out
     for flag in ("--role", "--debounce", "--keep", "--on-conflict", "--chunk-size"):
@@ -41,6 +42,14 @@ def test_the_sidecar_takes_every_setting_flag():
 
 
 def test_a_flag_another_command_owns_is_a_usage_error():
+    proc = run_cli("snapshots", "--keep", "3")
+    assert proc.returncode == 2
+    assert "unrecognized arguments: --keep 3" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_usage_error_ends_the_real_process_with_code_2_and_no_traceback_escapes_the_process():
+    # The smoke test the in-process runner cannot be: the interpreter, its imports and its exit.
     proc = subprocess.run(statesync_cmd("snapshots", "--keep", "3"), capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "unrecognized arguments: --keep 3" in proc.stderr

@@ -5,12 +5,12 @@ import subprocess
 
 from statesync.snapshot.crypto import parse_key
 
+from ..cli_runner import run_cli
 from ..support import clean_env, statesync_cmd
 
 
 def _keygen(cwd, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(statesync_cmd("keygen", *args), env=clean_env(), cwd=cwd, capture_output=True, text=True,
-                          timeout=30)
+    return run_cli("keygen", *args, env=clean_env(), cwd=cwd)
 
 
 def test_keygen_with_out_dash_writes_the_key_as_one_line_to_stdout_and_no_file(tmp_path):
@@ -38,7 +38,13 @@ def test_keygen_works_while_the_configuration_names_the_key_file_it_is_about_to_
     conf = tmp_path / "statesync.toml"
     conf.write_text(f'encryption_key_file = "{key}"\n')
     env = {**clean_env(), "STATESYNC_CONFIG": str(conf)}
-    proc = subprocess.run(statesync_cmd("keygen", "--out", str(key)), env=env, cwd=tmp_path, capture_output=True,
-                          text=True, timeout=60)
+    proc = run_cli("keygen", "--out", str(key), env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     parse_key(key.read_text().strip())
+
+
+def test_keygen_to_stdout_in_a_real_process_prints_one_key_and_no_traceback_escapes_the_process(tmp_path):
+    proc = subprocess.run(statesync_cmd("keygen", "--out", "-"), env=clean_env(), cwd=tmp_path, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    parse_key(proc.stdout.strip())

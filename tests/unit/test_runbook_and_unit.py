@@ -19,6 +19,7 @@ from statesync import config
 from statesync.cli.parsers import build_parser
 from statesync.errors import ConfigError
 
+from ..cli_runner import run_cli
 from ..support import clean_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,8 +51,7 @@ def _sample_with_secrets(tmp_path: Path) -> Path:
     secrets = tmp_path / "etc-statesync"
     secrets.mkdir()
     key = secrets / "statesync.key"
-    proc = subprocess.run([sys.executable, "-m", "statesync", "keygen", "--out", str(key)], env=clean_env(),
-                          capture_output=True, text=True, timeout=60)
+    proc = run_cli("keygen", "--out", str(key), env=clean_env())
     assert proc.returncode == 0, proc.stderr
     (secrets / "consul-token").write_text("11111111-2222-3333-4444-555555555555\n")
     (secrets / "icinga-api-password").write_text("api-password\n")

@@ -16,7 +16,8 @@ from statesync.errors import EXIT_USAGE, ConfigError, exit_code_for
 from statesync.snapshot.chunking import MAX_CHUNK_SIZE
 from statesync.snapshot.layout import Layout
 
-from ..support import clean_env, run_statesync
+from ..cli_runner import run_cli
+from ..support import clean_env
 
 NODE = {"node": "testnode"}
 TOKEN = "b1gs3cret-7c1e-4f00-9a9a-0123456789ab"
@@ -644,7 +645,7 @@ def test_three_bad_values_from_file_environment_and_flag_are_three_lines_each_na
 def test_three_bad_values_are_three_lines_on_stderr_and_exit_2(tmp_path):
     path = toml(tmp_path, "keep = 0\n")
     env = {**clean_env(), "STATESYNC_DEBOUNCE": "soon"}
-    proc = run_statesync(["snapshots", "--config", path, "--node", "bad node"], env, timeout=60)
+    proc = run_cli("snapshots", "--config", path, "--node", "bad node", env=env)
     assert proc.returncode == EXIT_USAGE
     assert proc.stderr.splitlines() == [
         "statesync: error: node: 'bad node' is not a node name (letters, digits, '.', '_', '-') (from the command line)",
