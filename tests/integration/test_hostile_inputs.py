@@ -1,6 +1,9 @@
 """Every command, fed hostile input, fails with one line and one of errors.py's exit codes, never a traceback.
 
-Each case runs ``python -m statesync`` as a real process. Where a command needs Consul to get
+Each case calls the CLI's ``main`` in this process (tests/cli_runner.py), a few milliseconds
+where a spawn costs a second; the cases of ``run``, which starts a daemon (signal handlers,
+threads, an HTTP server), run ``python -m statesync`` as a real process, and are the smoke tests
+that no traceback escapes the process itself. Where a command needs Consul to get
 as far as the hostile input, the session agent serves it; where the failure is the point, an
 unused loopback port stands in.
 
@@ -22,6 +25,7 @@ import pytest
 from statesync.errors import EXIT_FAILURE, EXIT_OK, EXIT_RESTART, EXIT_USAGE
 from statesync.snapshot.crypto import format_key
 
+from ..cli_runner import run_cli
 from ..support import clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
 
 EXIT_CODES = {EXIT_FAILURE, EXIT_USAGE, EXIT_RESTART}
@@ -178,17 +182,37 @@ def consul_addr(request, files):
     return request.getfixturevalue("consul").addr if request.node.callspec.params["needs_consul"] else files.dead
 
 
-@pytest.mark.parametrize("command,extra,env,needs_consul", list(_cases()))
-def test_a_hostile_input_gives_one_error_line_and_an_exit_code_never_a_traceback(
-        files, prefix, consul_addr, command, extra, env, needs_consul):
+# The sidecar's cases run as a real process: see the module's docstring.
+IN_PROCESS = [case for case in _cases() if case.values[0] != "run"]
+IN_A_PROCESS = [case for case in _cases() if case.values[0] == "run"]
+
+
+def _environment(files: Files, prefix: str, consul_addr: str, env: dict) -> dict:
     base = clean_env()
     base.update(STATESYNC_NODE="hostile", STATESYNC_PREFIX=prefix, CONSUL_HTTP_ADDR=consul_addr,
                 STATESYNC_LOG_FORMAT="console", STATESYNC_HTTP_PORT="0")
     # Values naming a fixture file are given by its field name.
     base.update({k: getattr(files, v, v) for k, v in env.items()})
+    return base
+
+
+@pytest.mark.parametrize("command,extra,env,needs_consul", IN_PROCESS)
+def test_a_hostile_input_gives_one_error_line_and_an_exit_code_never_a_traceback(
+        files, prefix, consul_addr, command, extra, env, needs_consul):
+    proc = run_cli(*COMMANDS[command](files), *extra(files), env=_environment(files, prefix, consul_addr, env))
+    _check(proc, command, files)
+
+
+@pytest.mark.parametrize("command,extra,env,needs_consul", IN_A_PROCESS)
+def test_a_hostile_input_to_the_sidecar_gives_one_error_line_and_no_traceback_escapes_the_process(
+        files, prefix, consul_addr, command, extra, env, needs_consul):
     argv = COMMANDS[command](files) + extra(files)
-    proc = subprocess.run(statesync_cmd(*argv), env=base, capture_output=True, text=True, timeout=120,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(statesync_cmd(*argv), env=_environment(files, prefix, consul_addr, env),
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    _check(proc, command, files)
+
+
+def _check(proc: subprocess.CompletedProcess, command: str, files: Files) -> None:
     out = proc.stdout + proc.stderr
     assert "Traceback" not in out and "unexpected" not in proc.stderr, out  # "unexpected": main()'s net for bugs
     assert proc.returncode != EXIT_OK and proc.returncode in EXIT_CODES, (proc.returncode, out)
@@ -204,8 +228,7 @@ def test_a_hostile_input_gives_one_error_line_and_an_exit_code_never_a_traceback
 
 @pytest.mark.parametrize("wait", ["nan", "-1", "inf", "1e999", "", "soon"])
 def test_ready_refuses_a_wait_that_is_not_a_finite_number_of_seconds_as_a_usage_error(tmp_path, wait):
-    proc = subprocess.run(statesync_cmd("ready", "--root", str(tmp_path), "--wait", wait), capture_output=True,
-                          text=True, timeout=20, stdin=subprocess.DEVNULL)
+    proc = run_cli("ready", "--root", str(tmp_path), "--wait", wait, env=dict(os.environ))
     assert proc.returncode == EXIT_USAGE, proc.stderr
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("statesync: error: argument --wait: "), proc.stderr
 
