@@ -13,7 +13,6 @@ from statesync.consul.store import Store
 
 from ..ha_support import (
     Churn,
-    Sidecar,
     assert_restores_to_tree,
     check_history,
     head_equals_tree,
@@ -21,6 +20,7 @@ from ..ha_support import (
     make_state_tree,
     node_repo,
 )
+from ..sidecar import Sidecar
 from ..support import (
     ConsulCluster,
     clean_env,
@@ -52,7 +52,7 @@ def test_the_sidecar_goes_on_when_the_consul_leader_is_killed_during_churn(clust
     make_state_tree(root, 200, random.Random(2))
     cfg = load_cfg(addrs, prefix, root)
     repo = node_repo(addrs, prefix)
-    sidecar = Sidecar(addrs, prefix, root, tmp_path / "sidecar.log", settings=SETTINGS)
+    sidecar = Sidecar.start(addrs, prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, **SETTINGS)
     churn = Churn(root, seed=22, rate=30)
     try:
         wait_for(lambda: repo.head().record is not None, 120, what="first snapshot")
@@ -128,7 +128,7 @@ def _race_start_up(addrs: list[str], prefix: str, tmp_path, src, head: str, live
     init = subprocess.Popen(statesync_cmd("restore", "--if-empty"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env(addrs, prefix, tmp_path / "init", tmp_path / "init.ready"),
                             cwd=tmp_path)
-    sidecar = Sidecar(addrs, prefix, tmp_path / "run", tmp_path / "sidecar.log", settings=SETTINGS)
+    sidecar = Sidecar.start(addrs, prefix, tmp_path / "run", tmp_path / "sidecar.log", ready_beside_log=True, **SETTINGS)
     try:
         out, err = init.communicate(timeout=180)
         wait_for(lambda: (tmp_path / "sidecar.ready").exists() or not sidecar.alive(), 180,

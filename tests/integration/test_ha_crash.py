@@ -18,7 +18,8 @@ import pytest
 
 from statesync.restore.apply import restore
 
-from ..ha_support import Churn, Sidecar, check_history, make_state_tree, node_repo
+from ..ha_support import Churn, check_history, make_state_tree, node_repo
+from ..sidecar import Sidecar
 from ..support import wait_for
 
 pytestmark = pytest.mark.consul
@@ -85,7 +86,7 @@ def test_a_daemon_killed_at_random_moments_always_leaves_a_head_that_loads_verif
         while round_ < KILLS or ((completed < MOVED or interrupted < CUT_SHORT) and round_ < MAX_ROUNDS
                                  and time.monotonic() - started < MAX_SECONDS):
             stored_before = set(repo.store.keys(layout.chunks))
-            sidecar = Sidecar([consul.addr], prefix, root, tmp_path / f"sidecar-{round_}.log", settings=SETTINGS)
+            sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / f"sidecar-{round_}.log", ready_beside_log=True, **SETTINGS)
             try:
                 if round_ % 2 == 0:
                     # A commit lasts milliseconds on loopback: catch the round's second one as its
@@ -132,7 +133,7 @@ def test_a_daemon_killed_at_random_moments_always_leaves_a_head_that_loads_verif
     assert interrupted >= CUT_SHORT, (
         f"kills between a commit's first chunk and its head move: {interrupted} of {round_}")
     # Every dead writer's uploads are plain garbage; a last clean run finishes the job.
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar-last.log", settings=SETTINGS)
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar-last.log", ready_beside_log=True, **SETTINGS)
     try:
         wait_for(lambda: sidecar.count('"committed"'), PATIENCE, what="a commit by a clean sidecar",
                  details=lambda: sidecar.output()[-2000:])

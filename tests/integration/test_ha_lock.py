@@ -13,7 +13,6 @@ from statesync.snapshot.scan import Scanner
 
 from ..ha_support import (
     Churn,
-    Sidecar,
     assert_restores_to_tree,
     check_history,
     head_equals_tree,
@@ -21,6 +20,7 @@ from ..ha_support import (
     make_state_tree,
     node_repo,
 )
+from ..sidecar import Sidecar
 from ..support import wait_for
 
 pytestmark = pytest.mark.consul
@@ -85,12 +85,12 @@ def test_a_second_sidecar_waits_then_takes_over_when_the_writer_is_killed(consul
     make_state_tree(root, 60, random.Random(6))
     cfg = load_cfg([consul.addr], prefix, root)
     repo = node_repo([consul.addr], prefix)
-    writer = Sidecar([consul.addr], prefix, root, tmp_path / "writer.log", settings=LOCK_ENV)
+    writer = Sidecar.start([consul.addr], prefix, root, tmp_path / "writer.log", ready_beside_log=True, **LOCK_ENV)
     standby = third = None
     churn = Churn(root, seed=61, rate=20)
     try:
         wait_for(lambda: repo.head().record is not None, PATIENCE, what="first snapshot")
-        standby = Sidecar([consul.addr], prefix, root, tmp_path / "standby.log", settings=LOCK_ENV)
+        standby = Sidecar.start([consul.addr], prefix, root, tmp_path / "standby.log", ready_beside_log=True, **LOCK_ENV)
         # On the same root a standby waits for the root lock first, then for the writer lock.
         wait_for(lambda: standby.count('"waiting for the root lock"'), PATIENCE, what="standby waiting")
         churn.start()
@@ -108,7 +108,7 @@ def test_a_second_sidecar_waits_then_takes_over_when_the_writer_is_killed(consul
         assert standby.count('"writer lock acquired"') == 1
 
         # A clean stop releases the lock: a third sidecar takes over without any TTL or lock-delay.
-        third = Sidecar([consul.addr], prefix, root, tmp_path / "third.log", settings=LOCK_ENV)
+        third = Sidecar.start([consul.addr], prefix, root, tmp_path / "third.log", ready_beside_log=True, **LOCK_ENV)
         wait_for(lambda: third.count('"waiting for the root lock"'), PATIENCE, what="third waiting")
         assert standby.stop() == 0
         assert '"writer lock released"' in standby.output(), "a clean stop hands the lock over at once"

@@ -9,7 +9,6 @@ import pytest
 
 from ..ha_support import (
     Churn,
-    Sidecar,
     assert_restores_to_tree,
     check_history,
     head_equals_tree,
@@ -17,6 +16,7 @@ from ..ha_support import (
     make_state_tree,
     node_repo,
 )
+from ..sidecar import Sidecar
 from ..support import ConsulAgent, wait_for
 
 pytestmark = pytest.mark.consul
@@ -35,7 +35,7 @@ def test_the_sidecar_catches_up_after_consul_is_away_for_30_seconds(consul_bin, 
     make_state_tree(root, 150, random.Random(3))
     cfg = load_cfg([agent.addr], prefix, root)
     repo = node_repo([agent.addr], prefix)
-    sidecar = Sidecar([agent.addr], prefix, root, tmp_path / "sidecar.log", settings=SETTINGS)
+    sidecar = Sidecar.start([agent.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, **SETTINGS)
     churn = Churn(root, seed=33, rate=15)
     try:
         wait_for(lambda: repo.head().record is not None, PATIENCE, what="first snapshot")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from ..ha_support import Sidecar
+from ..sidecar import Sidecar
 from ..support import clean_env, free_ports, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
@@ -29,7 +29,7 @@ def test_health_asks_the_configured_port_so_a_moved_port_stays_healthy(consul, p
     port = free_ports(1)[0]
     root = tmp_path / "root"
     root.mkdir()
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log", settings={"http_port": str(port)})
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, http_port=str(port))
     try:
         proc = wait_for(lambda: (p := _health(STATESYNC_HTTP_PORT=str(port))).returncode == 0 and p, 30,
                         "the sidecar's /healthz", details=sidecar.output)

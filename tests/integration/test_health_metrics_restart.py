@@ -11,7 +11,8 @@ import pytest
 
 from statesync.sidecar.wiring import open_repo
 
-from ..ha_support import Sidecar, make_state_tree
+from ..ha_support import make_state_tree
+from ..sidecar import Sidecar
 from ..support import free_ports, http_get, wait_for
 
 pytestmark = pytest.mark.consul
@@ -44,8 +45,7 @@ def _get_headers(port: int, path: str) -> tuple[int, dict]:
 
 
 def _sidecar(consul, prefix, tmp_path, port: int, log: str) -> Sidecar:
-    return Sidecar([consul.addr], prefix, tmp_path / "root", tmp_path / log,
-                   settings={"http_port": str(port), "lock_enabled": "false"})
+    return Sidecar.start([consul.addr], prefix, tmp_path / "root", tmp_path / log, ready_beside_log=True, http_port=str(port), lock_enabled="false")
 
 
 def test_a_restarted_sidecar_reports_its_head_snapshots_time_as_the_last_commit(consul, prefix, tmp_path, make_cfg):

@@ -16,7 +16,8 @@ import pytest
 
 from statesync.snapshot.chunking import sha256
 
-from ..ha_support import Sidecar, node_repo
+from ..ha_support import node_repo
+from ..sidecar import Sidecar
 from ..support import clean_env, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
@@ -71,7 +72,7 @@ def start(consul, prefix: str, tmp_path: Path, settings: dict, roots: bool):
         (root / "etc/icinga2").mkdir(parents=True)
         (root / "etc/icinga2/zones.conf").write_text("zones")
         settings = {**settings, "roots": ROOTS}
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log", settings=settings)
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, **settings)
     repo = node_repo([consul.addr], prefix)
     wait_for(lambda: repo.head().record is not None, PATIENCE, "first commit", sidecar.output)
     return sidecar, repo, state, "var/lib/icinga2/" if roots else ""

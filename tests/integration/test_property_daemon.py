@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from statesync.restore.apply import restore
 
-from ..ha_support import Sidecar, node_repo
+from ..ha_support import node_repo
+from ..sidecar import Sidecar
 from ..support import wait_for
 
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
@@ -82,9 +83,7 @@ def test_the_head_always_restores_to_the_tree_the_sidecar_committed(consul, pref
     root = tmp_path / "root"
     root.mkdir()
     (root / "anchor").write_text("keeps the tree from ever looking wiped")
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log",
-                      settings={"keep": 2, "gc_interval": 1, "gc_grace": 0, "debounce": 0.05, "max_wait": 0.5,
-                                "max_drop": 1.0})
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, keep=2, gc_interval=1, gc_grace=0, debounce=0.05, max_wait=0.5, max_drop=1.0)
     repo = node_repo([consul.addr], prefix)
     examples = itertools.count()
 

@@ -15,7 +15,8 @@ import pytest
 
 from statesync.snapshot.record import Record, suspicious_drop
 
-from ..ha_support import Sidecar, node_repo
+from ..ha_support import node_repo
+from ..sidecar import Sidecar
 from ..support import ConsulAgent, clean_env, statesync_cmd, tree_state, wait_for
 
 pytestmark = pytest.mark.consul
@@ -120,8 +121,7 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
     root.mkdir()
     (root / "keep.conf").write_text("unchanged")
     a, b, c, d = (os.urandom(300_000) for _ in range(4))  # two chunks each
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log",
-                      settings={"keep": 2, "gc_interval": 1, "gc_grace": 0, "lock_enabled": "false"})
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, keep=2, gc_interval=1, gc_grace=0, lock_enabled="false")
     repo = node_repo([consul.addr], prefix)
     try:
         for content in (a, b, c, d):
@@ -165,7 +165,7 @@ def test_a_sidecar_that_finds_the_head_deleted_restores_from_the_newest_snapshot
     repo.store.delete(repo.layout.head)
     shutil.rmtree(root)
     root.mkdir()
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log")
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True)
     try:
         wait_for(lambda: (tmp_path / "sidecar.ready").exists(), 30, "the start-up restore", details=sidecar.output)
         assert tree_state(root) == expected
@@ -202,7 +202,7 @@ def test_a_root_wiped_while_the_sidecar_runs_is_not_committed(consul, prefix, tm
     root.mkdir()
     for i in range(20):
         (root / f"f{i}").write_text(f"file {i}")
-    sidecar = Sidecar([consul.addr], prefix, root, tmp_path / "sidecar.log", settings={"lock_enabled": "false"})
+    sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, lock_enabled="false")
     repo = node_repo([consul.addr], prefix)
     try:
         wait_for(lambda: repo.head().record is not None and repo.head().record.files == 20, 120, "the first commit")
