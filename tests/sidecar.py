@@ -13,6 +13,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from statesync.schema import READY_FILE_NAME
+
 from .support import clean_env, statesync_cmd, stop_process, wait_for
 
 
@@ -51,13 +53,13 @@ class Sidecar:
 
     @classmethod
     def start(cls, addr: str | Sequence[str], prefix: str, root: Path, log: Path, node: str = "node1",
-              role: str = "master", args: Sequence[str] = (), ready_beside_log: bool = False,
-              **variables: object) -> Sidecar:
+              role: str = "master", args: Sequence[str] = (), cwd: Path | str | None = None,
+              ready_beside_log: bool = False, plaintext: bool = True, **variables: object) -> Sidecar:
         """A sidecar with :func:`statesync_env`'s environment for these; ``variables`` add to it.
         With ``ready_beside_log`` its readiness marker is ``<log>.ready``, out of the root."""
         if ready_beside_log:
             variables["ready_file"] = log.with_suffix(".ready")
-        return cls(statesync_env(addr, prefix, root, node, **variables), log, role, args)
+        return cls(statesync_env(addr, prefix, root, node, plaintext=plaintext, **variables), log, role, args, cwd)
 
     @property
     def pid(self) -> int:
@@ -107,18 +109,24 @@ class Sidecar:
             return text in self.output()
         wait_for(seen, timeout, what=f"{text} in the sidecar's log", details=lambda: self.output()[-2000:])
 
-    def wait_ready(self, ready_file: Path, timeout: float) -> dict:
-        """The readiness marker this process wrote to ``ready_file`` (as a compose healthcheck
-        waits for it); the sidecar exiting first fails at once."""
+    @property
+    def ready_file(self) -> Path:
+        """Where this sidecar writes its readiness marker: STATESYNC_READY_FILE, else in its root."""
+        given = self.env.get("STATESYNC_READY_FILE")
+        return Path(given) if given else Path(self.env["STATESYNC_ROOT"]) / READY_FILE_NAME
+
+    def wait_ready(self, timeout: float) -> dict:
+        """The readiness marker this process wrote (as a compose healthcheck waits for it); the
+        sidecar exiting first fails at once."""
         def marker():
             if not self.alive():
                 raise AssertionError(f"sidecar exited {self.proc.returncode}\n{self.tail()}")
             try:
-                doc = json.loads(ready_file.read_text())
+                doc = json.loads(self.ready_file.read_text())
             except (OSError, ValueError):
                 return None
             return doc if doc.get("pid") == self.pid else None
-        return wait_for(marker, timeout, what=f"readiness marker {ready_file}", details=self.tail, step=0.05)
+        return wait_for(marker, timeout, what=f"readiness marker {self.ready_file}", details=self.tail, step=0.05)
 
     def probe_ready(self, timeout: float, cwd: Path | str | None = None) -> int:
         """``statesync ready``, the readiness probe, with this sidecar's settings: its exit code."""

@@ -50,11 +50,11 @@ def cluster(consul, tmp_path_factory):
         env["STATESYNC_ENROL_ZONES"] = ZONES
     try:
         c.start_master_sidecar(**env)
-        c.master_sidecar.wait_ready()
+        c.master_sidecar.wait_ready(MAX_WAIT)
         c.provision_and_start_master()
         c.wait_published(spki_sha256(c.master.ca_cert().read_bytes()))
         c.start_sat_sidecar()
-        c.sat_sidecar.wait_ready()
+        c.sat_sidecar.wait_ready(MAX_WAIT)
         icinga.pending_satellite(c.sat, c.master)
         c.sat.start()
         c.wait_connected()

@@ -46,76 +46,13 @@ from statesync.snapshot.crypto import format_key, generate_key
 
 from .. import certs, icinga
 from ..icinga import MAX_WAIT, Api, Node, sha256_file
-from ..support import REPO, clean_env, free_ports, http_get, statesync_cmd, stop_process, wait_for
+from ..sidecar import Sidecar
+from ..support import REPO, free_ports, http_get, statesync_cmd, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul]
 
 MASTER_CERTS = ("ca/ca.crt", "ca/ca.key", "certs/ca.crt", "certs/master1.crt", "certs/master1.key")
 SAT_CERTS = ("certs/ca.crt", "certs/sat1.crt", "certs/sat1.key")
-
-
-class Sidecar:
-    """One ``statesync run`` process for one node, its root the host path of the node's lib/."""
-
-    def __init__(self, cluster: "Cluster", node: Node, role: str, **env_extra: str):
-        self.node, self.role = node, role
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=cluster.consul.addr, STATESYNC_PREFIX=cluster.prefix,
-                   STATESYNC_ROOT=str(node.lib), STATESYNC_NODE=node.cn, STATESYNC_LOG_FORMAT="json",
-                   STATESYNC_ENCRYPTION_KEY_FILE=str(cluster.key_file))
-        env[icinga.SESSION_VAR] = cluster.session
-        env.update(env_extra)
-        self.env = env
-        cluster.sidecar_runs += 1
-        self.log = cluster.base / f"sidecar-{node.cn}-{cluster.sidecar_runs}.log"
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(statesync_cmd("run", "--role", role), env=env, cwd=REPO,
-                                         stdout=fh, stderr=subprocess.STDOUT)
-        cluster.sidecars.append(self)
-
-    @property
-    def ready_file(self) -> Path:
-        return self.node.lib / ".statesync-ready"
-
-    def wait_ready(self, timeout: float = MAX_WAIT) -> dict:
-        """The readiness marker this process wrote (as a compose healthcheck would wait for it)."""
-        def marker():
-            if self.proc.poll() is not None:
-                raise AssertionError(f"sidecar of {self.node.cn} exited {self.proc.returncode}\n{self.tail()}")
-            try:
-                doc = json.loads(self.ready_file.read_text())
-            except (OSError, ValueError):
-                return None
-            return doc if doc.get("pid") == self.proc.pid else None
-        return wait_for(marker, timeout, what=f"readiness marker of {self.node.cn}'s sidecar", details=self.tail,
-                        step=0.05)
-
-    def probe_ready(self) -> int:
-        """``statesync ready``, the readiness probe, with this sidecar's settings."""
-        return subprocess.run(statesync_cmd("ready"), env=self.env, cwd=REPO, capture_output=True,
-                              timeout=MAX_WAIT).returncode
-
-    def stop(self, timeout: float = 20.0) -> int:
-        return stop_process(self.proc, timeout)
-
-    def events(self, name: str) -> list[dict]:
-        """The sidecar's JSON log events called ``name``."""
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                doc = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(doc, dict) and doc.get("event") == name:
-                out.append(doc)
-        return out
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            text = self.log.read_text(errors="replace").splitlines()[-lines:]
-        except OSError:
-            text = []
-        return f"--- last lines of {self.log.name}:\n" + "\n".join(text)
 
 
 class Cluster:
@@ -169,6 +106,15 @@ class Cluster:
         return "\n".join(parts)
 
     # -- sidecars
+    def _sidecar(self, node: Node, role: str, **env: str) -> Sidecar:
+        """One ``statesync run`` for ``node``, its root the host path of the node's lib/."""
+        self.sidecar_runs += 1
+        log = self.base / f"sidecar-{node.cn}-{self.sidecar_runs}.log"
+        sidecar = Sidecar.start(self.consul.addr, self.prefix, node.lib, log, node.cn, role, cwd=REPO, plaintext=False,
+                                encryption_key_file=self.key_file, **{icinga.SESSION_VAR: self.session}, **env)
+        self.sidecars.append(sidecar)
+        return sidecar
+
     def start_master_sidecar(self, **env) -> Sidecar:
         enrol = {"STATESYNC_ENROL_ENABLED": "1", "STATESYNC_ENROL_API_URL": f"https://127.0.0.1:{self.master.api_port}",
                  "STATESYNC_ENROL_API_SERVER_NAME": self.master.cn,
@@ -176,7 +122,7 @@ class Cluster:
                  # sat1's zone is not named after it: the operator authorises it (docs/ENROL.md)
                  "STATESYNC_ENROL_ZONES": f"{self.sat.cn}={self.sat.zone}",
                  "STATESYNC_HTTP_PORT": str(free_ports(1)[0])}
-        self.master_sidecar = Sidecar(self, self.master, "master", **{**enrol, **env})
+        self.master_sidecar = self._sidecar(self.master, "master", **{**enrol, **env})
         return self.master_sidecar
 
     def start_sat_sidecar(self) -> Sidecar:
@@ -186,7 +132,7 @@ class Cluster:
                  "STATESYNC_GUARD_TRIGGER_TIMEOUT": "90",
                  "STATESYNC_ENROL_ENABLED": "1", "STATESYNC_ENROL_ZONE": self.sat.zone,
                  "STATESYNC_ENROL_PARENT_ZONE": self.master.zone}
-        self.sat_sidecar = Sidecar(self, self.sat, "satellite", **guard)
+        self.sat_sidecar = self._sidecar(self.sat, "satellite", **guard)
         return self.sat_sidecar
 
     def store(self) -> Store:
@@ -341,14 +287,14 @@ def test_an_empty_satellite_enrols_through_consul_and_connects_without_a_restart
         t0 = time.monotonic()
         # Compose order: each sidecar first (nothing to restore yet), Icinga 2 once it is ready.
         c.start_master_sidecar()
-        assert c.master_sidecar.wait_ready()["action"] == "nothing-to-restore"
+        assert c.master_sidecar.wait_ready(MAX_WAIT)["action"] == "nothing-to-restore"
         c.provision_and_start_master()
         t_master = time.monotonic()
         fp = spki_sha256(c.master.ca_cert().read_bytes())
         c.wait_published(fp)  # what the satellite's sidecar trusts and registers under
 
         c.start_sat_sidecar()
-        assert c.sat_sidecar.wait_ready()["action"] == "nothing-to-restore"
+        assert c.sat_sidecar.wait_ready(MAX_WAIT)["action"] == "nothing-to-restore"
         t1 = time.monotonic()
         icinga.pending_satellite(c.sat, c.master)  # node setup without --ticket: a pending request
         t_request = time.monotonic()
@@ -540,10 +486,10 @@ def test_a_destroyed_master_restored_by_its_sidecar_keeps_its_ca_and_its_satelli
 
         t0 = time.monotonic()
         c.start_master_sidecar()
-        marker = c.master_sidecar.wait_ready()
+        marker = c.master_sidecar.wait_ready(MAX_WAIT)
         t_restored = time.monotonic()
         assert marker["action"] == "restored", marker
-        assert c.master_sidecar.probe_ready() == 0  # what the compose healthcheck runs
+        assert c.master_sidecar.probe_ready(MAX_WAIT, cwd=REPO) == 0  # what the compose healthcheck runs
         assert sha256_file(c.master.lib / "ca/ca.key") == ca_key
         assert c.package_text() == package  # the accepted satellites came back with the snapshot
         # only now the master "container": its entrypoint runs node setup, which must find the CA
@@ -578,7 +524,7 @@ def test_a_rebuilt_satellite_is_restored_from_its_own_snapshot_and_reconnects_wi
 
         t0 = time.monotonic()
         c.start_sat_sidecar()
-        marker = c.sat_sidecar.wait_ready()
+        marker = c.sat_sidecar.wait_ready(MAX_WAIT)
         t_restored = time.monotonic()
         assert marker["action"] == "restored", marker
         # The entrypoint finds the certificate: configuration only, no node setup, no ticket. (The
@@ -631,7 +577,7 @@ def test_a_master_ca_lost_without_statesync_makes_the_satellite_guard_quarantine
         # ... until the new CA is made the truth: on_conflict=keep-local. Its first
         # commit publishes the new CA; that publication is what the satellite's guard reacts to.
         c.start_master_sidecar(STATESYNC_ON_CONFLICT="keep-local")
-        assert c.master_sidecar.wait_ready()["action"] == "kept-local"
+        assert c.master_sidecar.wait_ready(MAX_WAIT)["action"] == "kept-local"
         doc = c.wait_published(new_ca)
         t_published = _epoch(doc.published)
 

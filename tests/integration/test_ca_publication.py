@@ -17,7 +17,8 @@ from statesync.consul.store import Store
 from statesync.pki import cadoc, fingerprint
 
 from ..certs import make_ca, renew
-from ..guardkit import SidecarProcess, publish
+from ..guardkit import publish
+from ..sidecar import Sidecar
 from ..support import clean_env, free_ports, http_get, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
@@ -30,7 +31,7 @@ class Fleet:
         self.addr, self.prefix, self.base = consul.addr, prefix, base
         cfg = config.load({"prefix": prefix, "node": "x", "consul.addr": [consul.addr]}, env={})
         self.store, self.layout = Store(cfg.consul), cfg.layout
-        self.sidecars: list[SidecarProcess] = []
+        self.sidecars: list[Sidecar] = []
 
     def root(self, node: str, ca=None) -> Path:
         """A master's Icinga 2 tree holding ``ca`` (a fresh one by default) as node setup leaves it."""
@@ -45,9 +46,8 @@ class Fleet:
         (root / "icinga2.state").write_text("state")
         return root
 
-    def master(self, node: str, root: Path, **env: str) -> SidecarProcess:
-        sidecar = SidecarProcess(self.addr, self.prefix, root, node, "master",
-                                 {"STATESYNC_DEBOUNCE": "0.05", **env})
+    def master(self, node: str, root: Path, **env: str) -> Sidecar:
+        sidecar = Sidecar.start(self.addr, self.prefix, root, root.parent / f"sidecar-{node}.log", node, "master", **{"STATESYNC_DEBOUNCE": "0.05", **env})
         self.sidecars.append(sidecar)
         return sidecar
 
@@ -86,11 +86,11 @@ def fleet(consul, prefix, tmp_path):
     f.stop()
 
 
-def _events(sidecar: SidecarProcess, start: str) -> list[dict]:
+def _events(sidecar: Sidecar, start: str) -> list[dict]:
     return [e for e in sidecar.events() if e.get("event", "").startswith(start)]
 
 
-def _committed(sidecar: SidecarProcess, after: int = 0) -> int:
+def _committed(sidecar: Sidecar, after: int = 0) -> int:
     return len(sidecar.events("committed")) > after
 
 

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import os
 import statistics
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -13,30 +11,13 @@ from statesync import config
 from statesync.consul.store import Store
 from statesync.repo.repository import Repo
 
-from ..support import ConsulAgent, clean_env, free_ports, statesync_cmd, stop_process, wait_for
+from ..sidecar import Sidecar
+from ..support import ConsulAgent, free_ports, wait_for
 
 pytestmark = pytest.mark.consul
 
 # Only to stop a hang: a loaded machine may take this long for what takes a second here.
 PATIENCE = 120
-
-
-class Sidecar:
-    def __init__(self, addr: str, prefix: str, root: Path, node: str = "node1", role: str = "master", extra=()):
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-                   STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
-                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-        self.log = root.parent / f"sidecar-{node}.log"
-        with open(self.log, "ab") as fh:
-            self.proc = subprocess.Popen(statesync_cmd("run", "--role", role, *extra), env=env,
-                                         stdout=fh, stderr=subprocess.STDOUT)
-
-    def stop(self, timeout: float = 15) -> int:
-        return stop_process(self.proc, timeout)
-
-    def output(self) -> str:
-        return self.log.read_text()
 
 
 def _repo(addr, prefix, node="node1"):
@@ -59,7 +40,7 @@ def test_the_daemon_commits_each_written_file(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     (root / "seed").write_text("seed")
-    sidecar = Sidecar(consul.addr, prefix, root)
+    sidecar = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-node1.log")
     repo = _repo(consul.addr, prefix)
     store = repo.store
     try:
@@ -89,7 +70,7 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
     root = tmp_path / "root"
     root.mkdir()
     (root / "before").write_text("before the outage")
-    sidecar = Sidecar(agent.addr, prefix, root)
+    sidecar = Sidecar.start(agent.addr, prefix, root, root.parent / "sidecar-node1.log")
     try:
         repo = _repo(agent.addr, prefix)
         wait_for(lambda: repo.head().record is not None, PATIENCE, step=0.02)
@@ -120,7 +101,7 @@ def test_the_daemon_survives_a_consul_outage_and_catches_up(consul_bin, prefix, 
 def test_sigterm_during_a_burst_stops_cleanly_without_a_half_commit(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
-    sidecar = Sidecar(consul.addr, prefix, root)
+    sidecar = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-node1.log")
     repo = _repo(consul.addr, prefix)
     try:
         wait_for(lambda: repo.head().record is not None, PATIENCE, step=0.02)
@@ -140,7 +121,7 @@ def test_sigterm_while_the_start_up_waits_for_consul_stops_the_sidecar_with_exit
     # unhandled (exit -15) reads as a crash, and it was seen in CI right after the ready marker.
     root = tmp_path / "root"
     root.mkdir()
-    sidecar = Sidecar(f"127.0.0.1:{free_ports(1)[0]}", prefix, root)
+    sidecar = Sidecar.start(f"127.0.0.1:{free_ports(1)[0]}", prefix, root, root.parent / "sidecar-node1.log")
     try:
         # the root lock is taken inside `run`, after its handlers are in place; Consul never answers
         wait_for(lambda: (root / ".statesync-lock").exists(), PATIENCE, "the sidecar to take the root lock")

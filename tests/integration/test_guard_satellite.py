@@ -15,7 +15,8 @@ from statesync.errors import EXIT_RESTART
 from statesync.pki import cadoc, fingerprint
 
 from ..certs import CERT_FILES, enrol, make_ca, renew
-from ..guardkit import SidecarProcess, fired, publish, quarantines, satellite_env
+from ..guardkit import fired, publish, quarantines, satellite_env
+from ..sidecar import Sidecar
 from ..support import clean_env, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
@@ -30,7 +31,7 @@ def _store(addr: str, prefix: str) -> tuple[Store, str]:
     return Store(cfg.consul), cfg.layout.ca
 
 
-def _checked(sidecar: SidecarProcess, published_cert: str) -> list[dict]:
+def _checked(sidecar: Sidecar, published_cert: str) -> list[dict]:
     return [e for e in sidecar.events("CA check") if e.get("published_ca_cert_sha256") == published_cert]
 
 
@@ -42,8 +43,7 @@ def test_each_new_ca_key_is_quarantined_and_the_trigger_fired_once(consul, prefi
     ca = make_ca()
     enrol(root, ca)
     publish(store, key, ca)
-    sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite",
-                         satellite_env(marker, STATESYNC_GUARD_PURGE_WINDOW="0"))
+    sat = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-sat1.log", "sat1", "satellite", **satellite_env(marker, STATESYNC_GUARD_PURGE_WINDOW="0"))
     latencies = []
     try:
         wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite started", step=0.01)
@@ -79,13 +79,13 @@ def test_a_master_renewing_its_ca_leaves_the_satellite_alone_and_a_new_master_ke
     (master_root / "ca/ca.key").write_bytes(b"key material stays on the master")
     files = enrol(sat_root, ca)
     store, key = _store(consul.addr, prefix)
-    master = SidecarProcess(consul.addr, prefix, master_root, "master1", "master")
+    master = Sidecar.start(consul.addr, prefix, master_root, master_root.parent / "sidecar-master1.log", "master1", "master")
     sat = None
     try:
         doc = wait_for(lambda: store.get(key), PATIENCE, step=0.05, what="CA published by the master")
         assert cadoc.decode(doc.value).spki_sha256 == fingerprint.spki_sha256(ca.pem)
         assert json.loads(doc.value)["node"] == "master1"
-        sat = SidecarProcess(consul.addr, prefix, sat_root, "sat1", "satellite", satellite_env(marker))
+        sat = Sidecar.start(consul.addr, prefix, sat_root, sat_root.parent / "sidecar-sat1.log", "sat1", "satellite", **satellite_env(marker))
         wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite matched", step=0.01)
 
         renewed = renew(ca)
@@ -126,7 +126,7 @@ def test_the_exit_trigger_ends_the_satellite_sidecar_with_exit_code_3(consul, pr
     enrol(root, ca)
     publish(store, key, ca)
     env = satellite_env(tmp_path / "unused", STATESYNC_GUARD_TRIGGER="exit")
-    sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite", env)
+    sat = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-sat1.log", "sat1", "satellite", **env)
     try:
         wait_for(lambda: _checked(sat, fingerprint.cert_sha256(ca.pem)), PATIENCE, what="satellite matched", step=0.01)
         publish(store, key, make_ca())

@@ -17,7 +17,8 @@ from statesync.disk import QUARANTINE_DIR
 from statesync.pki import fingerprint
 
 from ..certs import CERT_FILES, NOW, enrol, make_ca, sign
-from ..guardkit import SidecarProcess, fired, publish, quarantines, satellite_env
+from ..guardkit import fired, publish, quarantines, satellite_env
+from ..sidecar import Sidecar
 from ..support import clean_env, free_ports, http_get, statesync_cmd, wait_for
 
 pytestmark = pytest.mark.consul
@@ -79,8 +80,8 @@ def test_a_published_certificate_with_another_key_that_is_no_usable_ca_is_never_
     files = enrol(root, ca)
     publish(store, key, ca)
     (port,) = free_ports(1)
-    sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite",
-                         satellite_env(marker, STATESYNC_HTTP_PORT=str(port)))
+    sat = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-sat1.log", "sat1", "satellite",
+                        **satellite_env(marker, STATESYNC_HTTP_PORT=str(port)))
     try:
         seen = fingerprint.cert_sha256(ca.pem)
         wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 120,
@@ -111,7 +112,7 @@ def test_a_quarantine_directory_dated_2099_no_longer_blocks_a_purge(consul, pref
     enrol(root, ca)
     (root / QUARANTINE_DIR / "20990101T000000.000000Z").mkdir(parents=True)
     publish(store, key, ca)
-    sat = SidecarProcess(consul.addr, prefix, root, "sat1", "satellite", satellite_env(marker))  # purge_window 600
+    sat = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-sat1.log", "sat1", "satellite", **satellite_env(marker))  # purge_window 600
     try:
         seen = fingerprint.cert_sha256(ca.pem)
         wait_for(lambda: any(e.get("published_ca_cert_sha256") == seen for e in sat.events("CA check")), 120,

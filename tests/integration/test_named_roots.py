@@ -19,7 +19,8 @@ from statesync.consul.store import Store
 from statesync.errors import PlaintextSecret
 from statesync.repo.repository import Repo
 
-from ..support import clean_env, plain_lines, run_statesync, statesync_cmd, stop_process, tree_state, wait_for
+from ..sidecar import Sidecar, statesync_env
+from ..support import plain_lines, run_statesync, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -43,26 +44,16 @@ class Data:
         self.repo = Repo(self.store, self.cfg.layout, self.cfg.chunk_size, self.cfg.keep)
 
     def env(self, **extra) -> dict:
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE="master1", STATESYNC_LOG_FORMAT="json")
-        if self.roots:
-            env["STATESYNC_ROOTS"] = self.roots
-        if self.plain:
-            env["STATESYNC_ALLOW_PLAINTEXT_SECRETS"] = "true"
+        settings: dict = {"roots": self.roots} if self.roots else {}
         if self.key is not None:
-            env["STATESYNC_ENCRYPTION_KEY_FILE"] = str(self.key)
-        env.update(extra)
-        return env
+            settings["encryption_key_file"] = self.key
+        return statesync_env(self.addr, self.prefix, self.root, "master1", plaintext=self.plain, **settings, **extra)
 
     def run(self, *args, check=False, **extra) -> subprocess.CompletedProcess:
         return run_statesync(args, self.env(**extra), check)
 
-    def sidecar(self, log: Path, *extra) -> subprocess.Popen:
-        with open(log, "ab") as fh:
-            return subprocess.Popen(statesync_cmd("run", "--role", "master", *extra),
-                                    env=self.env(STATESYNC_DEBOUNCE="0.1", STATESYNC_MAX_WAIT="0.5"),
-                                    stdout=fh, stderr=subprocess.STDOUT)
+    def sidecar(self, log: Path, *extra) -> Sidecar:
+        return Sidecar(self.env(STATESYNC_DEBOUNCE="0.1", STATESYNC_MAX_WAIT="0.5"), log, args=extra)
 
 
 def data_tree(root: Path, keys: bool = True) -> None:
@@ -315,13 +306,13 @@ def test_the_master_sidecar_start_on_an_empty_volume_without_a_snapshot_creates_
                                                                                               tmp_path):
     data = Data(consul, prefix, tmp_path / "data")
     data.root.mkdir()
-    proc = data.sidecar(tmp_path / "sidecar.log")
+    sidecar = data.sidecar(tmp_path / "sidecar.log")
     try:
-        wait_for(lambda: (data.root / ".statesync-ready").exists() or proc.poll() is not None, 30,
+        wait_for(lambda: (data.root / ".statesync-ready").exists() or not sidecar.alive(), 30,
                  what="the ready marker", details=lambda: (tmp_path / "sidecar.log").read_text()[-2000:])
-        assert proc.poll() is None, (tmp_path / "sidecar.log").read_text()[-2000:]
+        assert sidecar.alive(), (tmp_path / "sidecar.log").read_text()[-2000:]
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     assert only_statesync_files(data.root) == []
 
 
@@ -330,14 +321,14 @@ def test_the_master_sidecar_start_restores_both_subtrees_into_an_empty_volume(so
     target = Data(consul, prefix, tmp_path / "target")
     target.root.mkdir()
     log = tmp_path / "sidecar.log"
-    proc = target.sidecar(log)
+    sidecar = target.sidecar(log)
     try:
-        wait_for(lambda: (target.root / ".statesync-ready").exists() or proc.poll() is not None, 30,
+        wait_for(lambda: (target.root / ".statesync-ready").exists() or not sidecar.alive(), 30,
                  what="the ready marker", details=lambda: log.read_text()[-2000:])
-        assert proc.poll() is None, log.read_text()[-2000:]
+        assert sidecar.alive(), log.read_text()[-2000:]
         assert json.loads((target.root / ".statesync-ready").read_text())["action"] == "restored"
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     for rel in SUBTREES:
         assert subtree(target.root, rel) == subtree(source.root, rel), rel
 
@@ -346,7 +337,7 @@ def test_the_master_sidecar_start_restores_both_subtrees_into_an_empty_volume(so
 
 def test_the_sidecar_with_roots_ignores_log_writes_and_commits_a_config_write(source, tmp_path):
     log = tmp_path / "sidecar.log"
-    proc = source.sidecar(log)
+    sidecar = source.sidecar(log)
     try:
         wait_for(lambda: '"event": "mirroring"' in log.read_text() and source.repo.head().record is not None, 30,
                  what="the first commit", details=lambda: log.read_text()[-2000:])
@@ -373,7 +364,7 @@ def test_the_sidecar_with_roots_ignores_log_writes_and_commits_a_config_write(so
         entry = source.repo.manifest(source.repo.head().record).by_path()["etc/icinga2/zones.conf"]
         assert entry.size == len("object Zone \"master\" { }\n")
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     assert not [p for p in manifest_paths(source) if p.startswith(BESIDE)]
 
 
@@ -400,11 +391,11 @@ def test_the_master_sidecar_with_roots_publishes_the_ca_of_its_state_subtree(sou
     # The publisher looked for ca/ca.crt at the top of the snapshot; with roots it is
     # var/lib/icinga2/ca/ca.crt, so a master in the official image never published its CA.
     log = tmp_path / "sidecar.log"
-    proc = source.sidecar(log)
+    sidecar = source.sidecar(log)
     try:
         pair = wait_for(lambda: source.store.get(source.cfg.layout.ca), 30, "the published CA",
                         details=lambda: log.read_text()[-3000:])
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     published = json.loads(pair.value)
     assert published["pem"].encode() == (source.root / "var/lib/icinga2/ca/ca.crt").read_bytes()

@@ -11,14 +11,14 @@ import fcntl
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ..support import REPO, plain_lines, statesync_cmd, stop_process, tree_state, wait_for
+from ..sidecar import Sidecar
+from ..support import REPO, plain_lines, statesync_cmd, tree_state
 from .test_restore_safety import Env, icinga_tree
 
 JOURNAL = ".statesync-restore-journal.json"
@@ -83,43 +83,12 @@ def holder():
         proc.wait(10)
 
 
-class Sidecar:
-    """`statesync run --role master` on ``env``'s root, logging to a file."""
-
-    def __init__(self, env: Env, log: Path):
-        self.log = log
-        with open(log, "ab") as fh:
-            self.proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env.env(),
-                                         stdout=fh, stderr=subprocess.STDOUT)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = 30) -> None:
-        def seen():
-            assert self.proc.poll() is None, f"sidecar exited {self.proc.returncode}: {self.output()[-2000:]}"
-            return text in self.output()
-        wait_for(seen, timeout, what=f"{text} in the sidecar's log", details=lambda: self.output()[-2000:])
-
-    def stop(self) -> int:
-        return stop_process(self.proc, 20)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-
 @pytest.fixture
 def sidecars():
     started: list[Sidecar] = []
 
     def start(env: Env, name: str) -> Sidecar:
-        sidecar = Sidecar(env, env.root.parent / f"{name}.log")
+        sidecar = Sidecar(env.env(), env.root.parent / f"{name}.log")
         started.append(sidecar)
         return sidecar
 

@@ -17,7 +17,7 @@ import pytest
 
 from statesync import config
 
-from ..support import clean_env, plain_lines, run_statesync, stop_process, tree_state, wait_for
+from ..support import clean_env, plain_lines, run_statesync, tree_state, wait_for
 from .test_named_roots import ROOTS, SUBTREES, Data, data_tree, manifest_paths, subtree
 
 pytestmark = pytest.mark.consul
@@ -84,12 +84,12 @@ def test_the_master_sidecar_with_symlinked_named_roots_commits_the_ca_and_publis
     data_tree(volume)
     source = Data(consul, prefix, top)
     log = tmp_path / "sidecar.log"
-    proc = source.sidecar(log)
+    sidecar = source.sidecar(log)
     try:
         pair = wait_for(lambda: source.store.get(source.cfg.layout.ca), 120, "the published CA",
                         details=lambda: log.read_text()[-3000:])
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     assert json.loads(pair.value)["pem"].encode() == (volume / "var/lib/icinga2/ca/ca.crt").read_bytes()
     assert "var/lib/icinga2/ca/ca.crt" in manifest_paths(source)
 
@@ -158,11 +158,11 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
     (source.root / "etc/icinga2").mkdir(parents=True)
     (source.root / "etc/icinga2/zones.conf").write_text("zones")
     log = tmp_path / "sidecar.log"
-    proc = source.sidecar(log)
+    sidecar = source.sidecar(log)
     try:
-        wait_for(lambda: "waiting for the named roots" in log.read_text() or proc.poll() is not None, 120,
+        wait_for(lambda: "waiting for the named roots" in log.read_text() or not sidecar.alive(), 120,
                  what="the sidecar waiting for var/lib/icinga2", details=lambda: log.read_text()[-2000:])
-        assert proc.poll() is None, log.read_text()[-2000:]
+        assert sidecar.alive(), log.read_text()[-2000:]
         assert "state (var/lib/icinga2) does not exist" in log.read_text()
         assert source.repo.head().record is None
         staging = tmp_path / "staging"
@@ -176,9 +176,9 @@ def test_the_sidecar_commits_nothing_while_the_state_root_is_missing_and_both_on
         wait_for(lambda: log.read_text().count("waiting for the named roots") == 2, 120,
                  what="the sidecar waiting for etc/icinga2", details=lambda: log.read_text()[-2000:])
         assert "config (etc/icinga2) does not exist" in log.read_text()
-        assert proc.poll() is None
+        assert sidecar.alive()
     finally:
-        assert stop_process(proc, 20) == 0
+        assert sidecar.stop() == 0
     records = source.repo.records()
     assert records and all({"var/lib/icinga2/ca/ca.crt", "etc/icinga2/zones.conf"} <= set(manifest_paths(source, r))
                            for r in records)
