@@ -7,21 +7,14 @@ import pytest
 
 from statesync.consul.store import Store
 
+from ..sidecar import statesync_env
 from ..support import clean_env, make_tree, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
 
-def _env(consul, prefix, root, node="node1"):
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
-               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-    return env
-
-
 def run(consul, prefix, root, *args, node="node1", check=True):
-    proc = subprocess.run(statesync_cmd(*args), env=_env(consul, prefix, root, node), capture_output=True,
+    proc = subprocess.run(statesync_cmd(*args), env=statesync_env(f"http://{consul.addr}", prefix, root, node), capture_output=True,
                           text=True, timeout=120)
     if check and proc.returncode != 0:
         raise AssertionError(f"statesync {args} exited {proc.returncode}: {proc.stderr}")

@@ -17,19 +17,13 @@ from statesync.snapshot import chunking
 from statesync.snapshot.globs import PathFilter
 from statesync.snapshot.scan import Scanner
 
-from ..support import clean_env, statesync_cmd
+from ..sidecar import statesync_env
+from ..support import statesync_cmd
 
 MIB = 1 << 20
 SIZE_MIB = int(os.environ.get("STATESYNC_BIG_FILE_MIB", "1024"))
 VERSIONS = 9
 LIMIT_MB = 256
-
-
-def _env(consul, prefix, root) -> dict:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", STATESYNC_KEEP="9")
-    return env
 
 
 def _peak_mb(args: tuple[str, ...], env: dict) -> float:
@@ -97,7 +91,7 @@ def test_backup_and_restore_of_a_large_file_stay_within_256_mb_of_memory(consul,
     root.mkdir()
     big = root / "icinga2.state"
     _write_random(big, SIZE_MIB * MIB)
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root, plaintext=False, keep=9)
     peaks = []
     for version in range(VERSIONS):
         if version:
@@ -127,7 +121,7 @@ def test_a_restore_holds_only_the_chunks_its_batch_looks_ahead_to_and_fetches_a_
     for i in range(40):
         (root / "d" / f"m{i:02d}").write_bytes(os.urandom(1000))
     (root / "d" / "z-last").write_bytes(shared)
-    subprocess.run(statesync_cmd("backup"), env=_env(consul, prefix, root), check=True, capture_output=True)
+    subprocess.run(statesync_cmd("backup"), env=statesync_env(f"http://{consul.addr}", prefix, root, plaintext=False, keep=9), check=True, capture_output=True)
     repo = repo_for(make_cfg(root=str(root)))
     record = repo.record()
     fetched: list[set[str]] = []
@@ -156,7 +150,7 @@ def test_a_restore_fetches_the_files_of_a_tree_in_one_batch_however_many_directo
         (root / f"d{i:02d}" / "e" / "f" / "x").write_bytes(os.urandom(100))
         for k in range(100):
             (root / f"d{i:02d}" / f"empty{k:03d}").mkdir()
-    subprocess.run(statesync_cmd("backup"), env=_env(consul, prefix, root), check=True, capture_output=True)
+    subprocess.run(statesync_cmd("backup"), env=statesync_env(f"http://{consul.addr}", prefix, root, plaintext=False, keep=9), check=True, capture_output=True)
     repo = repo_for(make_cfg(root=str(root)))
     record = repo.record()
     manifest = repo.manifest(record)

@@ -21,7 +21,8 @@ from statesync.snapshot import codec
 from statesync.snapshot.crypto import Sealer, format_key, generate_key
 from statesync.snapshot.scan import Scanner
 
-from ..support import clean_env, statesync_cmd, tree_state
+from ..sidecar import statesync_env
+from ..support import statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -72,20 +73,13 @@ def _stored(cfg, repo: Repo, record, path: str) -> list[bytes]:
     return [store.get(cfg.layout.chunk(d)).value for d in entry.chunks]
 
 
-def _env(consul, prefix, root) -> dict:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-    return env
-
-
 def test_icinga_state_backs_up_at_a_fifteenth_of_its_size_and_restores_byte_for_byte(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     state = icinga_state(20000)
     (root / "icinga2.state").write_bytes(state)
     before = tree_state(root)
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root)
     subprocess.run(statesync_cmd("backup"), env=env, check=True, capture_output=True, timeout=120)
     with urllib.request.urlopen(f"http://{consul.addr}/v1/kv/{prefix}/nodes/node1/chunks/?recurse") as r:
         values = [base64.b64decode(p["Value"]) for p in json.load(r)]
@@ -182,7 +176,7 @@ def test_a_corrupted_compressed_chunk_fails_the_restore_in_one_line_and_writes_n
     root = tmp_path / "root"
     root.mkdir()
     (root / "icinga2.state").write_bytes(icinga_state(3000))
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root)
     subprocess.run(statesync_cmd("backup"), env=env, check=True, capture_output=True, timeout=120)
     cfg = make_cfg()
     repo = _repo(cfg)

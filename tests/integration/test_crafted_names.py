@@ -17,7 +17,8 @@ import pytest
 from statesync import config
 from statesync.sidecar.wiring import open_repo
 
-from ..support import clean_env, run_statesync, statesync_cmd
+from ..sidecar import statesync_env
+from ..support import run_statesync, statesync_cmd
 
 pytestmark = pytest.mark.consul
 
@@ -69,11 +70,7 @@ class Node:
         self.addr, self.prefix, self.tmp, self.root = consul.addr, prefix, tmp, tmp / "root"
 
     def env(self, **extra) -> dict:
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="console")
-        env.update(extra)
-        return env
+        return statesync_env(self.addr, self.prefix, self.root, log_format="console", plaintext=False, **extra)
 
     def run(self, *args, **extra) -> subprocess.CompletedProcess:
         return run_statesync(list(args), self.env(**extra))

@@ -16,6 +16,7 @@ from statesync import config
 from statesync.repo.repository import Repo
 from statesync.sidecar.wiring import open_repo
 
+from ..sidecar import statesync_env
 from ..support import clean_env, make_tree, run_statesync, tree_state
 
 pytestmark = pytest.mark.consul
@@ -37,12 +38,8 @@ class Node:
         assert proc.returncode == 0, proc.stderr
 
     def env(self, **extra) -> dict:
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="console",
-                   STATESYNC_ENCRYPTION_KEY_FILE=str(self.key_file))
-        env.update(extra)
-        return env
+        return statesync_env(self.addr, self.prefix, self.root, log_format="console", plaintext=False,
+                             encryption_key_file=self.key_file, **extra)
 
     def run(self, *args, **extra) -> subprocess.CompletedProcess:
         return run_statesync(list(args), self.env(**extra))

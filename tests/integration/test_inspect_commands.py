@@ -12,7 +12,8 @@ from statesync.pki.fingerprint import spki_sha256
 from statesync.sidecar.wiring import open_repo
 from statesync.snapshot.crypto import format_key, generate_key
 
-from ..support import REPO, clean_env, make_tree, run_statesync
+from ..sidecar import statesync_env
+from ..support import REPO, make_tree, run_statesync
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -24,12 +25,8 @@ class Node:
         self.key = key or _key_file(root.parent / f"{name}.key")
 
     def env(self, **extra) -> dict:
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=self.consul.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE=self.name, STATESYNC_LOG_FORMAT="console",
-                   STATESYNC_ENCRYPTION_KEY_FILE=str(self.key))
-        env.update(extra)
-        return env
+        return statesync_env(self.consul.addr, self.prefix, self.root, self.name, log_format="console", plaintext=False,
+                             encryption_key_file=self.key, **extra)
 
     def run(self, *args, check=False, **extra):
         return run_statesync(args, self.env(**extra), check)

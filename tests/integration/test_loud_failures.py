@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ..support import REPO, clean_env, free_ports, http_get, plain_lines, statesync_cmd, stop_process, wait_for
+from ..sidecar import statesync_env
+from ..support import REPO, free_ports, http_get, plain_lines, statesync_cmd, stop_process, wait_for
 
 NOBODY = 65534
 
@@ -78,23 +79,13 @@ def unreadable_root():
     shutil.rmtree(base, ignore_errors=True)
 
 
-def _env(consul, prefix: str, root: Path, **extra: str) -> dict[str, str]:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
-               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **extra)
-    return env
-
-
 @pytest.mark.consul
 def test_backup_of_an_unreadable_file_exits_1_with_one_line_naming_the_file(consul, prefix, unreadable_root):
-    proc = subprocess.run(_unprivileged(statesync_cmd("backup")), env=_env(consul, prefix, unreadable_root),
+    proc = subprocess.run(_unprivileged(statesync_cmd("backup")), env=statesync_env(consul.addr, prefix, unreadable_root),
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1, proc.stderr
     assert plain_lines(proc.stderr)[-1] == "statesync: error: cannot read ca/ca.key: Permission denied"
     assert "unexpected" not in proc.stderr and "Traceback" not in proc.stderr + proc.stdout
-
-
 
 
 def _gauge(port: int, name: str) -> float | None:
@@ -106,7 +97,7 @@ def _gauge(port: int, name: str) -> float | None:
 def test_a_sidecar_that_cannot_read_a_file_turns_unhealthy_naming_it_and_recovers_once_it_can(
         consul, prefix, unreadable_root, tmp_path):
     (port,) = free_ports(1)
-    env = _env(consul, prefix, unreadable_root, STATESYNC_HTTP_PORT=str(port), STATESYNC_HEALTH_MAX_FAILURES="2")
+    env = statesync_env(consul.addr, prefix, unreadable_root, STATESYNC_HTTP_PORT=str(port), STATESYNC_HEALTH_MAX_FAILURES="2")
     log = tmp_path / "sidecar.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(_unprivileged(statesync_cmd("run", "--role", "master")), env=env, cwd=REPO,
@@ -131,7 +122,7 @@ def test_a_sidecar_that_cannot_read_a_file_turns_unhealthy_naming_it_and_recover
 # --- excludes add to the defaults --------------------------------------------------------------
 
 def _backup_paths(consul, prefix: str, root: Path, make_cfg, repo_for, *flags: str) -> set[str]:
-    proc = subprocess.run(statesync_cmd("backup", *flags), env=_env(consul, prefix, root), capture_output=True,
+    proc = subprocess.run(statesync_cmd("backup", *flags), env=statesync_env(consul.addr, prefix, root), capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     repo = repo_for(make_cfg())

@@ -16,16 +16,10 @@ import pytest
 
 from statesync.cli.progress import Progress
 
-from ..support import clean_env, make_tree, statesync_cmd
+from ..sidecar import statesync_env
+from ..support import make_tree, statesync_cmd
 
 SUMMARY = re.compile(r"^(backup|restore): (\d+) files, [\d.]+ (B|KiB|MiB|GiB) in ([\d.]+) s \(([\d.]+) MiB/s\)$")
-
-
-def _env(consul, prefix, root):
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-    return env
 
 
 def _in_pty(argv, env, size: tuple[int, int] | None = None, timeout=60) -> tuple[int, str]:
@@ -76,7 +70,7 @@ def test_the_summary_names_files_size_time_and_rate_in_one_line():
 def test_backup_and_restore_into_a_pipe_print_exactly_one_summary_line_on_stderr(consul, prefix, tmp_path):
     root = tmp_path / "root"
     make_tree(root)
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root)
     backup = subprocess.run(statesync_cmd("backup"), env=env, capture_output=True, text=True, timeout=120)
     assert backup.returncode == 0, backup.stderr
     assert backup.stdout.startswith("snapshot ")
@@ -95,7 +89,7 @@ def test_backup_and_restore_into_a_pipe_print_exactly_one_summary_line_on_stderr
 def test_backup_and_restore_on_a_terminal_draw_a_bar_with_files_rate_and_eta(consul, prefix, tmp_path):
     root = tmp_path / "root"
     make_tree(root)
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root)
     code, out = _in_pty(statesync_cmd("backup"), env)
     assert code == 0, out
     assert "backup:" in out and "files" in out and "B/s" in out, out

@@ -11,7 +11,8 @@ import pytest
 
 from statesync.snapshot.crypto import Sealer, parse_key
 
-from ..support import plain_lines, statesync_cmd, stop_process, tree_state, wait_for
+from ..sidecar import Sidecar
+from ..support import plain_lines, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree
 
 pytestmark = pytest.mark.consul
@@ -38,10 +39,8 @@ def test_rekey_refuses_while_the_sidecar_commits_and_succeeds_once_it_is_stopped
     env = Env(consul, prefix, tmp_path / "root")
     (old_key, old_id), (new_key, new_id) = _keyfile(env, "old"), _keyfile(env, "new")
     icinga_tree(env.root)
-    log = open(tmp_path / "sidecar.log", "wb")
-    sidecar = subprocess.Popen(statesync_cmd("run", "--role", "master"), stdout=log, stderr=subprocess.STDOUT,
-                               env=env.env(STATESYNC_ENCRYPTION_KEY_FILE=old_key, STATESYNC_DEBOUNCE="0.05",
-                                           STATESYNC_MAX_WAIT="0.2"))
+    sidecar = Sidecar(env.env(STATESYNC_ENCRYPTION_KEY_FILE=old_key, STATESYNC_DEBOUNCE="0.05", STATESYNC_MAX_WAIT="0.2"),
+                      tmp_path / "sidecar.log")
     stop = threading.Event()
 
     def churn():
@@ -70,8 +69,7 @@ def test_rekey_refuses_while_the_sidecar_commits_and_succeeds_once_it_is_stopped
         stop.set()
         if writer.is_alive():
             writer.join(5)
-        assert stop_process(sidecar, 20) == 0
-        log.close()
+        assert sidecar.stop() == 0
     # everything the sidecar did not commit before it stopped, then the rekey with nobody else writing
     assert env.run("backup", STATESYNC_ENCRYPTION_KEY_FILE=old_key).returncode == 0
     final = tree_state(env.root)
@@ -89,10 +87,8 @@ def test_a_rekey_beside_an_idle_sidecar_is_refused_so_its_next_commit_cannot_lan
     env = Env(consul, prefix, tmp_path / "root")
     (old_key, old_id), (new_key, _) = _keyfile(env, "old"), _keyfile(env, "new")
     icinga_tree(env.root)
-    log = open(tmp_path / "sidecar.log", "wb")
-    sidecar = subprocess.Popen(statesync_cmd("run", "--role", "master"), stdout=log, stderr=subprocess.STDOUT,
-                               env=env.env(STATESYNC_ENCRYPTION_KEY_FILE=old_key, STATESYNC_DEBOUNCE="0.05",
-                                           STATESYNC_MAX_WAIT="0.2"))
+    sidecar = Sidecar(env.env(STATESYNC_ENCRYPTION_KEY_FILE=old_key, STATESYNC_DEBOUNCE="0.05", STATESYNC_MAX_WAIT="0.2"),
+                      tmp_path / "sidecar.log")
     try:
         wait_for(lambda: len(_key_ids(env)) >= 1, 30, what="the sidecar's first commit", step=0.1)
         proc = env.run("rekey", "--new-key-file", new_key, STATESYNC_ENCRYPTION_KEY_FILE=old_key)
@@ -107,5 +103,4 @@ def test_a_rekey_beside_an_idle_sidecar_is_refused_so_its_next_commit_cannot_lan
         assert "is held by" in _one_error_line(proc)
         assert head.key_id == old_id and set(_key_ids(env).values()) == {old_id}
     finally:
-        assert stop_process(sidecar, 20) == 0
-        log.close()
+        assert sidecar.stop() == 0

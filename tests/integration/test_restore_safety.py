@@ -4,7 +4,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
 import subprocess
 import time
 import zlib
@@ -22,7 +21,8 @@ from statesync.repo.repository import Repo
 from statesync.snapshot import chunking
 from statesync.snapshot.record import Record, new_id
 
-from ..support import clean_env, plain_lines, run_statesync, statesync_cmd, tree_state
+from ..sidecar import Sidecar, statesync_env
+from ..support import plain_lines, run_statesync, statesync_cmd, tree_state
 
 pytestmark = pytest.mark.consul
 
@@ -67,12 +67,7 @@ class Env:
         self.repo = Repo(Store(self.cfg.consul), self.cfg.layout, self.cfg.chunk_size, self.cfg.keep)
 
     def env(self, **extra) -> dict:
-        env = clean_env()
-        env.update(CONSUL_HTTP_ADDR=self.addr, STATESYNC_PREFIX=self.prefix, STATESYNC_ROOT=str(self.root),
-                   STATESYNC_NODE=self.node, STATESYNC_LOG_FORMAT="json",
-                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-        env.update(extra)
-        return env
+        return statesync_env(self.addr, self.prefix, self.root, self.node, **extra)
 
     def run(self, *args, check=False, **extra) -> subprocess.CompletedProcess:
         return run_statesync(args, self.env(**extra), check)
@@ -124,22 +119,21 @@ def test_the_sidecar_restores_a_wiped_master_before_it_signals_ready(env, tmp_pa
     env.run("backup", check=True)
     subprocess.run(["rm", "-rf", str(env.root)], check=True)
     assert env.run("ready").returncode == 1
-    proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
+    sidecar = Sidecar(env.env(), env.root.parent / "sidecar.log")
     try:
         ready = env.root / ".statesync-ready"
         deadline = time.monotonic() + 30
         while not ready.exists():
-            assert time.monotonic() < deadline and proc.poll() is None, "never became ready"
+            assert time.monotonic() < deadline and sidecar.alive(), "never became ready"
             time.sleep(0.01)
         # the instant the marker exists, the CA is already back
         assert spki((env.root / "ca/ca.crt").read_bytes()) == spki(crt)
         assert (env.root / "ca/ca.key").stat().st_mode & 0o777 == 0o600
         assert env.run("ready").returncode == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out = proc.communicate(timeout=120)[0].decode()
-    assert proc.returncode == 0, out
+        code = sidecar.stop(120)
+    out = sidecar.output()
+    assert code == 0, out
     assert '"action": "restored"' in out
 
 

@@ -12,7 +12,8 @@ from statesync.restore.apply import restore
 from statesync.sidecar.wiring import open_repo
 from statesync.snapshot.scan import Scanner
 
-from ..support import plain_lines, statesync_cmd, stop_process, tree_state, wait_for
+from ..sidecar import Sidecar
+from ..support import plain_lines, tree_state, wait_for
 from .test_restore_safety import Env, icinga_tree, make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -153,9 +154,7 @@ def test_gc_removes_garbage_and_refuses_while_a_sidecar_holds_the_writer_lock(co
     assert env.run("restore", STATESYNC_ROOT=str(tmp_path / "restored"), check=True).returncode == 0
     assert tree_state(tmp_path / "restored") == final
 
-    log = open(tmp_path / "sidecar.log", "wb")
-    sidecar = subprocess.Popen(statesync_cmd("run", "--role", "master"), stdout=log, stderr=subprocess.STDOUT,
-                               env=env.env(STATESYNC_DEBOUNCE="0.05", STATESYNC_MAX_WAIT="0.2"))
+    sidecar = Sidecar(env.env(STATESYNC_DEBOUNCE="0.05", STATESYNC_MAX_WAIT="0.2"), tmp_path / "sidecar.log")
     try:
         wait_for(lambda: (p := env.repo.store.get(env.cfg.layout.lock)) is not None and p.session, 30,
                  what="the sidecar taking the writer lock", step=0.1,
@@ -168,8 +167,7 @@ def test_gc_removes_garbage_and_refuses_while_a_sidecar_holds_the_writer_lock(co
         assert f"pid {sidecar.pid} since " in line
         assert _chunk_count(env) == before
     finally:
-        assert stop_process(sidecar, 20) == 0
-        log.close()
+        assert sidecar.stop() == 0
 
 
 def test_a_pin_that_lands_after_a_commit_read_the_pins_fails_that_commit_instead_of_losing_its_snapshot(

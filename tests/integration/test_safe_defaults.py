@@ -15,7 +15,8 @@ import pytest
 from statesync import config
 from statesync.consul.store import Store
 
-from ..support import clean_env, make_tree, plain_lines, statesync_cmd, stop_process, tree_state, wait_for
+from ..sidecar import statesync_env
+from ..support import make_tree, plain_lines, statesync_cmd, stop_process, tree_state, wait_for
 from .test_restore_safety import make_ca_pem
 
 pytestmark = pytest.mark.consul
@@ -23,15 +24,8 @@ pytestmark = pytest.mark.consul
 KEY_HINT = 'create one with "statesync keygen --out FILE" and set encryption_key_file, or pass --allow-plaintext-secrets'
 
 
-def _env(consul, prefix: str, root: Path, node: str = "master1", **extra: str) -> dict[str, str]:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json", **extra)
-    return env
-
-
 def _cli(consul, prefix, root, *args, node="master1", timeout=60, **extra) -> subprocess.CompletedProcess:
-    return subprocess.run(statesync_cmd(*args), env=_env(consul, prefix, root, node, **extra), capture_output=True,
+    return subprocess.run(statesync_cmd(*args), env=statesync_env(consul.addr, prefix, root, node, **extra, plaintext=False), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -126,7 +120,7 @@ def test_a_tree_without_private_keys_backs_up_without_a_key(consul, prefix, tmp_
 def test_the_sidecar_without_a_key_exits_with_one_line_instead_of_uploading_keys(consul, prefix, tmp_path):
     root = tmp_path / "root"
     secrets = _tree_with_keys(root)
-    env = _env(consul, prefix, root, STATESYNC_READY_FILE=str(tmp_path / "ready"))
+    env = statesync_env(consul.addr, prefix, root, "master1", STATESYNC_READY_FILE=str(tmp_path / "ready"), plaintext=False)
     proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
@@ -186,7 +180,7 @@ def test_the_role_may_come_from_the_environment(consul, prefix, tmp_path):
     root = tmp_path / "root"
     root.mkdir()
     ready = tmp_path / "ready"
-    env = _env(consul, prefix, root, STATESYNC_ROLE="master", STATESYNC_READY_FILE=str(ready))
+    env = statesync_env(consul.addr, prefix, root, "master1", STATESYNC_ROLE="master", STATESYNC_READY_FILE=str(ready), plaintext=False)
     proc = subprocess.Popen(statesync_cmd("run"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True)
     try:

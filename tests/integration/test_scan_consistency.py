@@ -15,7 +15,8 @@ from statesync.snapshot import scan
 from statesync.snapshot.globs import PathFilter
 from statesync.snapshot.scan import Scanner
 
-from ..support import clean_env, statesync_cmd, stop_process
+from ..sidecar import statesync_env
+from ..support import statesync_cmd, stop_process
 
 SIZE = 4 << 20  # large enough that reading it takes as long as a write of it
 VERSIONS = range(1, 9)  # version v of the file is SIZE bytes of value v
@@ -136,14 +137,6 @@ def test_a_file_rewritten_in_place_while_scanned_is_only_ever_committed_whole(tm
     assert seen, "no scan ran"
 
 
-def _env(consul, prefix, root) -> dict:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
-               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-    return env
-
-
 @pytest.mark.consul
 def test_backup_of_a_file_that_never_reads_whole_keeps_its_previous_version_and_says_so(consul, prefix, tmp_path,
                                                                                          writer):
@@ -152,7 +145,7 @@ def test_backup_of_a_file_that_never_reads_whole_keeps_its_previous_version_and_
     path = root / "icinga2.state"
     path.write_bytes(bytes([0]) * SIZE)
     (root / "zones.conf").write_text("one\n")
-    env = _env(consul, prefix, root)
+    env = statesync_env(f"http://{consul.addr}", prefix, root)
     subprocess.run(statesync_cmd("backup"), env=env, check=True, capture_output=True, timeout=120)
     (root / "zones.conf").write_text("two\n")
     proc = writer(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import signal
 import subprocess
 import time
 import uuid
@@ -17,6 +16,7 @@ from statesync.cli import parsers
 from statesync.sidecar import logs
 
 from ..acl_support import PREFIX, assert_no_secret, one_error_line, run_cli, token_file
+from ..sidecar import Sidecar, statesync_env
 from ..support import clean_env, make_tree, statesync_cmd, tree_state, wait_for
 
 
@@ -100,27 +100,17 @@ def test_the_daemon_logs_never_carry_the_token(acl_consul, tmp_path, request):
     secret = acl_consul.token("satellite.hcl", "secret-daemon", secret=_recognisable())
     root = tmp_path / "root"
     make_tree(root)
-    env = clean_env()
-    env.update({"CONSUL_HTTP_ADDR": acl_consul.addr, "CONSUL_HTTP_TOKEN_FILE": str(token_file(tmp_path, secret)),
-                "STATESYNC_NODE": "secret-daemon", "STATESYNC_ROOT": str(root), "STATESYNC_PREFIX": PREFIX,
-                "STATESYNC_LOG_FORMAT": "json", "STATESYNC_LOG_LEVEL": "debug", "STATESYNC_DEBOUNCE": "0.1",
-                "STATESYNC_ALLOW_PLAINTEXT_SECRETS": "true"})
-    proc = subprocess.Popen(statesync_cmd("run", "--role", "satellite"), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-
-    def stop():
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-    request.addfinalizer(stop)
+    env = statesync_env(acl_consul.addr, PREFIX, root, "secret-daemon", CONSUL_HTTP_TOKEN_FILE=token_file(tmp_path, secret),
+                        log_level="debug", debounce="0.1")
+    sidecar = Sidecar(env, tmp_path / "sidecar.log", "satellite")
+    request.addfinalizer(sidecar.kill)
     # Ready however long a loaded machine takes; the wait only stops a hang.
-    wait_for(lambda: (root / ".statesync-ready").exists() or proc.poll() is not None, 120,
+    wait_for(lambda: (root / ".statesync-ready").exists() or not sidecar.alive(), 120,
              what="the satellite's sidecar ready")
     (root / "icinga2.state").write_bytes(b"a change the daemon commits")
     time.sleep(1.0)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out = proc.communicate(timeout=60)[0]
+    sidecar.stop(60)
+    out = sidecar.output()
     assert '"event": "ready"' in out, out[-2000:]  # it did talk to Consul with the token
     assert secret not in out and secret.replace("-", "") not in out
 

@@ -16,19 +16,10 @@ import pytest
 from statesync.snapshot.record import Record, suspicious_drop
 
 from ..ha_support import node_repo
-from ..sidecar import Sidecar
-from ..support import ConsulAgent, clean_env, statesync_cmd, tree_state, wait_for
+from ..sidecar import Sidecar, statesync_env
+from ..support import ConsulAgent, statesync_cmd, tree_state, wait_for
 
 pytestmark = pytest.mark.consul
-
-
-def _env(consul, prefix: str, root: Path, **settings) -> dict:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=consul.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
-               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
-    env.update({f"STATESYNC_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
 
 
 def _cli(env: dict, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -72,7 +63,7 @@ def test_a_64_mib_file_with_nine_versions_kept_restores_with_the_default_setting
     try:
         root = tmp_path / "root"
         (root / "ca").mkdir(parents=True)
-        env = _env(agent, prefix, root)
+        env = statesync_env(agent.addr, prefix, root)
         big = root / "icinga2.state"
         versions = []
         for _ in range(9):
@@ -99,7 +90,7 @@ def test_a_restore_reads_the_snapshots_chunks_by_key_in_batches(consul, prefix, 
     root.mkdir()
     for i in range(300):
         (root / f"f{i:03}").write_bytes(os.urandom(2000))
-    env = _env(consul, prefix, root)
+    env = statesync_env(consul.addr, prefix, root)
     assert _cli(env, "backup").returncode == 0
     for i in range(300):  # a second version of every file: 300 chunks the restore must not read
         (root / f"f{i:03}").write_bytes(os.urandom(2000))
@@ -141,7 +132,7 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
     finally:
         assert sidecar.stop() == 0, sidecar.output()
     target = tmp_path / "restored"
-    done = _cli(_env(consul, prefix, target), "restore")
+    done = _cli(statesync_env(consul.addr, prefix, target), "restore")
     assert done.returncode == 0, done.stderr
     assert (target / "state").read_bytes() == a
     assert tree_state(target) == tree_state(root)
@@ -155,7 +146,7 @@ def test_a_sidecar_that_finds_the_head_deleted_restores_from_the_newest_snapshot
     (root / "ca" / "ca.crt").write_text("CA")
     (root / "certs").mkdir()
     (root / "certs" / "master1.crt").write_text("cert")
-    env = _env(consul, prefix, root)
+    env = statesync_env(consul.addr, prefix, root)
     assert _cli(env, "backup").returncode == 0
     (root / "zones.conf").write_text("zones")
     assert _cli(env, "backup").returncode == 0
@@ -182,14 +173,14 @@ def test_a_restore_without_a_head_key_takes_the_newest_snapshot_record(consul, p
     root = tmp_path / "root"
     root.mkdir()
     (root / "a").write_text("one")
-    env = _env(consul, prefix, root)
+    env = statesync_env(consul.addr, prefix, root)
     assert _cli(env, "backup").returncode == 0
     (root / "a").write_text("two")
     assert _cli(env, "backup").returncode == 0
     repo = node_repo([consul.addr], prefix)
     repo.store.delete(repo.layout.head)
     target = tmp_path / "rebuilt"
-    done = _cli(_env(consul, prefix, target), "restore")
+    done = _cli(statesync_env(consul.addr, prefix, target), "restore")
     assert done.returncode == 0, done.stderr
     assert (target / "a").read_text() == "two"
     assert repo.head().record is None  # a restore only reads Consul
@@ -227,7 +218,7 @@ def _backed_up_then_emptied(consul, prefix, tmp_path, files: int, kept: int) -> 
     root.mkdir()
     for i in range(files):
         (root / f"f{i}").write_text("x" * 100)
-    env = _env(consul, prefix, root)
+    env = statesync_env(consul.addr, prefix, root)
     assert _cli(env, "backup").returncode == 0
     for i in range(kept, files):
         (root / f"f{i}").unlink()

@@ -15,17 +15,10 @@ import pytest
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.scan import ScanResult
 
-from ..support import clean_env, plain_lines, statesync_cmd
+from ..sidecar import statesync_env
+from ..support import plain_lines, statesync_cmd
 
 pytestmark = pytest.mark.consul
-
-
-def _env(consul, prefix, root, **extra) -> dict:
-    env = clean_env()
-    env.update(CONSUL_HTTP_ADDR=f"http://{consul.addr}", STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-               STATESYNC_NODE="node1", STATESYNC_LOG_FORMAT="json",
-               STATESYNC_ALLOW_PLAINTEXT_SECRETS="true", **extra)
-    return env
 
 
 def _few_descriptors() -> None:
@@ -34,7 +27,7 @@ def _few_descriptors() -> None:
 
 
 def run(consul, prefix, root, *args, check=True, **extra):
-    proc = subprocess.run(statesync_cmd(*args), env=_env(consul, prefix, root, **extra), capture_output=True,
+    proc = subprocess.run(statesync_cmd(*args), env=statesync_env(f"http://{consul.addr}", prefix, root, **extra), capture_output=True,
                           text=True, timeout=120, preexec_fn=_few_descriptors)
     if check and proc.returncode != 0:
         raise AssertionError(f"statesync {args} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -201,7 +194,7 @@ def test_a_directory_the_os_will_not_let_backup_read_fails_it_with_one_line_nami
         (root / "private").mkdir(mode=0o000)
         subprocess.run(["chown", "-R", f"{nobody}:{nobody}", str(root)], check=True)
         proc = subprocess.run(["setpriv", f"--reuid={nobody}", f"--regid={nobody}", "--clear-groups",
-                               *statesync_cmd("backup")], env=_env(consul, prefix, root), capture_output=True,
+                               *statesync_cmd("backup")], env=statesync_env(f"http://{consul.addr}", prefix, root), capture_output=True,
                               text=True, timeout=120, cwd="/")
         assert proc.returncode == 1, proc.stderr
         lines = plain_lines(proc.stderr)
