@@ -13,7 +13,7 @@ from statesync.snapshot import chunking
 from statesync.snapshot.manifest import FILE
 from statesync.tree import scan as scan_module
 
-from .support import wait_for
+from ..support import wait_for
 
 pytestmark = pytest.mark.consul
 

@@ -13,7 +13,7 @@ from statesync.consul.settings import ConsulSettings
 from statesync.consul.store import Store
 from statesync.consul.watch import Watch, key_query
 
-from .support import ConsulAgent, wait_for
+from ..support import ConsulAgent, wait_for
 
 KEY = "watch/key"
 PATIENCE = 60.0  # only to stop a hang: the watch asks again every second
