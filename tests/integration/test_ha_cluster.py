@@ -32,7 +32,7 @@ from ..support import (
     write_filler,
 )
 
-pytestmark = pytest.mark.consul
+pytestmark = [pytest.mark.consul, pytest.mark.slow]  # each test starts a three-server cluster
 
 SETTINGS = {"lock_ttl": 2, "lock_delay": 1, "keep": 1000, "debounce": 0.1, "max_wait": 0.5}
 
@@ -92,7 +92,6 @@ def test_start_up_restores_after_a_leader_change_restore_exactly_the_head(cluste
     print(f"new leader {cluster.wait_leader(120, other_than=leader).node_name} after {leader.node_name} was killed")
 
 
-@pytest.mark.slow
 def test_start_up_restores_after_the_whole_cluster_restarted_restore_exactly_the_head(cluster, prefix, tmp_path):
     """Slow (about 40 s): 100 MB of other keys between the node's two snapshots, replicated to three
     servers, then all three restarted (a power cut). The elected leader answers reads that waited

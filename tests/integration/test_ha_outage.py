@@ -19,7 +19,7 @@ from ..ha_support import (
 from ..sidecar import Sidecar
 from ..support import ConsulAgent, wait_for
 
-pytestmark = pytest.mark.consul
+pytestmark = [pytest.mark.consul, pytest.mark.slow]  # a 30-second outage, waited out for real
 
 OUTAGE_S = 30.0
 SETTINGS = {"lock_ttl": 2, "lock_delay": 1, "keep": 1000, "debounce": 0.1, "max_wait": 0.5}
