@@ -84,6 +84,7 @@ def test_a_scan_keeps_no_bytes_of_chunks_its_sink_has_written(tmp_path):
     assert all(isinstance(v, bytes) for v in kept.new_chunks.values())  # nobody said they were written
 
 
+@pytest.mark.serial
 @pytest.mark.consul
 @pytest.mark.slow
 def test_backup_and_restore_of_a_large_file_stay_within_256_mb_of_memory(consul, prefix, tmp_path):

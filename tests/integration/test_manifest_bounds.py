@@ -158,6 +158,7 @@ def _empty_files_under_long_paths() -> bytes:
         + [mf.Entry(f"{dirs[2]}/{i:07d}", "f", 0o644, 0, 0, 1, sha256=empty) for i in range(140_000)])))
 
 
+@pytest.mark.serial
 @pytest.mark.consul
 @pytest.mark.parametrize("make", [_bomb_of_one_chunk_repeated, _bomb_of_empty_objects, _bomb_of_tiny_entries,
                                   _empty_files_under_long_paths],
@@ -208,6 +209,7 @@ def test_a_manifest_of_300_000_files_is_within_every_bound():
     print(f"\n300,000 files: {decoder.tally}")
 
 
+@pytest.mark.serial
 @pytest.mark.consul
 @pytest.mark.slow
 def test_a_real_tree_of_300_000_files_restores_whole_within_256_mb(consul, prefix, tmp_path):
@@ -280,6 +282,7 @@ def _many_owners() -> list[mf.Entry]:
                            user=f"u{i:07d}" + "u" * 248, group=f"g{i:07d}" + "g" * 248), [])
 
 
+@pytest.mark.serial
 @pytest.mark.consul
 @pytest.mark.slow
 @pytest.mark.parametrize("make", [_long_paths, _many_chunks, _long_symlinks, _many_owners],

@@ -56,6 +56,7 @@ def _peak_rss_of(argv: list[str], env: dict, timeout: float) -> tuple[subprocess
     return subprocess.CompletedProcess(argv, proc.returncode, out, err), peak
 
 
+@pytest.mark.serial
 @pytest.mark.slow
 def test_a_64_mib_file_with_nine_versions_kept_restores_with_the_default_settings(consul_bin, prefix, tmp_path):
     # An agent of its own: the 576 MiB this test stores would weigh on every later test.
