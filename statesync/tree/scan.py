@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import grp
 import os
-import pwd
 import stat
 import time
 from collections import deque
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import structlog
@@ -29,6 +26,7 @@ from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belo
 from ..snapshot import chunking, codec
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
+from .fileinfo import await_writes, group_name, same_read, signature, user_name
 from .globs import PathFilter
 from .sealing import Sealing
 
@@ -48,44 +46,6 @@ RACY_NS = 2_000_000_000
 # Reads of a file that changes while it is read, before its previous version is kept instead.
 READ_TRIES = 5
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-@lru_cache(maxsize=1024)
-def user_name(uid: int) -> str:
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return ""
-
-
-@lru_cache(maxsize=1024)
-def group_name(gid: int) -> str:
-    try:
-        return grp.getgrgid(gid).gr_name
-    except KeyError:
-        return ""
-
-
-def _sig(st: os.stat_result) -> tuple:
-    # Indexes used below: 4 inode, 7 device, 8 link count.
-    return (st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid, st.st_gid,
-            st.st_dev, st.st_nlink)
-
-
-def _same_read(before: os.stat_result, after: os.stat_result) -> bool:
-    return (before.st_ino, before.st_size, before.st_mtime_ns, before.st_ctime_ns) == (
-        after.st_ino, after.st_size, after.st_mtime_ns, after.st_ctime_ns)
-
-
-def _await_writes(fd: int) -> None:
-    """Wait until no write() to the file open as ``fd`` is in progress. A write stamps the file
-    when it begins, so stat cannot see one that began before it and is still copying; but it
-    holds the inode lock throughout, and ext4, btrfs and tmpfs answer SEEK_HOLE under that lock.
-    (XFS reads under it anyway.) Elsewhere this returns at once, and the second read remains."""
-    try:
-        os.lseek(fd, 0, os.SEEK_HOLE)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -314,7 +274,7 @@ class Scanner:
 
     def _add(self, rel: str, name: str, dir_fd: int, st: os.stat_result, into: dict,
              known: Container[str], result: ScanResult) -> bool:
-        sig = _sig(st)
+        sig = signature(st)
         cached = self._entries.get(rel)
         if cached is not None and cached[0] == sig and cached[2] and not stat.S_ISDIR(st.st_mode):
             into[rel] = cached
@@ -366,14 +326,14 @@ class Scanner:
                     before = os.fstat(fd)
                 settled = max(before.st_mtime_ns, before.st_ctime_ns) < self._start - RACY_NS
                 if not settled:
-                    _await_writes(fd)
+                    await_writes(fd)
                 read = self._read_pass(fd, rel, known, result, store=settled or confirm is not None)
                 after = os.fstat(fd)
             except OSError as exc:
                 raise self._unreadable(exc, rel) from None
             finally:
                 os.close(fd)
-            if not _same_read(before, after) or read.size != after.st_size:
+            if not same_read(before, after) or read.size != after.st_size:
                 confirm = None
                 if attempt < READ_TRIES - 1:
                     time.sleep(0.005 * 2 ** attempt)  # let the writer finish
@@ -390,7 +350,7 @@ class Scanner:
             result.plain_secrets.append(rel)
         common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
         entry = Entry(type=FILE, size=read.size, sha256=read.digest, chunks=read.chunks, sealed=read.sealed, **common)
-        return _sig(after), entry, settled
+        return signature(after), entry, settled
 
     def _read_pass(self, fd: int, rel: str, known: Container[str], result: ScanResult,
                    store: bool) -> chunking.Read:
