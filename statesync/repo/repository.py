@@ -22,7 +22,7 @@ from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
 from ..errors import CasConflict, CorruptData, EncryptionKeyError, MissingChunks, NotFound, SuspiciousDrop
-from ..snapshot import chunking, codec
+from ..snapshot import chunking, codec, manifest_reader
 from ..snapshot import manifest as mf
 from ..snapshot.crypto import Sealer
 from ..snapshot.history import id_time, next_seq
@@ -197,12 +197,12 @@ class Repo:
                                  chunk_sizes(manifest, record.chunk_size or self.chunk_size))
 
     def manifest(self, record: Record) -> Manifest:
-        """Fetch, verify and decode the manifest a record names, a few pieces at a time (``mf.load``)."""
+        """Fetch, verify and decode the manifest a record names, a few pieces at a time (``manifest_reader.load``)."""
         def fetch(batch: set[str]) -> dict[str, bytes]:
             if record.sealed_manifest:
                 return self.fetch_chunks(set(), batch, record.key_id)
             return self.fetch_chunks(batch)
-        manifest = mf.load(record.manifest_chunks, fetch, record.manifest_sha256)
+        manifest = manifest_reader.load(record.manifest_chunks, fetch, record.manifest_sha256)
         if manifest is None:
             raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
         return manifest

@@ -19,7 +19,7 @@ import zlib
 import pytest
 
 from statesync.errors import EXIT_FAILURE
-from statesync.snapshot import chunking, limits
+from statesync.snapshot import chunking, limits, manifest_reader
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.layout import Layout
 from statesync.snapshot.record import Record, new_id
@@ -201,7 +201,7 @@ def test_a_manifest_of_300_000_files_is_within_every_bound():
     and decoded; the largest tree the brief names must load."""
     manifest, _ = _real_tree(300_000)
     pieces = mf.Encoder().pieces(manifest, chunking.DEFAULT_CHUNK_SIZE)
-    decoder = mf.Decoder()
+    decoder = manifest_reader.Decoder()
     for piece in pieces:
         decoder.feed(piece)
     assert decoder.result() == manifest
@@ -237,7 +237,7 @@ def _entries_within_the_bound(make, fixed: list[mf.Entry], sample: int = 100) ->
     """``fixed`` and then ``make(i)`` for i = 0, 1, ... as many as the memory bound just accepts
     (within 1%): what a few of them cost in each part of the estimate tells how many."""
     def tally(entries: list[mf.Entry]) -> limits.Tally:
-        decoder = mf.Decoder()
+        decoder = manifest_reader.Decoder()
         for piece in mf.Encoder().pieces(mf.Manifest(tuple(entries)), chunking.DEFAULT_CHUNK_SIZE):
             decoder.feed(piece)
         decoder.result()

@@ -12,11 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from statesync.errors import CorruptData, StatesyncError, StreamError, UnsafePath
-from statesync.snapshot import limits
+from statesync.snapshot import limits, manifest_reader
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.chunking import MIN_CHUNK_SIZE
 from statesync.snapshot.jsonstream import ObjectStream
-from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, decode, encode
+from statesync.snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, check_path, encode
+from statesync.snapshot.manifest_reader import decode
 
 FAST = settings(max_examples=150, deadline=None, database=None)
 # Whole manifests are costly to generate; fewer examples still cover every entry kind.
@@ -726,7 +727,7 @@ def test_a_manifest_fed_in_pieces_of_any_size_decodes_as_it_does_whole(cuts, n):
                              user="u" * (i % 3)) for i in range(n)) + tuple(Entry(f"d{i:03d}", DIR, 0o755, 0, 0, 0)
                                                                        for i in range(n)))
     blob = encode(m)
-    decoder = mf.Decoder()
+    decoder = manifest_reader.Decoder()
     pos = 0
     for size in cuts:
         decoder.feed(blob[pos:pos + size])
@@ -747,9 +748,9 @@ def test_load_fetches_a_few_pieces_at_a_time_and_checks_the_whole_digest():
         asked.append(len(batch))
         return {d: store[d] for d in batch}
     whole = hashlib.sha256(b"".join(pieces)).hexdigest()
-    assert mf.load(names, fetch, whole) == m
-    assert len(pieces) > mf.LOAD_BATCH and max(asked) <= mf.LOAD_BATCH
-    assert mf.load(names, fetch, SHA_A) is None
+    assert manifest_reader.load(names, fetch, whole) == m
+    assert len(pieces) > manifest_reader.LOAD_BATCH and max(asked) <= manifest_reader.LOAD_BATCH
+    assert manifest_reader.load(names, fetch, SHA_A) is None
 
 
 def _stream_of(pieces: list[str], max_value: int = 1 << 20) -> tuple[list, dict]:
@@ -777,7 +778,7 @@ def test_an_entry_of_15_000_chunks_decodes_from_small_pieces_and_one_more_chunk_
     chunks = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(15_000)]
     entry = fentry("big", s=len(chunks) * MIN_CHUNK_SIZE, h=SHA_A, c=chunks)
     blob = blob_of(doc_of(entry))
-    decoder = mf.Decoder()
+    decoder = manifest_reader.Decoder()
     for i in range(0, len(blob), 1024):
         decoder.feed(blob[i:i + 1024])
     assert decoder.result().entries[0].chunks == tuple(chunks)
