@@ -349,6 +349,10 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             probe = inspect(cid)["State"]["Health"]["Log"][-1]["Output"]
             assert f":{HTTP_PORT}/healthz" in probe, probe
         phases["connected_to_healthy"] = time.monotonic() - t2
+        # Swarm's agent reports a task Running some time after its container's health check passed
+        # (up to seconds on a loaded machine): wait for that report, or for a task that failed.
+        wait(lambda: all(t["CurrentState"].startswith("Running") or t["Error"] for t in service_tasks()),
+             120, "swarm reporting every task Running", details)
         tasks = service_tasks()
         # One task per slot, none failed, rejected or restarted on the way ("No such image",
         # node setup exiting 1 without a parent...).
