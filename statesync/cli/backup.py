@@ -11,8 +11,7 @@ from ..consul.store import retry
 from ..errors import EXIT_OK, StatesyncError, UnreadablePath
 from ..sidecar.wiring import open_repo
 from ..snapshot.names import escape
-from .progress import Progress
-from .progress import aborting as _aborting
+from .progress import Progress, aborting
 
 
 @contextlib.contextmanager
@@ -48,7 +47,7 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
         previous = (lambda: repo.manifest(head.record)) if head.record else None
         scanner = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size, cfg.sealing, previous=previous,
                           compression=cfg.compression)
-        with _aborting(bar), _reading(cfg.root):
+        with aborting(bar), _reading(cfg.root):
             res = backup.run(repo, scanner, head, known, roots=cfg.roots, root=cfg.root, meta={"command": "backup"},
                              max_drop=1.0 if args.allow_drop else cfg.max_drop, progress=bar.file_done).commit
     bar.close()
