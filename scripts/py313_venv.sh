@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Makes .cache/roots/trixie/opt/venv: a Python 3.13 venv (trixie's python3) with statesync
+# and its test extras from PyPI, and runs pytest in it on this worktree.
+# The worktree is bind-mounted at /src in a private mount namespace, so the root is not
+# changed by a test run. pip trusts the host's CA bundle (the machine's intercepting
+# proxy; TEST-ONLY, as for tests/images/python) copied into the root.
+# Usage: scripts/py313_venv.sh [pytest args...]   (default: the unit tier)
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+root="$here/.cache/roots/trixie"
+[ -x "$root/usr/bin/python3" ] || { echo "no trixie root: run scripts/icinga_roots.sh trixie" >&2; exit 1; }
+cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/host-ca-bundle.crt"
+mkdir -p "$root/src"
+args=("$@")
+[ ${#args[@]} -gt 0 ] || args=(-q -m "not consul and not engine and not e2e" -p no:cacheprovider)
+# shellcheck disable=SC2016
+exec unshare -m -- sh -c '
+set -e
+root=$1 src=$2; shift 2
+mount --make-rprivate /
+mount -t proc proc "$root/proc"
+mount --bind /dev "$root/dev"
+mount --bind "$src" "$root/src"
+mount -t tmpfs tmpfs "$root/tmp"
+exec chroot "$root" env -i PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
+  PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca-bundle.crt \
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 sh -c "
+set -e
+[ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
+if ! [ -f /opt/venv/.installed ]; then
+  cp -a /src /tmp/statesync-src 2>/dev/null; rm -rf /tmp/statesync-src/.cache /tmp/statesync-src/.venv
+  /opt/venv/bin/pip install -q \"/tmp/statesync-src[test]\" && /opt/venv/bin/pip uninstall -q -y statesync && touch /opt/venv/.installed
+fi
+cd /src && exec /opt/venv/bin/python -m pytest \"\$@\"
+" sh "$@"
+' sh "$root" "$here" "${args[@]}"
