@@ -16,21 +16,26 @@ args=("$@")
 # shellcheck disable=SC2016
 exec unshare -m -- sh -c '
 set -e
-root=$1 src=$2; shift 2
+root=$1 src=$2 cache=$3; shift 3
 mount --make-rprivate /
+# The root must be a mount point of its own: tests/icinga.py runs `unshare -m` and
+# `mount --make-rprivate /` inside it, which fails ("Invalid argument") on a plain chroot.
+mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 mount --bind "$src" "$root/src"
+# A worktree whose .cache is a symlink (to the main checkout) sees it at the same path.
+if [ "$cache" != "$src/.cache" ]; then mkdir -p "$root$cache"; mount --bind "$cache" "$root$cache"; fi
 mount -t tmpfs tmpfs "$root/tmp"
 exec chroot "$root" env -i PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
   PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca-bundle.crt \
-  PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 sh -c "
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/src sh -c "
 set -e
 [ -x /opt/venv/bin/python ] || python3 -m venv /opt/venv
 if ! [ -f /opt/venv/.installed ]; then
-  cp -a /src /tmp/statesync-src 2>/dev/null; rm -rf /tmp/statesync-src/.cache /tmp/statesync-src/.venv
+  mkdir /tmp/statesync-src && tar -C /src --exclude=./.cache --exclude=./.venv --exclude=./.git -cf - . | tar -C /tmp/statesync-src -xf -
   /opt/venv/bin/pip install -q \"/tmp/statesync-src[test]\" && /opt/venv/bin/pip uninstall -q -y statesync && touch /opt/venv/.installed
 fi
 cd /src && exec /opt/venv/bin/python -m pytest \"\$@\"
 " sh "$@"
-' sh "$root" "$here" "${args[@]}"
+' sh "$root" "$here" "$(readlink -f "$here/.cache")" "${args[@]}"
