@@ -3,7 +3,7 @@
 # version matrix of issue 25 needs, from the machine's own Debian mirror with a sources
 # list of their own (never the host's apt state):
 #   trixie: icinga2 2.14.x and python3 3.13 (+ venv), for the 2.14 runs and the 3.13 tier
-#   sid:    icinga2 2.16.x
+#   sid:    icinga2 2.16.x (and sid's python3, to run the Icinga tests inside it)
 # Bookworm's 2.13 is the host's own /usr/sbin/icinga2 (scripts/setup.sh).
 # A root is used with `unshare -m` + bind mounts + chroot (docs/ICINGA_VERSIONS.md).
 # Cached: a root whose .statesync-inputs holds the sha256 of its inputs (this script,
@@ -35,7 +35,7 @@ mirror() {
 packages() {
   case $1 in
     trixie) echo "icinga2-bin,icinga2-common,python3,python3-venv,ca-certificates,openssl" ;;
-    sid)    echo "icinga2-bin,icinga2-common,ca-certificates,openssl" ;;
+    sid)    echo "icinga2-bin,icinga2-common,python3,python3-venv,ca-certificates,openssl" ;;
     *) return 1 ;;
   esac
 }

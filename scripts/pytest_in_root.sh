@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# Makes .cache/roots/trixie/opt/venv: a Python 3.13 venv (trixie's python3) with statesync
-# and its test extras from PyPI, and runs pytest in it on this worktree.
+# Runs pytest on this worktree inside a root of scripts/icinga_roots.sh, with that root's
+# Python and Icinga 2: trixie = Python 3.13 + Icinga 2.14, sid = sid's Python + Icinga 2.16.
+# Makes .cache/roots/<suite>/opt/venv once: a venv with statesync's dependencies and test
+# extras from PyPI (statesync itself comes from the worktree through PYTHONPATH).
 # The worktree is bind-mounted at /src in a private mount namespace, so the root is not
 # changed by a test run. pip trusts the host's CA bundle (the machine's intercepting
 # proxy; TEST-ONLY, as for tests/images/python) copied into the root.
-# Usage: scripts/py313_venv.sh [pytest args...]   (default: the unit tier)
+# Usage: scripts/pytest_in_root.sh trixie|sid [pytest args...]   (default: the unit tier)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-root="$here/.cache/roots/trixie"
-[ -x "$root/usr/bin/python3" ] || { echo "no trixie root: run scripts/icinga_roots.sh trixie" >&2; exit 1; }
+suite=${1:?usage: scripts/pytest_in_root.sh trixie|sid [pytest args...]}; shift
+root="$here/.cache/roots/$suite"
+[ -x "$root/usr/bin/python3" ] || { echo "no $suite root with python3: run scripts/icinga_roots.sh $suite" >&2; exit 1; }
 cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/host-ca-bundle.crt"
 mkdir -p "$root/src"
 args=("$@")
