@@ -16,8 +16,12 @@ cp /etc/ssl/certs/ca-certificates.crt "$root/etc/ssl/certs/host-ca-bundle.crt"
 mkdir -p "$root/src"
 args=("$@")
 [ ${#args[@]} -gt 0 ] || args=(-q -m "not consul and not engine and not e2e" -p no:cacheprovider)
+# The mount point for the root's own .venv (see below); removed again when made here.
+made_venv_dir=
+[ -e "$here/.venv" ] || { mkdir "$here/.venv"; made_venv_dir=1; }
+rc=0
 # shellcheck disable=SC2016
-exec unshare -m -- sh -c '
+unshare -m -- sh -c '
 set -e
 root=$1 src=$2 cache=$3; shift 3
 mount --make-rprivate /
@@ -27,6 +31,10 @@ mount --bind "$root" "$root"
 mount -t proc proc "$root/proc"
 mount --bind /dev "$root/dev"
 mount --bind "$src" "$root/src"
+# scripts/setup.sh (run by tests/test_setup_script.py) makes $src/.venv: keep that venv in
+# the root, one per root, never in the worktree (a 3.13 venv there breaks the 3.14 run).
+mkdir -p "$root/opt/src-venv"
+mount --bind "$root/opt/src-venv" "$root/src/.venv"
 # A worktree whose .cache is a symlink (to the main checkout) sees it at the same path.
 if [ "$cache" != "$src/.cache" ]; then mkdir -p "$root$cache"; mount --bind "$cache" "$root$cache"; fi
 mount -t tmpfs tmpfs "$root/tmp"
@@ -41,4 +49,6 @@ if ! [ -f /opt/venv/.installed ]; then
 fi
 cd /src && exec /opt/venv/bin/python -m pytest \"\$@\"
 " sh "$@"
-' sh "$root" "$here" "$(readlink -f "$here/.cache")" "${args[@]}"
+' sh "$root" "$here" "$(readlink -f "$here/.cache")" "${args[@]}" || rc=$?
+[ -z "$made_venv_dir" ] || rmdir "$here/.venv" 2>/dev/null || true
+exit "$rc"
