@@ -46,9 +46,9 @@ from statesync.pki import fingerprint  # noqa: E402
 from statesync.repo.repository import Repo  # noqa: E402
 from statesync.restore.apply import restore  # noqa: E402
 from statesync.snapshot import chunking  # noqa: E402
-from statesync.snapshot import record as snapshot  # noqa: E402
 from statesync.snapshot.manifest import FILE  # noqa: E402
-from statesync.snapshot.scan import Scanner  # noqa: E402
+from statesync.snapshot.record import decode_record  # noqa: E402
+from statesync.tree.scan import Scanner  # noqa: E402
 from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -215,7 +215,7 @@ class Bench:
         repo = self.repo(cfg)
         head = repo.head()
         known = set(repo.refs(head.record)) if head.record is not None else set()
-        # as `statesync backup` does it (cli.cmd_backup): chunks go up while the scan reads
+        # as `statesync backup` does it (cli/backup.cmd_backup): chunks go up while the scan reads
         with repo.chunk_stream() as stream:
             scan = Scanner(cfg.root, cfg.path_filter, cfg.chunk_size).scan(known, sink=stream.add)
         res = repo.commit(scan, head, known, meta={"command": "bench"}, sent=stream.sent)
@@ -415,7 +415,7 @@ class Bench:
                 while True:
                     index, pair = store.wait(head_key, index, 10)
                     seen = time.monotonic()
-                    rec = snapshot.decode(pair.value)
+                    rec = decode_record(pair.value)
                     entry = repo.manifest(rec).by_path().get(rel)
                     if entry is not None and entry.sha256 == digest:
                         latencies.append(seen - t0)

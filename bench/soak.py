@@ -30,7 +30,8 @@ sys.path.insert(0, str(REPO))
 
 from statesync.snapshot import chunking  # noqa: E402
 from statesync.snapshot import manifest as mf  # noqa: E402
-from tests.ha_support import Churn, Sidecar, load_cfg, make_state_tree, node_repo, tree_manifest  # noqa: E402
+from tests.ha_support import Churn, load_cfg, make_state_tree, node_repo, tree_manifest  # noqa: E402
+from tests.sidecar import Sidecar  # noqa: E402
 from tests.support import ConsulCluster, find_consul  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> Report:
         cfg = load_cfg(addrs, prefix, root)
         repo = node_repo(addrs, prefix)
         settings = {"gc_interval": 60, "gc_grace": 30}
-        sidecar = Sidecar(addrs, prefix, root, work / "sidecar.log", settings=settings)
+        sidecar = Sidecar.start(addrs, prefix, root, work / "sidecar.log", ready_beside_log=True, **settings)
         _until(lambda: repo.head().record is not None, 60, "first snapshot")
         say(args, f"first snapshot after start; sidecar pid {sidecar.pid}")
 

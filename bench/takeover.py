@@ -3,7 +3,7 @@
 commit after the writer dies (SIGKILL: Consul must first let the writer's session expire, then
 wait out the lock-delay) and after the writer stops cleanly (SIGTERM releases the lock).
 
-tests/test_ha_lock.py asserts that the standby takes over, in order and without a lost
+tests/integration/test_ha_lock.py asserts that the standby takes over, in order and without a lost
 change, on any machine; the times are measured here, where a number may be compared with a goal.
 
     .venv/bin/python bench/takeover.py                       # 5 rounds, lock.ttl 1 s, lock.delay 0.5 s
@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tests.ha_support import Sidecar, make_state_tree, node_repo  # noqa: E402
+from tests.ha_support import make_state_tree, node_repo  # noqa: E402
+from tests.sidecar import Sidecar  # noqa: E402
 from tests.support import ConsulAgent, find_consul, wait_for  # noqa: E402
 
 PATIENCE = 300  # only to stop a hang
@@ -56,10 +57,10 @@ def run(args: argparse.Namespace) -> dict:
     killed, stopped = [], []
     writer = standby = None
     try:
-        writer = Sidecar([consul.addr], "bench-takeover", root, work / "sidecar-0.log", settings=settings)
+        writer = Sidecar.start([consul.addr], "bench-takeover", root, work / "sidecar-0.log", ready_beside_log=True, **settings)
         wait_for(lambda: repo.head().record is not None, PATIENCE, what="first snapshot")
         for n in range(1, args.rounds * 2 + 1):
-            standby = Sidecar([consul.addr], "bench-takeover", root, work / f"sidecar-{n}.log", settings=settings)
+            standby = Sidecar.start([consul.addr], "bench-takeover", root, work / f"sidecar-{n}.log", ready_beside_log=True, **settings)
             wait_for(lambda s=standby: s.count('"waiting for the root lock"'), PATIENCE, what="standby waiting")
             if n % 2:
                 writer.kill()

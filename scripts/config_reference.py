@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Print the configuration reference table of README.md from schema.SCHEMA.
 
-README.md carries this table between the markers below; tests/test_readme.py checks
+README.md carries this table between the markers below; tests/unit/test_readme.py checks
 that it is current. Regenerate with: .venv/bin/python scripts/config_reference.py --write
 """
 from __future__ import annotations

@@ -43,11 +43,11 @@ install_consul() {
 
 install_debian_packages() {
   # icinga2 for the end-to-end tests; docker-compose (v1) to validate compose/; faketime to
-  # run the CLI under a skewed clock (tests/test_clock_skew.py).
+  # run the CLI under a skewed clock (tests/integration/test_clock_skew.py).
   local missing=()
   command -v icinga2 >/dev/null 2>&1 || [ -x /usr/sbin/icinga2 ] || missing+=(icinga2-bin icinga2-common)
   command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
-  command -v jq >/dev/null 2>&1 || missing+=(jq)  # tests/test_crafted_names.py reads --json through jq
+  command -v jq >/dev/null 2>&1 || missing+=(jq)  # tests/integration/test_crafted_names.py reads --json through jq
   command -v faketime >/dev/null 2>&1 || missing+=(faketime)
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]}"
@@ -56,9 +56,18 @@ install_debian_packages() {
     "${missing[@]}" >/dev/null
 }
 
+# The .venv with statesync and its test extras: the only step the unit tier needs
+# (scripts/test.sh runs just this one for tests/unit).
 install_python() {
   local venv="$here/.venv"
-  if [ ! -x "$venv/bin/python" ]; then python3 -m venv "$venv"; fi
+  # Debian's python3 lacks venv's pip bootstrap until python3-venv is installed; without it
+  # `python3 -m venv` leaves a .venv with no pip behind.
+  if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+    log "installing python3-venv"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+  fi
+  if [ ! -x "$venv/bin/pip" ]; then python3 -m venv --clear "$venv"; fi
   if ! "$venv/bin/python" -c 'import statesync, pytest, hypothesis' 2>/dev/null \
      || [ "$here/pyproject.toml" -nt "$venv/.installed" ]; then
     log "installing statesync and its test extras into .venv"
@@ -73,7 +82,8 @@ install_engine() {
   bash "$here/scripts/images.sh"
 }
 
-# STATESYNC_SETUP_ONLY limits the steps (the demo needs no Icinga 2): "consul python".
+# STATESYNC_SETUP_ONLY limits the steps (the demo needs no Icinga 2): "consul python"; the unit
+# tier needs only "python".
 steps=${STATESYNC_SETUP_ONLY:-"consul debian python engine"}
 for step in $steps; do
   case $step in

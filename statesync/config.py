@@ -36,10 +36,11 @@ from .schema import (  # noqa: F401 (part of config's interface)
     Setting,
     fill,
 )
-from .snapshot.crypto import Sealer, Sealing, parse_key
-from .snapshot.globs import PathFilter, rebase
+from .snapshot.crypto import Sealer, parse_key
+from .tree.globs import PathFilter, rebase
+from .tree.sealing import Sealing
 from .snapshot.layout import Layout, valid_node
-from .snapshot.roots import resolve as resolve_roots
+from .tree.roots import resolve as resolve_roots
 
 # STATESYNC_* variables that are no setting: the config file, the consul binary the demo runs,
 # and the steps scripts/setup.sh takes. Any other STATESYNC_* name is a typo.

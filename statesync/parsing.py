@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 from .consul.settings import Endpoint
 from .errors import Invalid
-from .snapshot.globs import compile_pattern
 from .snapshot.layout import valid_node, valid_prefix
+from .tree.globs import compile_pattern
 
 
 def _bool(v: Any) -> bool:

@@ -137,7 +137,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("health.max_failures", _number(int, 1, 1000), 5, ("STATESYNC_HEALTH_MAX_FAILURES",)),
     Setting("log.format", _choice(LOG_FORMATS), "auto", ("STATESYNC_LOG_FORMAT",)),
     Setting("log.level", _choice(LOG_LEVELS), "info", ("STATESYNC_LOG_LEVEL",)),
-    # The satellite CA guard (see statesync/guard/satellite.py).
+    # The satellite CA guard (see statesync/guard/ca_watch.py).
     Setting("guard.trigger", _choice(TRIGGERS), "exit", ("STATESYNC_GUARD_TRIGGER",)),
     Setting("guard.confirmations", _number(int, 1, 20), 2, ("STATESYNC_GUARD_CONFIRMATIONS",)),
     Setting("guard.confirm_interval", _number(float, 0.05, 300.0), 2.0, ("STATESYNC_GUARD_CONFIRM_INTERVAL",)),

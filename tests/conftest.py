@@ -11,6 +11,17 @@ from statesync import config
 from statesync.consul.store import Store
 from statesync.repo.repository import Repo
 
+from .parallel import (  # noqa: F401 (pytest hooks: how the suite shares the machine under xdist)
+    pytest_addoption,
+    pytest_configure_node,
+    pytest_sessionfinish,
+    pytest_terminal_summary,
+    pytest_testnodedown,
+    pytest_unconfigure,
+    pytest_xdist_make_scheduler,
+    record_groups,
+    select,
+)
 from .support import ConsulAgent, find_consul
 
 _counter = itertools.count()
@@ -63,6 +74,8 @@ def pytest_collection_modifyitems(config, items):
         longer = [seconds for marker, seconds in _LONGER.items() if marker in have]
         if longer and "timeout" not in have:
             item.add_marker(pytest.mark.timeout(max(longer)))
+    select(config, items)
+    record_groups(config, items)
 
 
 @pytest.fixture(scope="session")

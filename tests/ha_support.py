@@ -1,12 +1,10 @@
-"""Helpers of the high-availability tests (and of bench/soak.py): sidecar processes,
-random file churn, and the checks that a node's history is whole and its head equals a tree."""
+"""Helpers of the high-availability tests (and of bench/soak.py): random file churn, and the
+checks that a node's history is whole and its head equals a tree (the sidecar: tests/sidecar.py)."""
 from __future__ import annotations
 
 import os
 import random
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,9 +16,9 @@ from statesync.restore.apply import restore
 from statesync.snapshot import chunking
 from statesync.snapshot import manifest as mf
 from statesync.snapshot.record import Record
-from statesync.snapshot.scan import Scanner
+from statesync.tree.scan import Scanner
 
-from .support import clean_env, statesync_cmd, stop_process, tree_state
+from .support import tree_state
 
 
 def load_cfg(addrs: list[str], prefix: str, root: Path, node: str = "node1", **settings) -> config.Config:
@@ -33,50 +31,6 @@ def load_cfg(addrs: list[str], prefix: str, root: Path, node: str = "node1", **s
 def node_repo(addrs: list[str], prefix: str, node: str = "node1") -> Repo:
     cfg = load_cfg(addrs, prefix, Path("/nonexistent"), node)
     return Repo(Store(cfg.consul), cfg.layout, cfg.chunk_size, cfg.keep)
-
-
-class Sidecar:
-    """``statesync run`` as a process; ``settings`` are STATESYNC_* variables without the prefix."""
-
-    def __init__(self, addrs: list[str], prefix: str, root: Path, log: Path, node: str = "node1",
-                 settings: dict[str, str] | None = None):
-        env = clean_env()
-        env.update(STATESYNC_CONSUL_ADDR=",".join(addrs), STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
-                   STATESYNC_NODE=node, STATESYNC_LOG_FORMAT="json",
-                   STATESYNC_ALLOW_PLAINTEXT_SECRETS="true",
-                   STATESYNC_READY_FILE=str(log.with_suffix(".ready")))
-        env.update({f"STATESYNC_{k.upper()}": str(v) for k, v in (settings or {}).items()})
-        self.log = log
-        with open(log, "ab") as fh:
-            # Not in the checkout: ``python -m`` would import the statesync there, not PYTHONPATH's.
-            self.proc = subprocess.Popen(statesync_cmd("run", "--role", "master"), env=env,
-                                         stdout=fh, stderr=subprocess.STDOUT, cwd=log.parent)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL, and reap."""
-        if self.alive():
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self, timeout: float = 20) -> int:
-        """SIGTERM and wait; SIGKILL if it does not stop in time. Returns the exit code."""
-        return stop_process(self.proc, timeout)
-
-    def output(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
-    def count(self, text: str) -> int:
-        return self.output().count(text)
 
 
 def make_state_tree(root: Path, files: int, rng: random.Random, dirs: int = 10, size: tuple[int, int] = (200, 6000)) -> None:

@@ -7,6 +7,7 @@ restored the same CA (fingerprint before and after). Stops everything it started
 """
 from __future__ import annotations
 
+import argparse
 import datetime
 import json
 import os
@@ -20,7 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from .. import disk
+from .. import config, disk
 from ..disk import CA_CERT, CA_KEY, LOCAL_CA, READY_FILE, node_cert
 from ..errors import StatesyncError
 
@@ -131,6 +132,10 @@ def _wait(pred, what: str, timeout: float = 30.0):
             return value
         time.sleep(0.1)
     raise StatesyncError(f"demo: {what} did not happen within {timeout:.0f}s")
+
+
+def cmd_demo(cfg: config.Config, args: argparse.Namespace) -> int:
+    return run_demo()
 
 
 def run_demo(out=print) -> int:

@@ -7,6 +7,7 @@ summary is the one line the command adds to stderr.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import TextIO
@@ -14,6 +15,16 @@ from typing import TextIO
 from tqdm import tqdm
 
 MIB = 1 << 20
+
+
+@contextlib.contextmanager
+def aborting(bar: "Progress"):
+    """End ``bar`` without its summary when the block fails: the error line comes next."""
+    try:
+        yield
+    except BaseException:
+        bar.abort()
+        raise
 
 
 class Progress:

@@ -15,14 +15,12 @@ the zone Icinga 2 runs the endpoint in, whatever the registration says.
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
-from typing import TextIO
+from dataclasses import dataclass
 
 from ..config import Config
 from ..consul.store import Store
 from ..disk import CA_CERT, REQUESTS_DIR
-from ..errors import EXIT_OK, CorruptData, StatesyncError
+from ..errors import CorruptData, StatesyncError
 from ..pki import cadoc, fingerprint
 from . import isolation, registration, requests
 from .icinga_api import IcingaApi
@@ -124,19 +122,3 @@ def _signed(pending) -> set:
         except CorruptData:
             continue
     return out
-
-
-def print_rows(cfg: Config, out: TextIO, as_json: bool) -> int:
-    found = rows(cfg, Store(cfg.consul))
-    if as_json:
-        json.dump([asdict(r) for r in found], out, indent=2)
-        out.write("\n")
-        return EXIT_OK
-    if not found:
-        print(f"no satellite registered under {cfg.layout.satellites}", file=out)
-        return EXIT_OK
-    print(f"{'CN':<28} {'ZONE':<20} {'LIVE ZONE':<20} {'PARENT':<12} {'KEY':<16} {'STATE':<10} DETAIL", file=out)
-    for r in found:
-        print(f"{r.cn[:28]:<28} {r.zone[:20]:<20} {(r.live_zone or '-')[:20]:<20} {r.parent_zone[:12]:<12} "
-              f"{r.key_sha256[:16]:<16} {r.state:<10} {r.detail}", file=out)
-    return EXIT_OK

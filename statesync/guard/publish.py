@@ -24,7 +24,7 @@ from ..consul.client import Op
 from ..consul.watch import Watch, key_query
 from ..disk import CA_CERT
 from ..errors import CorruptData, PermissionDenied
-from ..pki import acceptance, cadoc
+from ..pki import ca_acceptance, cadoc
 from ..pki.cadoc import PublishedCA
 from ..repo.repository import Repo
 from ..snapshot import chunking
@@ -166,10 +166,10 @@ class CaPublisher:
         self._conflict(old, doc, foreign, fields)
         return "refused"
 
-    def _acceptance(self) -> tuple[int, acceptance.Acceptance | None]:
+    def _acceptance(self) -> tuple[int, ca_acceptance.Acceptance | None]:
         """The pending operator record's ModifyIndex and the record, or (0, None)."""
         try:
-            pending = acceptance.read_pending(self.repo.store, self.repo.layout.ca_accept)
+            pending = ca_acceptance.read_pending(self.repo.store, self.repo.layout.ca_accept)
         except PermissionDenied as exc:
             # A token made from an older master policy: no decision can be read, so none is taken.
             log.warning("cannot read the CA acceptance record", error=str(exc))
@@ -181,7 +181,7 @@ class CaPublisher:
         return pending.index, pending.record
 
     def _replace(self, pair, old: PublishedCA, doc: PublishedCA, decision: str,
-                 accepted: acceptance.Acceptance | None = None, accept_index: int = 0) -> None:
+                 accepted: ca_acceptance.Acceptance | None = None, accept_index: int = 0) -> None:
         """Overwrite the published ``old`` with ``doc`` and file ``old`` in the history, in one
         transaction; an acceptance record is deleted in it too, so that it is used once."""
         store, layout = self.repo.store, self.repo.layout
@@ -192,9 +192,9 @@ class CaPublisher:
             # A token made from an older master policy: the history is informative, the publication is not.
             log.warning("cannot read the CA history; publishing without recording the replaced CA", error=str(exc))
         else:
-            history = acceptance.decode_history(hist.value if hist is not None else None)
-            entry = acceptance.history_entry(old, doc, decision, accepted)
-            ops.append(Op("cas", layout.ca_history, acceptance.with_entry(history, entry),
+            history = ca_acceptance.decode_history(hist.value if hist is not None else None)
+            entry = ca_acceptance.history_entry(old, doc, decision, accepted)
+            ops.append(Op("cas", layout.ca_history, ca_acceptance.with_entry(history, entry),
                           index=hist.modify_index if hist is not None else 0))
         if accepted is not None:
             ops.append(Op("delete-cas", layout.ca_accept, index=accept_index))

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 
 from ..consul.store import Store
 from ..errors import CorruptData, StatesyncError
-from ..snapshot import record as snapshot
 from ..snapshot.layout import Layout
-from ..snapshot.record import Record
+from ..snapshot.record import Record, decode_record
 
 
 @dataclass(frozen=True)
@@ -40,7 +39,7 @@ def nodes(store: Store, layout: Layout) -> list[Node]:
             problem = "no head key (snapshot records only)"
         else:
             try:
-                head = snapshot.decode(pair.value)
+                head = decode_record(pair.value)
             except CorruptData as exc:
                 problem = f"head unreadable: {exc}"
         role = str(head.meta.get("role") or "") if head is not None else ""

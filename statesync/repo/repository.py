@@ -22,17 +22,16 @@ from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
 from ..errors import CasConflict, CorruptData, EncryptionKeyError, MissingChunks, NotFound, SuspiciousDrop
-from ..snapshot import chunking, codec
+from ..snapshot import chunking, codec, manifest_reader
 from ..snapshot import manifest as mf
-from ..snapshot import record as snapshot
 from ..snapshot.crypto import Sealer
 from ..snapshot.history import id_time, next_seq
+from ..snapshot.keep_rules import Rules, Snap
 from ..snapshot.layout import Layout
 from ..snapshot.manifest import Manifest
-from ..snapshot.record import Record
-from ..snapshot.retention import Rules, Snap
-from ..snapshot.scan import ScanResult
-from . import retention
+from ..snapshot.record import CA_META, SEQ_META, Record, decode_record, new_id, suspicious_drop
+from ..tree.scan import ScanResult
+from . import prune
 
 log = structlog.get_logger(__name__)
 
@@ -77,7 +76,7 @@ class Repo:
         self.keep = keep
         self.rules = rules or Rules(keep=keep)
         self.ca_identity = ca_identity
-        self.catalog = retention.Catalog(store, layout)
+        self.records_seen = prune.RecordCache(store, layout)
         self._kept: set[str] = set()
         self._clock_behind = False
         self.sealer = sealer
@@ -92,7 +91,7 @@ class Repo:
         pair = self.store.get(self.layout.head)
         if pair is None:
             return Head(None, 0)
-        return Head(snapshot.decode(pair.value), pair.modify_index)
+        return Head(decode_record(pair.value), pair.modify_index)
 
     def checked_head(self, fence: tuple[Op, ...] = ()) -> Head:
         """The head, for a writer: when its key is gone while snapshot records remain, that is
@@ -135,11 +134,11 @@ class Repo:
         pair = self.store.get(self.layout.snapshot(snapshot_id))
         if pair is None:
             raise NotFound(f"node {self.layout.node!r} has no snapshot {snapshot_id!r}")
-        return snapshot.decode(pair.value)
+        return decode_record(pair.value)
 
     def records(self, head: str = "") -> list[Record]:
         """Every kept snapshot record of the node, oldest first in commit order (``head``'s chain last)."""
-        return retention.ordered_records(self.store.get_prefix(self.layout.snapshots), self.layout, head)
+        return prune.ordered_records(self.store.get_prefix(self.layout.snapshots), self.layout, head)
 
     def fetch_chunks(self, digests: set[str], sealed: set[str] = frozenset(), key_id: str = "",
                      sizes: Mapping[str, int] | None = None) -> dict[str, bytes]:
@@ -198,12 +197,12 @@ class Repo:
                                  chunk_sizes(manifest, record.chunk_size or self.chunk_size))
 
     def manifest(self, record: Record) -> Manifest:
-        """Fetch, verify and decode the manifest a record names, a few pieces at a time (``mf.load``)."""
+        """Fetch, verify and decode the manifest a record names, a few pieces at a time (``manifest_reader.load``)."""
         def fetch(batch: set[str]) -> dict[str, bytes]:
             if record.sealed_manifest:
                 return self.fetch_chunks(set(), batch, record.key_id)
             return self.fetch_chunks(batch)
-        manifest = mf.load(record.manifest_chunks, fetch, record.manifest_sha256)
+        manifest = manifest_reader.load(record.manifest_chunks, fetch, record.manifest_sha256)
         if manifest is None:
             raise CorruptData(f"manifest of snapshot {record.id} fails its sha256 check")
         return manifest
@@ -239,7 +238,7 @@ class Repo:
         started = time.monotonic()
         writes_before = self.store.stats.kv_writes
         m = scan.manifest
-        why = snapshot.suspicious_drop(base.record, m.file_count, m.total_bytes, max_drop)
+        why = suspicious_drop(base.record, m.file_count, m.total_bytes, max_drop)
         if why is not None:
             metrics.suspicious_drops.inc()
             raise SuspiciousDrop(f"not committed: {why}; if the files were removed on purpose, stop the "
@@ -265,12 +264,12 @@ class Repo:
         sealed = self.seal_manifest or any(e.sealed for e in m.entries)
         meta = dict(meta or {})
         if self.ca_identity is not None and (ca := self.ca_identity(m)):
-            meta[snapshot.CA_META] = ca
-        snaps = self.catalog.snaps(self.catalog.ids())
+            meta[CA_META] = ca
+        snaps = self.records_seen.snaps(self.records_seen.ids())
         now = datetime.now(timezone.utc)
         self._check_clock(now, base.record)
-        meta[snapshot.SEQ_META] = next_seq([*snaps, *([retention.snap(base.record)] if base.record else [])])
-        rec = Record(id=snapshot.new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
+        meta[SEQ_META] = next_seq([*snaps, *([prune.snap(base.record)] if base.record else [])])
+        rec = Record(id=new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
                      manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
@@ -292,7 +291,7 @@ class Repo:
         self._refs_cache[rec.id] = refs = frozenset(needed | set(manifest_digests))
         known.clear()
         known.update(refs)
-        self.catalog.add(rec)
+        self.records_seen.add(rec)
         # Only kept snapshots are asked for again.
         self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in self._kept}
         return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
@@ -318,10 +317,10 @@ class Repo:
         encoded = rec.encode()
         ops = [*fence, Op("set", self.layout.snapshot(rec.id), encoded),
                Op("cas", self.layout.head, encoded, index=base.index)]
-        snaps = [s for s in snaps if s.id != rec.id] + [retention.snap(rec)]
-        prune, self._kept = retention.prune_ops(self.store, self.layout, snaps, self.rules, rec.id,
-                                                self.store.settings.txn_max_ops - len(ops))
-        return ops + prune
+        snaps = [s for s in snaps if s.id != rec.id] + [prune.snap(rec)]
+        deletes, self._kept = prune.prune_ops(self.store, self.layout, snaps, self.rules, rec.id,
+                                              self.store.settings.txn_max_ops - len(ops))
+        return ops + deletes
 
     def _apply_final(self, ops: list[Op], rec: Record, base: Head) -> Head:
         try:
@@ -360,16 +359,16 @@ class Repo:
         unreferenced = stored - referenced
         pair = self.store.get(self.layout.gc)
         pending = _decode_gc(pair.value) if pair else {}
-        doomed = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
-        keep_pending = {d: pending.get(d, now) for d in unreferenced if d not in doomed}
+        collectable = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
+        keep_pending = {d: pending.get(d, now) for d in unreferenced if d not in collectable}
         if len(keep_pending) > _GC_PENDING_MAX:
             keep_pending = dict(sorted(keep_pending.items(), key=lambda kv: kv[1])[:_GC_PENDING_MAX])
         # The check-and-set serialises collectors: the loser of a race deletes nothing.
         self.store.put(self.layout.gc, _encode_gc(keep_pending), cas=pair.modify_index if pair else 0, fence=fence)
-        if doomed:
-            self.store.delete_many((self.layout.chunk(d) for d in doomed), fence=fence)
-            log.info("garbage collected", node=self.layout.node, chunks=len(doomed), pending=len(keep_pending))
-        return len(doomed)
+        if collectable:
+            self.store.delete_many((self.layout.chunk(d) for d in collectable), fence=fence)
+            log.info("garbage collected", node=self.layout.node, chunks=len(collectable), pending=len(keep_pending))
+        return len(collectable)
 
 
 class ChunkStream:

@@ -29,9 +29,9 @@ from ..disk import INTERNAL_PREFIX, STAGING_PREFIX, STATE_DIRS
 from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
 from ..repo.repository import _SEAL_SLACK, Repo
-from ..snapshot.dirfd import DIR_FLAGS, DirChain, open_below
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from ..snapshot.record import Record
+from ..tree.dirfd import DIR_FLAGS, DirChain, open_below
 from .rootlock import hold_root, holds
 from .swap import ASIDE_DIR, JOURNAL, exists, recover, swap  # noqa: F401 (ASIDE_DIR, JOURNAL: the interface)
 from .swap import remove_tree as _remove_tree

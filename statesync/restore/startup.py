@@ -75,7 +75,7 @@ def published_ca(repo: Repo):
 
 def pending_acceptance(repo: Repo):
     """The operator's pending ``accept-ca`` record, or None (absent, or invalid: logged)."""
-    from ..pki.acceptance import read_pending
+    from ..pki.ca_acceptance import read_pending
     try:
         pending = read_pending(repo.store, repo.layout.ca_accept)
     except PermissionDenied as exc:

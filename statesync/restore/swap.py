@@ -21,7 +21,7 @@ import structlog
 from ..disk import ASIDE_DIR, JOURNAL
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import fsync_dir, write_atomic
-from ..snapshot.dirfd import DIR_FLAGS, DirChain
+from ..tree.dirfd import DIR_FLAGS, DirChain
 from .rootlock import hold_root
 
 log = structlog.get_logger(__name__)

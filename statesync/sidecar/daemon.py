@@ -8,7 +8,6 @@ with everything that happened meanwhile.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 import time
@@ -18,19 +17,28 @@ from datetime import datetime, timedelta, timezone
 
 import structlog
 from apscheduler.schedulers.background import BackgroundScheduler
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from .. import metrics
 from ..config import Config
 from ..consul.backoff import Backoff
 from ..consul.lock import WriterLock, writer_lock
-from ..disk import INTERNAL_PREFIX, STATE_DIRS
-from ..errors import CasConflict, ConsulUnavailable, LockLost, RootMissing, StoreError, SuspiciousDrop, UnreadablePath
-from ..repo.repository import Head, MissingChunks, Repo
+from ..disk import STATE_DIRS
+from ..errors import (
+    CasConflict,
+    ConsulUnavailable,
+    LockLost,
+    MissingChunks,
+    RootMissing,
+    StoreError,
+    SuspiciousDrop,
+    UnreadablePath,
+)
+from ..repo import backup
+from ..repo.repository import Head, Repo
 from ..snapshot.manifest import Manifest
-from ..snapshot.roots import require as require_roots
-from ..snapshot.scan import Scanner
+from ..tree.scan import Scanner
+from .changes import Changes
 from .memory import release_free_memory
 from .pacing import Pacer
 
@@ -40,91 +48,6 @@ log = structlog.get_logger(__name__)
 # being scanned and warns that it replaced its own callback: harmless, and noisy while
 # Icinga 2 creates api/packages/. Nothing else is silenced.
 warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-
-
-def warn_plain_secrets(paths: list[str]) -> None:
-    """Say loudly that private keys go to Consul unencrypted."""
-    if paths:
-        log.warning("PRIVATE KEYS WILL BE STORED IN CONSUL IN PLAIN TEXT: configure encryption_key_file "
-                    "(statesync keygen) to encrypt them", files=sorted(paths)[:20], count=len(paths))
-
-
-class _Changes(FileSystemEventHandler):
-    """Collects root-relative paths from watchdog events; thread-safe."""
-
-    def __init__(self, root: str, cfg: Config):
-        self.root = root.rstrip("/") + "/"
-        self.cfg = cfg
-        self.lock = threading.Lock()
-        self.paths: set[str] = set()
-        # Directories whose only news is a change below them, seen (or left out) already: they
-        # go with the next commit but start none. Icinga 2's temporary file, created, written,
-        # closed and renamed, touches its directory four times.
-        self.riders: set[str] = set()
-        self._parents: set[str] = set()
-        self.first = 0.0
-        self.last = 0.0
-        self.event = threading.Event()
-
-    def _rel(self, path: str | bytes) -> str | None:
-        path = os.fsdecode(path)
-        if not path.startswith(self.root):
-            return None
-        rel = path[len(self.root):].rstrip("/")
-        if not rel or rel.startswith(INTERNAL_PREFIX) or self.cfg.path_filter.excluded(rel):
-            # included() is not asked here: a directory event must still reach the scanner. Out of
-            # the roots' scope is excluded too: Icinga's log under var/log must not wake a scan.
-            return None
-        return rel
-
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in ("opened", "closed_no_write"):
-            return
-        paths = [os.fsdecode(event.src_path)]
-        if getattr(event, "dest_path", ""):
-            paths.append(os.fsdecode(event.dest_path))
-        if event.is_directory and event.event_type == "modified" and paths[0] in self._parents:
-            # watchdog follows an event with its parent's (as inotify's IN_CREATE, IN_CLOSE_WRITE, ...)
-            rel = self._rel(paths[0])
-            if rel:
-                with self.lock:
-                    self.riders.add(rel)
-            return
-        self._parents = {os.path.dirname(p) for p in paths}
-        rels = [r for r in map(self._rel, paths) if r]
-        if not rels:
-            return
-        now = time.monotonic()
-        with self.lock:
-            if not self.paths:
-                self.first = now
-            self.paths.update(rels)
-            self.last = now
-        self.event.set()
-
-    def settled(self, debounce: float, max_wait: float) -> float:
-        """Seconds left until the burst counts as settled (0: take it now)."""
-        with self.lock:
-            if not self.paths:
-                return -1.0
-            now = time.monotonic()
-            return max(0.0, min(self.last + debounce, self.first + max_wait) - now)
-
-    def take(self) -> set[str]:
-        burst, riders = self.take_apart()
-        return burst | riders
-
-    def take_apart(self) -> tuple[set[str], set[str]]:
-        """The settled burst, and the riders apart."""
-        with self.lock:
-            taken, self.paths = self.paths, set()
-            riders, self.riders = self.riders, set()
-            self.event.clear()
-            return taken, riders
-
-    def ride(self, paths: set[str]) -> None:
-        with self.lock:
-            self.riders.update(paths)
 
 
 @dataclass
@@ -162,13 +85,18 @@ class Daemon:
                                compression=cfg.compression)
         self.state = DaemonState()
         self._stop = threading.Event()
-        self._changes = _Changes(str(cfg.root), cfg)
+        self._changes = Changes(str(cfg.root), cfg)
         self._head: Head | None = None
         self._known: set[str] = set()
         # Chunks read for a commit that failed: never stored, and not read again while their files
         # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
         self._unsent: dict[str, bytes] = {}
         self._pending = True
+        # No sync has succeeded yet: the first full scan reads the whole tree, all of it new to an
+        # empty prefix, so it streams its chunks up while it reads, as `statesync backup` does.
+        # Until then the pacer holds nothing back, so no streamed chunk (kept only as its size)
+        # must wait for a later commit. Later scans read what changed and keep it in memory.
+        self._synced = False
         # The periodic jobs (full rescan, GC) are apscheduler's to time and the main loop's to run:
         # a job only marks its work due and wakes the loop, so none ever overlaps a commit. GC is
         # due at once, at the first idle moment. What is not on it: docs/ARCHITECTURE.md.
@@ -274,11 +202,11 @@ class Daemon:
                 return ready
             wait = self._changes.settled(self.cfg.debounce, self.cfg.max_wait)
             if wait == 0.0:
-                burst, riders = self._changes.take_apart()
+                burst, quiet_dirs = self._changes.take_apart()
                 go, _ = self._pacer.split(burst, now)
                 if go:
-                    return go | riders
-                self._changes.ride(riders)
+                    return go | quiet_dirs
+                self._changes.add_quiet(quiet_dirs)
                 continue
             if wait < 0 and "gc" in self._due:
                 # Without the writer lock a sync of no paths comes first: it takes the lock again.
@@ -331,25 +259,20 @@ class Daemon:
             dirty = "full"
         if self._head is None:
             self._load_head()
-        if dirty == "full":
-            result = self.scanner.scan(self._known)
-            warn_plain_secrets(result.plain_secrets)
-            self._done("full")
-        else:
-            result = self.scanner.scan(self._known, dirty)
-        if self._unsent:
-            result.new_chunks = {**self._unsent, **result.new_chunks}
-        if self.cfg.roots:
-            try:
-                require_roots(result.manifest, self.cfg.roots, self.cfg.root)
-            except RootMissing:
-                needed = result.manifest.chunk_refs()  # read now, uploaded by no commit yet
-                self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
-                raise
-        released = self._pace(result) if self._pacer.active else set()
+        full = dirty == "full"
+        released: set[str] = set()
+
+        def before_commit(result) -> None:
+            if full:
+                self._done("full")
+            if self._pacer.active:
+                released.update(self._pace(result))
+
         try:
-            res = self.repo.commit(result, self._head, self._known, meta={"role": self.cfg.role},
-                                   fence=self.fence(), max_drop=self.cfg.max_drop)
+            out = backup.run(self.repo, self.scanner, self._head, self._known, roots=self.cfg.roots,
+                             root=self.cfg.root, meta={"role": self.cfg.role}, fence=self.fence(),
+                             max_drop=self.cfg.max_drop, dirty=None if full else dirty,
+                             stream=full and not self._synced, carried=self._unsent, before_commit=before_commit)
         except LockLost as exc:
             self.lock.lost(str(exc))
             self._head = None
@@ -359,11 +282,8 @@ class Daemon:
             self._head = None
             self.scanner.forget()
             raise StoreError(str(exc)) from None
-        except StoreError:
-            needed = result.manifest.chunk_refs()
-            self._unsent = {d: p for d, p in result.new_chunks.items() if d in needed}
-            raise
-        self._unsent = {}
+        result, res = out.scan, out.commit
+        self._synced = True
         self._pending = False
         self._committed = result.manifest
         self._pacer.committed(released, time.monotonic())
@@ -384,7 +304,7 @@ class Daemon:
                  chunks_written=res.chunks_written, chunks_reused=res.chunks_reused,
                  kv_writes=res.kv_writes, seconds=round(res.seconds, 3))
         self._after_commit(res.record, result.manifest)
-        del result  # the chunks read for this commit: give their memory back to the system
+        del result, out  # the chunks read for this commit: give their memory back to the system
         release_free_memory()
 
     def _after_commit(self, record, manifest) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..snapshot.globs import compile_pattern
+from ..tree.globs import compile_pattern
 
 
 class Pacer:

@@ -5,8 +5,8 @@ master:    after every successful sync, publish the CA of the committed snapshot
            that an operator's ``accept-ca`` is published at once (``publish.AcceptanceWatcher``).
 satellite: guard the CA (``guard.Guard``) next to mirroring the node's own state.
 With enrol.enabled, a master also accepts and signs registered satellites
-(``enrol.master.Acceptor``) and a satellite registers its pending request
-(``enrol.satellite.Enroller``).
+(``enrol.acceptor.Acceptor``) and a satellite registers its pending request
+(``enrol.enroller.Enroller``).
 """
 from __future__ import annotations
 
@@ -56,15 +56,15 @@ def attach(cfg: Config, daemon) -> RoleServices:
         daemon.on_commit.append(publisher)
         acceptor = None
         if cfg.enrol.enabled:
-            from ..enrol.master import Acceptor
+            from ..enrol.acceptor import Acceptor
             acceptor = Acceptor(cfg, Store(cfg.consul))
         return RoleServices(watcher=AcceptanceWatcher(publisher), enrol=acceptor)
     from ..guard import triggers
-    from ..guard.satellite import Guard
+    from ..guard.ca_watch import Guard
     trigger = triggers.from_settings(cfg.guard, stop=daemon.stop)
     guard = Guard(cfg, Store(cfg.consul), trigger)
     enroller = None
     if cfg.enrol.enabled:
-        from ..enrol.satellite import Enroller
+        from ..enrol.enroller import Enroller
         enroller = Enroller(cfg, Store(cfg.consul))
     return RoleServices(guard, trigger if isinstance(trigger, triggers.ExitTrigger) else None, enrol=enroller)

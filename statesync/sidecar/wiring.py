@@ -8,8 +8,8 @@ from ..errors import CorruptData
 from ..pki.fingerprint import spki_sha256
 from ..repo.repository import Repo
 from ..snapshot import chunking
+from ..snapshot.keep_rules import Rules
 from ..snapshot.manifest import Manifest
-from ..snapshot.retention import Rules
 
 # A satellite has no ca/ of its own: the CA it trusts is certs/ca.crt.
 CA_FILES = (CA_CERT, LOCAL_CA)

@@ -2,8 +2,8 @@
 
 ``layout`` names every Consul key statesync uses (the one place that does), ``record`` is
 the snapshot record and the head, ``manifest`` the file list, ``chunking`` the
-content-addressed chunks, ``crypto`` the sealing of private keys and TicketSalt, ``globs``
-the include and exclude patterns, ``diffing`` the comparison of two manifests and ``scan``
-the reading of a tree into a manifest and chunks. Nothing here talks to Consul; only
-``scan`` reads the filesystem. docs/FORMAT.md describes the same format in prose.
+content-addressed chunks, ``crypto`` the sealing of private keys and TicketSalt, ``diffing``
+the comparison of two manifests and ``retention`` the choice of what to keep. Nothing here
+talks to Consul or reads the local tree: reading a tree into a manifest and chunks is
+``tree/``. docs/FORMAT.md describes the same format in prose.
 """

@@ -25,7 +25,7 @@ class Diff:
 def diff(old: Manifest, new: Manifest) -> Diff:
     """What turning ``old`` into ``new`` adds, changes (type or content), removes, and changes
     in metadata only. Sealed and plain entries compare by their digests as given: the caller
-    addresses both sides alike (``restore.compare``)."""
+    addresses both sides alike (``restore.local_manifest``)."""
     before, after = old.by_path(), new.by_path()
     added = tuple(sorted(p for p in after if p not in before))
     removed = tuple(sorted(p for p in before if p not in after))

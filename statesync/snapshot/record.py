@@ -76,7 +76,7 @@ class Record:
                 "node": self.node}
 
 
-def decode(blob: bytes) -> Record:
+def decode_record(blob: bytes) -> Record:
     """Parse a stored record; raise CorruptData when it is malformed."""
     try:
         d = json.loads(blob)

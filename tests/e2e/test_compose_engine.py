@@ -1,0 +1,240 @@
+"""The stacks of compose/ as shipped, on a real Docker Engine with stand-ins of the public
+images (tests/images/): the master survives the loss of its volume, and a satellite enrols,
+is re-enrolled by its guard after a CA change, and connects again.
+
+The compose files are copied unchanged into a temporary directory (their secrets/ beside
+them); only the variables the files themselves offer are set: images, network, prefix,
+published port. Phase times are printed at the end of the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from ..compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait
+from ..engine import CONSUL, ICINGA2, Compose, container_logs, docker, inspect, unique_name, wait_healthy
+
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
+COMPOSE_DIR = Path(__file__).resolve().parents[2] / "compose"
+SIDECAR_IMAGE = "statesync:test"
+MASTER = "icinga-master"
+HTTP_PORT = "9470"  # not the image's 9465: the health check must follow the configuration
+
+IDENTITY = ("openssl x509 -noout -fingerprint -sha256 -in /var/lib/icinga2/ca/ca.crt;"
+            " sha256sum /etc/icinga2/constants.conf /etc/icinga2/zones.conf /etc/icinga2/conf.d/api-users.conf;"
+            " readlink /etc/icinga2/features-enabled/api.conf")
+
+
+class Lab:
+    """One Consul stack and the stacks' directory, shared by the scenarios of this module."""
+
+    def __init__(self, base: Path):
+        self.dir = base / "compose"
+        prepare_stack_dir(self.dir, ("consul.yml", "master.yml", "satellite.yml", "icinga-start.sh"))
+        self.network = unique_name("ssnet")
+        self.env = {
+            "STATESYNC_NETWORK": self.network, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": ICINGA2,
+            "STATESYNC_IMAGE": SIDECAR_IMAGE, "STATESYNC_PREFIX": f"test/{self.network}",
+            "ICINGA_API_PUBLISH": "127.0.0.1::5665", "STATESYNC_HTTP_PORT": HTTP_PORT,
+            "MASTER_NAME": MASTER, "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
+        }
+        self.consul = self.stack("consul.yml", "statesync-consul")
+        self.master = self.stack("master.yml", "icinga-master")
+
+    def stack(self, file: str, role: str, **env: str) -> Compose:
+        return Compose(self.dir / file, env={**self.env, **env}, project=unique_name(role.replace("-", "")))
+
+    def cleanup(self) -> None:
+        for stack in (self.master, self.consul):
+            stack.cleanup()
+
+
+def _published_matches_local(stack: Compose) -> bool:
+    return stack.exec("statesync", "statesync", "check-ca", check=False, timeout=60).returncode == 0
+
+
+def _icinga_log_of_last_start(stack: Compose) -> str:
+    return container_logs(stack.container_id("icinga2"))
+
+
+@pytest.fixture(scope="module")
+def lab(engine, tmp_path_factory, request):
+    times = PhaseTimes("compose stacks on a real engine: phase times")
+    request.config.pluginmanager.register(times, f"compose-engine-times-{os.getpid()}")
+    engine.build_statesync_image(SIDECAR_IMAGE)
+    lab = Lab(tmp_path_factory.mktemp("compose-engine"))
+    lab.times = times
+    try:
+        lab.consul.up(wait=120)
+        yield lab
+    finally:
+        lab.cleanup()
+
+
+def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_and_api(lab):
+    master, phases = lab.master, lab.times.scenario("master: first start, volume lost, up again")
+    t0 = time.monotonic()
+    master.up(wait=None)
+    api(master, "/v1/status", "HTTP200")
+    phases["first_up_to_api"] = time.monotonic() - t0
+    first_log = _icinga_log_of_last_start(master)
+    # The sidecar was the first container on the new volume, yet the image's first start ran
+    # as without statesync: /data-init copied (certs/ included), node setup made the CA.
+    assert 'Copying "/data-init/var/lib/icinga2" to "/data/var/lib/icinga2"' in first_log
+    assert "Running 'node setup'" in first_log
+    sh(master, "icinga2", "test -d /var/lib/icinga2/certs && test -s /var/lib/icinga2/ca/ca.crt")
+    wait(lambda: _published_matches_local(master), 120, "the sidecar did not publish the master's CA",
+          master.logs)
+    phases["first_up_to_published"] = time.monotonic() - t0
+    # The health check asks the configured port (9470 here), not the image's default.
+    wait_healthy(master.container_id("statesync"), 90)
+    before = sh(master, "icinga2", IDENTITY)
+    assert "api.conf" in before
+
+    t1 = time.monotonic()
+    master.compose("stop", "-t", "30", timeout=120)  # the sidecar's last commit on SIGTERM
+    master.down(volumes=True)  # the Icinga volume: the backups live in another stack
+    assert not docker("volume", "ls", "-q", "--filter",
+                      f"label=com.docker.compose.project={master.project}").stdout.split()
+    phases["stop_and_down_v"] = time.monotonic() - t1
+
+    t2 = time.monotonic()
+    master.up(wait=None)
+    api(master, "/v1/status", "HTTP200")
+    phases["up_after_loss_to_api"] = time.monotonic() - t2
+    after = sh(master, "icinga2", IDENTITY)
+    assert after == before, "CA, TicketSalt (constants.conf), zones, API users or the api feature differ"
+    second_log = _icinga_log_of_last_start(master)
+    assert "Running 'node setup'" not in second_log
+    assert 'Copying "/data-init/etc/icinga2"' not in second_log
+    assert 'Copying "/data-init/var/lib/icinga2"' not in second_log
+    sidecar_log = container_logs(master.container_id("statesync"))
+    ready = [json.loads(line) for line in sidecar_log.splitlines()
+             if line.startswith("{") and '"ready"' in line]
+    assert ready and ready[-1].get("action") == "restored", sidecar_log[-3000:]
+    assert _published_matches_local(master)
+    phases["total"] = time.monotonic() - t0
+
+
+def test_icinga_waits_for_statesync_even_when_compose_starts_it_alone(lab, tmp_path):
+    # podman-compose 1.0.3 ignores depends_on conditions: icinga2 must wait for the ready
+    # marker itself, or it makes a new CA on a volume statesync has not restored yet.
+    stack = lab.stack("master.yml", "icinga-alone", MASTER_NAME="icinga-alone",
+                      STATESYNC_PREFIX=f"test/{lab.network}-alone")
+    with stack:
+        stack.compose("up", "-d", "--no-deps", "icinga2")
+        icinga = stack.container_id("icinga2")
+        time.sleep(8)
+        assert inspect(icinga)["State"]["Running"], container_logs(icinga)
+        listing = docker("run", "--rm", "-v", f"{stack.project}_icinga-master:/data", "--entrypoint", "ls",
+                         ICINGA2, "-A", "/data").stdout.split()
+        assert listing == [], f"Icinga touched the volume before statesync was ready: {listing}"
+        assert "waiting for statesync" in container_logs(icinga)
+        stack.up("statesync", wait=None)
+        api(stack, "/v1/status", "HTTP200")
+
+
+def test_an_empty_icinga_cacert_leaves_no_zero_byte_ca_and_a_left_one_is_removed(lab):
+    volume = unique_name("ssvol")
+    marker = "touch /data/.statesync-ready"
+    wrapper = f"{lab.dir / 'icinga-start.sh'}:/statesync/icinga-start.sh:ro"
+    try:
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", ICINGA2, "-c", marker)
+        first = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", "ICINGA_CACERT=",
+                       "-e", "ICINGA_MASTER=1", "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", ICINGA2,
+                       "/statesync/icinga-start.sh", "sh", "-c", "wc -c < /var/lib/icinga2/certs/ca.crt",
+                       check=False, timeout=120)
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert int(first.stdout.split()[-1]) > 0, "ca.crt is empty"
+        # A volume that an earlier, broken start left with a 0-byte ca.crt enrols again.
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", ICINGA2, "-c",
+               "rm -rf /data/var/lib/icinga2/ca /data/var/lib/icinga2/certs/*"
+               " && : > /data/var/lib/icinga2/certs/ca.crt")
+        second = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", "ICINGA_MASTER=1",
+                        "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", ICINGA2, "/statesync/icinga-start.sh",
+                        "sh", "-c", "wc -c < /var/lib/icinga2/certs/ca.crt", check=False, timeout=120)
+        assert second.returncode == 0, second.stderr[-3000:]
+        assert "removing the empty" in second.stderr and "Running 'node setup'" in second.stderr
+        assert int(second.stdout.split()[-1]) > 0
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
+
+
+def test_a_volume_first_mounted_by_statesync_belongs_to_the_icinga_user(lab):
+    volume = unique_name("ssvol")
+    try:
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", SIDECAR_IMAGE, "-c", "true")
+        owner = docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "stat", ICINGA2,
+                       "-c", "%u:%g", "/data").stdout.strip()
+        assert owner == "5665:5665"
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
+
+
+def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(lab):
+    master, phases = lab.master, lab.times.scenario("satellite: enrol, CA change, re-enrol")
+    if not master.container_ids("icinga2"):
+        master.up(wait=None)
+    api(master, "/v1/status", "HTTP200")
+    sat = unique_name("sat")
+    # No ticket, no zones.conf edit on the master: the satellite enrols through Consul.
+    satellite = lab.stack("satellite.yml", "sat", SATELLITE_NAME=sat, MASTER_HOST=MASTER)
+    with satellite:
+        t0 = time.monotonic()
+        satellite.up(wait=None)
+        api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
+        phases["up_to_connected"] = time.monotonic() - t0
+        sat_icinga = satellite.container_id("icinga2")
+        assert inspect(sat_icinga)["RestartCount"] == 0, container_logs(sat_icinga)[-3000:]
+        # It enrolled through Consul: registered by its sidecar, accepted and signed by the master's.
+        first_log = container_logs(sat_icinga)
+        assert "Running 'node setup'" in first_log and "--ticket" not in first_log
+        # Icinga 2 started with the signed certificate: icinga-start.sh asked until statesync had it signed.
+        assert f"certificate of {sat} signed after" in first_log, first_log[-3000:]
+        assert "registered for enrolment" in container_logs(satellite.container_id("statesync"))
+        master_log = container_logs(master.container_id("statesync"))
+        assert "accepted satellites staged" in master_log and "certificate request signed" in master_log
+        listing = master.exec("statesync", "statesync", "satellites", check=False, timeout=60)
+        assert listing.returncode == 0 and sat in listing.stdout and "connected" in listing.stdout, listing
+        old_ca = sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                           "-in /var/lib/icinga2/certs/ca.crt")
+
+        # The master's operator rotates the CA (same TicketSalt), restarts Icinga 2 and
+        # records the decision; the master sidecar then publishes the new CA once.
+        t1 = time.monotonic()
+        sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
+            mv ca /tmp/ca.old
+            icinga2 pki new-ca >/dev/null
+            icinga2 pki new-cert --cn {MASTER} --key /tmp/m.key --csr /tmp/m.csr >/dev/null
+            icinga2 pki sign-csr --csr /tmp/m.csr --cert /tmp/m.crt >/dev/null
+            cp /tmp/m.key certs/{MASTER}.key; cp /tmp/m.crt certs/{MASTER}.crt; cp ca/ca.crt certs/ca.crt""")
+        docker("restart", "-t", "20", master.container_id("icinga2"), timeout=120)
+        api(master, "/v1/status", "HTTP200")
+        accept = master.exec("statesync", "statesync", "accept-ca", "--yes", "--reason", "CA rotation drill",
+                             check=False, timeout=60)
+        assert accept.returncode == 0, accept.stdout + accept.stderr
+        wait(lambda: _published_matches_local(master), 120, "the master sidecar did not publish the new CA",
+              master.logs)
+        phases["rotation_to_published"] = time.monotonic() - t1
+        new_ca = sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                        "-in /var/lib/icinga2/ca/ca.crt")
+        assert new_ca != old_ca
+
+        t2 = time.monotonic()
+        wait(lambda: sh(satellite, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
+                                                "-in /var/lib/icinga2/certs/ca.crt", check=False) == new_ca,
+              240, "the satellite did not enrol again under the new CA",
+              lambda: satellite.logs() + master.logs("icinga2"))
+        phases["published_to_re_enrolled"] = time.monotonic() - t2
+        api(master, f"/v1/objects/endpoints/{sat}", '"connected":true', tries=120)
+        phases["published_to_connected"] = time.monotonic() - t2
+        guard_log = container_logs(satellite.container_id("statesync"))
+        assert "certificates quarantined" in guard_log and "restart triggered" in guard_log
+        # One restart by the guard, no restart loop.
+        assert inspect(satellite.container_id("icinga2"))["RestartCount"] <= 1
+        phases["total"] = time.monotonic() - t0
