@@ -173,7 +173,7 @@ class Acceptor:
         ca_spki = fingerprint.spki_sha256(ca_pem)
         raw = registrations(self.cfg, self.store)
         if not self._access_checked:
-            # Icinga answers a missing permission with 404, which would read as "not live" forever.
+            # A missing permission, named once before any work, not first met mid-stage.
             self.api.check_access()
             self._access_checked = True
         endpoints, zones = self.api.endpoints(), self.api.zones()

@@ -16,6 +16,7 @@ against ``cafile`` (re-read for every new connection, as the CA may be renewed) 
 """
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -68,16 +69,18 @@ class IcingaApi(IcingaClient):
 
     # -- packages and stages ---------------------------------------------------------------
 
-    def ensure_package(self, pkg: str) -> None:
-        """Create config package ``pkg`` unless it exists."""
+    def ensure_package(self, pkg: str, busy_timeout: float = 60.0) -> None:
+        """Create config package ``pkg`` unless it exists; a reload running is waited out for
+        ``busy_timeout`` s."""
         path = f"/v1/config/packages/{check_package(pkg)}"
-        status, payload = self.request("POST", path)
-        if status == 200:
-            return
-        # Icinga answers an existing package with a bare 500 "Could not create package".
-        if pkg in self.packages():
-            return
-        raise self.fail("POST", path, status, payload)
+        try:
+            self.json("POST", path, busy_timeout=busy_timeout)
+        except IcingaUnreachable:
+            raise
+        except IcingaApiError:
+            # Icinga answers an existing package with a bare 500 "Could not create package".
+            if pkg not in self.packages():
+                raise
 
     def packages(self) -> dict[str, dict]:
         """Every config package: ``{name: {"active": stage or None, "stages": [stage, ...]}}``."""
@@ -143,10 +146,11 @@ class IcingaApi(IcingaClient):
                 raise IcingaApiError(f"Icinga 2 API: stage {stage} of {pkg} not validated within {timeout:g}s")
             time.sleep(POLL_INTERVAL)
 
-    def delete_inactive_stages(self, pkg: str, keep: set[str] = frozenset()) -> list[str]:
+    def delete_inactive_stages(self, pkg: str, keep: set[str] = frozenset(), busy_timeout: float = 60.0) -> list[str]:
         """Delete every stage of ``pkg`` but the active one and those in ``keep`` (pass a stage still
         being validated); return those deleted. Deleting the active stage breaks the package, and
-        the API allows it, so the active stage is read again right before."""
+        the API allows it, so the active stage is read again right before. Icinga >= 2.16 refuses
+        a DELETE while it reloads, as right after a valid stage: waited out for ``busy_timeout`` s."""
         current = self.packages().get(check_package(pkg))
         if current is None:
             return []
@@ -156,39 +160,50 @@ class IcingaApi(IcingaClient):
             if stage == active or stage in keep:
                 continue
             path = f"/v1/config/stages/{pkg}/{_seg(stage)}"
-            self.json("DELETE", path)
+            self.json("DELETE", path, busy_timeout=busy_timeout)
             deleted.append(stage)
         return deleted
 
     # -- endpoints -------------------------------------------------------------------------
 
     def check_access(self) -> None:
-        """Raise IcingaApiError unless the user may read config packages and Endpoint objects.
-        Icinga answers a missing permission with 404 "No objects found", exactly as for a missing
-        object, so without this check ``endpoint_live`` would say False for ever."""
+        """Raise IcingaApiError naming the permission unless the user may read config packages and
+        Endpoint and Zone objects. Without it ``endpoint_live`` could never say True."""
         self.packages()
-        for read, kind in ((self.endpoints, "Endpoint"), (self.zones, "Zone")):
-            try:
-                found = read()
-            except IcingaApiError as exc:
-                if exc.status != 404:
-                    raise
-                found = {}
-            if not found:
-                raise IcingaApiError(f"Icinga 2 API GET /v1/objects/{kind.lower()}s: user {self.user!r} sees no "
-                                     f"{kind}, not even the master's own: it lacks the permission "
-                                     f"objects/query/{kind}", 404)
-
+        for kind in ("Endpoint", "Zone"):
+            path = f"/v1/objects/{kind.lower()}s?attrs=package&verbose=1"
+            status, payload = self.request("GET", path)
+            if status == 200 and self._results(path, status, payload):
+                continue
+            # An empty 200 hides a permission filter: the user sees not even the master's own.
+            if status == 200 or missing_permission(status, payload):
+                raise self._lacks(kind)
+            raise self.fail("GET", path, status, payload)
 
     def endpoint_live(self, cn: str) -> bool:
-        """True when Icinga runs an Endpoint object ``cn`` (200), False when it has none (404)."""
-        path = f"/v1/objects/endpoints/{_seg(cn)}"
+        """True when Icinga runs an Endpoint object ``cn`` (200), False when it has none (404);
+        IcingaApiError naming the permission when the user may not read Endpoint objects."""
+        path = f"/v1/objects/endpoints/{_seg(cn)}?attrs=package&verbose=1"
         status, payload = self.request("GET", path)
         if status == 200:
             return True
+        if missing_permission(status, payload):
+            raise self._lacks("Endpoint")
         if status == 404:
             return False
         raise self.fail("GET", path, status, payload)
+
+    def _lacks(self, kind: str) -> IcingaApiError:
+        """The one error for a missing objects/query permission, whichever way Icinga said it."""
+        return IcingaApiError(f"Icinga 2 API GET /v1/objects/{kind.lower()}s: user {self.user!r} lacks the "
+                              f"permission objects/query/{kind}: it sees no {kind}, not even the master's own",
+                              403)
+
+    def _results(self, path: str, status: int, payload: bytes) -> list:
+        try:
+            return json.loads(payload).get("results") or []
+        except (ValueError, AttributeError):
+            raise IcingaApiError(f"Icinga 2 API GET {path} answered {status} with no JSON", status) from None
 
     def endpoints(self) -> dict[str, dict]:
         """Every Endpoint object: ``{name: {"connected": bool, "package": str}}``."""
@@ -209,6 +224,22 @@ class IcingaApi(IcingaClient):
         return out
 
 
+def missing_permission(status: int, payload: bytes) -> bool:
+    """True when an objects query was refused for want of a permission. Icinga >= 2.14.9,
+    2.15.5, 2.16.3 (and Debian's 2.14.6+deb13u1) answer 403 "Missing permission: objects/query/..."
+    (lowercased); older ones 404 "No objects found.", as for a missing object, and tell the two
+    apart only in the ``diagnostic_information`` of a ``verbose=1`` answer."""
+    if status == 403:
+        return True
+    if status != 404:
+        return False
+    try:
+        diagnosis = json.loads(payload).get("diagnostic_information")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(diagnosis, str) and diagnosis.startswith("Error: Missing permission:")
+
+
 def _seg(value: str) -> str:
     """``value`` as one path segment: a stage or endpoint name can never reach another resource."""
     if not value or value in (".", ".."):
@@ -216,4 +247,4 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
-__all__ = ["GENERATED_FILES", "IcingaApi", "IcingaUnreachable", "StageResult", "check_package"]
+__all__ = ["GENERATED_FILES", "IcingaApi", "IcingaUnreachable", "StageResult", "check_package", "missing_permission"]

@@ -20,6 +20,12 @@ from ..errors import IcingaApiError, IcingaTlsError, IcingaUnreachable
 DEFAULT_PORT = 5665
 POLL_INTERVAL = 0.2
 _ERROR_TEXT = 200
+# Answers that mean "not now, nothing was done": 423 while another package update runs (all
+# versions); 503 from 2.16 on while Icinga reloads ("Icinga is reloading": a config-package or
+# stage POST or DELETE that cannot take the config objects' lock, or comes within 2.7 s of the
+# last stage's reload request) and while the old worker stops ("Shutting down."). Each is over
+# when the reload is, so the same request is sent again within the caller's ``busy_timeout``.
+BUSY_STATUSES = frozenset({423, 503})
 
 
 # How a connection the server closes shows, depending on when in the exchange it happens.
@@ -179,8 +185,10 @@ class IcingaClient:
         return IcingaApiError(f"Icinga 2 API {method} {path} answered {status}: {error_text(payload)}", status)
 
     def json(self, method: str, path: str, body: dict | None = None, busy_timeout: float = 0.0) -> dict:
-        """The JSON of a 200 answer. A 423 (another package update still running) or a connection
-        refused is tried again until ``busy_timeout`` s have passed."""
+        """The JSON of a 200 answer. A busy answer (``BUSY_STATUSES``: a package update or a reload
+        still running) or a connection refused is tried again until ``busy_timeout`` s have passed,
+        every ``POLL_INTERVAL`` s: the wait is Icinga's reload, seconds long, not a failure to back
+        off from (and ``consul/backoff`` is out of this layer's reach)."""
         deadline = time.monotonic() + busy_timeout
         while True:
             try:
@@ -190,7 +198,7 @@ class IcingaClient:
                 if exc.sent or time.monotonic() >= deadline:
                     raise
                 status, payload = None, b""
-            if status not in (None, 423) or time.monotonic() >= deadline:
+            if (status is not None and status not in BUSY_STATUSES) or time.monotonic() >= deadline:
                 break
             time.sleep(POLL_INTERVAL)
         if status != 200:
@@ -212,4 +220,4 @@ def error_text(payload: bytes) -> str:
     return text[:_ERROR_TEXT] or "no reason given"
 
 
-__all__ = ["DEFAULT_PORT", "IcingaClient", "IcingaTlsError", "IcingaUnreachable", "error_text", "tls_context"]
+__all__ = ["BUSY_STATUSES", "DEFAULT_PORT", "IcingaClient", "IcingaTlsError", "IcingaUnreachable", "error_text", "tls_context"]
