@@ -6,7 +6,8 @@ secret does. Without the CA each fails in one line that names the setting.
 Bounded: one Consul container and one-off sidecar containers or a one-task service, all
 removed by ID or name; no master and no Icinga 2 is started. The commands run are the
 sidecar's own reads of Consul (`statesync snapshots`), with the stacks' environment, mounts
-and secrets as the files give them.
+and secrets as the files give them. Slow: each test starts a Consul and two stacks (about
+15 s each here), and the Swarm one needs the satellite image (minutes when not cached).
 """
 from __future__ import annotations
 
