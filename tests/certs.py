@@ -59,17 +59,18 @@ def renew(ca: CA, days_later: int = 30) -> CA:
     return make_ca(cn, key=ca.key, start=NOW + dt.timedelta(days=days_later), days=730)
 
 
-def sign(ca: CA, cn: str, ip: str | None = None) -> tuple[bytes, bytes, bytes]:
-    """A key, certificate and CSR for ``cn`` signed by ``ca`` (with an IP SAN when given)."""
+def sign(ca: CA, cn: str, ip: str | None = None, dns: tuple[str, ...] = ()) -> tuple[bytes, bytes, bytes]:
+    """A key, certificate and CSR for ``cn`` signed by ``ca`` (with an IP SAN and DNS SANs when given)."""
     key = _key("ec")
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     csr = x509.CertificateSigningRequestBuilder().subject_name(name).sign(key, hashes.SHA256())
     builder = (x509.CertificateBuilder().subject_name(name).issuer_name(ca.cert.subject)
                .public_key(key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(NOW - dt.timedelta(days=1)).not_valid_after(NOW + dt.timedelta(days=365)))
-    if ip:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]),
-                                        critical=False)
+    sans = [x509.IPAddress(ipaddress.ip_address(ip))] if ip else []
+    sans += [x509.DNSName(name) for name in dns]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     cert = builder.sign(ca.key, hashes.SHA256())
     return (_pem_key(key), cert.public_bytes(serialization.Encoding.PEM),
             csr.public_bytes(serialization.Encoding.PEM))

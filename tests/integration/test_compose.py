@@ -17,11 +17,17 @@ FILES = sorted(COMPOSE.rglob("*.yml"))
 ENV = {"DOCKER_GID": "999"}
 
 
-def _config(path: Path) -> dict:
+# Files that are a second -f/-c file only, each with the stack it completes.
+OVERRIDES = {"swarm/consul-ca.yml": "swarm/satellites.yml"}
+
+
+def _config(path: Path, env: dict | None = None) -> dict:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: run scripts/setup.sh"
-    proc = subprocess.run([binary, "-f", str(path), "config"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **ENV})
+    base = OVERRIDES.get(str(path.relative_to(COMPOSE)))
+    files = ["-f", str(COMPOSE / base)] if base else []
+    proc = subprocess.run([binary, *files, "-f", str(path), "config"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **ENV, **(env or {})})
     assert proc.returncode == 0, proc.stderr
     return yaml.safe_load(proc.stdout)
 
@@ -116,6 +122,28 @@ def test_swarm_uses_a_prebuilt_image_and_secrets_readable_by_uid_5665():
     assert spec["healthcheck"]["test"] == ["CMD", "statesync", "health"]
     assert "TICKET_SALT_FILE" not in spec["environment"]
     assert not [s for s in spec["secrets"] if "salt" in s["source"]]
+
+
+@pytest.mark.parametrize("name", ["master.yml", "satellite.yml"])
+def test_the_sidecar_gets_no_consul_ca_unless_consul_cacert_names_one(name):
+    off = _config(COMPOSE / name, {"CONSUL_CACERT": ""})["services"]["statesync"]
+    assert off["environment"]["CONSUL_CACERT"] == ""
+    assert "/dev/null:/run/statesync-no-consul-ca:ro" in off["volumes"]
+    on = _config(COMPOSE / name, {"CONSUL_CACERT": "/etc/pki/consul-ca.pem"})["services"]["statesync"]
+    assert on["environment"]["CONSUL_CACERT"] == "/etc/pki/consul-ca.pem"
+    assert "/etc/pki/consul-ca.pem:/etc/pki/consul-ca.pem:ro" in on["volumes"]
+
+
+def test_the_swarm_consul_ca_file_adds_the_ca_secret_and_keeps_the_stack_s_own():
+    spec = _config(COMPOSE / "swarm/consul-ca.yml", {"CONSUL_CA_SECRET": "consul_ca_2027"})
+    sat = spec["services"]["satellite"]
+    assert sat["environment"]["CONSUL_CACERT"] == "/run/secrets/consul_ca"
+    assert {s["source"]: (s["target"], s["uid"], s["mode"]) for s in sat["secrets"]} == {
+        "consul_token": ("consul_token", "5665", 0o400), "statesync_key": ("statesync_key", "5665", 0o400),
+        "consul_ca": ("consul_ca", "5665", 0o444)}
+    assert spec["secrets"]["consul_ca"] == {"external": True, "name": "consul_ca_2027"}
+    alone = _config(COMPOSE / "swarm/satellites.yml")["services"]["satellite"]
+    assert "CONSUL_CACERT" not in alone["environment"]
 
 
 def test_the_image_health_check_reads_the_port_from_the_configuration():
