@@ -65,23 +65,31 @@ LIB = MOUNTS["lib"]
 MAX_WAIT = 60.0
 
 # $1 is the root file system of the node's Icinga 2 version ("" for the host's own), $2 the node's
-# base directory, the rest the command. /run/icinga2 does not exist on a machine where the
+# base directory, $3 "root" or "host" (below), the rest the command. In a root, mode "root" runs the
+# command chrooted; mode "host" runs a host program (statesync on the host's Python, as in an init
+# container of the Icinga image) that sees the node's directories at the same paths as the root's
+# icinga2, which <base>/bin/icinga2 runs (Node.run_host). /run/icinga2 does not exist on a machine where the
 # package's tmpfiles never ran; the mount point is created (an empty directory, as the package
 # would make it) before anything is mounted on it. In a root, icinga2 (2.14 and later) aborts at
 # start without /proc (it lists /proc/self/fd), hence /proc and /dev there.
 _NS_SCRIPT = r"""
 set -e
-root=$1 base=$2; shift 2
+root=$1 base=$2 mode=$3; shift 3
 mount --make-rprivate /
-[ -d "$root/run/icinga2" ] || mkdir -p "$root/run/icinga2"
-mount --bind "$base/etc" "$root/etc/icinga2"
-mount --bind "$base/lib" "$root/var/lib/icinga2"
-mount --bind "$base/log" "$root/var/log/icinga2"
-mount --bind "$base/cache" "$root/var/cache/icinga2"
-mount --bind "$base/run" "$root/run/icinga2"
+for d in etc:/etc/icinga2 lib:/var/lib/icinga2 log:/var/log/icinga2 cache:/var/cache/icinga2 run:/run/icinga2; do
+  [ -d "$root${d#*:}" ] || mkdir -p "$root${d#*:}"
+  mount --bind "$base/${d%%:*}" "$root${d#*:}"
+  if [ -n "$root" ] && [ "$mode" = host ]; then
+    [ -d "${d#*:}" ] || mkdir -p "${d#*:}"
+    mount --bind "$base/${d%%:*}" "${d#*:}"
+  fi
+done
 if [ -n "$root" ]; then
   mount -t proc proc "$root/proc"
   mount --bind /dev "$root/dev"
+  if [ "$mode" = host ]; then
+    PATH="$base/bin:$PATH" exec "$@"
+  fi
   exec chroot "$root" "$@"
 fi
 exec "$@"
@@ -309,9 +317,10 @@ class Node:
         subprocess.run(["cp", "-a", str(self.etc), str(self.saved_config)], check=True)
 
     # commands
-    def run(self, *argv: str, timeout: float = MAX_WAIT, check: bool = True) -> subprocess.CompletedProcess:
-        """Run ``argv`` in a fresh mount namespace that sees this node's directories."""
-        cmd = ["unshare", "-m", "--", "sh", "-c", _NS_SCRIPT, "sh", self.icinga_root, self.base, *argv]
+    def run(self, *argv: str, timeout: float = MAX_WAIT, check: bool = True,
+            mode: str = "root") -> subprocess.CompletedProcess:
+        """Run ``argv`` in a fresh mount namespace that sees this node's directories (in its root)."""
+        cmd = ["unshare", "-m", "--", "sh", "-c", _NS_SCRIPT, "sh", self.icinga_root, self.base, mode, *argv]
         try:
             proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired as exc:
@@ -324,6 +333,16 @@ class Node:
 
     def icinga2(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.run("icinga2", *args, **kw)
+
+    def run_host(self, *argv: str, **kw) -> subprocess.CompletedProcess:
+        """Run a host program ``argv`` in the node's namespace, where ``icinga2`` on PATH is the node's
+        own version: an init container of the Icinga image, statesync in it."""
+        if self.icinga_root:
+            shim = self.root / "bin/icinga2"
+            shim.parent.mkdir(parents=True, exist_ok=True)
+            shim.write_text(f'#!/bin/sh\nexec chroot "{self.icinga_root}" /usr/sbin/icinga2 "$@"\n')
+            shim.chmod(0o755)
+        return self.run(*argv, mode="host", **kw)
 
     # the daemon
     def pidfile_pid(self) -> int | None:
