@@ -127,7 +127,9 @@ def _log_lines(node, pattern: str) -> list[int]:
 
 
 def test_a_ca_close_to_expiry_renewed_with_the_same_key_is_published_recorded_and_purges_no_satellite(cluster):
-    """Icinga >= 2.14 renews the CA at the master's start; on 2.13 the test renews it as an operator."""
+    """Icinga >= 2.14 renews the CA at the master's start; on 2.13 the test renews it as an operator.
+    40-50 s per version, most of it the satellite's 10 s reconnect timer (twice on 2.14+: once to
+    connect on the old certificate, once after Icinga hands it the new one)."""
     c = cluster
     with c.scenario("renewal"):
         spki = spki_sha256(c.master.ca_cert().read_bytes())
