@@ -16,6 +16,7 @@ from base64 import b64encode
 from urllib.parse import urlsplit
 
 from ..errors import IcingaApiError, IcingaTlsError, IcingaUnreachable
+from ..jsonload import loads
 
 DEFAULT_PORT = 5665
 POLL_INTERVAL = 0.2
@@ -204,7 +205,7 @@ class IcingaClient:
         if status != 200:
             raise self.fail(method, path, status, payload)
         try:
-            return json.loads(payload)
+            return loads(payload)
         except ValueError:
             raise IcingaApiError(f"Icinga 2 API {method} {path} answered 200 with no JSON", status) from None
 
@@ -212,7 +213,7 @@ class IcingaClient:
 def error_text(payload: bytes) -> str:
     """Icinga's reason in an error answer, on one line and short."""
     try:
-        data = json.loads(payload)
+        data = loads(payload)
         text = str(data.get("status") or data.get("error") or "")
     except (ValueError, AttributeError):
         text = payload.decode("utf-8", "replace")
