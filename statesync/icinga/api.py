@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from ..errors import IcingaApiError, IcingaTlsError, IcingaUnreachable
 from ..jsonload import loads
+from ..tlsclient import client_context
 
 DEFAULT_PORT = 5665
 POLL_INTERVAL = 0.2
@@ -36,14 +37,10 @@ _DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeErro
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:
     """The context every connection to Icinga 2's API uses: the chain verified against ``cafile``
-    (the system's CAs when None) and the host name checked. Raises OSError or ssl.SSLError when
-    ``cafile`` cannot be loaded."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    # Icinga 2 issues certificates without subject and authority key identifiers, which
-    # VERIFY_X509_STRICT refuses; Python 3.13 turns that flag on by default. Cleared, never
-    # left to the interpreter's default: chain, validity and host name are checked all the same.
-    ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
-    return ctx
+    (the system's CAs when None) and the host name checked, with ``VERIFY_X509_STRICT`` cleared,
+    as Icinga 2's certificates carry no key identifiers (statesync/tlsclient.py says why).
+    Raises OSError or ssl.SSLError when ``cafile`` cannot be loaded."""
+    return client_context(cafile)
 
 
 class _VerifiedHTTPSConnection(http.client.HTTPSConnection):
