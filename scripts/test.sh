@@ -7,7 +7,7 @@
 # or container engine is installed or started.
 # After the host's Python (3.11) passes, a third pass runs PY313 below again on Python 3.13,
 # inside the trixie root that scripts/setup.sh builds (scripts/pytest_in_root.sh); not in the
-# unit-only run, which builds no root. README.md ("Tests on two Pythons") says why.
+# unit-only run, which builds no root. README.md ("Two Pythons") says why.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
@@ -19,7 +19,7 @@ cd "$here"
 PY313=(tests/unit tests/integration/test_security_tls.py tests/integration/test_security_tls_names.py
        tests/integration/test_guard_parent.py tests/integration/test_enrol_acceptor_health.py
        tests/e2e/test_icinga_api_tls.py)
-PY313_ROOT=.cache/roots/trixie
+PY313_SUITE=trixie  # the root, .cache/roots/trixie
 
 # Whether an argument names tests: it exists and lies in tests/ (a node id counts by its file).
 # Any other argument, an option or an option's value, goes to pytest as it is.
@@ -84,8 +84,9 @@ else
   # already running is left alone.
   if [ "$engine_was_up" = 0 ]; then trap 'bash scripts/engine.sh stop' EXIT; fi
 fi
-if [ ${#py313_argv[@]} -gt 0 ] && ! [ -x "$PY313_ROOT/usr/bin/python3" ]; then
-  echo "test.sh: no Python 3.13 root at $PY313_ROOT for the 3.13 pass: scripts/setup.sh builds it (scripts/icinga_roots.sh trixie)" >&2
+if [ ${#py313_argv[@]} -gt 0 ] && ! [ -x ".cache/roots/$PY313_SUITE/usr/bin/python3" ]; then
+  echo "test.sh: no Python 3.13 root at .cache/roots/$PY313_SUITE for the 3.13 pass:" \
+       "scripts/setup.sh builds it (scripts/icinga_roots.sh $PY313_SUITE)" >&2
   exit 1
 fi
 # The lint first, over the whole tree whatever arguments pytest gets: a finding fails the run
@@ -103,11 +104,12 @@ serial=0
 if [ "$status" = 5 ]; then status=$serial; elif [ "$serial" != 5 ] && [ "$status" = 0 ]; then status=$serial; fi
 if [ ${#py313_argv[@]} -gt 0 ]; then
   py313=0
-  scripts/pytest_in_root.sh trixie "${py313_argv[@]}" || py313=$?
+  scripts/pytest_in_root.sh "$PY313_SUITE" "${py313_argv[@]}" || py313=$?
   # It runs a part of what the host passes ran, so "none selected" (5) there is no failure here.
   if [ "$py313" != 5 ] && [ "$py313" != 0 ] && { [ "$status" = 0 ] || [ "$status" = 5 ]; }; then status=$py313; fi
 elif unit_only "$@"; then
-  echo "test.sh: the unit tier ran on this Python only; on 3.13 (needs the trixie root): scripts/pytest_in_root.sh trixie tests/unit" >&2
+  echo "test.sh: the unit tier ran on this Python only; on 3.13 (needs the $PY313_SUITE root):" \
+       "scripts/pytest_in_root.sh $PY313_SUITE tests/unit" >&2
 else
   echo "test.sh: no Python 3.13 pass: none of the given paths is among those it runs (PY313 in scripts/test.sh)" >&2
 fi
