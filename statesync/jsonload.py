@@ -50,6 +50,8 @@ def loads(data: str | bytes | bytearray, **kwargs: Any) -> Any:
     if isinstance(data, (bytes, bytearray)):
         # what json.loads does with bytes, done first so that the measure reads characters
         data = data.decode(json.detect_encoding(data), "surrogatepass")
+    elif not isinstance(data, str):  # None, say: the TypeError json.loads raises, which callers catch
+        raise TypeError(f"the JSON object must be str, bytes or bytearray, not {type(data).__name__}")
     if too_deep(data):
         raise TooDeep()
     return json.loads(data, **kwargs)

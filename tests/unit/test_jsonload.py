@@ -101,6 +101,19 @@ def test_bytes_are_read_in_the_encoding_json_detects_as_json_loads_reads_them(en
         loads(lists(2000).encode(encoding))
 
 
+@pytest.mark.parametrize("data", [None, 1, memoryview(b"[]")])
+def test_what_json_loads_refuses_with_a_type_error_this_refuses_the_same_way(data):
+    with pytest.raises(TypeError) as json_error:
+        json.loads(data)
+    with pytest.raises(TypeError) as error:
+        loads(data)
+    assert str(error.value) == str(json_error.value)
+
+
+def test_a_lock_value_that_is_no_text_describes_an_unknown_holder():
+    assert lock.describe_holder(None) == "?"
+
+
 def test_keyword_arguments_go_to_json():
     assert loads('{"a": 1.5}', parse_float=str) == {"a": "1.5"}
 
