@@ -15,6 +15,8 @@ import zlib
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from statesync.consul import lock
 from statesync.consul.answers import txn_errors
@@ -86,6 +88,32 @@ def test_a_string_still_open_at_the_end_of_the_text_hides_its_brackets():
     assert not too_deep('["abc' + "[" * 5000)
     assert not too_deep('["abc\\' + "[" * 0)
     assert too_deep('["a"' + "," + "[" * MAX_DEPTH)
+
+
+# JSON values whose strings and keys are full of what the measure must see through.
+_TRICKY = st.text(alphabet=st.sampled_from('[]{}"\\/ a\n\u00e4\u5b5b'), max_size=8)
+_VALUES = st.recursive(st.none() | st.booleans() | st.integers() | _TRICKY,
+                       lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY, inner, max_size=3),
+                       max_leaves=20)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    return 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(_VALUES, st.booleans(), st.sampled_from([None, 1]))
+def test_the_measure_is_the_real_depth_whatever_the_strings_hold(value, ascii_only, indent):
+    """Wrapped to exactly the bound the text passes, one level more it is refused."""
+    inner = json.dumps(value, ensure_ascii=ascii_only, indent=indent)
+    room = MAX_DEPTH - _depth(value)
+    at_bound = "[" * room + inner + "]" * room
+    assert not too_deep(at_bound) and loads(at_bound) is not None
+    assert too_deep("[" + at_bound + "]")
 
 
 def test_only_the_given_slice_is_measured():
