@@ -6,12 +6,13 @@ never imports the guard or enrol packages, which import it.
 """
 from __future__ import annotations
 
-import json
 import re
 import shlex
 import signal
 from typing import Any
 from urllib.parse import urlsplit
+
+from .jsonload import loads
 
 _CONTAINER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,254}$")
 _CERT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$")
@@ -87,7 +88,7 @@ def parse_argv(v: Any) -> tuple[str, ...]:
         text = v.strip()
         if text.startswith("["):
             try:
-                v = json.loads(text)
+                v = loads(text)
             except ValueError:
                 raise ValueError("not a valid JSON array of strings") from None
         else:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -24,6 +23,7 @@ from pathlib import Path
 from .. import config, disk
 from ..disk import CA_CERT, CA_KEY, LOCAL_CA, READY_FILE, node_cert
 from ..errors import StatesyncError
+from ..jsonload import loads
 
 _REPO_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "consul" / "usr" / "bin" / "consul"
 
@@ -58,7 +58,7 @@ def _start_consul(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{addr}/v1/status/leader", timeout=1) as r:
-                if json.loads(r.read()):
+                if loads(r.read()):
                     return proc, addr
         except OSError:
             pass

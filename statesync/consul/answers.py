@@ -2,8 +2,6 @@
 the store and the lock tell apart. No I/O."""
 from __future__ import annotations
 
-import json
-
 from consul import base as consul_base
 
 from ..errors import (
@@ -16,6 +14,7 @@ from ..errors import (
     StatesyncError,
     StoreError,
 )
+from ..jsonload import loads
 from .client import Op
 from .transport import brief
 
@@ -99,7 +98,7 @@ def denied(what: str, key: str, content: bytes, has_token: bool) -> PermissionDe
 
 def txn_errors(content: bytes) -> list[str]:
     try:
-        return [str(e.get("What", "")) for e in json.loads(content).get("Errors") or []]
+        return [str(e.get("What", "")) for e in loads(content).get("Errors") or []]
     except (ValueError, AttributeError):
         return [brief(content)]
 
@@ -107,7 +106,7 @@ def txn_errors(content: bytes) -> list[str]:
 def failed_op(content: bytes, ops: list[Op]) -> Op:
     """The operation a 409 answer names as failed; a blank Op when the answer names none."""
     try:
-        return ops[int(json.loads(content)["Errors"][0]["OpIndex"])]
+        return ops[int(loads(content)["Errors"][0]["OpIndex"])]
     except (ValueError, KeyError, IndexError, TypeError):
         return Op("", "")
 

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import structlog
 
 from ..errors import LockHeld, LockLost, StoreError
+from ..jsonload import loads
 from .client import Op
 from .settings import LockSettings
 from .store import Store
@@ -75,7 +76,7 @@ def holder_value(host: str, pid: int, since: datetime) -> bytes:
 def describe_holder(value: bytes) -> str:
     """A one-line description of a lock value written by ``holder_value``; '?' when unreadable."""
     try:
-        doc = json.loads(value)
+        doc = loads(value)
         return f"{doc['host']} pid {doc['pid']} since {doc['since']}"
     except (ValueError, KeyError, TypeError):
         return "?"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from consul import base as consul_base
 
 from ..errors import ConsulUnavailable, StoreError
+from ..tlsclient import client_context
 from .settings import ConsulSettings, Endpoint
 
 
@@ -141,7 +142,8 @@ class KeepAliveTransport(consul_base.HTTPClient):
             if self._ssl is None:
                 s = self.settings
                 try:
-                    ctx = ssl.create_default_context(cafile=s.cacert or None, cadata=_capath_pem(s.capath))
+                    # strict X.509 cleared, as for Icinga: a CA without key identifiers works on every Python
+                    ctx = client_context(cafile=s.cacert or None, cadata=_capath_pem(s.capath))
                     if not s.verify:
                         ctx.check_hostname = False
                         ctx.verify_mode = ssl.CERT_NONE

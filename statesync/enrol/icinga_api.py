@@ -16,7 +16,6 @@ against ``cafile`` (re-read for every new connection, as the CA may be renewed) 
 """
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from urllib.parse import quote
 
 from ..errors import IcingaApiError, IcingaUnreachable
 from ..icinga.api import POLL_INTERVAL, IcingaClient
+from ..jsonload import loads
 
 _PACKAGE_NAME = re.compile(r"[A-Za-z0-9_-]+\Z")
 # Files Icinga writes into every stage itself; they are not part of what was staged.
@@ -201,7 +201,7 @@ class IcingaApi(IcingaClient):
 
     def _results(self, path: str, status: int, payload: bytes) -> list:
         try:
-            return json.loads(payload).get("results") or []
+            return loads(payload).get("results") or []
         except (ValueError, AttributeError):
             raise IcingaApiError(f"Icinga 2 API GET {path} answered {status} with no JSON", status) from None
 
@@ -234,7 +234,7 @@ def missing_permission(status: int, payload: bytes) -> bool:
     if status != 404:
         return False
     try:
-        diagnosis = json.loads(payload).get("diagnostic_information")
+        diagnosis = loads(payload).get("diagnostic_information")
     except (ValueError, AttributeError):
         return False
     return isinstance(diagnosis, str) and diagnosis.startswith("Error: Missing permission:")

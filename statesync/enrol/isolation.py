@@ -21,6 +21,7 @@ from typing import Callable, Sequence, TypeVar
 
 from ..disk import ENROL_LEFT_OUT
 from ..fsutil import write_atomic
+from ..jsonload import loads
 from .registration import valid_name
 
 LEFT_OUT_FILE = ENROL_LEFT_OUT
@@ -97,8 +98,8 @@ def load_left_out(root: Path) -> dict[str, tuple[str, str]]:
     """cn -> (digest, reason) from the file; {} when it is missing or not what ``save_left_out`` writes."""
     try:
         with open(Path(root) / LEFT_OUT_FILE, "rb") as fh:
-            doc = json.loads(fh.read(_MAX_FILE))
-    except (OSError, ValueError, RecursionError):
+            doc = loads(fh.read(_MAX_FILE))
+    except (OSError, ValueError):
         return {}
     if not isinstance(doc, dict):
         return {}

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from ..errors import CorruptData
+from ..jsonload import TooDeep, loads
 from ..snapshot.layout import valid_node, valid_sha256
 
 VERSION = 1
@@ -120,10 +121,12 @@ def decode(raw: bytes) -> Registration:
     if len(raw) > MAX_DOCUMENT_BYTES:
         raise CorruptData(f"registration is too large ({len(raw)} bytes, at most {MAX_DOCUMENT_BYTES})")
     try:
-        doc = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        doc = loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise CorruptData("registration is not UTF-8") from None
-    except (ValueError, RecursionError):
+    except TooDeep as exc:
+        raise CorruptData(f"registration {exc}") from None
+    except ValueError:
         raise CorruptData("registration is not JSON") from None
     if not isinstance(doc, dict):
         raise CorruptData(f"registration is not a JSON object but a {type(doc).__name__}")

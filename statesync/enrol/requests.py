@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import CorruptData
 from ..fsutil import write_atomic
+from ..jsonload import TooDeep, loads
 from ..pki.fingerprint import spki_sha256
 from ..pki.signing import RequestCert, parse_request
 
@@ -121,11 +122,11 @@ def _load(path: Path) -> tuple[PendingRequest, tuple[int, int, int]]:
     if len(data) > MAX_BYTES:
         return bad(f"file is larger than {MAX_BYTES // 1024} KiB")
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = loads(data.decode("utf-8"))
+    except TooDeep as exc:
+        return bad(f"file {exc}")
     except (UnicodeDecodeError, ValueError):
         return bad("file is not JSON")
-    except RecursionError:
-        return bad("file is nested too deeply")
     if not isinstance(doc, dict):
         return bad("file is not a JSON object")
     pem = doc.get("cert_request")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import http.client
-import json
 import os
 import shutil
 import signal as signals
@@ -26,6 +25,7 @@ from urllib.parse import quote, urlsplit
 
 from ..errors import IcingaTlsError, IcingaUnreachable, TriggerError
 from ..icinga.api import IcingaClient
+from ..jsonload import loads
 from .settings import GuardSettings
 
 RESTART_PATH = "/v1/actions/restart-process"
@@ -252,7 +252,7 @@ class DockerTrigger:
 
 def _docker_message(body: bytes) -> str:
     try:
-        return str(json.loads(body).get("message", ""))[:200]
+        return str(loads(body).get("message", ""))[:200]
     except (ValueError, AttributeError):
         return body.decode("utf-8", "replace")[:200]
 

@@ -16,6 +16,8 @@ from base64 import b64encode
 from urllib.parse import urlsplit
 
 from ..errors import IcingaApiError, IcingaTlsError, IcingaUnreachable
+from ..jsonload import loads
+from ..tlsclient import client_context
 
 DEFAULT_PORT = 5665
 POLL_INTERVAL = 0.2
@@ -35,14 +37,10 @@ _DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeErro
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:
     """The context every connection to Icinga 2's API uses: the chain verified against ``cafile``
-    (the system's CAs when None) and the host name checked. Raises OSError or ssl.SSLError when
-    ``cafile`` cannot be loaded."""
-    ctx = ssl.create_default_context(cafile=cafile)
-    # Icinga 2 issues certificates without subject and authority key identifiers, which
-    # VERIFY_X509_STRICT refuses; Python 3.13 turns that flag on by default. Cleared, never
-    # left to the interpreter's default: chain, validity and host name are checked all the same.
-    ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT
-    return ctx
+    (the system's CAs when None) and the host name checked, with ``VERIFY_X509_STRICT`` cleared,
+    as Icinga 2's certificates carry no key identifiers (statesync/tlsclient.py says why).
+    Raises OSError or ssl.SSLError when ``cafile`` cannot be loaded."""
+    return client_context(cafile)
 
 
 class _VerifiedHTTPSConnection(http.client.HTTPSConnection):
@@ -204,7 +202,7 @@ class IcingaClient:
         if status != 200:
             raise self.fail(method, path, status, payload)
         try:
-            return json.loads(payload)
+            return loads(payload)
         except ValueError:
             raise IcingaApiError(f"Icinga 2 API {method} {path} answered 200 with no JSON", status) from None
 
@@ -212,7 +210,7 @@ class IcingaClient:
 def error_text(payload: bytes) -> str:
     """Icinga's reason in an error answer, on one line and short."""
     try:
-        data = json.loads(payload)
+        data = loads(payload)
         text = str(data.get("status") or data.get("error") or "")
     except (ValueError, AttributeError):
         text = payload.decode("utf-8", "replace")

@@ -26,6 +26,7 @@ import json
 from dataclasses import asdict, dataclass
 
 from ..errors import CorruptData
+from ..jsonload import loads
 from ..snapshot.layout import valid_sha256
 from . import cadoc
 from .cadoc import PublishedCA
@@ -63,7 +64,7 @@ def decode_acceptance(blob: bytes) -> Acceptance:
     if len(blob) > MAX_RECORD_BYTES:
         raise CorruptData(f"CA acceptance record is larger than {MAX_RECORD_BYTES} bytes")
     try:
-        d = json.loads(blob)
+        d = loads(blob)
     except (ValueError, UnicodeDecodeError):
         raise CorruptData("CA acceptance record is not JSON") from None
     if not isinstance(d, dict) or d.get("v") != RECORD_VERSION:
@@ -102,7 +103,7 @@ def read_pending(store, key: str) -> Pending:
 
 
 def history_entry(old: PublishedCA, new: PublishedCA, decision: str, acceptance: Acceptance | None) -> dict:
-    return {"doc": json.loads(cadoc.encode(old)), "replaced": new.published, "by": new.node,
+    return {"doc": loads(cadoc.encode(old)), "replaced": new.published, "by": new.node,
             "new_spki_sha256": new.spki_sha256, "decision": decision,
             "acceptance": asdict(acceptance) if acceptance is not None else None}
 
@@ -112,7 +113,7 @@ def decode_history(blob: bytes | None) -> list[dict]:
     if not blob:
         return []
     try:
-        items = json.loads(blob)
+        items = loads(blob)
     except (ValueError, UnicodeDecodeError):
         return []
     return [i for i in items if isinstance(i, dict) and isinstance(i.get("doc"), dict)] \

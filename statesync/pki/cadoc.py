@@ -17,6 +17,7 @@ import json
 from dataclasses import dataclass
 
 from ..errors import CorruptData
+from ..jsonload import loads
 from ..snapshot.layout import valid_sha256
 from . import fingerprint
 
@@ -69,7 +70,7 @@ def decode(blob: bytes) -> PublishedCA:
     if len(blob) > MAX_DOC_BYTES:
         raise CorruptData(f"published CA document is larger than {MAX_DOC_BYTES} bytes")
     try:
-        d = json.loads(blob)
+        d = loads(blob)
     except (ValueError, UnicodeDecodeError):
         raise CorruptData("published CA document is not JSON") from None
     if not isinstance(d, dict) or d.get("v") != DOC_VERSION:

@@ -5,11 +5,11 @@ CA fingerprint its snapshots hold, which is why each node's head is read, not on
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from ..consul.store import Store
 from ..errors import CorruptData, StatesyncError
+from ..jsonload import loads
 from ..snapshot.layout import Layout
 from ..snapshot.record import Record, decode_record
 
@@ -53,7 +53,7 @@ def _published_by(store: Store, layout: Layout) -> str:
     """The node that published the CA: only a master does."""
     try:
         pair = store.get(layout.ca)
-        doc = json.loads(pair.value) if pair is not None else {}
+        doc = loads(pair.value) if pair is not None else {}
     except (StatesyncError, ValueError, UnicodeDecodeError):
         return ""
     return str(doc.get("node") or "") if isinstance(doc, dict) else ""

@@ -22,6 +22,7 @@ from ..consul.bulk import BulkWriter
 from ..consul.client import Op
 from ..consul.store import Store
 from ..errors import CasConflict, CorruptData, EncryptionKeyError, MissingChunks, NotFound, SuspiciousDrop
+from ..jsonload import loads
 from ..snapshot import chunking, codec, manifest_reader
 from ..snapshot import manifest as mf
 from ..snapshot.crypto import Sealer
@@ -422,7 +423,7 @@ def _encode_gc(pending: dict[str, float]) -> bytes:
 
 def _decode_gc(blob: bytes) -> dict[str, float]:
     try:
-        doc = json.loads(zlib.decompress(blob))
+        doc = loads(zlib.decompress(blob))
         return {str(d): float(t) for d, t in doc["pending"].items()}
     except (zlib.error, ValueError, KeyError, TypeError, AttributeError):
         log.warning("garbage collector state unreadable; starting over")

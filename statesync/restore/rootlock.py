@@ -29,6 +29,7 @@ import structlog
 from ..disk import LOCK_FILE
 from ..errors import RootBusy, StatesyncError
 from ..fsutil import keeping_times
+from ..jsonload import loads
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,7 @@ class Holder:
     @classmethod
     def decode(cls, raw: bytes) -> Holder:
         """Raise ValueError when ``raw`` is not a complete holder document."""
-        doc = json.loads(raw)
+        doc = loads(raw)
         if not isinstance(doc, dict) or not isinstance(doc.get("pid"), int) or not isinstance(doc.get("command"), str):
             raise ValueError("not a holder document")
         return cls(doc["pid"], doc["command"], str(doc.get("since", "")), str(doc.get("host", "")))

@@ -21,6 +21,7 @@ import structlog
 from ..disk import ASIDE_DIR, JOURNAL
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import fsync_dir, write_atomic
+from ..jsonload import loads
 from ..tree.dirfd import DIR_FLAGS, DirChain
 from .rootlock import hold_root
 
@@ -195,7 +196,7 @@ def recover(root: Path) -> bool:
         return False
     with hold_root(root, "restore"):
         try:
-            journal = json.loads(path.read_bytes())
+            journal = loads(path.read_bytes())
         except FileNotFoundError:
             return False
         except ValueError:

@@ -3,8 +3,9 @@
 A manifest is a JSON object whose entry list may be tens of megabytes: parsed whole, its text,
 its decoded string and the tree of dicts json.loads builds all live at once, several times
 the memory of the entries a restore keeps. Here each element of the array under ``list_key``
-is parsed on its own (``json.JSONDecoder.raw_decode``) as soon as its text is complete and
-handed on, so that memory holds the text of about one element, never the document's.
+is parsed on its own (``jsonload.raw_decode``: json's, with statesync's nesting bound) as soon
+as its text is complete and handed on, so that memory holds the text of about one element,
+never the document's.
 """
 from __future__ import annotations
 
@@ -13,9 +14,9 @@ import re
 from collections.abc import Callable
 
 from ..errors import StreamError
+from ..jsonload import TooDeep, raw_decode
 
 _NONBLANK = re.compile(r"[^ \t\n\r]")
-_DECODER = json.JSONDecoder()
 
 
 class ObjectStream:
@@ -116,7 +117,9 @@ class ObjectStream:
         """Parse the value at ``pos`` and ``take`` it; False when its text is not all here yet."""
         buf = self._buf
         try:
-            value, end = _DECODER.raw_decode(buf, pos)
+            value, end = raw_decode(buf, pos)
+        except TooDeep as exc:
+            raise StreamError(str(exc)) from None
         except json.JSONDecodeError as exc:
             pending = len(buf) - pos
             if pending > self._max:
@@ -127,7 +130,7 @@ class ObjectStream:
             # ``max_value`` characters are here): wait for twice as much.
             self._want = 2 * pending
             return False
-        except (ValueError, RecursionError) as exc:  # an integer of too many digits, nesting too deep
+        except ValueError as exc:  # an integer of too many digits
             raise StreamError(f"is not valid JSON ({type(exc).__name__})") from None
         # A number at the end of the text so far may go on in the next piece.
         if end == len(buf) and not final:

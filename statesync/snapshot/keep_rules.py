@@ -29,6 +29,7 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from ..errors import CorruptData
+from ..jsonload import loads
 from .history import id_time, newest_first, trusted_times
 from .layout import SNAPSHOT_ID_RE
 
@@ -122,8 +123,8 @@ def decode_pins(blob: bytes | None) -> list[str]:
     if not blob:
         return []
     try:
-        doc = json.loads(blob)
-    except (ValueError, RecursionError):
+        doc = loads(blob)
+    except ValueError:
         doc = None
     pinned = doc.get("pinned") if isinstance(doc, dict) and doc.get("v") == 1 else None
     if not isinstance(pinned, list) or not all(isinstance(i, str) and SNAPSHOT_ID_RE.fullmatch(i) for i in pinned):

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from ..errors import CorruptData
+from ..jsonload import loads
 from .layout import SNAPSHOT_ID_RE, valid_sha256
 
 RECORD_VERSION = 1
@@ -79,7 +80,7 @@ class Record:
 def decode_record(blob: bytes) -> Record:
     """Parse a stored record; raise CorruptData when it is malformed."""
     try:
-        d = json.loads(blob)
+        d = loads(blob)
         if not isinstance(d, dict) or type(d.get("v")) is not int:
             raise ValueError("unknown version")
         version = d.pop("v")
@@ -91,7 +92,7 @@ def decode_record(blob: bytes) -> Record:
         d["manifest_chunks"] = tuple(d["manifest_chunks"])
         rec = Record(**d)
         _check_types(rec)
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+    except (ValueError, TypeError, KeyError) as exc:
         raise CorruptData(f"snapshot record is malformed ({type(exc).__name__})") from None
     if not SNAPSHOT_ID_RE.fullmatch(str(rec.id)) or not valid_sha256(str(rec.manifest_sha256)):
         raise CorruptData("snapshot record has a bad id or manifest digest")

@@ -1,8 +1,9 @@
 """TLS to Consul: an HTTPS-only agent that verifies client certificates (verify_incoming).
 
 The CA, the server certificate (SAN 127.0.0.1 and localhost) and the client certificates
-are made here with cryptography; statesync checks the server against CONSUL_CACERT and
-presents CONSUL_CLIENT_CERT/KEY.
+are made here with cryptography, with key identifiers as `consul tls ca create` makes them,
+and once more without (an operator's own CA); statesync checks the server against
+CONSUL_CACERT and presents CONSUL_CLIENT_CERT/KEY.
 """
 from __future__ import annotations
 
@@ -48,17 +49,18 @@ def _write_key(path: Path, key) -> None:
 class CA:
     """A throwaway certificate authority writing PEM files into ``directory``."""
 
-    def __init__(self, directory: Path, name: str):
-        self.dir, self.name = directory, name
+    def __init__(self, directory: Path, name: str, key_ids: bool = True):
+        self.dir, self.name, self.key_ids = directory, name, key_ids
         self.key = ec.generate_private_key(ec.SECP256R1())
-        self.cert = (_builder(f"statesync test {name}", _name(f"statesync test {name}"), self.key.public_key())
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                                  content_commitment=False, key_encipherment=False,
-                                                  data_encipherment=False, key_agreement=False,
-                                                  encipher_only=False, decipher_only=False), critical=True)
-                     .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
-                     .sign(self.key, hashes.SHA256()))
+        b = (_builder(f"statesync test {name}", _name(f"statesync test {name}"), self.key.public_key())
+             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+             .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                          content_commitment=False, key_encipherment=False,
+                                          data_encipherment=False, key_agreement=False,
+                                          encipher_only=False, decipher_only=False), critical=True))
+        if key_ids:
+            b = b.add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+        self.cert = b.sign(self.key, hashes.SHA256())
         self.pem = directory / f"{name}.pem"
         self.pem.write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
 
@@ -67,8 +69,10 @@ class CA:
         key = ec.generate_private_key(ec.SECP256R1())
         b = (_builder(cn, self.cert.subject, key.public_key())
              .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-             .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False))
+             .add_extension(x509.ExtendedKeyUsage(usages), critical=False))
+        if self.key_ids:
+            b = b.add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                                critical=False)
         if sans:
             b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
         cert = b.sign(self.key, hashes.SHA256())
@@ -79,8 +83,8 @@ class CA:
 
 
 class Pki:
-    def __init__(self, directory: Path):
-        self.ca = CA(directory, "ca")
+    def __init__(self, directory: Path, key_ids: bool = True):
+        self.ca = CA(directory, "ca", key_ids)
         self.server = self.ca.issue("server.dc1.consul", [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH],
                                     [x509.DNSName("localhost"), x509.DNSName("server.dc1.consul"),
                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
@@ -90,6 +94,7 @@ class Pki:
 
     def context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.ca.pem))
+        ctx.verify_flags &= ~ssl.VERIFY_X509_STRICT  # the harness's readiness probe, on Python 3.13 too
         ctx.load_cert_chain(*self.client)
         return ctx
 
@@ -100,10 +105,15 @@ def pki(tmp_path_factory) -> Pki:
 
 
 @pytest.fixture(scope="module")
-def tls_consul(consul_bin, pki, tmp_path_factory, request):
+def bare_pki(tmp_path_factory) -> Pki:
+    """A CA and certificates without key identifiers."""
+    return Pki(tmp_path_factory.mktemp("bare-pki"), key_ids=False)
+
+
+def _tls_consul(consul_bin, pki, workdir: Path, request) -> ConsulAgent:
     """A dev agent serving HTTPS only, on the port the helper picked for HTTP."""
     ctx = pki.context()
-    agent = ConsulAgent(consul_bin, dev=True, workdir=str(tmp_path_factory.mktemp("consul-tls")),
+    agent = ConsulAgent(consul_bin, dev=True, workdir=str(workdir),
                         ready=lambda a: kv_ready(f"https://{a.addr}", context=ctx))
     agent.extra = ["-http-port", "-1", "-hcl", f"ports {{ https = {agent.http} }}",
                    "-hcl", "verify_incoming = true", "-hcl", "verify_outgoing = true",
@@ -113,8 +123,17 @@ def tls_consul(consul_bin, pki, tmp_path_factory, request):
     return agent.start()
 
 
-@pytest.fixture
-def run(tls_consul, pki, tmp_path):
+@pytest.fixture(scope="module")
+def tls_consul(consul_bin, pki, tmp_path_factory, request):
+    return _tls_consul(consul_bin, pki, tmp_path_factory.mktemp("consul-tls"), request)
+
+
+@pytest.fixture(scope="module")
+def bare_tls_consul(consul_bin, bare_pki, tmp_path_factory, request):
+    return _tls_consul(consul_bin, bare_pki, tmp_path_factory.mktemp("consul-tls-bare"), request)
+
+
+def _runner(tls_consul, pki, tmp_path):
     def run(*args: str, root: Path, **extra: str) -> subprocess.CompletedProcess:
         env = clean_env()
         env.update(CONSUL_HTTP_ADDR=f"https://{tls_consul.addr}", CONSUL_CACERT=str(pki.ca.pem),
@@ -127,6 +146,11 @@ def run(tls_consul, pki, tmp_path):
             del env[name]
         return subprocess.run(statesync_cmd(*args), env=env, capture_output=True, text=True, timeout=60)
     return run
+
+
+@pytest.fixture
+def run(tls_consul, pki, tmp_path):
+    return _runner(tls_consul, pki, tmp_path)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -195,3 +219,21 @@ def test_each_way_a_refused_client_certificate_surfaces_names_the_client_certifi
 def test_plain_http_to_the_https_port_fails_in_one_line(run, tls_consul, tmp_path):
     line = _one_error_line(run("snapshots", root=tmp_path, CONSUL_HTTP_ADDR=f"http://{tls_consul.addr}"))
     assert "HTTPS" in line, line
+
+
+def test_a_private_ca_without_key_identifiers_works_over_https_on_every_python(bare_tls_consul, bare_pki, tmp_path):
+    """`consul tls ca create` puts key identifiers in every certificate; an operator's own CA may
+    not, and Python 3.13's default context (VERIFY_X509_STRICT) refuses such a server certificate
+    ("Missing Authority Key Identifier"). statesync clears the flag (statesync/tlsclient.py), as for
+    Icinga, so the CA that works on 3.11 works on 3.13, as it does for the consul CLI."""
+    for cert in (bare_pki.ca.cert, x509.load_pem_x509_certificate(Path(bare_pki.server[0]).read_bytes())):
+        assert not {e.oid for e in cert.extensions} & {x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+                                                       x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER}
+    run = _runner(bare_tls_consul, bare_pki, tmp_path)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_tree(src)
+    proc = run("backup", root=src)
+    assert proc.returncode == 0, proc.stderr
+    proc = run("restore", root=dst)
+    assert proc.returncode == 0, proc.stderr
+    assert tree_state(dst) == tree_state(src)

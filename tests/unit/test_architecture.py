@@ -12,9 +12,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "statesync"
 
 # What each package may import from statesync, besides itself. The top-level modules
-# ``errors``, ``fsutil``, ``metrics`` and ``disk`` are the base every layer may use; ``config`` is
-# the frozen settings object, handed down from the command layer to what runs the engine.
-BASE = {"errors", "fsutil", "metrics", "disk"}
+# ``errors``, ``fsutil``, ``metrics``, ``disk``, ``jsonload`` and ``tlsclient`` are the base
+# every layer may use; ``config`` is the frozen settings object, handed down from the command layer to what
+# runs the engine.
+BASE = {"errors", "fsutil", "metrics", "disk", "jsonload", "tlsclient"}
 ALLOWED = {
     "cli": {"sidecar", "guard", "enrol", "restore", "repo", "tree", "snapshot", "pki", "consul", "config", "__init__"},
     "sidecar": {"guard", "enrol", "restore", "repo", "tree", "snapshot", "pki", "consul", "config"},
@@ -34,7 +35,7 @@ ALLOWED = {
     "schema": {"snapshot", "consul.settings", "parsing", "parsing_icinga"},
     "parsing": {"tree", "snapshot", "consul.settings"},
     "parsing_icinga": set(),
-    "errors": set(), "fsutil": set(), "metrics": set(), "disk": set(),
+    "errors": set(), "fsutil": set(), "metrics": set(), "disk": set(), "jsonload": set(), "tlsclient": set(),
     "__main__": {"cli"},
 }
 
