@@ -229,9 +229,9 @@ class Acceptor:
         st = self.state
         why = standby_reason((self.cfg.state_dir / CA_KEY).exists(), CA_KEY)
         if why and not st.standby:
-            log.warning("not accepting satellites: " + why, key_file=str(self.cfg.state_dir / CA_KEY))
+            log.info("not accepting satellites: " + why, key_file=str(self.cfg.state_dir / CA_KEY))
         elif st.standby and not why:
-            log.warning("the CA key is here now: accepting and signing satellites",
+            log.info("the CA key is here now: accepting and signing satellites",
                         key_file=str(self.cfg.state_dir / CA_KEY))
         st.standby = why
         if why:  # not failing: a second master has nothing to do here
