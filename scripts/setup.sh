@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine: Consul 1.8.7 from
 # Debian bullseye (unpacked into .cache/, not installed system-wide), Icinga 2 from
-# the machine's own suite, and the Python package with its test extras.
+# the machine's own suite (2.13 on bookworm), the root file systems with Icinga 2 2.14
+# (trixie) and 2.16 (sid) for the version matrix (scripts/icinga_roots.sh, under
+# .cache/roots/), and the Python package with its test extras.
 # Idempotent: a second run installs nothing it already has.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,6 +78,22 @@ install_python() {
   fi
 }
 
+# The version matrix's roots (tests/e2e/conftest.py): built by mmdebstrap from the machine's
+# own mirror, cached (a second run checks a hash and is done in a fraction of a second).
+# After "debian": the roots pin nagios to the host's uid/gid, and nagios comes with icinga2-common.
+install_roots() {
+  # Host state the build uses, all of a fresh bookworm: the apt sources (the mirror's URI) and
+  # bookworm's own archive keyring (sid's and trixie's InRelease are signed with the 12/bookworm
+  # key as well as the 13/trixie one, checked 2026-12-07), nothing of the host's apt lists.
+  if ! command -v mmdebstrap >/dev/null 2>&1; then
+    log "installing mmdebstrap"
+    apt_update_once
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null
+  fi
+  getent passwd nagios >/dev/null || { log "no nagios user: run the debian step first (icinga2-common makes it)"; exit 1; }
+  as_root bash "$here/scripts/icinga_roots.sh" trixie sid
+}
+
 install_engine() {
   # After consul: the Consul stand-in image is built from the binary fetched above.
   bash "$here/scripts/engine.sh"
@@ -84,12 +102,13 @@ install_engine() {
 
 # STATESYNC_SETUP_ONLY limits the steps (the demo needs no Icinga 2): "consul python"; the unit
 # tier needs only "python".
-steps=${STATESYNC_SETUP_ONLY:-"consul debian python engine"}
+steps=${STATESYNC_SETUP_ONLY:-"consul debian roots python engine"}
 for step in $steps; do
   case $step in
     consul) install_consul ;;
     debian) install_debian_packages ;;
     python) install_python ;;
+    roots) install_roots ;;
     engine) install_engine ;;
     *) log "unknown setup step $step"; exit 2 ;;
   esac

@@ -35,6 +35,7 @@ _STARTS = {
     ("conftest.py", "consul"): "consul",
     ("conftest.py", "acl_consul"): "consul",
     ("conftest.py", "engine"): "engine",
+    ("conftest.py", "icinga_root"): "e2e",
     ("test_e2e_icinga.py", "cluster"): "e2e",
     ("test_enrol_icinga_api.py", "master"): "e2e",
 }

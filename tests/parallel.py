@@ -6,7 +6,9 @@ then the serial pass). tests/conftest.py imports these hooks.
 - Groups, each kept on one worker in collection order: every engine test ("engine": they share
   one Docker daemon, and swarm mode is the machine's), and the tests of a module with a module-
   or class-scoped fixture (made once, as without xdist; the e2e scenarios also build on each
-  other). Every other test goes to whichever worker is free.
+  other). A module whose module-scoped fixture is parametrized (the Icinga 2 version matrix,
+  tests/e2e/conftest.py) is one group per parameter: the versions spread over the workers.
+  Every other test goes to whichever worker is free.
 - xdist's own loadgroup reads `xdist_group` marks by appending "@group" to the node id, which
   pytest 9.2's structured node ids silently ignore (pytest-xdist#1386: nothing is grouped). So
   each worker writes the groups it collected to a file and the controller's scheduler reads it.
@@ -32,12 +34,29 @@ def pytest_addoption(parser):
                           "(default), leave them out, or run only them")
 
 
+_SHARED = ("module", "class", "package")
+
+
 def _shares_a_fixture(item: pytest.Item) -> bool:
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
         return False
     defs = (info.name2fixturedefs.get(name) for name in item.fixturenames)
-    return any(d and d[-1].scope in ("module", "class", "package") for d in defs)
+    return any(d and d[-1].scope in _SHARED for d in defs)
+
+
+def _shared_params(item: pytest.Item) -> str:
+    """The parameters of ``item``'s shared fixtures, e.g. "[icinga_root=2.14]": each value makes a
+    fixture instance of its own, so a group of its own."""
+    callspec, info = getattr(item, "callspec", None), getattr(item, "_fixtureinfo", None)
+    if callspec is None or info is None:
+        return ""
+    out = []
+    for name in sorted(callspec.params):
+        defs = info.name2fixturedefs.get(name)
+        if defs and defs[-1].scope in _SHARED:
+            out.append(f"[{name}={callspec.params[name]}]")
+    return "".join(out)
 
 
 def group_of(item: pytest.Item) -> str | None:
@@ -48,7 +67,7 @@ def group_of(item: pytest.Item) -> str | None:
     if item.get_closest_marker("engine") is not None:
         return "engine"
     if _shares_a_fixture(item):
-        return item.nodeid.split("::", 1)[0]
+        return item.nodeid.split("::", 1)[0] + _shared_params(item)
     return None
 
 

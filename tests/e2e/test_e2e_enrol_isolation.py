@@ -25,7 +25,7 @@ from statesync.pki.fingerprint import spki_sha256
 
 from .. import icinga
 from ..icinga import MAX_WAIT, Node
-from ..support import REPO, free_ports, http_get, statesync_cmd, wait_for
+from ..support import REPO, http_get, statesync_cmd, wait_for
 from .test_e2e_icinga import Cluster, _der_sha256
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul, pytest.mark.slow]
@@ -35,14 +35,15 @@ ZONES = "sat1=sat1,sat1-*=sat1"
 
 
 @pytest.fixture(scope="module")
-def cluster(consul, tmp_path_factory):
+def cluster(consul, tmp_path_factory, icinga_root):
+    """Once per Icinga 2 version of the matrix (tests/e2e/conftest.py)."""
     problem = icinga.unshare_problem()
     if problem:
         pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
-    icinga.require_nodes()
+    icinga.require_nodes(icinga_root)
     base = tmp_path_factory.mktemp("e2e-isolation")
-    c = Cluster(consul, base)
-    c.sat = Node("sat1", "sat1", str(base / "sat1"), c.sat.api_port, c.session)
+    c = Cluster(consul, base, icinga_root)
+    c.sat = c.node("sat1", "sat1", c.sat.api_port)
     icinga.write_spec(c.spec, c.sat, c.master)
     env = {"STATESYNC_ENROL_INTERVAL": "5"}
     # The same module runs against the code before issue 23 (the regression record), which has no enrol.zones.
@@ -85,7 +86,7 @@ def _drop(c, *cns: str) -> None:
 
 def _requested(c, cn: str) -> tuple[Node, str, str]:
     """A real pending request for ``cn`` on the master: (node, key sha256, request fingerprint)."""
-    node = Node(cn, cn, str(c.base / cn), free_ports(1)[0], c.session)
+    node = c.node(cn, cn)
     icinga.pending_satellite(node, c.master)
     cert = (node.lib / f"certs/{cn}.crt").read_bytes()
     return node, spki_sha256(cert), _der_sha256(cert)

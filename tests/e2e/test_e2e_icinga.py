@@ -15,8 +15,10 @@ The scenarios build on each other, in order, on one module-scoped cluster:
    enrols again through Consul under the new CA;
 5. an init container's ``statesync enrol --wait`` has a new satellite signed before its
    Icinga 2 starts.
-Each is timed; the times are printed at the end of the run and written to
-<pytest basetemp>/e2e-icinga-times.json.
+The module runs once per Icinga 2 version of the matrix (2.13, 2.14, 2.16: the ``icinga_root``
+fixture, tests/e2e/conftest.py): the sidecars on the host, each Icinga 2 in its version's root.
+Each scenario is timed; the times are printed at the end of the run, per version, and written to
+<pytest basetemp>/e2e-icinga-times-<version>.json.
 """
 from __future__ import annotations
 
@@ -58,14 +60,15 @@ SAT_CERTS = ("certs/ca.crt", "certs/sat1.crt", "certs/sat1.key")
 class Cluster:
     """The module's master, satellite, sidecars and timings."""
 
-    def __init__(self, consul, base: Path):
-        self.consul, self.base = consul, base
+    def __init__(self, consul, base: Path, icinga_root: str = ""):
+        self.consul, self.base, self.icinga_root = consul, base, icinga_root
+        self.version = icinga.icinga_version(icinga_root)
         self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
         self.prefix = f"e2e/{self.session}"
         self.api_user, self.api_password = "e2e", secrets.token_hex(12)
         master_port, sat_port = free_ports(2)
-        self.master = Node("master1", "master", str(base / "master1"), master_port, self.session)
-        self.sat = Node("sat1", "sat", str(base / "sat1"), sat_port, self.session)
+        self.master = self.node("master1", "master", master_port)
+        self.sat = self.node("sat1", "sat", sat_port)
         self.api = Api(self.master, self.api_user, self.api_password)
         self.sidecars: list[Sidecar] = []
         self.sidecar_runs = 0
@@ -85,6 +88,15 @@ class Cluster:
         self.enrol_password_file.write_text(self.enrol_password + "\n")
         self.enrol_password_file.chmod(0o600)
 
+    def node(self, cn: str, zone: str, port: int = 0) -> Node:
+        """A node of this cluster's Icinga 2 version, its directories under the cluster's base."""
+        return Node(cn, zone, str(self.base / cn), port or free_ports(1)[0], self.session,
+                    icinga_root=self.icinga_root)
+
+    @property
+    def label(self) -> str:
+        return "Icinga " + ".".join(map(str, self.version))
+
     # -- bookkeeping
     @contextmanager
     def scenario(self, key: str):
@@ -98,7 +110,7 @@ class Cluster:
 
     def record(self, key: str, **times: float) -> None:
         self.times[key] = {k: round(v, 2) for k, v in times.items()}
-        print(f"e2e {key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()))
+        print(f"e2e {self.label} {key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()))
 
     def details(self) -> str:
         parts = [self.master.log_tail(), self.sat.log_tail()]
@@ -251,7 +263,7 @@ class _TimesReport:
         times = self.cluster.times
         if not times:
             return
-        terminalreporter.write_sep("-", "Icinga 2 end-to-end times")
+        terminalreporter.write_sep("-", f"Icinga 2 end-to-end times, {self.cluster.label}")
         for key, t in times.items():
             terminalreporter.write_line(f"{key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in t.items()))
         terminalreporter.write_line("e2e summary: " + "; ".join(
@@ -259,14 +271,14 @@ class _TimesReport:
 
 
 @pytest.fixture(scope="module")
-def cluster(request, consul, tmp_path_factory):
+def cluster(request, consul, tmp_path_factory, icinga_root):
     problem = icinga.unshare_problem()
     if problem:
-        pytest.skip(f"needs one mount namespace per Icinga 2 node: {problem}")
-    icinga.require_nodes()
+        pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
+    icinga.require_nodes(icinga_root)
     base = tmp_path_factory.mktemp("e2e-icinga")
-    c = Cluster(consul, base)
-    times_path = tmp_path_factory.getbasetemp() / "e2e-icinga-times.json"
+    c = Cluster(consul, base, icinga_root)
+    times_path = tmp_path_factory.getbasetemp() / f"e2e-icinga-times-{'.'.join(map(str, c.version))}.json"
     report = _TimesReport(c, times_path)
     request.config.pluginmanager.register(report, f"e2e-icinga-times-{c.session}")
     try:
@@ -344,7 +356,7 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
         signed_before = {f for f, d in icinga.request_files(c.master).items() if d.get("cert_response")}
 
         # A second real satellite with a real pending request, registered with a key hash that is not its own.
-        sat2 = Node("sat2", "sat2", str(c.base / "sat2"), free_ports(1)[0], c.session)
+        sat2 = c.node("sat2", "sat2")
         icinga.pending_satellite(sat2, c.master)
         sat2_cert = (sat2.lib / "certs/sat2.crt").read_bytes()
         spoofed_key = hashlib.sha256(b"not sat2's key").hexdigest()
@@ -409,7 +421,7 @@ def test_hostile_registrations_and_requests_are_never_rendered_nor_signed_and_a_
         # A valid registration whose zone the operator configured by hand (zones.conf): refused before
         # any stage, as Icinga runs that zone outside the package; sat1 stays accepted and connected.
         # (A stage that still fails is tests/e2e/test_e2e_enrol_isolation.py's.)
-        sat3 = Node("sat3", "legacy-dc", str(c.base / "sat3"), free_ports(1)[0], c.session)
+        sat3 = c.node("sat3", "legacy-dc")
         icinga.pending_satellite(sat3, c.master)
         sat3_cert = (sat3.lib / "certs/sat3.crt").read_bytes()
         store.put(f"{c.prefix}/satellites/sat3", reg("sat3", zone="legacy-dc", key_sha256=spki_sha256(sat3_cert),
@@ -626,7 +638,7 @@ def test_an_init_container_s_statesync_enrol_wait_has_a_new_satellite_signed_bef
     until the master's sidecar has signed, then Icinga 2 starts enrolled and connects at once."""
     c = cluster
     with c.scenario("5 enrol --wait in an init container"):
-        sat = Node("sat4", "sat4", str(c.base / "sat4"), free_ports(1)[0], c.session)
+        sat = c.node("sat4", "sat4")
         icinga.pending_satellite(sat, c.master)
         t0 = time.monotonic()
         env = {"CONSUL_HTTP_ADDR": c.consul.addr, "STATESYNC_PREFIX": c.prefix, "STATESYNC_ROOT": icinga.LIB,
@@ -634,8 +646,9 @@ def test_an_init_container_s_statesync_enrol_wait_has_a_new_satellite_signed_bef
                "STATESYNC_GUARD_TRUSTED_PARENT_FILE": f"{icinga.LIB}/certs/trusted-parent.crt",
                "STATESYNC_ENROL_ZONE": sat.zone, "STATESYNC_LOG_FORMAT": "json",
                "PYTHONPATH": str(REPO)}
-        # Inside the satellite's own mount namespace, as an init container sees the volume.
-        proc = sat.run("env", *[f"{k}={v}" for k, v in env.items()], *statesync_cmd("enrol", "--wait", "60"),
+        # Inside the satellite's own mount namespace, as an init container sees the volume; statesync
+        # on the host's Python, the icinga2 it calls that of the version under test.
+        proc = sat.run_host("env", *[f"{k}={v}" for k, v in env.items()], *statesync_cmd("enrol", "--wait", "60"),
                        timeout=90, check=False)
         t_signed = time.monotonic()
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,6 +1,8 @@
 """statesync.enrol.icinga_api against a real Icinga 2 master (Debian's icinga2-bin).
 
-One master runs for the module, in its own mount namespace (tests/icinga.py). Every test
+One master runs for the module, in its own mount namespace (tests/icinga.py), once per Icinga 2
+version of the matrix (2.13, 2.14, 2.16: tests/e2e/conftest.py); where the versions answer
+differently (403 or 404, 423 or 503) the test names which gives what. Every test
 talks to it as an ApiUser with exactly the permissions the enrolment needs:
 config/query, config/modify, objects/query/Endpoint and objects/query/Zone. The timings of stage -> valid ->
 endpoint live are printed at the end of the run.
@@ -92,11 +94,12 @@ def stage_and_wait(api: IcingaApi, pkg: str, files: dict[str, str]) -> tuple[str
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory, request):
-    icinga.require_nodes()
+def master(tmp_path_factory, request, icinga_root):
+    icinga.require_nodes(icinga_root)
     (port,) = free_ports(1)
     base = tmp_path_factory.mktemp("icinga-api")
-    node = Node("master1", "master", str(base / "master1"), port, "t-" + secrets.token_hex(3))
+    node = Node("master1", "master", str(base / "master1"), port, "t-" + secrets.token_hex(3),
+                icinga_root=icinga_root)
     icinga.provision_master(node, [], "root", ROOT_PASSWORD)
     perms = ", ".join(f'"{p}"' for p in PERMISSIONS)
     (node.etc / "conf.d/statesync-api.conf").write_text(

@@ -37,12 +37,13 @@ def _issued(cert: Path, ca: Path) -> bool:
 
 
 @pytest.mark.e2e
-def test_icinga_takes_our_signature_of_a_satellites_pending_request(tmp_path):
-    icinga.require_nodes()
+def test_icinga_takes_our_signature_of_a_satellites_pending_request(tmp_path, icinga_root):
+    """On every Icinga 2 version of the matrix (tests/e2e/conftest.py)."""
+    icinga.require_nodes(icinga_root)
     session = "t-" + secrets.token_hex(3)
     mp, sp = free_ports(2)
-    master = icinga.Node("master1", "master", str(tmp_path / "master1"), mp, session)
-    sat = icinga.Node("sat1", "sat", str(tmp_path / "sat1"), sp, session)
+    master = icinga.Node("master1", "master", str(tmp_path / "master1"), mp, session, icinga_root=icinga_root)
+    sat = icinga.Node("sat1", "sat", str(tmp_path / "sat1"), sp, session, icinga_root=icinga_root)
     try:
         icinga.provision_master(master, [], "root", "pw")
         master.start()

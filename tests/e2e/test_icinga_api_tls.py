@@ -45,11 +45,11 @@ def python_313_defaults(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def master(tmp_path_factory):
-    icinga.require_nodes()
+def master(tmp_path_factory, icinga_root):
+    icinga.require_nodes(icinga_root)
     (port,) = free_ports(1)
     node = Node("localhost", "master", str(tmp_path_factory.mktemp("icinga-tls") / "localhost"), port,
-                "t-" + secrets.token_hex(3))
+                "t-" + secrets.token_hex(3), icinga_root=icinga_root)
     icinga.provision_master(node, [], "root", PASSWORD)
     try:
         node.start()
