@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,8 +178,11 @@ class Zone:
         return time.monotonic() - start
 
     def destroy(self, node: Node) -> None:
-        """Stop ``node`` and its sidecar (which must exit 0), then delete the node's directories."""
+        """Stop ``node`` and its sidecar (which must exit 0), then delete the node's directories (its
+        Icinga 2 logs kept beside them, for the reader of a failure)."""
         self.stop(node)
+        self.runs += 1
+        shutil.copytree(node.dir("log"), self.base / f"{node.cn}-log-before-rebuild-{self.runs}")
         node.wipe()
 
     def stop(self, node: Node) -> None:
