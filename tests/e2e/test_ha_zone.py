@@ -300,8 +300,9 @@ def test_an_ha_zone_has_one_signer_and_a_satellite_enrolled_through_the_second_m
         [standby] = [e for e in s2.events() if e["event"].startswith(STANDBY_EVENT)]
         assert "ca/ca.key" in standby["event"], standby
         # master1's sidecar started before node setup made the CA: it stood by until the key was there.
+        # (Had node setup been quicker than the first pass, it would not have stood by at all.)
         roles = [e["event"] for e in s1.events() if e["event"].startswith((STANDBY_EVENT, KEY_EVENT))]
-        assert roles[-1] == KEY_EVENT and roles.count(KEY_EVENT) == 1, roles
+        assert not roles or (roles[-1] == KEY_EVENT and KEY_EVENT not in roles[:-1]), roles
         status, body = z.healthz(z.m2)
         assert status == 200 and "standing by" in body, body
         status, body = z.healthz(z.m1)
@@ -387,7 +388,7 @@ def test_the_ca_master_rebuilt_brings_back_the_ca_and_the_satellite_stays_truste
         assert not (z.sat1.lib / ".statesync-quarantine").exists(), "the guard purged on a restored, unchanged CA"
         assert z.sat1.pidfile_pid() == sat_pid and z.registration("sat1") == registered
         assert z.published_ca().spki_sha256 == published.spki_sha256 and z.published_ca().node == z.m1.cn
-        assert z.connected(z.m2, "sat1")
+        z.wait_connected(z.m2, "sat1")
         # The restored master1 has its key before its acceptor starts: it never stood by.
         assert not [e for e in s1.events() if e["event"].startswith(STANDBY_EVENT)], s1.tail(30)
         z.record("scenario 3 (CA master rebuilt, volume lost)",
@@ -421,7 +422,8 @@ def test_a_satellite_enrols_while_the_second_master_is_down_and_connects_to_it_o
         z.wait_connected(z.m2, "sat2")
         t_back = time.monotonic()
         assert 'object Endpoint "sat2"' in ha.synced_package(z.m2)
-        assert z.connected(z.m2, "sat1") and z.connected(z.m1, "sat1")
+        z.wait_connected(z.m2, "sat1")  # master2 reloaded for the sync: sat1 is back at its next retry
+        z.wait_connected(z.m1, "sat1")
         assert z.signer_events(s2) == []
         z.record("scenario 4 (satellite enrolled while master2 was down)",
                  satellite_start_to_connected_master1=t_enrolled - t0,
