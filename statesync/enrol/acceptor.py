@@ -13,6 +13,8 @@ config; it shows in health and in ``statesync_enrol_stage_failed``.
 Passes run on a Consul blocking query over the registrations, on a poll of the request
 directory (it may not exist before the first request, and Icinga rewrites files there on
 every retry) and every ``enrol.interval`` seconds, one at a time.
+
+Only the master beside the CA accepts: without ``ca/ca.key`` a pass stands by (docs/HA.md).
 """
 from __future__ import annotations
 
@@ -36,13 +38,14 @@ from ..pki import fingerprint, signing
 from . import isolation, registration, requests
 from .icinga_api import IcingaApi
 from .judging import assess, registrations
-from .verdicts import Evidence, incumbent, left_out_reason
+from .verdicts import Evidence, incumbent, left_out_reason, standby_reason
 
 log = structlog.get_logger(__name__)
 
 WATCH_WAIT = 55.0
 REQUEST_POLL = 0.5
 FAILING_FOR = 60.0  # seconds of failing passes before /healthz says so
+STANDBY_RECHECK = 2.0  # seconds between passes while standing by: one stat() each, and the CA may arrive
 # What an empty acceptance stages, so that deleting the last registration un-accepts it too.
 NO_REGISTRATION = "no accepted registration for this CN"
 EMPTY_NOTE = "# Managed by statesync (enrolment through Consul): no satellite is accepted.\n"
@@ -64,6 +67,7 @@ class AcceptorState:
     active_fingerprint: str = ""
     waiting: tuple = ()
     left_out: dict = field(default_factory=dict)  # cn -> (digest, reason): Icinga's check failed with it
+    standby: str = ""  # why this master accepts nobody (no CA key beside it), "" while it accepts
 
 
 class Acceptor:
@@ -133,6 +137,10 @@ class Acceptor:
                 seen = stamp
                 self._wake.set()
 
+    def note(self) -> str:
+        """What /healthz says beside "healthy": why this master stands by, if it does."""
+        return f"enrolment: {self.state.standby}" if self.state.standby else ""
+
     def _work(self) -> None:
         next_periodic = time.monotonic() + self.settings.interval
         while not self._stop.is_set():
@@ -141,7 +149,8 @@ class Acceptor:
                 return
             self._stop.wait(0.2)  # a burst of registrations or request rewrites makes one pass
             self._wake.clear()
-            next_periodic = time.monotonic() + self.settings.interval
+            # Standing by, look again soon: the CA arrives with node setup or a restore.
+            next_periodic = time.monotonic() + (STANDBY_RECHECK if self.state.standby else self.settings.interval)
             try:
                 self.reconcile()
             except StatesyncError as exc:
@@ -167,6 +176,8 @@ class Acceptor:
     def _reconcile(self) -> AcceptorState:
         st = self.state
         st.passes += 1
+        if self._stands_by():
+            return st
         ca_pem = _read(self.cfg.state_dir / CA_CERT)
         if ca_pem is None:
             raise StatesyncError(f"{self.cfg.state_dir / CA_CERT} does not exist: this node has no CA to sign with")
@@ -212,6 +223,21 @@ class Acceptor:
         st.failing_since = None
         self._told = {k for k in self._told if k[0] != "pass"}
         return st
+
+    def _stands_by(self) -> bool:
+        """Decide, at every pass, whether this master is the one beside the CA (``standby_reason``)."""
+        st = self.state
+        why = standby_reason((self.cfg.state_dir / CA_KEY).exists(), CA_KEY)
+        if why and not st.standby:
+            log.info("not accepting satellites: " + why, key_file=str(self.cfg.state_dir / CA_KEY))
+        elif st.standby and not why:
+            log.info("the CA key is here now: accepting and signing satellites",
+                        key_file=str(self.cfg.state_dir / CA_KEY))
+        st.standby = why
+        if why:  # not failing: a second master has nothing to do here
+            st.error = st.unexpected = ""
+            st.failing_since = None
+        return bool(why)
 
     def _forget_left_out(self, verdicts) -> None:
         """Keep a left-out note only while its registration is unchanged (refused for it)."""

@@ -9,7 +9,7 @@ files, and an enrolled satellite must not drop out with them). A registration wi
 can therefore never push another out: it waits for its request, or is refused when a request
 for its CN exists with another key (a spoofed key hash). In every conflict an incumbent wins
 and the newcomer is refused; among newcomers the old rules hold (all twins refused, a full
-zone keeps the first by CN).
+zone keeps the first by CN). ``standby_reason`` says whether this master accepts at all.
 
 Pure: no I/O and no clock.
 """
@@ -171,3 +171,16 @@ def accept(registrations: dict[str, bytes], policy: Policy, evidence: Evidence) 
     return Verdicts(accepted=tuple(sorted(kept, key=lambda r: r.cn)),
                     rejected=tuple(sorted(rejected, key=lambda j: (j.key, j.reason))),
                     waiting=tuple(sorted(waiting, key=lambda r: r.cn)))
+
+
+def standby_reason(has_ca_key: bool, key_path: str) -> str:
+    """Why a master's sidecar must neither stage nor sign, "" when it is the one that does.
+
+    The sidecar beside the CA key accepts and signs, as Icinga 2 signs only where ``ca.key``
+    is (``RequestCertificateHandler``: a node without it forwards requests to its zone). A
+    second master set up by ``node setup`` against the first has no ``ca/`` at all.
+    """
+    if has_ca_key:
+        return ""
+    return (f"standing by: no {key_path} on this master, so it accepts and signs no satellite "
+            f"(the master holding the CA does; in an HA zone this one learns them by Icinga's config sync)")

@@ -72,6 +72,7 @@ class CaPublisher:
         # The daemon's thread and the acceptance watcher both publish; one at a time.
         self._lock = threading.Lock()
         self._last: tuple[Record, Manifest] | None = None
+        self._told_no_ca = False
 
     def __call__(self, record: Record, manifest: Manifest) -> None:
         """Publish the CA ``manifest`` holds, if any and if allowed.
@@ -93,7 +94,12 @@ class CaPublisher:
     def _run(self, record: Record, manifest: Manifest) -> None:
         entry = next((e for e in manifest.entries if e.path == self.ca_entry), None)
         if entry is None or entry.type != FILE:
+            if not self._told_no_ca:  # the second master of an HA zone: nothing of its own to publish
+                log.info(f"this master's snapshot holds no {self.ca_entry}: it publishes no CA (the master beside "
+                         f"the CA does)", snapshot=record.id)
+                self._told_no_ca = True
             return
+        self._told_no_ca = False
         now = self.clock()
         # A conflicted publisher looks again at every sync: an operator's decision may be waiting.
         if not self.conflicted and entry.sha256 == self._done_sha and now - self._done_at < self.recheck:

@@ -5,7 +5,8 @@ master:    after every successful sync, publish the CA of the committed snapshot
            that an operator's ``accept-ca`` is published at once (``publish.AcceptanceWatcher``).
 satellite: guard the CA (``guard.Guard``) next to mirroring the node's own state.
 With enrol.enabled, a master also accepts and signs registered satellites
-(``enrol.acceptor.Acceptor``) and a satellite registers its pending request
+(``enrol.acceptor.Acceptor``) when its state holds ``ca/ca.key``, and stands by otherwise (the
+second master of an HA zone) and a satellite registers its pending request
 (``enrol.enroller.Enroller``).
 """
 from __future__ import annotations
@@ -37,6 +38,10 @@ class RoleServices:
     def problem(self) -> str:
         """Why a service cannot do its job ("" when all can), for /healthz."""
         return getattr(self.enrol, "problem", lambda: "")()
+
+    def note(self) -> str:
+        """What a healthy /healthz adds ("" for nothing): a master that stands by says so."""
+        return getattr(self.enrol, "note", lambda: "")()
 
     @property
     def exit_code(self) -> int:

@@ -97,7 +97,8 @@ def _health_server(cfg: config.Config, repo: Repo, holder: dict, version: str):
         if problem:
             return False, problem
         age = time.monotonic() - daemon.state.beat
-        return age < 60, f"main loop last went round {age:.1f}s ago"
+        note = services.note() if services is not None else ""
+        return age < 60, f"main loop last went round {age:.1f}s ago" + (f"; {note}" if note else "")
 
     def ready() -> tuple[bool, str]:
         if not cfg.ready_file.exists():
