@@ -48,7 +48,7 @@ if [ "$cache" != "$src/.cache" ]; then mkdir -p "$root$cache"; mount --bind "$ca
 mount -t tmpfs tmpfs "$root/tmp"
 exec chroot "$root" env -i PATH=$venv/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 VENV=$venv \
   PIP_CERT=/etc/ssl/certs/host-ca-bundle.crt SSL_CERT_FILE=/etc/ssl/certs/host-ca-bundle.crt \
-  PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/src sh -c "
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1 PYTHONPATH=/src E2E_ICINGA_VERSIONS="${E2E_ICINGA_VERSIONS:-}" sh -c "
 set -e
 if ! [ -f \$VENV/.installed ]; then
   # One run builds it; another one started meanwhile waits here, then finds it made.

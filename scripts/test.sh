@@ -104,7 +104,8 @@ serial=0
 if [ "$status" = 5 ]; then status=$serial; elif [ "$serial" != 5 ] && [ "$status" = 0 ]; then status=$serial; fi
 if [ ${#py313_argv[@]} -gt 0 ]; then
   py313=0
-  scripts/pytest_in_root.sh "$PY313_SUITE" "${py313_argv[@]}" || py313=$?
+  # Inside the root, its own Icinga 2 (2.14) is the only version the e2e tests may label as theirs.
+  E2E_ICINGA_VERSIONS=2.14 scripts/pytest_in_root.sh "$PY313_SUITE" "${py313_argv[@]}" || py313=$?
   # It runs a part of what the host passes ran, so "none selected" (5) there is no failure here.
   if [ "$py313" != 5 ] && [ "$py313" != 0 ] && { [ "$status" = 0 ] || [ "$status" = 5 ]; }; then status=$py313; fi
 elif unit_only "$@"; then

@@ -100,6 +100,18 @@ exec "$@"
 # own binary (bookworm's 2.13, scripts/setup.sh). The one place that maps a version to its root.
 VERSIONS = {"2.13": "", "2.14": "trixie", "2.16": "sid"}
 ROOTS = Path(__file__).resolve().parent.parent / ".cache" / "roots"
+# A comma-separated list of VERSIONS' keys restricts the matrix to them (the Python 3.13 pass, which
+# runs inside the trixie root, sets it to that root's 2.14). Not STATESYNC_*: statesync refuses those.
+ONLY_VAR = "E2E_ICINGA_VERSIONS"
+
+
+def matrix() -> list[str]:
+    """The versions the end-to-end modules run on: every one of VERSIONS, or those ONLY_VAR names."""
+    only = [v.strip() for v in os.environ.get(ONLY_VAR, "").split(",") if v.strip()]
+    unknown = [v for v in only if v not in VERSIONS]
+    if unknown:
+        raise ValueError(f"{ONLY_VAR}: unknown Icinga 2 version(s) {', '.join(unknown)}: one of {', '.join(VERSIONS)}")
+    return only or list(VERSIONS)
 
 
 def version_root(version: str) -> str:
@@ -109,6 +121,12 @@ def version_root(version: str) -> str:
     if version not in VERSIONS:
         pytest.fail(f"unknown Icinga 2 version {version!r}: one of {', '.join(VERSIONS)}")
     if not VERSIONS[version]:
+        # Inside a root (scripts/pytest_in_root.sh) the "host" binary is that root's own Icinga 2:
+        # a run labelled 2.13 must not quietly test another version.
+        found = ".".join(map(str, icinga_version("")[:2]))
+        if found != version:
+            pytest.fail(f"Icinga 2 {version}: the icinga2 on this machine is {found}; "
+                        f"restrict the matrix with {ONLY_VAR}={found} (tests/e2e/conftest.py)")
         return ""
     root = ROOTS / VERSIONS[version]
     if not (root / "usr/sbin/icinga2").is_file():

@@ -8,7 +8,7 @@ import pytest
 from .. import icinga
 
 
-@pytest.fixture(scope="module", params=list(icinga.VERSIONS))
+@pytest.fixture(scope="module", params=icinga.matrix())
 def icinga_root(request) -> str:
     """The root of the Icinga 2 version a module runs on ("" = the host's 2.13), for ``Node(...,
     icinga_root=...)``. Module-scoped, so a module's nodes are built once per version, and each
