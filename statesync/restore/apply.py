@@ -63,8 +63,22 @@ def user_entries(root: Path, subtrees: tuple[str, ...] = ()) -> list[str]:
 
 def has_icinga_state(state_dir: Path) -> bool:
     """True when ``state_dir`` (the root, or with roots its subtree named state) holds Icinga 2
-    state: a ca/ or a certs/ directory."""
-    return any((state_dir / d).exists() for d in STATE_DIRS)
+    state: a ca/ or a certs/ with anything in it (or either name taken by something else).
+
+    Empty ones are no state: the official image from 2.16 on ships an empty certs/ in the
+    /data the engine copies into a new volume, and a master whose volume was lost would
+    otherwise skip the restore and let node setup make a new CA (docs/ICINGA_VERSIONS.md).
+    An unreadable one counts as state: never restore over what cannot be looked at."""
+    for name in STATE_DIRS:
+        try:
+            with os.scandir(state_dir / name) as entries:
+                if next(entries, None) is not None:
+                    return True
+        except FileNotFoundError:
+            continue
+        except OSError:  # not a directory, or unreadable
+            return True
+    return False
 
 
 def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entry], bytes]]:
