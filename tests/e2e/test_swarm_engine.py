@@ -18,6 +18,9 @@ Live, slot 1 is then rescheduled onto an empty volume: it restores from Consul (
 certificates and that program state) and connects without enrolling again.
 STATESYNC_TEST_SWARM_DIR points these tests at another copy of compose/swarm (e.g. the
 old files: satellites.yml, Dockerfile, entrypoint.sh, supervise.sh) to see that.
+The satellite image is built on the Icinga 2 image from 2.16 on (the stacks' default: VOLUME
+/data, the engine fills each slot's new volume with the image's tree before the entrypoint
+restores over it); the stop-signal chain is also checked on the 2.14 layout (Go /entrypoint).
 
 The engine's swarm mode is left as found: a test that had to `docker swarm init` leaves
 the swarm again. Everything else is removed by name or ID in finally blocks.
@@ -36,7 +39,7 @@ import yaml
 from ..compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
 from ..engine import (
     CONSUL,
-    ICINGA2,
+    ICINGA_IMAGES,
     ROOT,
     Compose,
     EngineError,
@@ -53,7 +56,8 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 SWARM_DIR = Path(os.environ.get("STATESYNC_TEST_SWARM_DIR") or COMPOSE_DIR / "swarm")
 SIDECAR_IMAGE = "statesync:test"
 SATELLITE_IMAGE = "statesync-test/swarm-satellite:test"
-PIP_CA_BASE = "statesync-test/icinga2-pip-ca:2.14"
+IMAGE = ICINGA_IMAGES["2.16"]
+PIP_CA_BASE = "statesync-test/icinga2-pip-ca:2.16"
 MASTER = "icinga-master"
 HTTP_PORT = "9470"  # not the default 9465: the health check must follow the configuration
 REPLICAS = 2
@@ -178,7 +182,7 @@ def satellite_image(engine, tmp_path_factory):
     ctx = tmp_path_factory.mktemp("pip-ca-base")
     shutil.copy(Path("/etc/ssl/certs/ca-certificates.crt"), ctx / "host-ca-bundle.crt")
     (ctx / "Dockerfile").write_text(
-        f"FROM {ICINGA2}\nUSER root\n"
+        f"FROM {IMAGE.tag}\nUSER root\n"
         "COPY host-ca-bundle.crt /etc/ssl/certs/test-host-ca-bundle.crt\n"
         "ENV PIP_CERT=/etc/ssl/certs/test-host-ca-bundle.crt\nUSER icinga\n")
     docker("build", "-q", "-t", PIP_CA_BASE, str(ctx), timeout=300)
@@ -205,9 +209,10 @@ esac
 FAKE_ICINGA = "trap 'echo fake-icinga: SIGTERM >&2; exit 0' TERM; echo fake-icinga: running >&2; while :; do sleep 0.2; done"
 
 
-def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
-    """The task's real chain, entrypoint.sh -> the image's /entrypoint as PID 1 (dumb-init -c)
-    -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
+@pytest.mark.parametrize("version", ["2.16", "2.14"])
+def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
+    """The task's real chain, entrypoint.sh -> the image's entrypoint (up to 2.15 /entrypoint as
+    PID 1, which runs dumb-init -c; from 2.16 dumb-init -c -> entrypoint.sh) -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
     sidecar (before, dumb-init forwarded SIGTERM to Icinga 2 only and the sidecar was killed)."""
     fake = tmp_path / "statesync"
     fake.write_text(FAKE_STATESYNC)
@@ -227,7 +232,7 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
         # As root: the bind mounts leave /data/var root-owned, where the image's entrypoint copies.
         docker("run", "-d", "--name", name, "-u", "0", *mounts, "-e", "ICINGA_CN=satellite-1",
                "-e", "STATESYNC_ROOT=/data/var/lib/icinga2", "--entrypoint", "/usr/local/bin/statesync-entrypoint",
-               ICINGA2, "sh", "-c", FAKE_ICINGA)
+               ICINGA_IMAGES[version].tag, "sh", "-c", FAKE_ICINGA)
         wait(lambda: "fake-sidecar: running" in container_logs(name) and "fake-icinga: running" in container_logs(name),
               30, "the stand-ins did not start", lambda: container_logs(name))
         t0 = time.monotonic()
@@ -273,7 +278,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
     (work / "consul-overlay.yml").write_text(
         "services:\n  consul:\n    environment:\n      CONSUL_BIND_INTERFACE: eth0\n"
         f"networks:\n  statesync:\n    name: {net}\n    driver: overlay\n    attachable: true\n")
-    env = {"STATESYNC_NETWORK": net, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": ICINGA2,
+    env = {"STATESYNC_NETWORK": net, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": IMAGE.tag,
            "STATESYNC_IMAGE": SIDECAR_IMAGE, "STATESYNC_PREFIX": prefix, "ICINGA_API_PUBLISH": "127.0.0.1::5665",
            "STATESYNC_HTTP_PORT": HTTP_PORT, "MASTER_NAME": MASTER}
     consul = Compose(work / "consul.yml", work / "consul-overlay.yml", env=env, project=unique_name("ssswconsul"))
@@ -372,7 +377,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             assert all(s[1:] == ["5665", "5665", "400"] for s in lines), stats
             # This slot enrolled through Consul (no ticket) against the parent statesync pinned.
             logs = container_logs(cid)
-            assert "Running 'node setup'" in logs and "registered for enrolment" in logs, logs[-3000:]
+            assert IMAGE.node_setup_log in logs and "registered for enrolment" in logs, logs[-3000:]
             # signed before Icinga 2 started (supervise.sh's `statesync enrol --wait`), not at its retries
             assert "enrolled: " in logs, logs[-3000:]
             assert docker("exec", cid, "test", "-s", "/data/.statesync-parent.crt", check=False).returncode == 0
@@ -415,7 +420,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         assert "restored snapshot" in logs, logs[-4000:]
         # The program state Icinga 2 wrote while stopping came back with the last commit.
         assert "Restoring program state from file '/var/lib/icinga2/icinga2.state'" in logs, logs[-4000:]
-        assert "Running 'node setup'" not in logs, logs[-4000:]
+        assert IMAGE.node_setup_log not in logs, logs[-4000:]
         assert 'Copying "/data-init/var/lib/icinga2"' not in logs, logs[-4000:]
         assert 'Copying "/data-init/etc/icinga2"' not in logs, logs[-4000:]
         phases["total"] = time.monotonic() - t_all
