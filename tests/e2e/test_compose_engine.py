@@ -242,6 +242,27 @@ def test_an_empty_icinga_cacert_leaves_no_zero_byte_ca_and_a_left_one_is_removed
 
 
 @ON_2_16
+def test_icinga_log_level_reaches_icinga_behind_the_wrapper(lab):
+    # The 2.16 entrypoint appends --log-level only when its command is icinga2 itself; behind
+    # icinga-start.sh its command is the wrapper's second stage, which appends it instead.
+    volume = unique_name("ssvol")
+    wrapper = f"{lab.dir / 'icinga-start.sh'}:/statesync/icinga-start.sh:ro"
+    try:
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", lab.image.tag, "-c",
+               "touch /data/.statesync-ready")
+        runs = {}
+        for level in ("warning", "information"):
+            runs[level] = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", f"ICINGA_LOG_LEVEL={level}",
+                                 "--entrypoint", "/bin/sh", lab.image.tag, "/statesync/icinga-start.sh",
+                                 "icinga2", "daemon", "-C", check=False, timeout=120)
+            assert runs[level].returncode == 0, runs[level].stderr[-3000:]
+        assert "information/cli" not in runs["warning"].stdout + runs["warning"].stderr
+        assert "information/cli" in runs["information"].stdout + runs["information"].stderr
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
+
+
+@ON_2_16
 def test_a_volume_first_mounted_by_statesync_belongs_to_the_icinga_user(lab):
     volume = unique_name("ssvol")
     try:

@@ -381,6 +381,13 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             # signed before Icinga 2 started (supervise.sh's `statesync enrol --wait`), not at its retries
             assert "enrolled: " in logs, logs[-3000:]
             assert docker("exec", cid, "test", "-s", "/data/.statesync-parent.crt", check=False).returncode == 0
+            # The guard's signal trigger reads Icinga 2's pid there (2.16 keeps /run/icinga2 in the
+            # image, not under /data: the old /data/var/run/icinga2 path did not exist).
+            pidfile = _env(_service())["STATESYNC_GUARD_PIDFILE"]
+            pid = docker("exec", cid, "sh", "-c", f"cat {pidfile}", check=False)
+            assert pid.returncode == 0 and pid.stdout.strip().isdigit(), pid.stderr
+            assert docker("exec", cid, "sh", "-c", f"grep -q icinga2 /proc/{pid.stdout.strip()}/cmdline",
+                          check=False).returncode == 0
             assert docker("exec", cid, "test", "-s", f"/data/var/lib/icinga2/certs/{cns[slot]}.crt",
                           check=False).returncode == 0
 
