@@ -6,9 +6,9 @@
 # (its /data came into the slot's new volume through the engine, VOLUME /data, before this
 # script ran: the restore replaces those defaults). Node setup runs without a ticket: the
 # request stays pending on the master until the sidecar has registered it in Consul and the
-# master's sidecar has signed it (docs/ENROL.md). It starts the supervisor rather than Icinga 2 itself, because
-# dumb-init (-c) forwards SIGTERM to its one child only: a sidecar started here beside it
-# would be killed without its last commit.
+# master's sidecar has signed it (docs/ENROL.md). It starts the supervisor rather than
+# Icinga 2 itself, because dumb-init (-c) forwards SIGTERM to its one child only: a sidecar
+# started here beside it would be killed without its last commit.
 set -eu
 
 statesync restore --if-empty

@@ -209,16 +209,14 @@ esac
 FAKE_ICINGA = "trap 'echo fake-icinga: SIGTERM >&2; exit 0' TERM; echo fake-icinga: running >&2; while :; do sleep 0.2; done"
 
 
-@pytest.mark.parametrize("version", ["2.16", "2.14"])
-def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
-    """The task's real chain, entrypoint.sh -> the image's entrypoint (up to 2.15 /entrypoint as
-    PID 1, which runs dumb-init -c; from 2.16 dumb-init -c -> entrypoint.sh) -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
-    sidecar (before, dumb-init forwarded SIGTERM to Icinga 2 only and the sidecar was killed)."""
+def _chain_mounts(tmp_path: Path) -> list[str]:
+    """-v arguments that put the task's scripts over an Icinga image, with a stand-in statesync
+    and an enrolled node's ca.crt (the image's entrypoint then skips node setup)."""
     fake = tmp_path / "statesync"
     fake.write_text(FAKE_STATESYNC)
     fake.chmod(0o755)
     ca = tmp_path / "ca.crt"
-    ca.write_text("enrolled\n")  # the image's entrypoint skips node setup on an enrolled node
+    ca.write_text("enrolled\n")
     ca.chmod(0o644)
     mounts = []
     for src, dst in ((SWARM_DIR / "entrypoint.sh", "/usr/local/bin/statesync-entrypoint"),
@@ -227,6 +225,28 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
                      (ca, "/data/var/lib/icinga2/certs/ca.crt")):
         if src.exists():
             mounts += ["-v", f"{src}:{dst}:ro"]
+    return mounts
+
+
+def test_icinga_log_level_reaches_icinga_in_a_task(engine, tmp_path):
+    # The 2.16 entrypoint appends --log-level only when its command is icinga2 itself; in a
+    # task its command is supervise.sh, which appends it instead. Icinga 2 only validates here.
+    runs = {}
+    for level in ("warning", "information"):
+        runs[level] = docker("run", "--rm", "-u", "0", *_chain_mounts(tmp_path), "-e", f"ICINGA_LOG_LEVEL={level}",
+                             "-e", "STATESYNC_SUPERVISE_SETTLE=0", "--entrypoint", "/usr/local/bin/statesync-entrypoint",
+                             IMAGE.tag, "icinga2", "daemon", "-C", check=False, timeout=120)
+        assert runs[level].returncode == 0, runs[level].stdout[-2000:] + runs[level].stderr[-2000:]
+    assert "information/cli" not in runs["warning"].stdout + runs["warning"].stderr
+    assert "information/cli" in runs["information"].stdout + runs["information"].stderr
+
+
+@pytest.mark.parametrize("version", ["2.16", "2.14"])
+def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
+    """The task's real chain, entrypoint.sh -> the image's entrypoint (up to 2.15 /entrypoint as
+    PID 1, which runs dumb-init -c; from 2.16 dumb-init -c -> entrypoint.sh) -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
+    sidecar (before, dumb-init forwarded SIGTERM to Icinga 2 only and the sidecar was killed)."""
+    mounts = _chain_mounts(tmp_path)
     name = unique_name("sssig")
     try:
         # As root: the bind mounts leave /data/var root-owned, where the image's entrypoint copies.
