@@ -308,6 +308,21 @@ def test_if_empty_restores_over_the_2_16_images_defaults_and_leaves_a_started_no
     assert (env.root / "certs/satellite1.key").exists() and not (env.root / "ca").exists()
 
 
+def test_if_empty_leaves_a_node_whose_certificates_the_guard_quarantined_to_enrol_again(env):
+    # The guard empties certs/ into its quarantine and a Swarm task restarts through
+    # `restore --if-empty` before it enrols again: the old CA's certificates must stay away.
+    icinga_tree(env.root)
+    env.run("backup", check=True)
+    quarantine = env.root / ".statesync-quarantine/20261207T070000Z"
+    quarantine.mkdir(parents=True)
+    for name in ("ca", "certs"):
+        for f in (env.root / name).iterdir():
+            f.rename(quarantine / f.name)
+    (env.root / "ca").rmdir()
+    assert "nothing restored" in env.run("restore", "--if-empty", check=True).stdout
+    assert list((env.root / "certs").iterdir()) == []
+
+
 def test_if_empty_with_no_snapshot_yet_succeeds_doing_nothing(consul, prefix, tmp_path):
     e = Env(consul, prefix, tmp_path / "root", node="brand-new")
     proc = e.run("restore", "--if-empty", check=True)

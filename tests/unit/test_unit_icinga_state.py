@@ -38,3 +38,12 @@ def test_a_certs_that_cannot_be_listed_is_state(tmp_path):
     # Never restore over what cannot be looked at (here a symlink loop: ELOOP).
     os.symlink("certs", tmp_path / "certs")
     assert has_icinga_state(tmp_path)
+
+
+def test_a_certs_the_guard_emptied_is_state(tmp_path):
+    # The guard moved the old CA's certificates into its quarantine: the node enrols again; a
+    # restore would bring the old certificates back (a Swarm task restarts through
+    # `restore --if-empty` before it enrols).
+    (tmp_path / "certs").mkdir()
+    (tmp_path / ".statesync-quarantine/20261207T070000Z").mkdir(parents=True)
+    assert has_icinga_state(tmp_path)
