@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from ..compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait
+from ..compose_support import PhaseTimes, api, prepare_stack_dir, rotate_master_ca, sh, wait
 from ..engine import (
     CONSUL,
     DEBIAN,
@@ -306,22 +306,8 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         # The master's operator rotates the CA (same TicketSalt), restarts Icinga 2 and
         # records the decision; the master sidecar then publishes the new CA once.
         t1 = time.monotonic()
-        sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
-            mv ca /tmp/ca.old
-            icinga2 pki new-ca >/dev/null
-            icinga2 pki new-cert --cn {MASTER} --key /tmp/m.key --csr /tmp/m.csr >/dev/null
-            icinga2 pki sign-csr --csr /tmp/m.csr --cert /tmp/m.crt >/dev/null
-            cp /tmp/m.key certs/{MASTER}.key; cp /tmp/m.crt certs/{MASTER}.crt; cp ca/ca.crt certs/ca.crt""")
-        docker("restart", "-t", "20", master.container_id("icinga2"), timeout=120)
-        api(master, "/v1/status", "HTTP200")
-        accept = master.exec("statesync", "statesync", "accept-ca", "--yes", "--reason", "CA rotation drill",
-                             check=False, timeout=60)
-        assert accept.returncode == 0, accept.stdout + accept.stderr
-        wait(lambda: _published_matches_local(master), 120, "the master sidecar did not publish the new CA",
-              master.logs)
+        new_ca = rotate_master_ca(master, MASTER)
         phases["rotation_to_published"] = time.monotonic() - t1
-        new_ca = sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
-                                        "-in /var/lib/icinga2/ca/ca.crt")
         assert new_ca != old_ca
 
         t2 = time.monotonic()

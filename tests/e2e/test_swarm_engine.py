@@ -15,7 +15,8 @@ Each defect of the first Swarm setup has a test here that fails on those files:
   real entrypoint chain with a stand-in sidecar) and, live, the stopped task's sidecar
   commits what Icinga 2 wrote while shutting down (icinga2.state) and then logs "stopped".
 Live, slot 1 is then rescheduled onto an empty volume: it restores from Consul (its
-certificates and that program state) and connects without enrolling again.
+certificates and that program state) and connects without enrolling again; then the master's
+CA changes, and slot 1's guard sends it to enrol again under the new CA (task restart).
 STATESYNC_TEST_SWARM_DIR points these tests at another copy of compose/swarm (e.g. the
 old files: satellites.yml, Dockerfile, entrypoint.sh, supervise.sh) to see that.
 The satellite image is built on the Icinga 2 image from 2.16 on (the stacks' default: VOLUME
@@ -36,7 +37,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
+from ..compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, rotate_master_ca, wait
 from ..engine import (
     CONSUL,
     ICINGA_IMAGES,
@@ -450,6 +451,29 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         assert IMAGE.node_setup_log not in logs, logs[-4000:]
         assert 'Copying "/data-init/var/lib/icinga2"' not in logs, logs[-4000:]
         assert 'Copying "/data-init/etc/icinga2"' not in logs, logs[-4000:]
+
+        # The master's CA changes: slot 1's guard quarantines its certificates and signals
+        # Icinga 2, the task ends and Swarm restarts it; its entrypoint must not restore the
+        # old CA's certificates (certs/ is empty now, the quarantine says why) but enrol again.
+        def slot_ca() -> str:
+            cid = task_containers().get("1")
+            if not cid:
+                return ""
+            return docker("exec", cid, "openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                          "/data/var/lib/icinga2/certs/ca.crt", check=False).stdout
+
+        old_ca = slot_ca()
+        t5 = time.monotonic()
+        new_ca = rotate_master_ca(master, MASTER)
+        assert new_ca and new_ca != old_ca
+        wait(lambda: slot_ca() == new_ca, 300, "slot 1 did not enrol again under the new CA", details)
+        api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":true', tries=180)
+        phases["ca_published_to_connected"] = time.monotonic() - t5
+        healed = task_containers()["1"]
+        assert healed != again["1"], details()
+        assert "certificates quarantined" in container_logs(again["1"]), container_logs(again["1"])[-4000:]
+        logs = container_logs(healed)
+        assert "nothing restored" in logs and IMAGE.node_setup_log in logs, logs[-4000:]
         phases["total"] = time.monotonic() - t_all
         print("swarm phase times: " + ", ".join(f"{k}={v:.1f}s" for k, v in phases.items()))
     finally:
