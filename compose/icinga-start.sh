@@ -1,8 +1,12 @@
 #!/bin/sh
-# Entrypoint wrapper for the official icinga/icinga2 image (2.14/2.15 generation: Go
-# /entrypoint, /data-init). Mounted read-only into the icinga2 container by the stacks
-# in this directory; it ends by exec'ing the image's own /entrypoint as PID 1, so the
-# image's first-start logic (copy /data-init, node setup) runs unchanged.
+# Entrypoint wrapper for the official icinga/icinga2 image, both of its layouts:
+# - up to 2.15 (Icinga/docker-icinga2): the Go /entrypoint, which as PID 1 copies /data-init
+#   into /data and runs node setup; it is exec'd as PID 1;
+# - from 2.16 on (Icinga 2's own Containerfile): /usr/local/bin/entrypoint.sh under
+#   "dumb-init -c --" (the image's ENTRYPOINT, which this wrapper replaces), node setup only;
+#   /data came from the image through the engine (VOLUME /data).
+# Mounted read-only into the icinga2 container by the stacks in this directory; it ends by
+# exec'ing the image's own entrypoint, so the image's first-start logic runs unchanged.
 #
 # Why each step:
 # - Icinga must not start before statesync has restored the volume: a master that starts
@@ -16,14 +20,16 @@
 #   pending on the master, and the sidecars register, accept and sign it through Consul.
 #   It pins the parent certificate that statesync checked against the CA published in
 #   Consul, not one fixed in the environment, which is stale after a CA change.
-# - A second stage of this script runs after the image's own first start (which copies
-#   /data-init only into an empty /data, and runs node setup), as the entrypoint's command:
+# - A second stage of this script runs after the image's own first start (node setup; up
+#   to 2.15 also the copy of /data-init into what /data lacks), as the entrypoint's command:
 #   - with STATESYNC_API_USER (the master), it writes the sidecar's ApiUser, with the
 #     permissions enrolment needs and the password of the icinga_api_password secret;
 #   - on a satellite whose certificate is still a pending request, it asks the parent with
 #     `icinga2 pki request` (no ticket) until statesync has had it signed, for at most
 #     ICINGA_START_ENROL_WAIT seconds (60): Icinga 2 then starts with its certificate and
-#     connects at once, instead of at its second 10 s retry after the signature.
+#     connects at once, instead of at its second 10 s retry after the signature;
+#   - with ICINGA_LOG_LEVEL, Icinga 2 gets --log-level: the 2.16 entrypoint adds it only when
+#     its command is icinga2 itself, and here its command is this script's second stage.
 set -eu
 
 pending() {  # the node certificate is its own issuer: node setup's request, not signed yet
@@ -77,6 +83,9 @@ if [ "${1:-}" = "--then" ]; then
       echo "icinga-start: certificate of $cn signed after ${waited}s" >&2
     fi
   fi
+  if [ -n "${ICINGA_LOG_LEVEL:-}" ] && [ "${1##*/}" = icinga2 ]; then
+    exec "$@" --log-level "$ICINGA_LOG_LEVEL"
+  fi
   exec "$@"
 fi
 
@@ -117,4 +126,11 @@ if [ ! -s "$ca" ]; then
   fi
 fi
 
-exec /entrypoint /bin/sh "$0" --then "$@"
+if [ -x /entrypoint ]; then
+  exec /entrypoint /bin/sh "$0" --then "$@"
+fi
+if [ -x /usr/local/bin/entrypoint.sh ] && [ -x /usr/bin/dumb-init ]; then
+  exec /usr/bin/dumb-init -c -- /usr/local/bin/entrypoint.sh /bin/sh "$0" --then "$@"
+fi
+echo "icinga-start: this image has neither /entrypoint (icinga/icinga2 up to 2.15) nor /usr/local/bin/entrypoint.sh and dumb-init (2.16 on); not starting Icinga 2" >&2
+exit 1

@@ -22,9 +22,10 @@ die() { log "$*"; exit 1; }
 # The first URI of the lines on stdin whose URI does (~) or does not (!~) name security.
 first_uri() { awk -v op="$1" '{ sec = $2 ~ /security/ } !done && (op == "~" ? sec : !sec) { print $2; done = 1 }'; }
 
-# The machine's own Debian mirrors (as scripts/setup.sh finds them), as apt lines.
+# The machine's own Debian mirrors (as scripts/setup.sh finds them), as apt lines for the
+# suite $1 (bookworm: with its -updates and -security; sid has neither).
 mirrors() {
-  local main sec
+  local suite=$1 main sec
   # One awk that reads to the end picks the first match: `| head -1` would close the pipe
   # early, and under pipefail the writer's SIGPIPE (141) is a failure that `|| true` hid.
   # `|| true` stays for what it is meant for: no sources file, nothing matching.
@@ -33,9 +34,10 @@ mirrors() {
   sec=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null | first_uri '~' || true)
   [ -n "$sec" ] || sec=$(grep -hoE '^deb +[^ ]+' /etc/apt/sources.list 2>/dev/null | first_uri '~' || true)
   [ -n "$main" ] || return 1
-  echo "deb $main bookworm main"
-  echo "deb $main bookworm-updates main"
-  if [ -n "$sec" ]; then echo "deb $sec bookworm-security main"; fi
+  echo "deb $main $suite main"
+  [ "$suite" = sid ] && return 0
+  echo "deb $main $suite-updates main"
+  if [ -n "$sec" ]; then echo "deb $sec $suite-security main"; fi
 }
 
 # sha256 over every file of a context (path, mode, content) plus extra text.
@@ -56,9 +58,11 @@ image_label() {
 
 image_id() { "$docker" image inspect -f '{{ .Id }}' "$1" 2>/dev/null || true; }
 
-# build <name> <tag> <parent tag or -> [file to copy into the context]...
+# [SUITE=<debian suite>] build <name> <tag> <parent tag or -> [file to copy into the context]...
+# SUITE (default bookworm) is the suite a context with a build.sh is made from.
 build() {
   local name=$1 tag=$2 parent=$3; shift 3
+  local suite=${SUITE:-bookworm}
   local ctx extra="" hash start rc=0 logfile="$cache/images/$name.log"
   ctx=$(mktemp -d)
   cp -a "$images/$name/." "$ctx/"
@@ -72,7 +76,7 @@ build() {
   fi
   if [ -x "$ctx/build.sh" ]; then
     local m
-    m=$(mirrors) || { rm -rf "$ctx"; die "$tag: cannot find the Debian mirror in the apt sources"; }
+    m=$(mirrors "$suite") || { rm -rf "$ctx"; die "$tag: cannot find the Debian mirror in the apt sources"; }
     extra="$extra"$'\n'"$m"
   fi
   hash=$(inputs_hash "$ctx" "$extra")
@@ -83,7 +87,7 @@ build() {
   fi
   start=$(date +%s)
   if [ -x "$ctx/build.sh" ]; then
-    MIRRORS="$m" "$ctx/build.sh" "$tag" "$key=$hash" >"$logfile" 2>&1 || rc=$?
+    SUITE="$suite" MIRRORS="$m" "$ctx/build.sh" "$tag" "$key=$hash" >"$logfile" 2>&1 || rc=$?
   else
     "$docker" build --force-rm --network host --label "$key=$hash" -t "$tag" "$ctx" >"$logfile" 2>&1 || rc=$?
   fi
@@ -101,3 +105,7 @@ build python statesync-standin/python:3.11-slim statesync-standin/debian:bookwor
 build consul statesync-standin/consul:1.8.7 statesync-standin/debian:bookworm \
   "$cache/consul/usr/bin/consul=consul"
 build icinga2 statesync-standin/icinga2:2.14 statesync-standin/debian:bookworm
+# sid: the suite with Icinga 2 2.16, the first version of the image built from Icinga's own
+# Containerfile (tests/images/icinga2-2.16/Dockerfile says what it reproduces).
+SUITE=sid build debian-sid statesync-standin/debian:sid -
+build icinga2-2.16 statesync-standin/icinga2:2.16 statesync-standin/debian:sid

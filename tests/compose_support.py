@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .engine import ROOT, Compose
+from .engine import ROOT, Compose, docker
 from .support import clean_env, statesync_cmd
 
 COMPOSE_DIR = ROOT / "compose"
@@ -74,6 +74,26 @@ def api(stack: Compose, path: str, want: str, tries: int = 90) -> str:
     """Poll the Icinga API of the stack's icinga2 container until the answer holds ``want``."""
     script = API.format(tries=tries, path=path, want=shlex.quote(want))
     return sh(stack, "icinga2", script, timeout=tries * 5 + 30)
+
+
+def rotate_master_ca(master: Compose, cn: str) -> str:
+    """The master's operator replaces its CA (same TicketSalt), restarts Icinga 2 and records the
+    decision with `statesync accept-ca`; returns once the sidecar has published the new CA, the
+    new CA's fingerprint as `openssl x509 -fingerprint -sha256` prints it."""
+    sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
+        mv ca /tmp/ca.old
+        icinga2 pki new-ca >/dev/null
+        icinga2 pki new-cert --cn {cn} --key /tmp/m.key --csr /tmp/m.csr >/dev/null
+        icinga2 pki sign-csr --csr /tmp/m.csr --cert /tmp/m.crt >/dev/null
+        cp /tmp/m.key certs/{cn}.key; cp /tmp/m.crt certs/{cn}.crt; cp ca/ca.crt certs/ca.crt""")
+    docker("restart", "-t", "20", master.container_id("icinga2"), timeout=120)
+    api(master, "/v1/status", "HTTP200")
+    accept = master.exec("statesync", "statesync", "accept-ca", "--yes", "--reason", "CA rotation drill",
+                         check=False, timeout=60)
+    assert accept.returncode == 0, accept.stdout + accept.stderr
+    wait(lambda: master.exec("statesync", "statesync", "check-ca", check=False, timeout=60).returncode == 0,
+         120, "the master sidecar did not publish the new CA", master.logs)
+    return sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 -in /var/lib/icinga2/ca/ca.crt")
 
 
 class PhaseTimes:

@@ -15,6 +15,7 @@ import os
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 DOCKER = "/usr/bin/docker"
@@ -26,8 +27,26 @@ IMAGES = {
     "python:3.11-slim": "statesync-standin/python:3.11-slim",
     "hashicorp/consul:1.8.7": "statesync-standin/consul:1.8.7",
     "icinga/icinga2:2.14": "statesync-standin/icinga2:2.14",
+    "debian:sid-slim": "statesync-standin/debian:sid",
+    "icinga/icinga2:2.16": "statesync-standin/icinga2:2.16",
 }
-DEBIAN, PYTHON, CONSUL, ICINGA2 = IMAGES.values()
+DEBIAN, PYTHON, CONSUL, ICINGA2, DEBIAN_SID, ICINGA2_16 = IMAGES.values()
+
+
+@dataclass(frozen=True)
+class IcingaImage:
+    """One layout of the official icinga/icinga2 image, as the tests tell them apart."""
+
+    version: str
+    tag: str
+    node_setup_log: str  # the entrypoint's line when it runs node setup
+    data_init: bool  # up to 2.15: /data-init copied into /data by the entrypoint; then VOLUME /data
+
+
+ICINGA_IMAGES = {
+    "2.14": IcingaImage("2.14", ICINGA2, "Running 'node setup'", True),
+    "2.16": IcingaImage("2.16", ICINGA2_16, "Running Icinga 2 node setup command", False),
+}
 
 _counter = itertools.count()
 _lock = threading.Lock()
@@ -65,7 +84,7 @@ def ensure_engine() -> None:
     with _lock:
         if _ready:
             return
-        # Cold: apt installs plus four image builds; cached, about a second.
+        # Cold: apt installs plus six image builds; cached, about a second.
         for script, timeout in (("scripts/engine.sh", 600), ("scripts/images.sh", 1800)):
             try:
                 proc = subprocess.run(["bash", str(ROOT / script)], capture_output=True,

@@ -17,7 +17,13 @@
 # (it runs `icinga2 pki request`) before Icinga 2 starts, so that it connects at once rather
 # than at its second 10 s retry; after STATESYNC_SUPERVISE_ENROL_WAIT seconds (60) Icinga 2
 # starts anyway and keeps asking by itself.
+# ICINGA_LOG_LEVEL: the 2.16 image's entrypoint appends --log-level only when its command is
+# icinga2 itself, and its command is this script: Icinga 2 gets it here instead.
 set -u
+first=${1:-}
+if [ -n "${ICINGA_LOG_LEVEL:-}" ] && [ "${first##*/}" = icinga2 ]; then
+  set -- "$@" --log-level "$ICINGA_LOG_LEVEL"
+fi
 settle=${STATESYNC_SUPERVISE_SETTLE:-3}
 statesync run &
 sidecar=$!

@@ -25,7 +25,7 @@ from typing import Callable
 import structlog
 
 from ..consul.settings import READ_BATCH_BYTES
-from ..disk import INTERNAL_PREFIX, STAGING_PREFIX, STATE_DIRS
+from ..disk import INTERNAL_PREFIX, QUARANTINE_DIR, STAGING_PREFIX, STATE_DIRS
 from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
 from ..repo.repository import _SEAL_SLACK, Repo
@@ -63,8 +63,27 @@ def user_entries(root: Path, subtrees: tuple[str, ...] = ()) -> list[str]:
 
 def has_icinga_state(state_dir: Path) -> bool:
     """True when ``state_dir`` (the root, or with roots its subtree named state) holds Icinga 2
-    state: a ca/ or a certs/ directory."""
-    return any((state_dir / d).exists() for d in STATE_DIRS)
+    state: a ca/ or a certs/ with anything in it (or either name taken by something else), or
+    the guard's quarantine.
+
+    Empty ones are no state: the official image from 2.16 on ships an empty certs/ in the
+    /data the engine copies into a new volume, and a master whose volume was lost would
+    otherwise skip the restore and let node setup make a new CA (docs/ICINGA_VERSIONS.md).
+    A certs/ the guard emptied is state: that node is to enrol again under the new CA, and a
+    restore would bring back the certificates of the old one. An unreadable one counts as
+    state: never restore over what cannot be looked at."""
+    if exists(state_dir / QUARANTINE_DIR):
+        return True
+    for name in STATE_DIRS:
+        try:
+            with os.scandir(state_dir / name) as entries:
+                if next(entries, None) is not None:
+                    return True
+        except FileNotFoundError:
+            continue
+        except OSError:  # not a directory, or unreadable
+            return True
+    return False
 
 
 def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entry], bytes]]:

@@ -131,7 +131,9 @@ def prepare(repo: Repo, root: Path, role: str, on_conflict: str = "refuse",
     if not has_icinga_state(state_dir):
         res = restore(repo, head, root, force=bool(user_entries(root, subtrees)), subtrees=subtrees)
         metrics.restores.inc()
-        log.info("restored an empty root", snapshot=head.id, files=res.files, bytes=res.bytes)
+        # aside: what held no Icinga 2 state yet was moved there (an image's defaults, 2.16 on)
+        log.info("restored an empty root", snapshot=head.id, files=res.files, bytes=res.bytes,
+                 **({"aside": str(res.aside)} if res.aside else {}))
         return StartOutcome("restored", head.id)
     if role != "master":
         return StartOutcome("matched", head.id)

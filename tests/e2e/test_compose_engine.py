@@ -5,6 +5,12 @@ is re-enrolled by its guard after a CA change, and connects again.
 The compose files are copied unchanged into a temporary directory (their secrets/ beside
 them); only the variables the files themselves offer are set: images, network, prefix,
 published port. Phase times are printed at the end of the run.
+
+Both layouts of the official image: every scenario runs on the image from 2.16 on (the
+stacks' default, VOLUME /data, no /data-init); on the 2.14 one (Go /entrypoint, /data-init)
+only the master's disaster drill runs, which goes through everything the stacks do
+differently for it (the /data-init copy, the Go entrypoint as PID 1). Slow: each scenario
+starts stacks of several containers and real Icinga 2 (minutes in all).
 """
 from __future__ import annotations
 
@@ -15,8 +21,18 @@ from pathlib import Path
 
 import pytest
 
-from ..compose_support import PhaseTimes, api, prepare_stack_dir, sh, wait
-from ..engine import CONSUL, ICINGA2, Compose, container_logs, docker, inspect, unique_name, wait_healthy
+from ..compose_support import PhaseTimes, api, prepare_stack_dir, rotate_master_ca, sh, wait
+from ..engine import (
+    CONSUL,
+    DEBIAN,
+    ICINGA_IMAGES,
+    Compose,
+    container_logs,
+    docker,
+    inspect,
+    unique_name,
+    wait_healthy,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -33,12 +49,13 @@ IDENTITY = ("openssl x509 -noout -fingerprint -sha256 -in /var/lib/icinga2/ca/ca
 class Lab:
     """One Consul stack and the stacks' directory, shared by the scenarios of this module."""
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, version: str):
+        self.image = ICINGA_IMAGES[version]
         self.dir = base / "compose"
         prepare_stack_dir(self.dir, ("consul.yml", "master.yml", "satellite.yml", "icinga-start.sh"))
         self.network = unique_name("ssnet")
         self.env = {
-            "STATESYNC_NETWORK": self.network, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": ICINGA2,
+            "STATESYNC_NETWORK": self.network, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": self.image.tag,
             "STATESYNC_IMAGE": SIDECAR_IMAGE, "STATESYNC_PREFIX": f"test/{self.network}",
             "ICINGA_API_PUBLISH": "127.0.0.1::5665", "STATESYNC_HTTP_PORT": HTTP_PORT,
             "MASTER_NAME": MASTER, "DOCKER_GID": str(os.stat("/var/run/docker.sock").st_gid),
@@ -62,13 +79,19 @@ def _icinga_log_of_last_start(stack: Compose) -> str:
     return container_logs(stack.container_id("icinga2"))
 
 
+_TIMES: dict[int, PhaseTimes] = {}
+
+
 @pytest.fixture(scope="module")
 def lab(engine, tmp_path_factory, request):
-    times = PhaseTimes("compose stacks on a real engine: phase times")
-    request.config.pluginmanager.register(times, f"compose-engine-times-{os.getpid()}")
+    """One Consul stack and a master stack on the Icinga image of the version in ``request.param``."""
+    version = request.param
+    if os.getpid() not in _TIMES:
+        _TIMES[os.getpid()] = PhaseTimes("compose stacks on a real engine: phase times")
+        request.config.pluginmanager.register(_TIMES[os.getpid()], f"compose-engine-times-{os.getpid()}")
     engine.build_statesync_image(SIDECAR_IMAGE)
-    lab = Lab(tmp_path_factory.mktemp("compose-engine"))
-    lab.times = times
+    lab = Lab(tmp_path_factory.mktemp(f"compose-engine-{version}"), version)
+    lab.times = _TIMES[os.getpid()]
     try:
         lab.consul.up(wait=120)
         yield lab
@@ -76,17 +99,31 @@ def lab(engine, tmp_path_factory, request):
         lab.cleanup()
 
 
+ON_BOTH = pytest.mark.parametrize("lab", ["2.16", "2.14"], indirect=True)
+ON_2_16 = pytest.mark.parametrize("lab", ["2.16"], indirect=True)
+
+# Run in the icinga2 container after a restore: the owners (uid and name in the image's own
+# user database) of what the sidecar restored, and what the engine's copy of the image's
+# /data left beside it.
+OWNERS = ("stat -c '%u %U' /var/lib/icinga2/ca/ca.key /etc/icinga2/constants.conf | sort -u;"
+          " ls -d /data/var/cache/icinga2 /data/var/log/icinga2 /data/var/spool/icinga2")
+
+
+@ON_BOTH
 def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_and_api(lab):
-    master, phases = lab.master, lab.times.scenario("master: first start, volume lost, up again")
+    image = lab.image
+    master, phases = lab.master, lab.times.scenario(f"{image.version}: master: first start, volume lost, up again")
     t0 = time.monotonic()
     master.up(wait=None)
     api(master, "/v1/status", "HTTP200")
     phases["first_up_to_api"] = time.monotonic() - t0
     first_log = _icinga_log_of_last_start(master)
-    # The sidecar was the first container on the new volume, yet the image's first start ran
-    # as without statesync: /data-init copied (certs/ included), node setup made the CA.
-    assert 'Copying "/data-init/var/lib/icinga2" to "/data/var/lib/icinga2"' in first_log
-    assert "Running 'node setup'" in first_log
+    # The sidecar started before Icinga on the new volume, yet the image's first start ran as
+    # without statesync: up to 2.15 /data-init copied (certs/ included), from 2.16 the engine's
+    # copy of the image's /data; node setup made the CA.
+    if image.data_init:
+        assert 'Copying "/data-init/var/lib/icinga2" to "/data/var/lib/icinga2"' in first_log
+    assert image.node_setup_log in first_log
     sh(master, "icinga2", "test -d /var/lib/icinga2/certs && test -s /var/lib/icinga2/ca/ca.crt")
     wait(lambda: _published_matches_local(master), 120, "the sidecar did not publish the master's CA",
           master.logs)
@@ -110,7 +147,7 @@ def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_
     after = sh(master, "icinga2", IDENTITY)
     assert after == before, "CA, TicketSalt (constants.conf), zones, API users or the api feature differ"
     second_log = _icinga_log_of_last_start(master)
-    assert "Running 'node setup'" not in second_log
+    assert image.node_setup_log not in second_log
     assert 'Copying "/data-init/etc/icinga2"' not in second_log
     assert 'Copying "/data-init/var/lib/icinga2"' not in second_log
     sidecar_log = container_logs(master.container_id("statesync"))
@@ -118,9 +155,44 @@ def test_the_master_stack_comes_back_from_a_lost_volume_with_its_ca_ticket_salt_
              if line.startswith("{") and '"ready"' in line]
     assert ready and ready[-1].get("action") == "restored", sidecar_log[-3000:]
     assert _published_matches_local(master)
+    # The sidecar restores by owner name in its own user database; both images' icinga is 5665.
+    owners = sh(master, "icinga2", OWNERS).split("\n")
+    assert owners[0] == "5665 icinga" and len([o for o in owners if o.startswith("5665")]) == 1, owners
+    if not image.data_init:
+        # The order: the engine copied the image's /data into the new volume first (created
+        # with the one-shot icinga2-volume container), then the sidecar restored over it and
+        # moved the image's defaults aside; the rest of the copy (var/cache, var/log,
+        # var/spool) stays. A sidecar first on the volume would have left no defaults to move.
+        aside = sh(master, "icinga2", "ls -d /data/.statesync-aside/*/var/lib/icinga2/certs"
+                                      " /data/.statesync-aside/*/etc/icinga2/icinga2.conf").split()
+        assert len(aside) == 2, aside
     phases["total"] = time.monotonic() - t0
 
 
+@ON_2_16
+def test_the_engine_fills_the_new_volume_from_the_image_before_the_sidecar_starts(lab):
+    # The order the stacks rely on from 2.16 on, with nothing to restore (a first start): the
+    # engine copies the image's /data only into an EMPTY volume, at the creation of a container
+    # that mounts it. Started alone, the sidecar must already find the image's tree: were it
+    # first, its .statesync-* files would make the volume non-empty, the engine would copy
+    # nothing when the icinga2 container is created, and Icinga 2 would find no configuration.
+    stack = lab.stack("master.yml", "icinga-order", MASTER_NAME="icinga-order",
+                      STATESYNC_PREFIX=f"test/{lab.network}-order")
+    with stack:
+        stack.up("statesync", wait=None)
+        wait(lambda: stack.exec("statesync", "statesync", "ready", check=False, timeout=60).returncode == 0,
+             120, "the sidecar did not become ready", stack.logs)
+        assert not stack.container_ids("icinga2")
+        listing = docker("run", "--rm", "-v", f"{stack.project}_icinga-master:/data", DEBIAN, "sh", "-c",
+                         "ls -A /data; stat -c '%u' /data/etc/icinga2/icinga2.conf", check=False).stdout.split()
+        assert {".statesync-ready", "etc", "var"} <= set(listing), listing
+        assert listing[-1] == "5665", listing
+        stack.up("icinga2", wait=None)
+        api(stack, "/v1/status", "HTTP200")
+        assert lab.image.node_setup_log in _icinga_log_of_last_start(stack)
+
+
+@ON_2_16
 def test_icinga_waits_for_statesync_even_when_compose_starts_it_alone(lab, tmp_path):
     # podman-compose 1.0.3 ignores depends_on conditions: icinga2 must wait for the ready
     # marker itself, or it makes a new CA on a volume statesync has not restored yet.
@@ -131,53 +203,80 @@ def test_icinga_waits_for_statesync_even_when_compose_starts_it_alone(lab, tmp_p
         icinga = stack.container_id("icinga2")
         time.sleep(8)
         assert inspect(icinga)["State"]["Running"], container_logs(icinga)
-        listing = docker("run", "--rm", "-v", f"{stack.project}_icinga-master:/data", "--entrypoint", "ls",
-                         ICINGA2, "-A", "/data").stdout.split()
-        assert listing == [], f"Icinga touched the volume before statesync was ready: {listing}"
+        # From 2.16 on the engine filled the volume with the image's /data, and nothing more:
+        # no CA, no certificate, no node setup.
+        found = docker("run", "--rm", "-v", f"{stack.project}_icinga-master:/data", DEBIAN, "sh", "-c",
+                       "ls -A /data; find /data -name '*.crt' -o -name '*.key'").stdout.split()
+        assert found == ["etc", "var"], f"Icinga touched the volume before statesync was ready: {found}"
         assert "waiting for statesync" in container_logs(icinga)
         stack.up("statesync", wait=None)
         api(stack, "/v1/status", "HTTP200")
 
 
+@ON_2_16
 def test_an_empty_icinga_cacert_leaves_no_zero_byte_ca_and_a_left_one_is_removed(lab):
+    image = lab.image.tag
     volume = unique_name("ssvol")
     marker = "touch /data/.statesync-ready"
     wrapper = f"{lab.dir / 'icinga-start.sh'}:/statesync/icinga-start.sh:ro"
     try:
-        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", ICINGA2, "-c", marker)
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", image, "-c", marker)
         first = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", "ICINGA_CACERT=",
-                       "-e", "ICINGA_MASTER=1", "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", ICINGA2,
+                       "-e", "ICINGA_MASTER=1", "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", image,
                        "/statesync/icinga-start.sh", "sh", "-c", "wc -c < /var/lib/icinga2/certs/ca.crt",
                        check=False, timeout=120)
         assert first.returncode == 0, first.stderr[-3000:]
         assert int(first.stdout.split()[-1]) > 0, "ca.crt is empty"
         # A volume that an earlier, broken start left with a 0-byte ca.crt enrols again.
-        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", ICINGA2, "-c",
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", image, "-c",
                "rm -rf /data/var/lib/icinga2/ca /data/var/lib/icinga2/certs/*"
                " && : > /data/var/lib/icinga2/certs/ca.crt")
         second = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", "ICINGA_MASTER=1",
-                        "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", ICINGA2, "/statesync/icinga-start.sh",
+                        "-e", "ICINGA_CN=m", "--entrypoint", "/bin/sh", image, "/statesync/icinga-start.sh",
                         "sh", "-c", "wc -c < /var/lib/icinga2/certs/ca.crt", check=False, timeout=120)
         assert second.returncode == 0, second.stderr[-3000:]
-        assert "removing the empty" in second.stderr and "Running 'node setup'" in second.stderr
+        assert "removing the empty" in second.stderr and lab.image.node_setup_log in second.stderr
         assert int(second.stdout.split()[-1]) > 0
     finally:
         docker("volume", "rm", "-f", volume, check=False)
 
 
+@ON_2_16
+def test_icinga_log_level_reaches_icinga_behind_the_wrapper(lab):
+    # The 2.16 entrypoint appends --log-level only when its command is icinga2 itself; behind
+    # icinga-start.sh its command is the wrapper's second stage, which appends it instead.
+    volume = unique_name("ssvol")
+    wrapper = f"{lab.dir / 'icinga-start.sh'}:/statesync/icinga-start.sh:ro"
+    try:
+        docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", lab.image.tag, "-c",
+               "touch /data/.statesync-ready")
+        runs = {}
+        for level in ("warning", "information"):
+            runs[level] = docker("run", "--rm", "-v", f"{volume}:/data", "-v", wrapper, "-e", f"ICINGA_LOG_LEVEL={level}",
+                                 "--entrypoint", "/bin/sh", lab.image.tag, "/statesync/icinga-start.sh",
+                                 "icinga2", "daemon", "-C", check=False, timeout=120)
+            assert runs[level].returncode == 0, runs[level].stderr[-3000:]
+        assert "information/cli" not in runs["warning"].stdout + runs["warning"].stderr
+        assert "information/cli" in runs["information"].stdout + runs["information"].stderr
+    finally:
+        docker("volume", "rm", "-f", volume, check=False)
+
+
+@ON_2_16
 def test_a_volume_first_mounted_by_statesync_belongs_to_the_icinga_user(lab):
     volume = unique_name("ssvol")
     try:
         docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "sh", SIDECAR_IMAGE, "-c", "true")
-        owner = docker("run", "--rm", "-v", f"{volume}:/data", "--entrypoint", "stat", ICINGA2,
-                       "-c", "%u:%g", "/data").stdout.strip()
+        # Read from an image without /data: the engine copies nothing from it, owner included.
+        owner = docker("run", "--rm", "-v", f"{volume}:/data", DEBIAN, "stat", "-c", "%u:%g", "/data").stdout.strip()
         assert owner == "5665:5665"
     finally:
         docker("volume", "rm", "-f", volume, check=False)
 
 
+@ON_2_16
 def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(lab):
-    master, phases = lab.master, lab.times.scenario("satellite: enrol, CA change, re-enrol")
+    master, phases = lab.master, lab.times.scenario(f"{lab.image.version}: satellite: enrol, CA change, re-enrol")
     if not master.container_ids("icinga2"):
         master.up(wait=None)
     api(master, "/v1/status", "HTTP200")
@@ -193,7 +292,7 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         assert inspect(sat_icinga)["RestartCount"] == 0, container_logs(sat_icinga)[-3000:]
         # It enrolled through Consul: registered by its sidecar, accepted and signed by the master's.
         first_log = container_logs(sat_icinga)
-        assert "Running 'node setup'" in first_log and "--ticket" not in first_log
+        assert lab.image.node_setup_log in first_log and "--ticket" not in first_log
         # Icinga 2 started with the signed certificate: icinga-start.sh asked until statesync had it signed.
         assert f"certificate of {sat} signed after" in first_log, first_log[-3000:]
         assert "registered for enrolment" in container_logs(satellite.container_id("statesync"))
@@ -207,22 +306,8 @@ def test_a_satellite_enrols_is_re_enrolled_after_a_ca_change_and_connects_again(
         # The master's operator rotates the CA (same TicketSalt), restarts Icinga 2 and
         # records the decision; the master sidecar then publishes the new CA once.
         t1 = time.monotonic()
-        sh(master, "icinga2", f"""set -e; cd /var/lib/icinga2
-            mv ca /tmp/ca.old
-            icinga2 pki new-ca >/dev/null
-            icinga2 pki new-cert --cn {MASTER} --key /tmp/m.key --csr /tmp/m.csr >/dev/null
-            icinga2 pki sign-csr --csr /tmp/m.csr --cert /tmp/m.crt >/dev/null
-            cp /tmp/m.key certs/{MASTER}.key; cp /tmp/m.crt certs/{MASTER}.crt; cp ca/ca.crt certs/ca.crt""")
-        docker("restart", "-t", "20", master.container_id("icinga2"), timeout=120)
-        api(master, "/v1/status", "HTTP200")
-        accept = master.exec("statesync", "statesync", "accept-ca", "--yes", "--reason", "CA rotation drill",
-                             check=False, timeout=60)
-        assert accept.returncode == 0, accept.stdout + accept.stderr
-        wait(lambda: _published_matches_local(master), 120, "the master sidecar did not publish the new CA",
-              master.logs)
+        new_ca = rotate_master_ca(master, MASTER)
         phases["rotation_to_published"] = time.monotonic() - t1
-        new_ca = sh(master, "icinga2", "openssl x509 -noout -fingerprint -sha256 "
-                                        "-in /var/lib/icinga2/ca/ca.crt")
         assert new_ca != old_ca
 
         t2 = time.monotonic()

@@ -1,9 +1,11 @@
 """The stand-in images behave as documented (tests/images/README.md), on a real engine.
 
 The compose stacks under test run on these images instead of the public ones, so what
-the project relies on in the public images is pinned down here: the icinga2 image's
-/data-init copy and node setup (with its empty-CA quirk), name resolution on compose
-networks, and pip in builds on the python image.
+the project relies on in the public images is pinned down here: the 2.14 icinga2 image's
+/data-init copy and node setup (with its empty-CA quirk), the 2.16 one's layout, VOLUME and
+entrypoint, the engine's copy of an image's /data into an empty volume, name resolution on
+compose networks, and pip in builds on the python image. Slow: each test starts containers,
+some of them real Icinga 2 (node setup takes seconds).
 """
 from __future__ import annotations
 
@@ -11,7 +13,19 @@ import textwrap
 
 import pytest
 
-from ..engine import CONSUL, ICINGA2, PYTHON, Compose, docker, image_rm, unique_name
+from ..engine import (
+    CONSUL,
+    DEBIAN,
+    ICINGA2,
+    ICINGA2_16,
+    PYTHON,
+    Compose,
+    docker,
+    image_rm,
+    inspect,
+    unique_name,
+    volume_rm,
+)
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -175,3 +189,83 @@ def test_the_project_image_builds_on_the_python_stand_in_and_runs_as_uid_5665(en
     assert out.stdout.split()[:2] == ["uid=5665(icinga)", "gid=5665(icinga)"]
     version = docker("run", "--rm", image, "--version", check=False)
     assert version.returncode == 0, version.stderr
+
+
+# --------------------------------------------------------------------------- the image from 2.16 on
+
+def test_the_2_16_stand_in_has_the_official_layout_user_volume_and_entrypoint(engine):
+    config = inspect(ICINGA2_16, "image")["Config"]
+    assert config["Entrypoint"] == ["/usr/bin/dumb-init", "-c", "--", "/usr/local/bin/entrypoint.sh"]
+    assert config["Cmd"] == ["icinga2", "daemon"] and config["User"] == "icinga"
+    assert list(config["Volumes"]) == ["/data"]
+    out = docker("run", "--rm", "--entrypoint", "sh", ICINGA2_16, "-c",
+                 "id -u; id -g; for d in /etc/icinga2 /var/cache/icinga2 /var/lib/icinga2 /var/log/icinga2"
+                 " /var/spool/icinga2; do readlink $d; done; ls -A /data/var/lib/icinga2 | tr '\\n' ' '; echo;"
+                 " ls -A /data/var/lib/icinga2/certs | wc -l; stat -c %U /data/etc/icinga2/icinga2.conf;"
+                 " ls /data/etc/icinga2/features-enabled | tr '\\n' ' '; echo; test ! -e /data-init && echo no-data-init")
+    lines = out.stdout.splitlines()
+    assert lines[:2] == ["5665", "5665"]
+    assert lines[2:7] == ["/data/etc/icinga2", "/data/var/cache/icinga2", "/data/var/lib/icinga2",
+                          "/data/var/log/icinga2", "/data/var/spool/icinga2"]
+    assert lines[7].split() == ["api", "certificate-requests", "certs"]
+    assert lines[8:10] == ["0", "icinga"]  # an empty certs/: no Icinga 2 state yet
+    assert "mainlog.conf" not in lines[10].split() and "checker.conf" in lines[10].split()
+    assert lines[11] == "no-data-init"
+
+
+def test_the_engine_copies_an_images_data_into_an_empty_volume_when_the_container_is_created(engine):
+    # What the compose stacks' order rests on (compose/master.yml, icinga2-volume): the copy
+    # happens at creation, not at start, and only into an empty volume; a container of an
+    # image with an empty /data (the sidecar's) copies nothing and leaves the volume empty.
+    names = [unique_name("sscopy") for _ in range(3)]
+    created = []
+    try:
+        def listing(volume: str) -> list[str]:
+            return docker("run", "--rm", "-v", f"{volume}:/data", DEBIAN, "ls", "-A", "/data").stdout.split()
+
+        created.append(docker("create", "-v", f"{names[0]}:/data", ICINGA2_16, "true").stdout.strip())
+        assert listing(names[0]) == ["etc", "var"]
+        docker("run", "--rm", "-v", f"{names[1]}:/data", DEBIAN, "touch", "/data/.statesync-ready")
+        created.append(docker("create", "-v", f"{names[1]}:/data", ICINGA2_16, "true").stdout.strip())
+        assert listing(names[1]) == [".statesync-ready"]
+        created.append(docker("create", "-v", f"{names[2]}:/data", ICINGA2, "true").stdout.strip())
+        assert listing(names[2]) == []
+    finally:
+        if created:
+            docker("rm", "-f", *created, check=False)
+        for name in names:
+            volume_rm(name)
+
+
+def test_the_2_16_entrypoint_runs_node_setup_from_icinga_variables_only_without_a_ca(engine):
+    volume = unique_name("ss216")
+    try:
+        def run(*env: str, cmd: tuple[str, ...] = ("true",)):
+            args = [a for e in env for a in ("-e", e)]
+            return docker("run", "--rm", "-v", f"{volume}:/data", *args, ICINGA2_16, *cmd, check=False, timeout=120)
+
+        # Not global-templates or director-global: a master's node setup declares both itself, and
+        # naming one again fails it ("critical/cli: The global zone ... is already specified").
+        first = run("ICINGA_MASTER=1", "ICINGA_CN=m216", "ICINGA_GLOBAL_ZONES=linux-templates,windows-templates",
+                    "ICINGA_SOMETHING=x", "MSMTPRC=account default",
+                    cmd=("sh", "-c", "cat /etc/icinga2/zones.conf; cat /var/lib/icinga2/.msmtprc"))
+        assert first.returncode == 0, first.stderr[-3000:]
+        assert "Running Icinga 2 node setup command..." in first.stderr
+        assert "warning/DockerEntrypoint: Ignoring unknown environment variable ICINGA_SOMETHING" in first.stderr
+        assert 'object Zone "linux-templates"' in first.stdout and 'object Zone "windows-templates"' in first.stdout
+        assert first.stdout.endswith("account default")
+        # certs/ca.crt exists now: no node setup, whatever the variables say.
+        again = run("ICINGA_MASTER=1", "ICINGA_CN=other")
+        assert again.returncode == 0 and "node setup" not in again.stderr.replace("No node setup", "")
+        # ICINGA_LOG_LEVEL is appended to an icinga2 command, and to no other.
+        level = run("ICINGA_LOG_LEVEL=warning", cmd=("icinga2", "daemon", "-C"))
+        assert level.returncode == 0, level.stderr[-3000:]
+        assert 'Launching Icinga 2 in "warning" log level.' in level.stderr
+        assert "information/ConfigItem" not in level.stdout + level.stderr
+        none = run("ICINGA_LOG_LEVEL=warning", cmd=("true",))
+        assert none.returncode == 0 and "log level" not in none.stderr
+        # No command: one critical line, exit 1.
+        empty = docker("run", "--rm", "--entrypoint", "/usr/local/bin/entrypoint.sh", ICINGA2_16, check=False)
+        assert empty.returncode == 1 and "critical/DockerEntrypoint" in empty.stderr
+    finally:
+        volume_rm(volume)

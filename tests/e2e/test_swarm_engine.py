@@ -15,9 +15,13 @@ Each defect of the first Swarm setup has a test here that fails on those files:
   real entrypoint chain with a stand-in sidecar) and, live, the stopped task's sidecar
   commits what Icinga 2 wrote while shutting down (icinga2.state) and then logs "stopped".
 Live, slot 1 is then rescheduled onto an empty volume: it restores from Consul (its
-certificates and that program state) and connects without enrolling again.
+certificates and that program state) and connects without enrolling again; then the master's
+CA changes, and slot 1's guard sends it to enrol again under the new CA (task restart).
 STATESYNC_TEST_SWARM_DIR points these tests at another copy of compose/swarm (e.g. the
 old files: satellites.yml, Dockerfile, entrypoint.sh, supervise.sh) to see that.
+The satellite image is built on the Icinga 2 image from 2.16 on (the stacks' default: VOLUME
+/data, the engine fills each slot's new volume with the image's tree before the entrypoint
+restores over it); the stop-signal chain is also checked on the 2.14 layout (Go /entrypoint).
 
 The engine's swarm mode is left as found: a test that had to `docker swarm init` leaves
 the swarm again. Everything else is removed by name or ID in finally blocks.
@@ -33,10 +37,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ..compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, wait
+from ..compose_support import COMPOSE_DIR, PhaseTimes, api, prepare_stack_dir, rotate_master_ca, wait
 from ..engine import (
     CONSUL,
-    ICINGA2,
+    ICINGA_IMAGES,
     ROOT,
     Compose,
     EngineError,
@@ -53,7 +57,8 @@ pytestmark = [pytest.mark.engine, pytest.mark.slow]
 SWARM_DIR = Path(os.environ.get("STATESYNC_TEST_SWARM_DIR") or COMPOSE_DIR / "swarm")
 SIDECAR_IMAGE = "statesync:test"
 SATELLITE_IMAGE = "statesync-test/swarm-satellite:test"
-PIP_CA_BASE = "statesync-test/icinga2-pip-ca:2.14"
+IMAGE = ICINGA_IMAGES["2.16"]
+PIP_CA_BASE = "statesync-test/icinga2-pip-ca:2.16"
 MASTER = "icinga-master"
 HTTP_PORT = "9470"  # not the default 9465: the health check must follow the configuration
 REPLICAS = 2
@@ -178,7 +183,7 @@ def satellite_image(engine, tmp_path_factory):
     ctx = tmp_path_factory.mktemp("pip-ca-base")
     shutil.copy(Path("/etc/ssl/certs/ca-certificates.crt"), ctx / "host-ca-bundle.crt")
     (ctx / "Dockerfile").write_text(
-        f"FROM {ICINGA2}\nUSER root\n"
+        f"FROM {IMAGE.tag}\nUSER root\n"
         "COPY host-ca-bundle.crt /etc/ssl/certs/test-host-ca-bundle.crt\n"
         "ENV PIP_CERT=/etc/ssl/certs/test-host-ca-bundle.crt\nUSER icinga\n")
     docker("build", "-q", "-t", PIP_CA_BASE, str(ctx), timeout=300)
@@ -205,15 +210,14 @@ esac
 FAKE_ICINGA = "trap 'echo fake-icinga: SIGTERM >&2; exit 0' TERM; echo fake-icinga: running >&2; while :; do sleep 0.2; done"
 
 
-def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
-    """The task's real chain, entrypoint.sh -> the image's /entrypoint as PID 1 (dumb-init -c)
-    -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
-    sidecar (before, dumb-init forwarded SIGTERM to Icinga 2 only and the sidecar was killed)."""
+def _chain_mounts(tmp_path: Path) -> list[str]:
+    """-v arguments that put the task's scripts over an Icinga image, with a stand-in statesync
+    and an enrolled node's ca.crt (the image's entrypoint then skips node setup)."""
     fake = tmp_path / "statesync"
     fake.write_text(FAKE_STATESYNC)
     fake.chmod(0o755)
     ca = tmp_path / "ca.crt"
-    ca.write_text("enrolled\n")  # the image's entrypoint skips node setup on an enrolled node
+    ca.write_text("enrolled\n")
     ca.chmod(0o644)
     mounts = []
     for src, dst in ((SWARM_DIR / "entrypoint.sh", "/usr/local/bin/statesync-entrypoint"),
@@ -222,12 +226,34 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path):
                      (ca, "/data/var/lib/icinga2/certs/ca.crt")):
         if src.exists():
             mounts += ["-v", f"{src}:{dst}:ro"]
+    return mounts
+
+
+def test_icinga_log_level_reaches_icinga_in_a_task(engine, tmp_path):
+    # The 2.16 entrypoint appends --log-level only when its command is icinga2 itself; in a
+    # task its command is supervise.sh, which appends it instead. Icinga 2 only validates here.
+    runs = {}
+    for level in ("warning", "information"):
+        runs[level] = docker("run", "--rm", "-u", "0", *_chain_mounts(tmp_path), "-e", f"ICINGA_LOG_LEVEL={level}",
+                             "-e", "STATESYNC_SUPERVISE_SETTLE=0", "--entrypoint", "/usr/local/bin/statesync-entrypoint",
+                             IMAGE.tag, "icinga2", "daemon", "-C", check=False, timeout=120)
+        assert runs[level].returncode == 0, runs[level].stdout[-2000:] + runs[level].stderr[-2000:]
+    assert "information/cli" not in runs["warning"].stdout + runs["warning"].stderr
+    assert "information/cli" in runs["information"].stdout + runs["information"].stderr
+
+
+@pytest.mark.parametrize("version", ["2.16", "2.14"])
+def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
+    """The task's real chain, entrypoint.sh -> the image's entrypoint (up to 2.15 /entrypoint as
+    PID 1, which runs dumb-init -c; from 2.16 dumb-init -c -> entrypoint.sh) -> supervise.sh, with stand-ins for statesync and Icinga 2: `docker stop` must reach the
+    sidecar (before, dumb-init forwarded SIGTERM to Icinga 2 only and the sidecar was killed)."""
+    mounts = _chain_mounts(tmp_path)
     name = unique_name("sssig")
     try:
         # As root: the bind mounts leave /data/var root-owned, where the image's entrypoint copies.
         docker("run", "-d", "--name", name, "-u", "0", *mounts, "-e", "ICINGA_CN=satellite-1",
                "-e", "STATESYNC_ROOT=/data/var/lib/icinga2", "--entrypoint", "/usr/local/bin/statesync-entrypoint",
-               ICINGA2, "sh", "-c", FAKE_ICINGA)
+               ICINGA_IMAGES[version].tag, "sh", "-c", FAKE_ICINGA)
         wait(lambda: "fake-sidecar: running" in container_logs(name) and "fake-icinga: running" in container_logs(name),
               30, "the stand-ins did not start", lambda: container_logs(name))
         t0 = time.monotonic()
@@ -273,7 +299,7 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
     (work / "consul-overlay.yml").write_text(
         "services:\n  consul:\n    environment:\n      CONSUL_BIND_INTERFACE: eth0\n"
         f"networks:\n  statesync:\n    name: {net}\n    driver: overlay\n    attachable: true\n")
-    env = {"STATESYNC_NETWORK": net, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": ICINGA2,
+    env = {"STATESYNC_NETWORK": net, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": IMAGE.tag,
            "STATESYNC_IMAGE": SIDECAR_IMAGE, "STATESYNC_PREFIX": prefix, "ICINGA_API_PUBLISH": "127.0.0.1::5665",
            "STATESYNC_HTTP_PORT": HTTP_PORT, "MASTER_NAME": MASTER}
     consul = Compose(work / "consul.yml", work / "consul-overlay.yml", env=env, project=unique_name("ssswconsul"))
@@ -372,10 +398,17 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
             assert all(s[1:] == ["5665", "5665", "400"] for s in lines), stats
             # This slot enrolled through Consul (no ticket) against the parent statesync pinned.
             logs = container_logs(cid)
-            assert "Running 'node setup'" in logs and "registered for enrolment" in logs, logs[-3000:]
+            assert IMAGE.node_setup_log in logs and "registered for enrolment" in logs, logs[-3000:]
             # signed before Icinga 2 started (supervise.sh's `statesync enrol --wait`), not at its retries
             assert "enrolled: " in logs, logs[-3000:]
             assert docker("exec", cid, "test", "-s", "/data/.statesync-parent.crt", check=False).returncode == 0
+            # The guard's signal trigger reads Icinga 2's pid there (2.16 keeps /run/icinga2 in the
+            # image, not under /data: the old /data/var/run/icinga2 path did not exist).
+            pidfile = _env(_service())["STATESYNC_GUARD_PIDFILE"]
+            pid = docker("exec", cid, "sh", "-c", f"cat {pidfile}", check=False)
+            assert pid.returncode == 0 and pid.stdout.strip().isdigit(), pid.stderr
+            assert docker("exec", cid, "sh", "-c", f"grep -q icinga2 /proc/{pid.stdout.strip()}/cmdline",
+                          check=False).returncode == 0
             assert docker("exec", cid, "test", "-s", f"/data/var/lib/icinga2/certs/{cns[slot]}.crt",
                           check=False).returncode == 0
 
@@ -415,9 +448,32 @@ def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
         assert "restored snapshot" in logs, logs[-4000:]
         # The program state Icinga 2 wrote while stopping came back with the last commit.
         assert "Restoring program state from file '/var/lib/icinga2/icinga2.state'" in logs, logs[-4000:]
-        assert "Running 'node setup'" not in logs, logs[-4000:]
+        assert IMAGE.node_setup_log not in logs, logs[-4000:]
         assert 'Copying "/data-init/var/lib/icinga2"' not in logs, logs[-4000:]
         assert 'Copying "/data-init/etc/icinga2"' not in logs, logs[-4000:]
+
+        # The master's CA changes: slot 1's guard quarantines its certificates and signals
+        # Icinga 2, the task ends and Swarm restarts it; its entrypoint must not restore the
+        # old CA's certificates (certs/ is empty now, the quarantine says why) but enrol again.
+        def slot_ca() -> str:
+            cid = task_containers().get("1")
+            if not cid:
+                return ""
+            return docker("exec", cid, "openssl", "x509", "-noout", "-fingerprint", "-sha256", "-in",
+                          "/data/var/lib/icinga2/certs/ca.crt", check=False).stdout
+
+        old_ca = slot_ca()
+        t5 = time.monotonic()
+        new_ca = rotate_master_ca(master, MASTER)
+        assert new_ca and new_ca != old_ca
+        wait(lambda: slot_ca() == new_ca, 300, "slot 1 did not enrol again under the new CA", details)
+        api(master, f"/v1/objects/endpoints/{cns['1']}", '"connected":true', tries=180)
+        phases["ca_published_to_connected"] = time.monotonic() - t5
+        healed = task_containers()["1"]
+        assert healed != again["1"], details()
+        assert "certificates quarantined" in container_logs(again["1"]), container_logs(again["1"])[-4000:]
+        logs = container_logs(healed)
+        assert "nothing restored" in logs and IMAGE.node_setup_log in logs, logs[-4000:]
         phases["total"] = time.monotonic() - t_all
         print("swarm phase times: " + ", ".join(f"{k}={v:.1f}s" for k, v in phases.items()))
     finally:

@@ -160,3 +160,19 @@ def test_every_file_a_stack_points_to_exists(path):
     missing = [n for n in named if not (COMPOSE.parent / n if n.startswith(("compose/", "docs/"))
                                         else path.parent / n).exists()]
     assert missing == []
+
+
+@pytest.mark.parametrize("name", ["master.yml", "satellite.yml"])
+def test_the_image_fills_the_volume_before_the_sidecar_and_one_variable_picks_it(name):
+    # From 2.16 the engine copies the image's /data into the volume only while it is empty, at
+    # the creation of a container that mounts it: a container of the Icinga image must be
+    # created before the sidecar writes there (test_compose_engine.py tests the order live).
+    services = _config(COMPOSE / name, {"ICINGA_IMAGE": "example/icinga2:9.9"})["services"]
+    first = services["icinga2-volume"]
+    assert first["image"] == services["icinga2"]["image"] == "example/icinga2:9.9"
+    assert first["entrypoint"] == ["true"] and first.get("restart") in (None, "no")
+    volume = [v for v in services["icinga2"]["volumes"] if ":/data:" in v]
+    assert len(volume) == 1 and [v for v in first["volumes"] if ":/data:" in v] == volume
+    assert "icinga2-volume" in services["statesync"]["depends_on"]
+    assert "statesync" in services["icinga2"]["depends_on"]
+    assert "icinga/icinga2:2.16" in (COMPOSE / name).read_text()

@@ -267,6 +267,62 @@ def test_if_empty_restores_an_empty_root_and_leaves_a_populated_one_alone(env):
     assert (env.root / ".statesync-ready").exists()
 
 
+def image_defaults(root: Path) -> None:
+    """What the official Icinga 2 image from 2.16 on puts under /data/var/lib/icinga2 ("make
+    install" of Icinga's Containerfile), which the engine copies into an empty volume: empty
+    certs/ and certificate-requests/, api/ with empty log/, zones/ and zones-stage/."""
+    for d in ("certs", "certificate-requests", "api/log", "api/zones", "api/zones-stage"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+
+
+def test_a_root_holding_only_the_2_16_images_defaults_is_restored_at_start_with_the_defaults_aside(env):
+    # Before: an empty certs/ passed for Icinga 2 state, the sidecar restored nothing
+    # ("matched"/"no-ca") and node setup made a new CA on the master.
+    crt = icinga_tree(env.root)
+    env.run("backup", check=True)
+    subprocess.run(["rm", "-rf", str(env.root)], check=True)
+    image_defaults(env.root)
+    from statesync.restore.startup import prepare
+    outcome = prepare(env.repo, env.root, "master")
+    assert outcome.action == "restored"
+    assert spki((env.root / "ca/ca.crt").read_bytes()) == spki(crt)
+    assert (env.root / "certs/master1.crt").read_text() == "node certificate"
+    aside = list((env.root / ".statesync-aside").iterdir())
+    assert len(aside) == 1 and (aside[0] / "api/zones-stage").is_dir() and (aside[0] / "certs").is_dir()
+
+
+def test_if_empty_restores_over_the_2_16_images_defaults_and_leaves_a_started_node_alone(env):
+    icinga_tree(env.root)
+    env.run("backup", check=True)
+    snap = tree_state(env.root)
+    subprocess.run(["rm", "-rf", str(env.root)], check=True)
+    image_defaults(env.root)
+    out = env.run("restore", "--if-empty", check=True).stdout
+    assert "restored snapshot" in out and "moved to" in out
+    assert tree_state(env.root) == snap
+    # A node that has begun (node setup's key in certs/) is state, however little.
+    subprocess.run(["rm", "-rf", str(env.root)], check=True)
+    image_defaults(env.root)
+    (env.root / "certs/satellite1.key").write_text("pending request's key")
+    assert "nothing restored" in env.run("restore", "--if-empty", check=True).stdout
+    assert (env.root / "certs/satellite1.key").exists() and not (env.root / "ca").exists()
+
+
+def test_if_empty_leaves_a_node_whose_certificates_the_guard_quarantined_to_enrol_again(env):
+    # The guard empties certs/ into its quarantine and a Swarm task restarts through
+    # `restore --if-empty` before it enrols again: the old CA's certificates must stay away.
+    icinga_tree(env.root)
+    env.run("backup", check=True)
+    quarantine = env.root / ".statesync-quarantine/20261207T070000Z"
+    quarantine.mkdir(parents=True)
+    for name in ("ca", "certs"):
+        for f in (env.root / name).iterdir():
+            f.rename(quarantine / f.name)
+    (env.root / "ca").rmdir()
+    assert "nothing restored" in env.run("restore", "--if-empty", check=True).stdout
+    assert list((env.root / "certs").iterdir()) == []
+
+
 def test_if_empty_with_no_snapshot_yet_succeeds_doing_nothing(consul, prefix, tmp_path):
     e = Env(consul, prefix, tmp_path / "root", node="brand-new")
     proc = e.run("restore", "--if-empty", check=True)
