@@ -249,11 +249,11 @@ class Compose:
         return proc.stdout + proc.stderr
 
     def exec(self, service: str, *cmd, user: str | None = None, check: bool = True,
-             timeout: float = 120) -> subprocess.CompletedProcess:
+             timeout: float = 120, input=None) -> subprocess.CompletedProcess:
         args = ["exec", "-T"]
         if user:
             args += ["-u", user]
-        return self.compose(*args, service, *cmd, check=check, timeout=timeout)
+        return self.compose(*args, service, *cmd, check=check, timeout=timeout, input=input)
 
     def run(self, service: str, *cmd, env: dict | None = None, entrypoint: str | None = None,
             check: bool = True, deps: bool = False,
