@@ -176,3 +176,23 @@ def test_the_image_fills_the_volume_before_the_sidecar_and_one_variable_picks_it
     assert "icinga2-volume" in services["statesync"]["depends_on"]
     assert "statesync" in services["icinga2"]["depends_on"]
     assert "icinga/icinga2:2.16" in (COMPOSE / name).read_text()
+
+
+def test_master_yml_is_a_ca_master_unless_icinga_master_is_set_even_to_nothing():
+    # compose/README.md's HA zone: the second master is master.yml again with ICINGA_MASTER set
+    # to nothing and the node setup variables; a PEM keeps its lines (in YAML double quotes, an
+    # override file's usual way, they would fold into spaces and node setup would refuse it).
+    first = _config(COMPOSE / "master.yml")["services"]["icinga2"]["environment"]
+    assert first["ICINGA_MASTER"] == "1"
+    assert not [k for k, v in first.items() if k.startswith("ICINGA_") and k not in ("ICINGA_MASTER", "ICINGA_CN") and v]
+    pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    second = _config(COMPOSE / "master.yml", {
+        "ICINGA_MASTER": "", "MASTER_NAME": "icinga-master2", "ICINGA_ZONE": "master",
+        "ICINGA_ENDPOINT": "icinga-master,icinga-master,5665", "ICINGA_PARENT_HOST": "icinga-master,5665",
+        "ICINGA_PARENT_ZONE": "master", "ICINGA_ACCEPT_CONFIG": "1", "ICINGA_ACCEPT_COMMANDS": "1",
+        "ICINGA_TICKET": "0123abcd", "ICINGA_TRUSTEDCERT": pem})["services"]
+    env = second["icinga2"]["environment"]
+    assert env["ICINGA_MASTER"] == "" and env["ICINGA_CN"] == "icinga-master2"
+    assert env["ICINGA_TRUSTEDCERT"] == pem and env["ICINGA_TICKET"] == "0123abcd"
+    assert env["ICINGA_PARENT_HOST"] == "icinga-master,5665" and env["ICINGA_ZONE"] == "master"
+    assert second["statesync"]["environment"]["STATESYNC_NODE"] == "icinga-master2"
