@@ -29,7 +29,12 @@
 #     ICINGA_START_ENROL_WAIT seconds (60): Icinga 2 then starts with its certificate and
 #     connects at once, instead of at its second 10 s retry after the signature;
 #   - with ICINGA_LOG_LEVEL, Icinga 2 gets --log-level: the 2.16 entrypoint adds it only when
-#     its command is icinga2 itself, and here its command is this script's second stage.
+#     its command is icinga2 itself, and here its command is this script's second stage;
+#   - with STATESYNC_HA_MASTERS (an HA master zone, compose/README.md), it writes zones.conf at
+#     every start: both masters in zone "master", and on a satellite its own zone below it.
+#     node setup can only write one parent Endpoint, and on the second master it writes zone
+#     "master" twice (its own and its parent's), which Icinga 2 refuses to load; here the file
+#     is replaced after node setup, before Icinga 2 ever reads it.
 set -eu
 
 pending() {  # the node certificate is its own issuer: node setup's request, not signed yet
@@ -39,8 +44,50 @@ pending() {  # the node certificate is its own issuer: node setup's request, not
   [ "${subject#subject=}" = "${issuer#issuer=}" ]
 }
 
+# zones.conf of an HA master zone from "name[,host[,port]] ..." (ICINGA_ENDPOINT's form; the
+# host defaults to the name, the port to 5665). Every name and host is checked before it is
+# written into Icinga 2's configuration.
+ha_zones() (  # a subshell: set -f keeps a * in the list from matching files
+  set -f
+  masters=$1 cn=$2
+  endpoints="" members="" own=false
+  for entry in $masters; do
+    name=${entry%%,*} rest=${entry#"$name"}
+    rest=${rest#,} host=${rest%%,*} port=${rest#"$host"}
+    port=${port#,}
+    host=${host:-$name} port=${port:-5665}
+    case "$name$host" in *[!A-Za-z0-9._-]*|'') return 1 ;; esac
+    case "$port" in *[!0-9]*|'') return 1 ;; esac
+    endpoints="${endpoints}object Endpoint \"$name\" { host = \"$host\"; port = \"$port\" }
+"
+    members="${members:+$members, }\"$name\""
+    [ "$name" != "$cn" ] || own=true
+  done
+  [ -n "$members" ] || return 1
+  printf '%s\n' "// Written by icinga-start.sh at every start from STATESYNC_HA_MASTERS: edits here are lost."
+  printf '%s' "$endpoints"
+  printf 'object Zone "master" { endpoints = [ %s ] }\n' "$members"
+  if ! $own; then
+    zone=${ICINGA_ZONE:-$cn}
+    case "$cn$zone" in *[!A-Za-z0-9._-]*) return 1 ;; esac
+    printf 'object Endpoint "%s" { }\n' "$cn"
+    printf 'object Zone "%s" { endpoints = [ "%s" ]; parent = "master" }\n' "$zone" "$cn"
+  fi
+  printf '%s\n' 'object Zone "global-templates" { global = true }' 'object Zone "director-global" { global = true }'
+)
+
 if [ "${1:-}" = "--then" ]; then
   shift
+  if [ -n "${STATESYNC_HA_MASTERS:-}" ]; then
+    zones=/etc/icinga2/zones.conf
+    if ! ha_zones "$STATESYNC_HA_MASTERS" "${ICINGA_CN:-$(hostname)}" >"$zones.tmp"; then
+      rm -f "$zones.tmp"
+      echo "icinga-start: STATESYNC_HA_MASTERS must be names of the zone's masters, each name[,host[,port]], separated by spaces, of letters, digits, '.', '_' and '-'; not starting Icinga 2" >&2
+      exit 1
+    fi
+    mv "$zones.tmp" "$zones"
+    echo "icinga-start: wrote $zones for the HA master zone: $STATESYNC_HA_MASTERS" >&2
+  fi
   if [ -n "${STATESYNC_API_USER:-}" ]; then
     secret=${STATESYNC_API_PASSWORD_FILE:-/run/secrets/icinga_api_password}
     if [ ! -r "$secret" ]; then

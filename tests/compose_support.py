@@ -18,12 +18,16 @@ COMPOSE_DIR = ROOT / "compose"
 # Runs inside an icinga2 container: the API user's password never leaves it. It is read on
 # every try, since on a first start node setup writes api-users.conf only once statesync is
 # ready; ``want`` is matched as a plain string, JSON quotes included.
+ROOT_PASSWORD = ("sed -n 's/^[[:space:]]*password[[:space:]]*=[[:space:]]*\"\\([^\"]*\\)\".*/\\1/p'"
+                 " /etc/icinga2/conf.d/api-users.conf 2>/dev/null | head -1")
+# The sidecar's API user, which icinga-start.sh writes on every master: a second master of an
+# HA zone has no root user (node setup makes one with --master only).
+STATESYNC_PASSWORD = "tr -d '\\r\\n' < /run/secrets/icinga_api_password"
 API = """
 want={want}
 for i in $(seq 1 {tries}); do
-  pw=$(sed -n 's/^[[:space:]]*password[[:space:]]*=[[:space:]]*"\\([^"]*\\)".*/\\1/p' \\
-       /etc/icinga2/conf.d/api-users.conf 2>/dev/null | head -1)
-  out=$(curl -sk -m 3 -u "root:$pw" -w ' HTTP%{{http_code}}' https://localhost:5665{path})
+  pw=$({password})
+  out=$(curl -sk -m 3 -u "{user}:$pw" -w ' HTTP%{{http_code}}' https://localhost:5665{path})
   case "$out" in *"$want"*) echo "$out" | tail -c 400; exit 0;; esac
   sleep 1
 done
@@ -70,9 +74,11 @@ def sh(stack: Compose, service: str, script: str, timeout: float = 120, check: b
     return proc.stdout
 
 
-def api(stack: Compose, path: str, want: str, tries: int = 90) -> str:
-    """Poll the Icinga API of the stack's icinga2 container until the answer holds ``want``."""
-    script = API.format(tries=tries, path=path, want=shlex.quote(want))
+def api(stack: Compose, path: str, want: str, tries: int = 90, user: str = "root") -> str:
+    """Poll the Icinga API of the stack's icinga2 container until the answer holds ``want``, as
+    root or as ``statesync``, the master sidecar's user."""
+    password = STATESYNC_PASSWORD if user == "statesync" else ROOT_PASSWORD
+    script = API.format(tries=tries, path=path, want=shlex.quote(want), user=user, password=password)
     return sh(stack, "icinga2", script, timeout=tries * 5 + 30)
 
 

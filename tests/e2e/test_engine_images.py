@@ -180,7 +180,7 @@ def test_the_icinga2_stand_in_entrypoint_touches_nothing_when_it_is_not_pid_1(en
         assert out.returncode == 0, out.stderr
         assert out.stdout == "" and "DockerEntrypoint" not in out.stderr
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
 
 
 def test_the_project_image_builds_on_the_python_stand_in_and_runs_as_uid_5665(engine):
@@ -232,7 +232,7 @@ def test_the_engine_copies_an_images_data_into_an_empty_volume_when_the_containe
         assert listing(names[2]) == []
     finally:
         if created:
-            docker("rm", "-f", *created, check=False)
+            docker("rm", "-f", "-v", *created, check=False)
         for name in names:
             volume_rm(name)
 

@@ -266,7 +266,8 @@ def test_a_task_stop_reaches_the_sidecar(engine, tmp_path, version):
         # Killed at the grace period's end, it would exit 137 (SIGKILL), however fast the machine.
         assert inspect(name)["State"]["ExitCode"] == 0, f"stopped after {took:.1f} s\n{logs}"
     finally:
-        docker("rm", "-f", name, check=False)
+        # -v: the 2.16 image declares VOLUME /data, an anonymous volume here.
+        docker("rm", "-f", "-v", name, check=False)
 
 
 def test_satellites_stack_enrols_connects_reports_healthy_and_commits_on_stop(
