@@ -36,8 +36,9 @@ from statesync.pki.fingerprint import spki_sha256
 
 from .. import icinga
 from ..icinga import MAX_WAIT, sha256_file
+from ..scenarios import TimesReport
 from ..support import wait_for
-from .test_e2e_icinga import Cluster, _TimesReport
+from .test_e2e_icinga import Cluster
 
 pytestmark = [pytest.mark.e2e, pytest.mark.consul, pytest.mark.slow]
 
@@ -53,23 +54,12 @@ CONNECTED = "New client connection for identity 'master1'"
 @pytest.fixture(scope="module")
 def cluster(request, consul, tmp_path_factory, icinga_root):
     """A master and sat1, each with its sidecar, sat1 enrolled through Consul and connected."""
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
     icinga.require_nodes(icinga_root)
     c = Cluster(consul, tmp_path_factory.mktemp("e2e-ca-renewal"), icinga_root)
     times = tmp_path_factory.getbasetemp() / f"e2e-ca-renewal-times-{'.'.join(map(str, c.version))}.json"
-    request.config.pluginmanager.register(_TimesReport(c, times), f"e2e-ca-renewal-times-{c.session}")
+    request.config.pluginmanager.register(TimesReport(c, times, "Icinga 2 end-to-end times"), f"e2e-ca-renewal-times-{c.session}")
     try:
-        c.start_master_sidecar()
-        c.master_sidecar.wait_ready(MAX_WAIT)
-        c.provision_and_start_master()
-        c.wait_published(spki_sha256(c.master.ca_cert().read_bytes()))
-        c.start_sat_sidecar()
-        c.sat_sidecar.wait_ready(MAX_WAIT)
-        icinga.pending_satellite(c.sat, c.master)
-        c.sat.start()
-        c.wait_connected()
+        c.enrol_and_connect()
         yield c
     finally:
         problems = c.cleanup()

@@ -37,9 +37,6 @@ ZONES = "sat1=sat1,sat1-*=sat1"
 @pytest.fixture(scope="module")
 def cluster(consul, tmp_path_factory, icinga_root):
     """Once per Icinga 2 version of the matrix (tests/e2e/conftest.py)."""
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
     icinga.require_nodes(icinga_root)
     base = tmp_path_factory.mktemp("e2e-isolation")
     c = Cluster(consul, base, icinga_root)
@@ -50,15 +47,7 @@ def cluster(consul, tmp_path_factory, icinga_root):
     if "STATESYNC_ENROL_ZONES" in config.KNOWN_VARIABLES:
         env["STATESYNC_ENROL_ZONES"] = ZONES
     try:
-        c.start_master_sidecar(**env)
-        c.master_sidecar.wait_ready(MAX_WAIT)
-        c.provision_and_start_master()
-        c.wait_published(spki_sha256(c.master.ca_cert().read_bytes()))
-        c.start_sat_sidecar()
-        c.sat_sidecar.wait_ready(MAX_WAIT)
-        icinga.pending_satellite(c.sat, c.master)
-        c.sat.start()
-        c.wait_connected()
+        c.enrol_and_connect(**env)
         yield c
     finally:
         problems = c.cleanup()

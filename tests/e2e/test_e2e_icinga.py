@@ -30,7 +30,6 @@ import secrets
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,10 +43,10 @@ from statesync.enrol import registration
 from statesync.pki import cadoc, fingerprint
 from statesync.pki.fingerprint import spki_sha256
 from statesync.sidecar.wiring import open_repo as _repo
-from statesync.snapshot.crypto import format_key, generate_key
 
 from .. import certs, icinga
 from ..icinga import MAX_WAIT, Api, Node, sha256_file
+from ..scenarios import Scenarios, TimesReport
 from ..sidecar import Sidecar
 from ..support import REPO, free_ports, http_get, statesync_cmd, wait_for
 
@@ -57,10 +56,11 @@ MASTER_CERTS = ("ca/ca.crt", "ca/ca.key", "certs/ca.crt", "certs/master1.crt", "
 SAT_CERTS = ("certs/ca.crt", "certs/sat1.crt", "certs/sat1.key")
 
 
-class Cluster:
+class Cluster(Scenarios):
     """The module's master, satellite, sidecars and timings."""
 
     def __init__(self, consul, base: Path, icinga_root: str = ""):
+        super().__init__()
         self.consul, self.base, self.icinga_root = consul, base, icinga_root
         self.version = icinga.icinga_version(icinga_root)
         self.session = f"{os.getpid()}-{secrets.token_hex(4)}"
@@ -71,22 +71,11 @@ class Cluster:
         self.sat = self.node("sat1", "sat", sat_port)
         self.api = Api(self.master, self.api_user, self.api_password)
         self.sidecars: list[Sidecar] = []
-        self.sidecar_runs = 0
         self.master_sidecar: Sidecar | None = None
         self.sat_sidecar: Sidecar | None = None
-        self.times: dict[str, dict] = {}
-        self.failed = ""
         self.spec = base / "reenrol-spec.json"
         icinga.write_spec(self.spec, self.sat, self.master)
-        # Sidecars run as in production: private keys encrypted before they reach Consul.
-        self.key_file = base / "statesync.key"
-        self.key_file.write_text(format_key(generate_key()) + "\n")
-        self.key_file.chmod(0o600)
-        # The master sidecar's Icinga API user for enrolment (config package, endpoints).
-        self.enrol_password = secrets.token_hex(12)
-        self.enrol_password_file = base / "enrol-api-password"
-        self.enrol_password_file.write_text(self.enrol_password + "\n")
-        self.enrol_password_file.chmod(0o600)
+        self.write_secrets()
 
     def node(self, cn: str, zone: str, port: int = 0) -> Node:
         """A node of this cluster's Icinga 2 version, its directories under the cluster's base."""
@@ -98,20 +87,6 @@ class Cluster:
         return "Icinga " + ".".join(map(str, self.version))
 
     # -- bookkeeping
-    @contextmanager
-    def scenario(self, key: str):
-        if self.failed:
-            pytest.fail(f"not run: {self.failed!r} failed before, and this scenario builds on it", pytrace=False)
-        try:
-            yield
-        except BaseException:
-            self.failed = key
-            raise
-
-    def record(self, key: str, **times: float) -> None:
-        self.times[key] = {k: round(v, 2) for k, v in times.items()}
-        print(f"e2e {self.label} {key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()))
-
     def details(self) -> str:
         parts = [self.master.log_tail(), self.sat.log_tail()]
         parts += [s.tail(8) for s in (self.master_sidecar, self.sat_sidecar) if s is not None]
@@ -120,10 +95,7 @@ class Cluster:
     # -- sidecars
     def _sidecar(self, node: Node, role: str, **env: str) -> Sidecar:
         """One ``statesync run`` for ``node``, its root the host path of the node's lib/."""
-        self.sidecar_runs += 1
-        log = self.base / f"sidecar-{node.cn}-{self.sidecar_runs}.log"
-        sidecar = Sidecar.start(self.consul.addr, self.prefix, node.lib, log, node.cn, role, cwd=REPO, plaintext=False,
-                                encryption_key_file=self.key_file, **{icinga.SESSION_VAR: self.session}, **env)
+        sidecar = self.sidecar_process(node, role, **env)
         self.sidecars.append(sidecar)
         return sidecar
 
@@ -203,6 +175,19 @@ class Cluster:
                  what=f"master sees endpoint {self.sat.cn} connected", details=self.details, step=0.1)
         return time.monotonic() - start
 
+    def enrol_and_connect(self, **master_env: str) -> None:
+        """The modules that start from an enrolled satellite: each sidecar first, then its Icinga 2;
+        sat1 enrols through Consul without a ticket and connects."""
+        self.start_master_sidecar(**master_env)
+        self.master_sidecar.wait_ready(MAX_WAIT)
+        self.provision_and_start_master()
+        self.wait_published(spki_sha256(self.master.ca_cert().read_bytes()))
+        self.start_sat_sidecar()
+        self.sat_sidecar.wait_ready(MAX_WAIT)
+        icinga.pending_satellite(self.sat, self.master)
+        self.sat.start()
+        self.wait_connected()
+
     def provision_and_start_master(self) -> None:
         icinga.provision_master(self.master, [], self.api_user, self.api_password, self.enrol_password)
         self.start_master()
@@ -222,64 +207,16 @@ class Cluster:
                 **{p: sha256_file(self.sat.lib / p) for p in SAT_CERTS}}
 
     def cleanup(self) -> list[str]:
-        """Stop everything the module started, by PID, even after a failure; return what went wrong."""
-        problems = []
-        for s in self.sidecars:
-            try:
-                if s.proc.poll() is None and s.stop() != 0:
-                    problems.append(f"sidecar {s.log.name} exited {s.proc.returncode}: {s.tail(5)}")
-            except Exception as exc:  # keep cleaning up
-                problems.append(f"sidecar {s.log.name}: {exc!r}")
-        for node in (self.sat, self.master):
-            try:
-                killed = node.stop()
-                if killed:
-                    print(f"{node.cn}: Icinga 2 did not stop on SIGTERM; killed {killed}")
-            except Exception as exc:
-                problems.append(f"{node.cn}: {exc!r}")
-        # Anything else of this session (a restart command the guard fired, say): the suite lost track of it.
-        left = icinga.pids_with(icinga.SESSION_VAR, self.session)
-        if left:
-            icinga.terminate(left, timeout=10)
-            problems.append(f"processes left over, now stopped: {left}")
-        survivors = icinga.pids_with(icinga.SESSION_VAR, self.session)
-        if survivors:
-            problems.append(f"processes that would not die: {survivors}")
-        # Each node's namespace ends with its last process; none of its mounts may show on the host.
-        with open("/proc/self/mountinfo") as fh:
-            leaked = [line.strip() for line in fh if str(self.base) in line]
-        if leaked:
-            problems.append(f"mounts leaked to the host: {leaked}")
-        return problems
-
-
-class _TimesReport:
-    """Prints the scenario times at the end of the run (with or without -s)."""
-
-    def __init__(self, cluster: Cluster, path: Path):
-        self.cluster, self.path = cluster, path
-
-    def pytest_terminal_summary(self, terminalreporter):
-        times = self.cluster.times
-        if not times:
-            return
-        terminalreporter.write_sep("-", f"Icinga 2 end-to-end times, {self.cluster.label}")
-        for key, t in times.items():
-            terminalreporter.write_line(f"{key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in t.items()))
-        terminalreporter.write_line("e2e summary: " + "; ".join(
-            f"{key} {t.get('total', 0):.1f}s" for key, t in times.items()) + f" (written to {self.path})")
+        return self.stop_all(self.sidecars, (self.sat, self.master))
 
 
 @pytest.fixture(scope="module")
 def cluster(request, consul, tmp_path_factory, icinga_root):
-    problem = icinga.unshare_problem()
-    if problem:
-        pytest.fail(f"needs one mount namespace per Icinga 2 node: {problem}")
     icinga.require_nodes(icinga_root)
     base = tmp_path_factory.mktemp("e2e-icinga")
     c = Cluster(consul, base, icinga_root)
     times_path = tmp_path_factory.getbasetemp() / f"e2e-icinga-times-{'.'.join(map(str, c.version))}.json"
-    report = _TimesReport(c, times_path)
+    report = TimesReport(c, times_path, "Icinga 2 end-to-end times")
     request.config.pluginmanager.register(report, f"e2e-icinga-times-{c.session}")
     try:
         yield c

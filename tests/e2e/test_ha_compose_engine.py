@@ -45,6 +45,8 @@ MASTERS_ZONE = [f'object Endpoint "{M1}" {{ host = "{M1}"; port = "5665" }}',
 
 
 class Zone:
+    """The module's Consul stack, both master stacks and the satellite's, in one stacks' directory."""
+
     def __init__(self, base: Path):
         self.dir = base / "compose"
         prepare_stack_dir(self.dir, ("consul.yml", "master.yml", "satellite.yml", "icinga-start.sh"))

@@ -29,7 +29,6 @@ import os
 import secrets
 import shutil
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -42,13 +41,13 @@ from statesync.enrol import registration
 from statesync.pki import cadoc, fingerprint
 from statesync.pki.fingerprint import spki_sha256
 from statesync.sidecar.wiring import open_repo
-from statesync.snapshot.crypto import format_key, generate_key
 
 from .. import ha_zone_support as ha
 from .. import icinga
 from ..icinga import MAX_WAIT, Api, Node, sha256_file
+from ..scenarios import Scenarios, TimesReport
 from ..sidecar import Sidecar
-from ..support import REPO, free_ports, http_get, wait_for
+from ..support import free_ports, http_get, wait_for
 
 # The versions this module runs on (a subset of icinga.VERSIONS): see the docstring.
 HA_VERSIONS = ("2.13", "2.16")
@@ -61,10 +60,13 @@ STANDBY_EVENT = "not accepting satellites: "
 KEY_EVENT = "the CA key is here now: accepting and signing satellites"
 
 
-class Zone:
+class Zone(Scenarios):
     """The module's two masters, satellites, sidecars and timings."""
 
+    tag = "e2e-ha"
+
     def __init__(self, consul, base: Path, icinga_root: str = ""):
+        super().__init__()
         self.consul, self.base, self.icinga_root = consul, base, icinga_root
         self.version = icinga.icinga_version(icinga_root)
         self.label = "Icinga " + ".".join(map(str, self.version))
@@ -80,36 +82,13 @@ class Zone:
         self.api = {m.cn: Api(m, self.api_user, self.api_password) for m in self.masters}
         self.sidecar: dict[str, Sidecar] = {}
         self.all_sidecars: list[Sidecar] = []
-        self.runs = 0
-        self.times: dict[str, dict] = {}
-        self.failed = ""
-        self.key_file = base / "statesync.key"
-        self.key_file.write_text(format_key(generate_key()) + "\n")
-        self.key_file.chmod(0o600)
-        self.enrol_password = secrets.token_hex(12)
-        self.enrol_password_file = base / "enrol-api-password"
-        self.enrol_password_file.write_text(self.enrol_password + "\n")
-        self.enrol_password_file.chmod(0o600)
+        self.write_secrets()
 
     def node(self, cn: str, zone: str, port: int) -> Node:
         """A node of this zone's Icinga 2 version, its directories under the zone's base."""
         return Node(cn, zone, str(self.base / cn), port, self.session, icinga_root=self.icinga_root)
 
     # -- bookkeeping
-    @contextmanager
-    def scenario(self, key: str):
-        if self.failed:
-            pytest.fail(f"not run: {self.failed!r} failed before, and this scenario builds on it", pytrace=False)
-        try:
-            yield
-        except BaseException:
-            self.failed = key
-            raise
-
-    def record(self, key: str, **times: float) -> None:
-        self.times[key] = {k: round(v, 2) for k, v in times.items()}
-        print(f"e2e-ha {self.label} {key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in times.items()))
-
     def details(self) -> str:
         parts = [n.log_tail(12) for n in (self.m1, self.m2, self.sat1, self.sat2) if n.dir("log").exists()]
         parts += [s.tail(10) for s in self.sidecar.values()]
@@ -117,10 +96,7 @@ class Zone:
 
     # -- sidecars
     def start_sidecar(self, node: Node, role: str, **env: str) -> Sidecar:
-        self.runs += 1
-        log = self.base / f"sidecar-{node.cn}-{self.runs}.log"
-        s = Sidecar.start(self.consul.addr, self.prefix, node.lib, log, node.cn, role, cwd=REPO, plaintext=False,
-                          encryption_key_file=self.key_file, **{icinga.SESSION_VAR: self.session}, **env)
+        s = self.sidecar_process(node, role, **env)
         self.sidecar[node.cn] = s
         self.all_sidecars.append(s)
         return s
@@ -193,39 +169,7 @@ class Zone:
         return [e for e in s.events() if e.get("event") in SIGNER_EVENTS]
 
     def cleanup(self) -> list[str]:
-        problems = []
-        for s in self.all_sidecars:
-            try:
-                if s.proc.poll() is None and s.stop() != 0:
-                    problems.append(f"sidecar {s.log.name} exited {s.proc.returncode}: {s.tail(5)}")
-            except Exception as exc:  # keep cleaning up
-                problems.append(f"sidecar {s.log.name}: {exc!r}")
-        for node in (self.sat2, self.sat1, self.m2, self.m1):
-            try:
-                node.stop()
-            except Exception as exc:
-                problems.append(f"{node.cn}: {exc!r}")
-        left = icinga.pids_with(icinga.SESSION_VAR, self.session)
-        if left:
-            icinga.terminate(left, timeout=10)
-            problems.append(f"processes left over, now stopped: {left}")
-        with open("/proc/self/mountinfo") as fh:
-            leaked = [line.strip() for line in fh if str(self.base) in line]
-        if leaked:
-            problems.append(f"mounts leaked to the host: {leaked}")
-        return problems
-
-
-class _TimesReport:
-    def __init__(self, zone: Zone, path: Path):
-        self.zone, self.path = zone, path
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if not self.zone.times:
-            return
-        terminalreporter.write_sep("-", f"Icinga 2 HA master zone times, {self.zone.label}")
-        for key, t in self.zone.times.items():
-            terminalreporter.write_line(f"{key}: " + ", ".join(f"{k}={v:.2f}s" for k, v in t.items()))
+        return self.stop_all(self.all_sidecars, (self.sat2, self.sat1, self.m2, self.m1))
 
 
 @pytest.fixture(scope="module")
@@ -234,7 +178,7 @@ def zone(request, consul, icinga_root, tmp_path_factory):
     base = tmp_path_factory.mktemp("e2e-ha-zone")
     z = Zone(consul, base, icinga_root)
     times_path = tmp_path_factory.getbasetemp() / f"e2e-ha-zone-times-{'.'.join(map(str, z.version[:2]))}.json"
-    request.config.pluginmanager.register(_TimesReport(z, times_path), f"e2e-ha-zone-times-{z.session}")
+    request.config.pluginmanager.register(TimesReport(z, times_path, "Icinga 2 HA master zone times"), f"e2e-ha-zone-times-{z.session}")
     try:
         yield z
     finally:
