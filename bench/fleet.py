@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: stop Consul and the workers too
     sys.path.insert(0, str(REPO))
     from statesync import config
     from statesync.consul.store import Store

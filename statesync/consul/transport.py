@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from consul import base as consul_base
 
-from ..errors import ConsulUnavailable, StoreError
+from ..errors import ConsulRefused, ConsulUnavailable, StoreError
 from ..tlsclient import client_context
 from .settings import ConsulSettings, Endpoint
 
@@ -277,10 +277,10 @@ def refused(endpoint: Endpoint, exc: BaseException) -> BaseException:
     ``limits.http_max_conns_per_client`` (200 by default) — as it does for many satellites behind
     one NAT or proxy. Said plainly, so that it is never taken for Consul being away for a moment."""
     if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
-        return ConsulUnavailable(
+        return ConsulRefused(
             f"Consul at {endpoint} closed a new connection without answering ({type(exc).__name__}), as it does "
             "when this client address holds more than limits.http_max_conns_per_client connections (default 200): "
-            "raise it on Consul for a fleet behind one address (docs/RUNBOOK.md, \"A fleet behind one address\")")
+            "raise it on Consul for a fleet behind one address (README, \"A fleet behind one address\")")
     return exc
 
 

@@ -59,13 +59,13 @@ class Watch(Generic[T]):
     paused on and retried; anything else ends the loop, as a bug should not be retried silently.
 
     ``on_quiet(value)`` is called with each answer that is not news (the wait ran out), so that a
-    caller can do its periodic work in this thread, on this connection. ``on_trouble(problem)`` is
-    called with each failure's text, and with "" at the first answer after failures."""
+    caller can do its periodic work in this thread, on this connection. ``on_trouble(exc)`` is
+    called with each failure, and with None at the first answer after failures."""
 
     def __init__(self, query: Callable[[int], tuple[int, T]], on_news: Callable[[T, bool], None],
                  stop: threading.Event, backoff: Backoff, what: str, key: str, level: str = "warning",
                  retry_on: type[BaseException] | tuple[type[BaseException], ...] = StatesyncError,
-                 on_quiet: Callable[[T], None] | None = None, on_trouble: Callable[[str], None] | None = None):
+                 on_quiet: Callable[[T], None] | None = None, on_trouble: Callable[[BaseException | None], None] | None = None):
         self.query, self.on_news, self.stop = query, on_news, stop
         self.backoff, self.what, self.key, self.level, self.retry_on = backoff, what, key, level, retry_on
         self.on_quiet, self.on_trouble = on_quiet, on_trouble
@@ -78,7 +78,7 @@ class Watch(Generic[T]):
             try:
                 answered, value = self.query(self.index)
                 if self.failing and self.on_trouble is not None:
-                    self.on_trouble("")
+                    self.on_trouble(None)
                 self.failing = False
                 step = advance(self.index, answered)
                 if step.news and not self.stop.is_set():
@@ -91,7 +91,7 @@ class Watch(Generic[T]):
                 error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StatesyncError) else str(exc)
                 self.failing = True
                 if self.on_trouble is not None:
-                    self.on_trouble(error)
+                    self.on_trouble(exc)
                 getattr(log, self.level)(f"cannot watch {self.what}; retrying", key=self.key, error=error,
                                          retry_in=pause)
                 self.stop.wait(pause)

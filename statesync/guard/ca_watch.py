@@ -44,7 +44,7 @@ from ..consul.backoff import Backoff
 from ..consul.store import Store
 from ..consul.watch import Watch, key_query
 from ..disk import CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, node_cert_name
-from ..errors import ParentNotVerified, StatesyncError, TriggerError
+from ..errors import ConsulRefused, ParentNotVerified, StatesyncError, TriggerError
 from .logic import (
     Decision,
     Verdict,
@@ -81,6 +81,7 @@ class GuardState:
     trigger_problem: str = ""  # the last preflight's answer; "" when the trigger is usable
     held: int = 0  # confirmed mismatches not acted on: trigger unusable or parent not on the published CA
     watch_problem: str = ""  # why the published CA cannot be watched (Consul away or refusing); "" when it can
+    watch_refused: bool = False  # ... because Consul refuses the connection (per-address limit)
 
 
 class Guard:
@@ -139,9 +140,13 @@ class Guard:
             pass
 
     def problem(self) -> str:
-        """Why the guard cannot watch the published CA ("" when it can), for /healthz."""
+        """Why the guard cannot watch the published CA, for /healthz: only Consul refusing its
+        connection (the per-address limit), which lasts; "" otherwise. Consul away turns no
+        /healthz 503, as for the mirror: a restart would not bring it back."""
         problem = self.state.watch_problem
-        return f"CA guard cannot watch the published CA: {problem}" if problem else ""
+        if not self.state.watch_refused:
+            return ""
+        return f"CA guard cannot watch the published CA: {problem}"
 
     def _watch(self) -> None:
         seen = _READ
@@ -171,15 +176,19 @@ class Guard:
         published = pair if pair is _READ else (pair.value if pair is not None else None)
         self._safe_check("periodic", published=published)
 
-    def _trouble(self, problem: str) -> None:
-        """One error line when watching starts failing, one info line when it works again; /healthz
-        and statesync_guard_watching show it in between (the retries log at debug level). While it
-        fails, the periodic check still runs when due: it records "cannot tell" and purges nothing."""
+    def _trouble(self, exc: BaseException | None) -> None:
+        """One line when watching starts failing (an error when Consul refuses the connection, a
+        warning when it is away), one info line when it works again; /healthz (refused) and
+        statesync_guard_watching show it in between, the retries log at debug level. While it
+        fails, the periodic check still runs when due: it records "cannot tell", purges nothing."""
+        problem = "" if exc is None else (str(exc) if isinstance(exc, StatesyncError) else f"{type(exc).__name__}: {exc}")
         previous, self.state.watch_problem = self.state.watch_problem, problem
+        self.state.watch_refused = isinstance(exc, ConsulRefused)
         metrics.guard_watching.set(0 if problem else 1)
         if problem and not previous:
-            log.error("CA guard cannot watch the published CA: a CA change goes unnoticed until it can",
-                      key=self.key, error=problem)
+            level = log.error if self.state.watch_refused else log.warning
+            level("CA guard cannot watch the published CA: a CA change goes unnoticed until it can",
+                  key=self.key, error=problem)
         elif previous and not problem:
             log.info("CA guard watching the published CA again", key=self.key)
         if problem:
