@@ -3,6 +3,8 @@ connections per client address (``limits.http_max_conns_per_client``): each guar
 connection, so a fleet within the limit sees a CA change, and a guard over it says so."""
 from __future__ import annotations
 
+import urllib.request
+
 import pytest
 import structlog
 
@@ -10,11 +12,13 @@ from statesync import config
 from statesync.consul.store import Store
 from statesync.guard.ca_watch import Guard
 from statesync.guard.logic import Verdict
+from statesync.pki import cadoc
 from statesync.sidecar.roles import RoleServices
 
 from ..certs import enrol, make_ca
-from ..guardkit import publish
-from ..support import ConsulAgent, wait_for
+from ..guardkit import publish, satellite_env
+from ..sidecar import Sidecar
+from ..support import ConsulAgent, free_ports, http_get, wait_for
 
 pytestmark = pytest.mark.consul
 
@@ -110,3 +114,31 @@ def test_a_guard_over_the_per_address_limit_logs_one_error_naming_it_and_health_
     finally:
         for g in guards:
             g.stop()
+
+
+def test_a_satellite_sidecar_whose_guard_consul_refuses_is_unhealthy_naming_the_limit(limited_consul, prefix, tmp_path):
+    """The real ``statesync run --role satellite``, behind an address Consul allows one connection:
+    the start-up and the mirror take it, so the guard's own is refused; /healthz says so."""
+    agent = limited_consul(1)
+    cfg = config.load({"consul.addr": [agent.addr], "prefix": prefix}, env={})
+    ca = make_ca()
+    root = tmp_path / "root"
+    enrol(root, ca)
+    # Published on a connection closed at once: the one connection allowed is the sidecar's.
+    doc = cadoc.encode(cadoc.from_pem(ca.pem, "2026-01-01T00:00:00Z", "master1", "test"))
+    put = urllib.request.Request(f"http://{agent.addr}/v1/kv/{cfg.layout.ca}", data=doc, method="PUT")
+    with urllib.request.urlopen(put, timeout=10) as answer:
+        assert answer.status == 200
+    port = free_ports(1)[0]
+    sat = Sidecar.start(agent.addr, prefix, root, tmp_path / "sidecar-sat1.log", "sat1", "satellite",
+                        http_port=str(port), **satellite_env(tmp_path / "fired"))
+    try:
+        wait_for(lambda: http_get(port, "/healthz")[0] == 503, PATIENCE, what="/healthz 503",
+                 details=sat.tail, step=0.1)
+        status, body = http_get(port, "/healthz")
+        assert "CA guard cannot watch the published CA" in body and "http_max_conns_per_client" in body
+        errors = [e for e in sat.events() if e.get("level") == "error"]
+        assert [e["event"] for e in errors] == ["CA guard cannot watch the published CA: a CA change goes "
+                                                "unnoticed until it can"]
+    finally:
+        assert sat.stop() == 0
