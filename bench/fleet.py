@@ -262,7 +262,7 @@ def main(argv=None) -> int:
     agent = ConsulAgent(find_consul(), dev=False, workdir=str(work / "consul"),
                         extra=["-hcl", "limits { http_max_conns_per_client = 10000 }"])
     rows = []
-    started = time.time()
+    started, load_start = time.time(), os.getloadavg()
     try:
         agent.start(timeout=60)
         publisher = Store(config.load({"consul.addr": [agent.addr], "prefix": "fleet"}, env={}).consul)
@@ -277,7 +277,7 @@ def main(argv=None) -> int:
         subprocess.run(["rm", "-rf", str(work)], check=False)
     out = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
            "seconds": round(time.time() - started), "cpus": os.cpu_count(),
-           "load_end": os.getloadavg(), "baseline_ref": args.baseline_ref, "rows": rows}
+           "load_start": load_start, "load_end": os.getloadavg(), "baseline_ref": args.baseline_ref, "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
     print("| code | N | ready | detected | p50 / p99 / max | Consul CPU idle / at the change | Consul RSS "
