@@ -183,9 +183,9 @@ class Guard:
         fails, the periodic check still runs when due: it records "cannot tell", purges nothing."""
         problem = "" if exc is None else (str(exc) if isinstance(exc, StatesyncError) else f"{type(exc).__name__}: {exc}")
         previous, self.state.watch_problem = self.state.watch_problem, problem
-        self.state.watch_refused = isinstance(exc, ConsulRefused)
+        was_refused, self.state.watch_refused = self.state.watch_refused, isinstance(exc, ConsulRefused)
         metrics.guard_watching.set(0 if problem else 1)
-        if problem and not previous:
+        if (problem and not previous) or (self.state.watch_refused and not was_refused):
             level = log.error if self.state.watch_refused else log.warning
             level("CA guard cannot watch the published CA: a CA change goes unnoticed until it can",
                   key=self.key, error=problem)
