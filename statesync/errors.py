@@ -56,6 +56,12 @@ class ConsulUnavailable(StoreError):
     """Consul could not be reached, or answered with a transient server error."""
 
 
+class ConsulRefused(ConsulUnavailable):
+    """Consul closed a new connection unanswered: this client address holds more than
+    ``limits.http_max_conns_per_client`` connections. Unlike Consul being away, it lasts until
+    the fleet behind the address shrinks or the limit is raised."""
+
+
 class PermissionDenied(StoreError):
     """Consul refused the request for lack of an ACL permission."""
 

@@ -31,6 +31,9 @@ untrusted_cas = Counter("statesync_guard_untrusted_ca", "Published CA certificat
                         registry=REGISTRY)
 trigger_ready = Gauge("statesync_guard_trigger_ready", "1 while the CA guard's restart trigger passes its preflight "
                       "check, 0 while it does not (the guard then quarantines nothing)", registry=REGISTRY)
+guard_watching = Gauge("statesync_guard_watching", "1 while the CA guard's blocking query on the published CA "
+                       "gets answers, 0 while Consul is away or refuses it (a CA change then goes unnoticed)",
+                       registry=REGISTRY)
 guard_state = Gauge("statesync_guard_state", "CA guard verdict: 1 for the current one", ["state"], registry=REGISTRY)
 ready = Gauge("statesync_ready", "1 once the start-up restore has finished", registry=REGISTRY)
 ca_conflict = Gauge("statesync_ca_conflict", "1 while a master does not publish its CA because another key is "

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from consul import base as consul_base
 
-from ..errors import ConsulUnavailable, StoreError
+from ..errors import ConsulRefused, ConsulUnavailable, StoreError
 from ..tlsclient import client_context
 from .settings import ConsulSettings, Endpoint
 
@@ -37,7 +37,10 @@ class Stats:
 class KeepAliveTransport(consul_base.HTTPClient):
     """The library's ``HTTPClient``: each call hands a ``consul.base.Response`` to ``callback``.
 
-    One keep-alive connection per thread, endpoint and read timeout. When an address does not
+    One keep-alive connection per thread and endpoint, whatever the read timeout: a blocking
+    query and a plain read from one thread share it, so that a thread holds one of the
+    connections Consul counts per client address (``limits.http_max_conns_per_client``, 200 by
+    default), and a fleet of guards behind one address is not refused at twice its size. When an address does not
     answer (or answers 5xx while others are listed) the next one is tried; the one that answered
     is tried first next time. Transport failures become ConsulUnavailable or StoreError. An
     exception the library's callback raises carries the ``response`` it was raised for, so that
@@ -105,7 +108,7 @@ class KeepAliveTransport(consul_base.HTTPClient):
                 raise StoreError(f"TLS with Consul at {endpoints[idx]} failed: {tls_reason(exc)}") from None
             except (OSError, http.client.HTTPException) as exc:
                 self.stats.errors += 1
-                last = exc
+                last = refused(endpoints[idx], exc) if conn.was_new else exc
                 continue
             if code == 401:
                 # Consul itself never answers 401 (a missing ACL permission is a 403): a proxy in front does.
@@ -130,11 +133,11 @@ class KeepAliveTransport(consul_base.HTTPClient):
 
     def _connection(self, endpoint: Endpoint, timeout: float) -> "_Connection":
         cache = self._local.__dict__.setdefault("connections", {})
-        key = (endpoint, timeout)
-        conn = cache.get(key)
+        conn = cache.get(endpoint)
         if conn is None:
             tls = self._tls_context() if endpoint.scheme == "https" else None
-            conn = cache[key] = _Connection(endpoint, tls, timeout, self.settings.tls_server_name)
+            conn = cache[endpoint] = _Connection(endpoint, tls, timeout, self.settings.tls_server_name)
+        conn.timeout = timeout
         return conn
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -199,18 +202,22 @@ class _HTTPSConnection(http.client.HTTPSConnection):
 
 
 class _Connection:
-    """One keep-alive ``http.client`` connection to one endpoint, for one thread."""
+    """One keep-alive ``http.client`` connection to one endpoint, for one thread; ``timeout`` is
+    the read timeout of the next request (a blocking query waits longer than a plain read)."""
 
     def __init__(self, endpoint: Endpoint, tls: ssl.SSLContext | None, timeout: float, server_name: str = ""):
         self.endpoint = endpoint
         self.tls = tls
         self.timeout = timeout
         self.server_name = server_name
+        self.was_new = False  # the last request opened the connection it went out on
         self._conn: http.client.HTTPConnection | None = None
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict):
         conn = self._connection()
         try:
+            if conn.sock is not None:
+                conn.sock.settimeout(self.timeout)
             conn.request(method, url, body=body, headers=headers)
             resp = conn.getresponse()
             content = resp.read()
@@ -226,6 +233,7 @@ class _Connection:
         if conn is not None and conn.sock is not None and _dropped(conn.sock):
             self.close()
             conn = None
+        self.was_new = conn is None or conn.sock is None
         if conn is None:
             e = self.endpoint
             if self.tls is not None and self.server_name:
@@ -260,6 +268,20 @@ def _dropped(sock) -> bool:
         return bool(select.select([sock], [], [], 0)[0])
     except (OSError, ValueError):
         return True
+
+
+def refused(endpoint: Endpoint, exc: BaseException) -> BaseException:
+    """What a new connection that Consul closed before answering means; ``exc`` itself otherwise.
+
+    Consul closes a connection at once, unanswered, when the client address already holds
+    ``limits.http_max_conns_per_client`` (200 by default) — as it does for many satellites behind
+    one NAT or proxy. Said plainly, so that it is never taken for Consul being away for a moment."""
+    if isinstance(exc, (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)):
+        return ConsulRefused(
+            f"Consul at {endpoint} closed a new connection without answering ({type(exc).__name__}), as it does "
+            "when this client address holds more than limits.http_max_conns_per_client connections (default 200): "
+            "raise it on Consul for a fleet behind one address (README, \"A fleet behind one address\")")
+    return exc
 
 
 def brief(body: bytes, limit: int = 200) -> str:

@@ -56,29 +56,44 @@ class Watch(Generic[T]):
 
     ``query(index)`` returns ``(index, value)``: ``Store.wait`` or ``Store.wait_prefix`` with the
     key and wait bound (``key_query``, ``prefix_query``). ``retry_on`` are the failures that are
-    paused on and retried; anything else ends the loop, as a bug should not be retried silently."""
+    paused on and retried; anything else ends the loop, as a bug should not be retried silently.
+
+    ``on_quiet(value)`` is called with each answer that is not news (the wait ran out), so that a
+    caller can do its periodic work in this thread, on this connection. ``on_trouble(exc)`` is
+    called with each failure, and with None at the first answer after failures."""
 
     def __init__(self, query: Callable[[int], tuple[int, T]], on_news: Callable[[T, bool], None],
                  stop: threading.Event, backoff: Backoff, what: str, key: str, level: str = "warning",
-                 retry_on: type[BaseException] | tuple[type[BaseException], ...] = StatesyncError):
+                 retry_on: type[BaseException] | tuple[type[BaseException], ...] = StatesyncError,
+                 on_quiet: Callable[[T], None] | None = None, on_trouble: Callable[[BaseException | None], None] | None = None):
         self.query, self.on_news, self.stop = query, on_news, stop
         self.backoff, self.what, self.key, self.level, self.retry_on = backoff, what, key, level, retry_on
+        self.on_quiet, self.on_trouble = on_quiet, on_trouble
         self.index = 0
+        self.failing = False
 
     def run(self) -> None:
         first = True
         while not self.stop.is_set():
             try:
                 answered, value = self.query(self.index)
+                if self.failing and self.on_trouble is not None:
+                    self.on_trouble(None)
+                self.failing = False
                 step = advance(self.index, answered)
                 if step.news and not self.stop.is_set():
                     self.on_news(value, first)
                     first = False
+                elif self.on_quiet is not None and not self.stop.is_set():
+                    self.on_quiet(value)
             except self.retry_on as exc:
                 pause = self.backoff.pause()
-                getattr(log, self.level)(f"cannot watch {self.what}; retrying", key=self.key,
-                                         error=f"{type(exc).__name__}: {exc}" if not isinstance(exc, StatesyncError)
-                                         else str(exc), retry_in=pause)
+                error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StatesyncError) else str(exc)
+                self.failing = True
+                if self.on_trouble is not None:
+                    self.on_trouble(exc)
+                getattr(log, self.level)(f"cannot watch {self.what}; retrying", key=self.key, error=error,
+                                         retry_in=pause)
                 self.stop.wait(pause)
                 continue
             self.backoff.reset()

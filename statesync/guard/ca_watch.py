@@ -2,8 +2,9 @@
 certificates and fire the restart trigger, so that Icinga 2 enrols the node again.
 
 Two ways in, one way out. A Consul blocking query on ``<prefix>/ca`` reacts within
-moments of a new publication; an apscheduler job compares periodically as a safety
-net. Both call ``check``, which is serialised by a lock, decides with the pure
+moments of a new publication; each time its wait runs out (``guard.check_interval``) the
+answer is compared again as a safety net. Both run in the guard's one thread, on its one
+Consul connection, and call ``check``, which is serialised by a lock, decides with the pure
 ``logic.decide`` and acts only on a *mismatch* that
 
   * is confirmed by ``guard.confirmations`` further readings (the published CA read
@@ -27,7 +28,6 @@ scanner skips, so the quarantine never enters a snapshot.
 """
 from __future__ import annotations
 
-import logging
 import os
 import threading
 import time
@@ -44,7 +44,7 @@ from ..consul.backoff import Backoff
 from ..consul.store import Store
 from ..consul.watch import Watch, key_query
 from ..disk import CERTS_DIR, LOCAL_CA, QUARANTINE_DIR, node_cert_name
-from ..errors import ParentNotVerified, StatesyncError, TriggerError
+from ..errors import ConsulRefused, ParentNotVerified, StatesyncError, TriggerError
 from .logic import (
     Decision,
     Verdict,
@@ -80,6 +80,8 @@ class GuardState:
     trigger_errors: int = 0
     trigger_problem: str = ""  # the last preflight's answer; "" when the trigger is usable
     held: int = 0  # confirmed mismatches not acted on: trigger unusable or parent not on the published CA
+    watch_problem: str = ""  # why the published CA cannot be watched (Consul away or refusing); "" when it can
+    watch_refused: bool = False  # ... because Consul refuses the connection (per-address limit)
 
 
 class Guard:
@@ -103,61 +105,94 @@ class Guard:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
-        self._scheduler = None
         self._last_purge: float | None = None
+        self._checked = 0.0  # monotonic time of the last check the watcher made
 
     # -- life cycle -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the blocking-query watcher and the periodic check; return at once."""
-        from apscheduler.schedulers.background import BackgroundScheduler
-        # apscheduler reports through stdlib logging, which nobody configures here; its
-        # "skipped: already running" warnings are expected (a check may be confirming).
-        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        """Start the guard's one thread; return at once.
+
+        One thread and one Consul connection (the transport keeps one per thread): the blocking
+        query on the published CA, the confirmations and the periodic check all run in turn on
+        it. Consul counts connections per client address (``limits.http_max_conns_per_client``,
+        200 by default), so a fleet behind one NAT or proxy is refused at half its size when
+        each guard holds two; the periodic check is the blocking query's wait running out."""
         log.info("CA guard started", key=self.key, trigger=getattr(self.trigger, "name", None),
                  confirmations=self.settings.confirmations, confirm_interval=self.settings.confirm_interval,
                  check_interval=self.settings.check_interval, purge_window=self.settings.purge_window)
         self._stop.clear()
         self._preflight("start")
-        self._watcher = threading.Thread(target=self._watch, name="ca-guard-watch", daemon=True)
+        metrics.guard_watching.set(1)
+        self._watcher = threading.Thread(target=self._watch, name="ca-guard", daemon=True)
         self._watcher.start()
-        self._scheduler = BackgroundScheduler(daemon=True, timezone=timezone.utc)
-        self._scheduler.add_job(self._periodic, "interval", seconds=self.settings.check_interval,
-                                max_instances=1, coalesce=True, misfire_grace_time=None)
-        self._scheduler.start()
 
     def stop(self, timeout: float = 0.5) -> None:
-        """Stop both; a confirmation in progress is abandoned (nothing is purged)."""
+        """Stop; a confirmation in progress is abandoned (nothing is purged)."""
         self._stop.set()
-        if self._scheduler is not None:
-            self._scheduler.shutdown(wait=False)
-            self._scheduler = None
         if self._watcher is not None:
-            # The watcher may sit in a blocking query that cannot be interrupted. It is a
+            # The thread may sit in a blocking query that cannot be interrupted. It is a
             # daemon thread that does nothing once stopped and leaves at its next wake-up
-            # (WATCH_WAIT at most), so waiting for it longer gains nothing.
+            # (check_interval or WATCH_WAIT at most), so waiting for it longer gains nothing.
             self._watcher.join(timeout)
             self._watcher = None
         with self._lock:  # wait for a check in progress to notice the stop
             pass
 
+    def problem(self) -> str:
+        """Why the guard cannot watch the published CA, for /healthz: only Consul refusing its
+        connection (the per-address limit), which lasts; "" otherwise. Consul away turns no
+        /healthz 503, as for the mirror: a restart would not bring it back."""
+        problem = self.state.watch_problem
+        if not self.state.watch_refused:
+            return ""
+        return f"CA guard cannot watch the published CA: {problem}"
+
     def _watch(self) -> None:
         seen = _READ
+        self._checked = time.monotonic()
 
         def on_news(pair, first: bool) -> None:
             nonlocal seen
             current = pair.modify_index if pair is not None else None
             # For an absent key the index moves with any KV write; act only on a change of ours.
             if current != seen:
-                seen = current
+                seen, self._checked = current, time.monotonic()
                 self._safe_check("watch", published=pair.value if pair is not None else None)
+            else:
+                self._periodic(pair, due=True)
 
-        Watch(key_query(self.store, self.key, WATCH_WAIT), on_news, self._stop, Backoff(0.25, 5.0),
-              "the published CA", self.key).run()
+        wait = min(WATCH_WAIT, self.settings.check_interval)
+        Watch(key_query(self.store, self.key, wait), on_news, self._stop, Backoff(0.25, 5.0),
+              "the published CA", self.key, level="debug", on_quiet=self._periodic, on_trouble=self._trouble).run()
 
-    def _periodic(self) -> None:
+    def _periodic(self, pair=_READ, due: bool = False) -> None:
+        """The periodic check, on ``pair`` as the blocking query answered it (or read anew); with
+        ``due``, only once ``guard.check_interval`` has passed since the last check."""
+        if due and time.monotonic() - self._checked < self.settings.check_interval:
+            return
+        self._checked = time.monotonic()
         self._preflight("periodic")
-        self._safe_check("periodic", wait=False)
+        published = pair if pair is _READ else (pair.value if pair is not None else None)
+        self._safe_check("periodic", published=published)
+
+    def _trouble(self, exc: BaseException | None) -> None:
+        """One line when watching starts failing (an error when Consul refuses the connection, a
+        warning when it is away), one info line when it works again; /healthz (refused) and
+        statesync_guard_watching show it in between, the retries log at debug level. While it
+        fails, the periodic check still runs when due: it records "cannot tell", purges nothing."""
+        problem = "" if exc is None else (str(exc) if isinstance(exc, StatesyncError) else f"{type(exc).__name__}: {exc}")
+        previous, self.state.watch_problem = self.state.watch_problem, problem
+        was_refused, self.state.watch_refused = self.state.watch_refused, isinstance(exc, ConsulRefused)
+        metrics.guard_watching.set(0 if problem else 1)
+        if (problem and not previous) or (self.state.watch_refused and not was_refused):
+            level = log.error if self.state.watch_refused else log.warning
+            level("CA guard cannot watch the published CA: a CA change goes unnoticed until it can",
+                  key=self.key, error=problem)
+        elif previous and not problem:
+            log.info("CA guard watching the published CA again", key=self.key)
+        if problem:
+            self._periodic(due=True)
 
     def _preflight(self, source: str) -> str:
         """Check the trigger; log a new problem once at error level, and its end; return it."""

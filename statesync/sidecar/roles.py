@@ -37,7 +37,8 @@ class RoleServices:
 
     def problem(self) -> str:
         """Why a service cannot do its job ("" when all can), for /healthz."""
-        return getattr(self.enrol, "problem", lambda: "")()
+        problems = [getattr(s, "problem", lambda: "")() for s in (self.guard, self.enrol)]
+        return "; ".join(p for p in problems if p)
 
     def note(self) -> str:
         """What a healthy /healthz adds ("" for nothing): a master that stands by says so."""

@@ -181,6 +181,8 @@ def test_nothing_is_purged_when_consul_stops_in_the_middle_of_a_mismatch(consul_
         assert guard.state.last.verdict is Verdict.UNKNOWN
         assert guard.state.last.local_spki == fingerprint.spki_sha256(old.pem)
         _nothing_purged(guard, tmp_path / "fired")
+        # Consul away is no /healthz 503 (restarting would not bring it back); Consul refusing is.
+        assert "Consul unreachable" in guard.state.watch_problem and guard.problem() == ""
     finally:
         agent.cleanup()
 

@@ -82,3 +82,29 @@ def test_a_change_whose_handling_failed_is_looked_at_again():
     Watch(script, on_news, stop, Backoff(0.25, 5.0), "a key", "k").run()
     assert script.asked == [0, 0]
     assert tries == ["a", "a"]
+
+
+def test_a_watch_hands_quiet_answers_to_on_quiet_and_tells_its_trouble_once_per_change_of_state():
+    stop = threading.Event()
+    down = ConsulUnavailable("away")
+    script = _Script([(10, "a"), (10, "a"), down, down, (10, "a"), (11, "b")], stop)
+    seen, quiet, trouble = [], [], []
+    Watch(script, lambda v, first: seen.append(v), stop, Backoff(0.0, 0.0), "a key", "k",
+          on_quiet=quiet.append, on_trouble=trouble.append).run()
+    assert seen == ["a", "b"]
+    assert quiet == ["a", "a"]  # the wait ran out twice: once before the failures, once after
+    assert trouble == [down, down, None]
+
+
+def test_a_new_connection_consul_closes_unanswered_is_named_as_its_per_address_limit():
+    import http.client
+
+    from statesync.consul.settings import Endpoint
+    from statesync.consul.transport import refused
+    from statesync.errors import ConsulRefused
+    at = Endpoint("http", "127.0.0.1", 8500)
+    for closed in (http.client.RemoteDisconnected("closed"), ConnectionResetError(104, "reset"), BrokenPipeError()):
+        named = refused(at, closed)
+        assert isinstance(named, ConsulRefused) and "http_max_conns_per_client" in str(named)
+    away = ConnectionRefusedError(111, "refused")
+    assert refused(at, away) is away  # nothing listens: Consul is away, not refusing this address
