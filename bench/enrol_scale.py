@@ -33,28 +33,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from datetime import datetime, timezone
-from hashlib import sha256
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from cryptography import x509  # noqa: E402
-from cryptography.hazmat.primitives import serialization  # noqa: E402
 
-from statesync.enrol import registration  # noqa: E402
-from statesync.pki.fingerprint import spki_sha256  # noqa: E402
+from tests import enrol_burst as eb  # noqa: E402
 from tests import icinga  # noqa: E402
-from tests.certs import pending_request  # noqa: E402
 from tests.e2e.test_e2e_icinga import Cluster  # noqa: E402
 from tests.sidecar import Sidecar  # noqa: E402
 from tests.support import ConsulAgent, find_consul  # noqa: E402
-
-STAGED = "accepted satellites staged"
-RELOAD_LINE = "Received request to shut down."  # the old process, once per reload
 
 
 class BenchCluster(Cluster):
@@ -75,78 +66,6 @@ class BenchCluster(Cluster):
                              **{icinga.SESSION_VAR: self.session}, **env)
 
 
-def satellites(n: int) -> list[dict]:
-    """N satellites' key material: a real RSA key and its self-signed request certificate each."""
-    out = []
-    for i in range(n):
-        cn = f"esat{i:04d}"
-        _key, cert = pending_request(cn)
-        der = x509.load_pem_x509_certificate(cert).public_bytes(serialization.Encoding.DER)
-        out.append({"cn": cn, "cert": cert, "fp": sha256(der).hexdigest(), "spki": spki_sha256(cert)})
-    return out
-
-
-def write_requests(c: BenchCluster, sats: list[dict]) -> None:
-    """Each request as Icinga 2 stores it: ``<sha256 of the DER>.json``, owned and moded like sat1's."""
-    d = c.master.lib / "certificate-requests"
-    model = next(d.glob("*.json")).stat()
-    for s in sats:
-        path = d / f"{s['fp']}.json"
-        path.write_text(json.dumps({"cert_request": s["cert"].decode(), "ticket": ""}, separators=(",", ":")))
-        os.chown(path, model.st_uid, model.st_gid)
-        path.chmod(model.st_mode & 0o777)
-
-
-def register_at_once(c: BenchCluster, sats: list[dict], writers: int) -> float:
-    """``writers`` threads write the registrations, all released together (fewer threads than
-    satellites: every writer here has the one loopback address, and Consul refuses more than
-    ``http_max_conns_per_client``, 200 by default, from one). Returns the monotonic time of the release."""
-    ca = spki_sha256(c.master.ca_cert().read_bytes())
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
-    docs = [(f"{c.prefix}/satellites/{s['cn']}", registration.encode(registration.Registration(
-        cn=s["cn"], zone=s["cn"], parent_zone=c.master.zone, key_sha256=s["spki"], request_sha256=s["fp"],
-        ca_spki_sha256=ca, node=s["cn"], time=stamp))) for s in sats]
-    gate = threading.Barrier(writers + 1)
-    failed: list[str] = []
-
-    def put(share):
-        store = c.store()
-        gate.wait(60)
-        for key, doc in share:
-            try:
-                store.put(key, doc)
-            except Exception as exc:  # reported, and the run is marked incomplete
-                failed.append(f"{key}: {exc}")
-
-    threads = [threading.Thread(target=put, args=(docs[i::writers],), daemon=True) for i in range(writers)]
-    for t in threads:
-        t.start()
-    gate.wait(60)
-    t0 = time.monotonic()
-    for t in threads:
-        t.join(60)
-    if failed:
-        raise RuntimeError(f"{len(failed)} registrations not written, e.g. {failed[0]}")
-    return t0
-
-
-def in_package(c: BenchCluster) -> set[str] | None:
-    try:
-        res = c.api.get("/v1/objects/endpoints?attrs=package", timeout=5)["results"]
-    except Exception:  # the API drops out while Icinga 2 reloads
-        return None
-    return {r["name"] for r in res if r["attrs"].get("package") == "statesync-satellites"}
-
-
-def signed(c: BenchCluster, fps: set[str]) -> int:
-    return sum(1 for fp, doc in icinga.request_files(c.master).items() if fp in fps and doc.get("cert_response"))
-
-
-def reloads(c: BenchCluster) -> int:
-    logs = sorted((c.master.dir("log")).glob("icinga2.log*"))
-    return sum(p.read_text(errors="replace").count(RELOAD_LINE) for p in logs)
-
-
 def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, timeout: float, writers: int) -> dict:
     where = base / ("before" if code != REPO else "after") / "nodes"
     where.mkdir(parents=True)
@@ -154,11 +73,11 @@ def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, 
     try:
         c.enrol_and_connect(STATESYNC_ENROL_INTERVAL="30")
         time.sleep(3)  # sat1's enrolment stage and reload are over
-        sats = satellites(n)
-        write_requests(c, sats)
+        sats = eb.satellites(n)
+        eb.write_requests(c, sats)
         cns, fps = {s["cn"] for s in sats}, {s["fp"] for s in sats}
-        staged0, reloads0 = len(c.master_sidecar.events(STAGED)), reloads(c)
-        t0 = register_at_once(c, sats, min(writers, n))
+        staged0, reloads0 = len(eb.stages(c)), eb.reloads(c)
+        t0 = eb.register(c, sats, writers)
         t_accepted = t_signed = None
         drops, was_up, up_again = 0, True, t0
         deadline = t0 + timeout
@@ -170,17 +89,17 @@ def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, 
             if up and not was_up:
                 up_again = now
             was_up = up
-            if t_accepted is None and cns <= (in_package(c) or set()):
+            if t_accepted is None and cns <= (eb.in_package(c) or set()):
                 t_accepted = now
-            if t_signed is None and signed(c, fps) == n:
+            if t_signed is None and eb.signed(c, fps) == n:
                 t_signed = now
             if t_accepted and t_signed and up and now - max(t_signed, up_again) > 10:
                 break  # nothing more to come: the last stage's reload is long over
             time.sleep(0.1)
-        staged = c.master_sidecar.events(STAGED)[staged0:]
+        staged = eb.stages(c)[staged0:]
         return {"label": label, "code": str(code), "n": n, "accepted_s": _since(t0, t_accepted),
-                "signed_s": _since(t0, t_signed), "stages": len(staged), "reloads": reloads(c) - reloads0,
-                "stage_sizes": [len(e.get("satellites", [])) for e in staged], "sat1_drops": drops,
+                "signed_s": _since(t0, t_signed), "stages": len(staged), "reloads": eb.reloads(c) - reloads0,
+                "stage_sizes": [len(s) for s in staged], "sat1_drops": drops,
                 "sat1_connected_again_s": round(up_again - t0, 2) if drops else 0.0,
                 "complete": bool(t_accepted and t_signed)}
     finally:
