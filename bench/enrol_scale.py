@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Enrolment at scale (issue 26): N satellite registrations at once against a real master. Not a CI test.
 
-    .venv/bin/python bench/enrol_scale.py                      # 200 at once, before (int25) and after
+    .venv/bin/python bench/enrol_scale.py                      # 200 at once, int25 (before) and this checkout
     .venv/bin/python bench/enrol_scale.py -n 20 --before ''    # this checkout only, small
 
 One real Consul (a single server with a data dir), and per code under test one real master:
@@ -10,8 +10,9 @@ its statesync sidecar accepting, and one real satellite sat1 enrolled through Co
 connected before the burst. Then N satellites arrive at once: each a real key and a
 self-signed certificate of the shape ``node setup`` without a ticket leaves
 (tests/certs.pending_request), its pending request written into the master's
-certificate-requests/ as Icinga 2 writes it, and its registration written into Consul by one
-thread pool, all released together, as N enrollers would write them.
+certificate-requests/ as Icinga 2 writes it, and its registration written into Consul by a
+pool of --writers threads released together, as N enrollers would write them: within an instant
+(spread 0) and over --spread seconds (8 by default: a fleet's sidecars starting together).
 
 Reported per code, from what really happened: the time until Icinga 2 runs all N Endpoints
 of the package (accepted), until all N requests carry a signed certificate (signed), the
@@ -66,8 +67,9 @@ class BenchCluster(Cluster):
                              **{icinga.SESSION_VAR: self.session}, **env)
 
 
-def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, timeout: float, writers: int) -> dict:
-    where = base / ("before" if code != REPO else "after") / "nodes"
+def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, timeout: float, writers: int,
+          spread: float) -> dict:
+    where = base / f"{'before' if code != REPO else 'after'}-{spread:g}" / "nodes"
     where.mkdir(parents=True)
     c = BenchCluster(consul, where, icinga_root, code)
     try:
@@ -77,7 +79,8 @@ def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, 
         eb.write_requests(c, sats)
         cns, fps = {s["cn"] for s in sats}, {s["fp"] for s in sats}
         staged0, reloads0 = len(eb.stages(c)), eb.reloads(c)
-        t0 = eb.register(c, sats, writers)
+        share = -(-n // max(1, min(writers, n)))  # registrations per writer
+        t0 = eb.register(c, sats, writers, gap=spread / max(1, share - 1) if share > 1 else 0.0)
         t_accepted = t_signed = None
         drops, was_up, up_again = 0, True, t0
         deadline = t0 + timeout
@@ -97,7 +100,7 @@ def burst(code: Path, label: str, consul, base: Path, n: int, icinga_root: str, 
                 break  # nothing more to come: the last stage's reload is long over
             time.sleep(0.1)
         staged = eb.stages(c)[staged0:]
-        return {"label": label, "code": str(code), "n": n, "accepted_s": _since(t0, t_accepted),
+        return {"label": label, "code": str(code), "n": n, "spread_s": spread, "accepted_s": _since(t0, t_accepted),
                 "signed_s": _since(t0, t_signed), "stages": len(staged), "reloads": eb.reloads(c) - reloads0,
                 "stage_sizes": [len(s) for s in staged], "sat1_drops": drops,
                 "sat1_connected_again_s": round(up_again - t0, 2) if drops else 0.0,
@@ -121,10 +124,10 @@ def export(ref: str, into: Path) -> Path:
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| code | N | all accepted (s) | all signed (s) | stages | reloads | sat1 drops | sat1 connected again (s) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows = ["| code | N | written over (s) | all accepted (s) | all signed (s) | stages | reloads | sat1 drops | sat1 connected again (s) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
-        rows.append(f"| {r['label']} | {r['n']} | {r['accepted_s']} | {r['signed_s']} | {r['stages']} | "
+        rows.append(f"| {r['label']} | {r['n']} | {r['spread_s']:g} | {r['accepted_s']} | {r['signed_s']} | {r['stages']} | "
                     f"{r['reloads']} | {r['sat1_drops']} | {r['sat1_connected_again_s']} |")
     return "\n".join(rows)
 
@@ -135,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", default="int25", help="git ref whose sidecar runs the same burst first ('' for none)")
     ap.add_argument("--icinga-root", default="", help="an Icinga 2 root of scripts/icinga_roots.sh (default: the host's)")
     ap.add_argument("--writers", type=int, default=32, help="threads writing the registrations (default 32)")
+    ap.add_argument("--spread", type=lambda v: [float(x) for x in v.split(",")], default=[0.0, 8.0],
+                    help="seconds over which the registrations are written, one burst each (default 0,8)")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) for a look afterwards")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds each burst may take at most")
     args = ap.parse_args(argv)
@@ -144,10 +149,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     try:
         plan = ([(args.before, export(args.before, work / "before"))] if args.before else []) + [("this checkout", REPO)]
-        for label, code in plan:
-            r = burst(code, label, consul, work, args.n, args.icinga_root, args.timeout, args.writers)
-            print(json.dumps(r), flush=True)
-            results.append(r)
+        for spread in args.spread:
+            for label, code in plan:
+                r = burst(code, label, consul, work, args.n, args.icinga_root, args.timeout, args.writers, spread)
+                print(json.dumps(r), flush=True)
+                results.append(r)
     finally:
         consul.stop()
         if not args.keep:
