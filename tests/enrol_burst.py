@@ -49,21 +49,23 @@ def write_requests(c, sats: list[dict]) -> None:
         path.chmod(model.st_mode & 0o777)
 
 
-def documents(c, sats: list[dict]) -> list[tuple[str, bytes]]:
-    """Each satellite's (key, registration) as its enroller writes it: under the master's CA."""
+def documents(c, sats: list[dict], zones: dict[str, str] | None = None) -> list[tuple[str, bytes]]:
+    """Each satellite's (key, registration) as its enroller writes it: under the master's CA, in
+    the zone of its own name unless ``zones`` names another."""
+    zones = zones or {}
     ca = spki_sha256(c.master.ca_cert().read_bytes())
     stamp = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     return [(f"{c.prefix}/satellites/{s['cn']}", registration.encode(registration.Registration(
-        cn=s["cn"], zone=s["cn"], parent_zone=c.master.zone, key_sha256=s["spki"], request_sha256=s["fp"],
+        cn=s["cn"], zone=zones.get(s["cn"], s["cn"]), parent_zone=c.master.zone, key_sha256=s["spki"], request_sha256=s["fp"],
         ca_spki_sha256=ca, node=s["cn"], time=stamp))) for s in sats]
 
 
-def register(c, sats: list[dict], writers: int = 1, gap: float = 0.0) -> float:
+def register(c, sats: list[dict], writers: int = 1, gap: float = 0.0, zones: dict[str, str] | None = None) -> float:
     """Write the registrations: ``writers`` threads released together, each writing its share
     ``gap`` seconds apart (fewer threads than satellites: every writer here has the one loopback
     address, and Consul refuses more than ``http_max_conns_per_client``, 200 by default, from
     one). Returns the monotonic time of the release; raises when one was not written."""
-    docs = documents(c, sats)
+    docs = documents(c, sats, zones)
     writers = max(1, min(writers, len(docs)))
     gate = threading.Barrier(writers + 1)
     failed: list[str] = []
