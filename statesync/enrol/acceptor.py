@@ -12,7 +12,8 @@ config; it shows in health and in ``statesync_enrol_stage_failed``.
 
 Passes run on a Consul blocking query over the registrations, on a poll of the request
 directory (it may not exist before the first request, and Icinga rewrites files there on
-every retry) and every ``enrol.interval`` seconds, one at a time.
+every retry) and every ``enrol.interval`` seconds, one at a time; a burst of changes settles
+first (``settle``), so that what arrived together is staged together, with one reload.
 
 Only the master beside the CA accepts: without ``ca/ca.key`` a pass stands by (docs/HA.md).
 """
@@ -35,7 +36,7 @@ from ..consul.watch import Watch, prefix_query
 from ..disk import CA_CERT, CA_KEY, REQUESTS_DIR
 from ..errors import CorruptData, StatesyncError
 from ..pki import fingerprint, signing
-from . import isolation, registration, requests
+from . import isolation, registration, requests, settle
 from .icinga_api import IcingaApi
 from .judging import assess, registrations
 from .verdicts import Evidence, incumbent, left_out_reason, standby_reason
@@ -144,11 +145,10 @@ class Acceptor:
     def _work(self) -> None:
         next_periodic = time.monotonic() + self.settings.interval
         while not self._stop.is_set():
-            self._wake.wait(max(0.0, next_periodic - time.monotonic()))
+            if self._wake.wait(max(0.0, next_periodic - time.monotonic())) and not self._stop.is_set():
+                self._settle()
             if self._stop.is_set():
                 return
-            self._stop.wait(0.2)  # a burst of registrations or request rewrites makes one pass
-            self._wake.clear()
             # Standing by, look again soon: the CA arrives with node setup or a restore.
             next_periodic = time.monotonic() + (STANDBY_RECHECK if self.state.standby else self.settings.interval)
             try:
@@ -166,6 +166,16 @@ class Acceptor:
                     self.state.failing_since = time.monotonic()
                 log.error("enrolment pass failed unexpectedly", error=self.state.unexpected)
                 self._stop.wait(5.0)
+
+    def _settle(self) -> None:
+        """Let a burst of registrations and requests settle into one pass, one stage (``settle``)."""
+        first = last = time.monotonic()
+        self._wake.clear()
+        while not self._stop.is_set() and (delay := settle.wait_more(first, last, time.monotonic())) > 0:
+            if self._wake.wait(delay):
+                self._wake.clear()
+                last = time.monotonic()
+        self._wake.clear()
 
     # -- one pass -------------------------------------------------------------------
 

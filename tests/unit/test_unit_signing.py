@@ -186,6 +186,15 @@ def test_the_key_of_another_ca_is_refused(rsa_ca):
         sign(req, rsa_ca.pem, key_pem(other.key))
 
 
+def test_a_renewed_ca_key_signs_from_the_next_signature_on_and_the_old_one_no_longer_does(rsa_ca):
+    renewed = make_ca("Icinga CA", kind="rsa")
+    req = parse_request(pem_of(request_cert()))
+    for ca in (rsa_ca, renewed, rsa_ca):  # the parsed key is kept per content, never per CA name
+        assert fingerprint.issued_by(sign(req, ca.pem, key_pem(ca.key)), ca.pem)
+    with pytest.raises(CorruptData, match="does not belong to the CA certificate"):
+        sign(req, renewed.pem, key_pem(rsa_ca.key))
+
+
 def test_a_certificate_that_is_no_ca_does_not_sign(rsa_ca):
     leaf = request_cert("Icinga CA", subject_key=rsa_ca.key)
     req = parse_request(pem_of(request_cert()))
