@@ -26,7 +26,7 @@ except ImportError:  # pragma: no cover - a declared dependency; zlib still work
 # saved 8 % of the bytes of a dump for 1.1 CPU-s in 2.5 at L (337 MB); the larger default
 # chunk (chunking.DEFAULT_CHUNK_SIZE) wins back most of it at level 1 for nothing
 # (bench/dump_cost.py, docs/BENCH.md). A dictionary trained on the previous dump gained
-# 4-11 % but would have to be stored and kept as long as any chunk needs it.
+# 4-13 % but would have to be stored and kept as long as any chunk needs it.
 ZLIB = 0x01
 ZSTD = 0x02
 TAGS = {"zlib": ZLIB, "zstd": ZSTD}
