@@ -30,7 +30,7 @@ from .parsing import (
     _server_name,
     _str,
 )
-from .snapshot.chunking import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from .snapshot.chunking import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 
 # Left out by default, after Icinga 2's documentation of /var/lib/icinga2 and its sources:
 #   api/log/          the cluster replay log: rewritten constantly, replayed to peers that
@@ -104,7 +104,7 @@ SCHEMA: tuple[Setting, ...] = (
     Setting("compression", _choice(COMPRESSION), "zstd", ("STATESYNC_COMPRESSION",)),
     # A wiped or unmounted volume looks like a tree that lost most of its files at once.
     Setting("max_drop", _number(float, 0.0, 1.0), 0.9, ("STATESYNC_MAX_DROP",)),
-    Setting("chunk_size", _number(int, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), 256 * 1024, ("STATESYNC_CHUNK_SIZE",)),
+    Setting("chunk_size", _number(int, MIN_CHUNK_SIZE, MAX_CHUNK_SIZE), DEFAULT_CHUNK_SIZE, ("STATESYNC_CHUNK_SIZE",)),
     Setting("debounce", _number(float, 0.0, 60.0), 0.5, ("STATESYNC_DEBOUNCE",)),
     Setting("max_wait", _number(float, 0.1, 600.0), 5.0, ("STATESYNC_MAX_WAIT",)),
     Setting("full_scan_interval", _number(float, 1.0, 86400.0), 300.0, ("STATESYNC_FULL_SCAN_INTERVAL",)),

@@ -106,7 +106,7 @@ def _tree_flags(include: str = "include pattern (repeatable)", metavar: str = "G
 
 def _write_flags() -> argparse.ArgumentParser:
     p, g = _parent("how snapshots are written and kept")
-    g.add_argument("--chunk-size", dest="chunk_size", help="chunk size in bytes (default 262144)")
+    g.add_argument("--chunk-size", dest="chunk_size", help="chunk size in bytes (default 360448)")
     g.add_argument("--keep", help="snapshots kept per node (default 10)")
     return p
 

@@ -95,7 +95,9 @@ class Daemon:
         # No sync has succeeded yet: the first full scan reads the whole tree, all of it new to an
         # empty prefix, so it streams its chunks up while it reads, as `statesync backup` does.
         # Until then the pacer holds nothing back, so no streamed chunk (kept only as its size)
-        # must wait for a later commit. Later scans read what changed and keep it in memory.
+        # must wait for a later commit. Later scans stream too unless min_interval paces a path:
+        # the pacer may hold a file back, and it keeps the chunks of the version it held, which a
+        # streamed chunk (only its size left) cannot give; those scans keep what they read in memory.
         self._synced = False
         # The periodic jobs (full rescan, GC) are apscheduler's to time and the main loop's to run:
         # a job only marks its work due and wakes the loop, so none ever overlaps a commit. GC is
@@ -272,7 +274,8 @@ class Daemon:
             out = backup.run(self.repo, self.scanner, self._head, self._known, roots=self.cfg.roots,
                              root=self.cfg.root, meta={"role": self.cfg.role}, fence=self.fence(),
                              max_drop=self.cfg.max_drop, dirty=None if full else dirty,
-                             stream=full and not self._synced, carried=self._unsent, before_commit=before_commit)
+                             stream=(full and not self._synced) or not self._pacer.active, carried=self._unsent,
+                             before_commit=before_commit)
         except LockLost as exc:
             self.lock.lost(str(exc))
             self._head = None

@@ -8,7 +8,10 @@ from ..errors import CorruptData
 
 # Consul refuses values above 512 KiB; stay clearly below it.
 MAX_CHUNK_SIZE = 512 * 1024 - 1024
-DEFAULT_CHUNK_SIZE = 256 * 1024
+# The largest round size below consul.settings.FENCED_VALUE_MAX (359 KiB) that leaves room for a
+# sealed chunk's 64 bytes: a larger zstd frame compresses Icinga 2's state 7 % better than 256 KiB
+# (16.1x against 15.0x at level 1, bench/dump_cost.py), so it stands in for a second pass.
+DEFAULT_CHUNK_SIZE = 352 * 1024
 # The smallest chunk size a writer may be set to (config.py): a manifest's bounds rely on it.
 MIN_CHUNK_SIZE = 4096
 

@@ -21,22 +21,18 @@ except ImportError:  # pragma: no cover - a declared dependency; zlib still work
     zstandard = None
 
 # Measured on Icinga 2 state generated in its own format (docs/FORMAT.md, "Compressed
-# chunks"): zstd level 1 per 256 KiB chunk compresses better than zlib -1/-6 and zstd
-# -2/-3 (15.5x on the L fixture against zlib -6's 13.9x) at 1.8 GB/s, so it is the default
-# (config.py) and the first try. A chunk it shrinks more than fourfold (structured text
-# such as icinga2.state) is compressed again at level 6: 16.9x there, at 320 MB/s, which
-# brings a dump under 1/15 of its size; random or already compressed data never pays for
-# that second pass. Decompression runs at the same speed whatever the level. A dictionary
-# trained on the previous dump gained 11 % but would have to be stored and kept as long as
-# any chunk needs it.
+# chunks"): zstd level 1 per chunk compresses better than zlib -1/-6 and zstd -2/-3 at
+# 1.4 GB/s, so it is the default (config.py) and the only pass. A second pass at level 6
+# saved 8 % of the bytes of a dump for 1.1 CPU-s in 2.5 at L (337 MB); the larger default
+# chunk (chunking.DEFAULT_CHUNK_SIZE) wins back most of it at level 1 for nothing
+# (bench/dump_cost.py, docs/BENCH.md). A dictionary trained on the previous dump gained
+# 4-13 % but would have to be stored and kept as long as any chunk needs it.
 ZLIB = 0x01
 ZSTD = 0x02
 TAGS = {"zlib": ZLIB, "zstd": ZSTD}
 ALGORITHMS = ("zstd", "zlib", "none")
 DEFAULT = "zstd" if zstandard is not None else "zlib"
 _LEVEL = {ZLIB: 6, ZSTD: 1}
-_ZSTD_DENSE_LEVEL = 6
-_DENSE = 4  # a first pass that shrinks a chunk more than this many times earns the second
 
 
 def available(algorithm: str) -> bool:
@@ -55,9 +51,6 @@ def encode(plain: bytes, algorithm: str) -> bytes:
         if zstandard is None:
             raise ValueError("compression zstd needs the zstandard package")
         packed = zstandard.ZstdCompressor(level=_LEVEL[tag]).compress(plain)
-        if len(packed) * _DENSE < len(plain):
-            dense = zstandard.ZstdCompressor(level=_ZSTD_DENSE_LEVEL).compress(plain)
-            packed = min(packed, dense, key=len)
     else:
         packed = zlib.compress(plain, _LEVEL[tag])
     if 1 + len(packed) > len(plain) - len(plain) // 16:

@@ -23,11 +23,11 @@ MAX_INFLATED_BYTES = 256 << 20
 # tell a hostile manifest from a large one.
 # The JSON text of one entry, or of any other member of the document. Parsed whole, it may
 # become up to 24 times as many bytes of objects ("[{},{},...]") for a moment: 1 MiB keeps
-# that near 25 MB. It holds a path of up to 1 MiB, or a file of 15,000 chunks (4 GB at the
-# default chunk size; a 374 MB state file has 1,427).
+# that near 25 MB. It holds a path of up to 1 MiB, or a file of 15,000 chunks (5 GB at the
+# default chunk size of 352 KiB; a 374 MB state file has 1,038).
 MAX_VALUE_CHARS = 1 << 20
 MAX_ENTRIES = 1_000_000
-# Chunk references of all files together (a 374 MB file at the default 256 KiB: 1,427).
+# Chunk references of all files together (a 374 MB file at the default 352 KiB: 1,038).
 MAX_CHUNK_REFS = 4_000_000
 # What a restore may take: the whole process, at its peak (resident set). Of it, the
 # interpreter with statesync's modules, the Consul client and a fetch batch take about

@@ -18,6 +18,7 @@ from statesync.errors import CorruptData, EncryptionKeyError
 from statesync.repo.repository import Repo
 from statesync.restore.apply import fetch_verified
 from statesync.snapshot import codec
+from statesync.snapshot.chunking import DEFAULT_CHUNK_SIZE
 from statesync.snapshot.crypto import Sealer, format_key, generate_key
 from statesync.tree.scan import Scanner
 
@@ -84,7 +85,7 @@ def test_icinga_state_backs_up_at_a_fifteenth_of_its_size_and_restores_byte_for_
     with urllib.request.urlopen(f"http://{consul.addr}/v1/kv/{prefix}/nodes/node1/chunks/?recurse") as r:
         values = [base64.b64decode(p["Value"]) for p in json.load(r)]
     written = sum(map(len, values))  # the file's chunks and the manifest's
-    assert sum(1 for v in values if v[0] == codec.ZSTD) >= len(state) // (256 * 1024)
+    assert sum(1 for v in values if v[0] == codec.ZSTD) >= len(state) // DEFAULT_CHUNK_SIZE
     assert written * 5 < len(state), f"{written} bytes written for a {len(state)}-byte file"
     subprocess.run(["rm", "-rf", str(root)], check=True)
     subprocess.run(statesync_cmd("restore"), env=env, check=True, capture_output=True, timeout=120)
@@ -169,6 +170,46 @@ def test_a_new_snapshot_reusing_raw_chunks_of_an_old_one_restores_with_both_kind
     # A later commit without compression still says its reused chunks may be compressed.
     (cfg.root / "new.txt").write_bytes(b"x")
     assert _commit(cfg, repo, "none").record.compression == "zstd"
+
+
+def test_a_snapshot_as_the_previous_default_wrote_it_restores_and_a_commit_at_the_new_default_follows_it(
+        consul, prefix, make_cfg, tmp_path):
+    # Until issue 26 the default was 256 KiB chunks, and a chunk that zstd -1 shrank more than
+    # fourfold was stored as its level-6 frame. Both are properties of what was written, not of
+    # the format: the record carries its chunk size and a reader decodes any zstd frame.
+    old_size = 256 * 1024
+    cfg = make_cfg(chunk_size=old_size)
+    cfg.root.mkdir()
+    state = icinga_state(8000)
+    (cfg.root / "icinga2.state").write_bytes(state)
+    (cfg.root / "small.txt").write_bytes(b"unchanged\n")
+    repo = _repo(cfg)
+    old = _commit(cfg, repo, "zstd").record
+    store = Store(cfg.consul)
+    entry = fetch_verified(repo, old)[0].by_path()["icinga2.state"]
+    pieces = [state[i:i + old_size] for i in range(0, len(state), old_size)]
+    assert old.chunk_size == old_size and len(entry.chunks) == len(pieces) > 1
+    for digest, piece in zip(entry.chunks, pieces, strict=True):
+        store.put(cfg.layout.chunk(digest), bytes((codec.ZSTD,)) + zstandard.ZstdCompressor(level=6).compress(piece))
+    assert _files(repo, old) == {"icinga2.state": state, "small.txt": b"unchanged\n"}
+
+    new_cfg = make_cfg()
+    assert new_cfg.chunk_size == DEFAULT_CHUNK_SIZE > old_size
+    new_repo = _repo(new_cfg)
+    state = icinga_state(8000, seed=2)
+    (cfg.root / "icinga2.state").write_bytes(state)
+    new = _commit(new_cfg, new_repo, "zstd").record
+    assert new.chunk_size == DEFAULT_CHUNK_SIZE and new.parent == old.id
+    by_path = fetch_verified(new_repo, new)[0].by_path()
+    assert len(by_path["icinga2.state"].chunks) == -(-len(state) // DEFAULT_CHUNK_SIZE)
+    assert by_path["small.txt"].chunks == fetch_verified(repo, old)[0].by_path()["small.txt"].chunks  # reused
+    env = statesync_env(f"http://{consul.addr}", prefix, tmp_path / "restored")
+    for snapshot, content in ((old.id, pieces), (new.id, [state])):
+        target = tmp_path / f"restored-{snapshot}"
+        subprocess.run(statesync_cmd("restore", "--snapshot", snapshot),
+                       env={**env, "STATESYNC_ROOT": str(target)}, check=True, capture_output=True, timeout=120)
+        assert (target / "icinga2.state").read_bytes() == b"".join(content)
+        assert (target / "small.txt").read_bytes() == b"unchanged\n"
 
 
 def test_a_corrupted_compressed_chunk_fails_the_restore_in_one_line_and_writes_nothing(consul, prefix, tmp_path,

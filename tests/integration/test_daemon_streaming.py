@@ -1,6 +1,7 @@
-"""The daemon runs `statesync backup`'s pipeline (repo/backup): its first full scan, which reads
-the whole tree, streams the chunks up while it reads and keeps none of their bytes; the syncs
-after it read only what changed and keep that in memory for the commit."""
+"""The daemon runs `statesync backup`'s pipeline (repo/backup): its scans stream the chunks up
+while they read and keep none of their bytes, the first full scan always, later syncs unless
+min_interval paces a path (the pacer keeps the chunks of a version it holds back, which a chunk
+kept only as its size cannot give); those keep what they read in memory for the commit."""
 from __future__ import annotations
 
 import os
@@ -18,13 +19,11 @@ from ..support import wait_for
 pytestmark = pytest.mark.consul
 
 
-def test_the_daemons_first_full_scan_streams_its_chunks_and_later_syncs_keep_theirs_in_memory(make_cfg, repo_for):
-    cfg = make_cfg(debounce=0.05, lock__enabled="false")
-    cfg.root.mkdir(parents=True)
-    big = os.urandom(4 * 1024 * 1024)  # 16 chunks of 256 KiB: many full transactions
+def _syncs(cfg, daemon: Daemon, big: bytes, later_big: bytes) -> list[tuple[bool, bool, int, int]]:
+    """Run the daemon over ``big``, then rewrite it as ``later_big``; each scan as (full, given a
+    sink, chunks kept as bytes, as sizes). Checks that the head holds ``later_big``."""
     (cfg.root / "big").write_bytes(big)
-    daemon = Daemon(cfg, repo_for(cfg))
-    scans: list[tuple[bool, bool, int, int]] = []  # (full, given a sink, chunks kept as bytes, as sizes)
+    scans: list[tuple[bool, bool, int, int]] = []
     real_scan = daemon.scanner.scan
 
     def scan(known, dirty=None, **kwargs):
@@ -38,23 +37,43 @@ def test_the_daemons_first_full_scan_streams_its_chunks_and_later_syncs_keep_the
     thread.start()
     try:
         wait_for(lambda: daemon.state.commits >= 1, 120, what="the first commit")
-        (cfg.root / "small").write_bytes(b"changed later")
+        (cfg.root / "big").write_bytes(later_big)
         wait_for(lambda: daemon.state.commits >= 2, 120, what="the commit of a change")
     finally:
         daemon.stop()
         thread.join(60)
     assert not thread.is_alive()
-    full, streamed, as_bytes, as_sizes = scans[0]
-    assert full and streamed
-    assert as_sizes >= 8, scans  # the big file's chunks went up while it was read
-    later = [s for s in scans[1:] if not s[0]]
-    assert later and all(not streamed for _, streamed, _, _ in later), scans
     repo = daemon.repo
     record = repo.record()
     manifest = repo.manifest(record)
     contents = repo.contents(record, manifest)
     files = {e.path: repo.file_bytes(e, contents) for e in manifest.entries if e.type == FILE}
-    assert files == {"big": big, "small": b"changed later"}
+    assert files == {"big": later_big}
+    return scans
+
+
+def test_without_min_interval_every_scan_streams_its_chunks_up_while_it_reads(make_cfg, repo_for):
+    # Before issue 26 only the first full scan streamed: a rewritten Icinga 2 state file was read
+    # whole into memory and uploaded after the scan, not while it went on.
+    cfg = make_cfg(debounce=0.05, lock__enabled="false")
+    cfg.root.mkdir(parents=True)
+    size = 16 * cfg.chunk_size  # many chunks: many requests in flight while the scan goes on
+    scans = _syncs(cfg, Daemon(cfg, repo_for(cfg)), os.urandom(size), os.urandom(size))
+    full, streamed, _, as_sizes = scans[0]
+    assert full and streamed and as_sizes >= 8, scans
+    later = [s for s in scans[1:] if not s[0] and s[2] + s[3]]
+    assert later and all(streamed and as_sizes >= 8 for _, streamed, _, as_sizes in later), scans
+
+
+def test_with_min_interval_later_syncs_keep_their_chunks_in_memory_for_the_pacer(make_cfg, repo_for):
+    cfg = make_cfg(debounce=0.05, lock__enabled="false", min_interval="paced.state=1h")
+    cfg.root.mkdir(parents=True)
+    size = 16 * cfg.chunk_size
+    scans = _syncs(cfg, Daemon(cfg, repo_for(cfg)), os.urandom(size), os.urandom(size))
+    full, streamed, _, as_sizes = scans[0]
+    assert full and streamed and as_sizes >= 8, scans
+    later = [s for s in scans[1:] if not s[0]]
+    assert later and all(not streamed and not as_sizes for _, streamed, _, as_sizes in later), scans
 
 
 def test_a_first_scan_that_streamed_and_found_a_named_root_missing_reads_the_tree_again_without_a_failed_cycle(

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from statesync.restore.apply import restore
+from statesync.snapshot.chunking import DEFAULT_CHUNK_SIZE
 
 from ..ha_support import node_repo
 from ..sidecar import Sidecar
@@ -27,8 +28,9 @@ from ..support import wait_for
 pytestmark = [pytest.mark.consul, pytest.mark.slow]
 
 NAMES = st.sampled_from(["a", "b", "c", "d/e", "d/f"])
-# Sizes around the chunk size (256 KiB) so that files have one, two or three chunks.
-CONTENT = st.tuples(st.integers(0, 2**32), st.sampled_from([0, 10, 4096, 262_144, 300_000, 600_000]))
+# Sizes around the default chunk size so that files have one, two or three chunks.
+CONTENT = st.tuples(st.integers(0, 2**32), st.sampled_from(
+    [0, 10, 4096, DEFAULT_CHUNK_SIZE, DEFAULT_CHUNK_SIZE + 40_000, 2 * DEFAULT_CHUNK_SIZE + 80_000]))
 OPS = st.one_of(
     st.tuples(st.just("write"), NAMES, CONTENT),
     st.tuples(st.just("revert"), NAMES, st.integers(0, 5)),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from statesync.snapshot.chunking import DEFAULT_CHUNK_SIZE
 from statesync.snapshot.record import Record, suspicious_drop
 
 from ..ha_support import node_repo
@@ -112,7 +113,7 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
     root = tmp_path / "root"
     root.mkdir()
     (root / "keep.conf").write_text("unchanged")
-    a, b, c, d = (os.urandom(300_000) for _ in range(4))  # two chunks each
+    a, b, c, d = (os.urandom(DEFAULT_CHUNK_SIZE + 50_000) for _ in range(4))  # two chunks each
     sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, keep=2, gc_interval=1, gc_grace=0, lock_enabled="false")
     repo = node_repo([consul.addr], prefix)
     try:
@@ -120,7 +121,7 @@ def test_a_file_that_returns_to_content_collected_by_gc_restores_byte_identical(
             (root / "state").write_bytes(content)
             wait_for(lambda: _head_holds(repo, "state", content), 120, "the commit of a new version",
                      details=sidecar.output)
-        chunk_of_a = hashlib.sha256(a[:256 * 1024]).hexdigest()
+        chunk_of_a = hashlib.sha256(a[:DEFAULT_CHUNK_SIZE]).hexdigest()
         ticks = iter(range(10**6))
 
         def collected() -> bool:

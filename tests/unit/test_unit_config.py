@@ -50,7 +50,7 @@ def test_defaults_apply_when_nothing_is_set():
     assert c.role is None  # no default role: run refuses to guess one
     assert c.path_filter.include == ("**",)
     assert c.path_filter.exclude == DEFAULT_EXCLUDES
-    assert (c.keep, c.chunk_size) == (10, 256 * 1024)
+    assert (c.keep, c.chunk_size) == (10, 352 * 1024)
     assert (c.debounce, c.max_wait) == (0.5, 5.0)
     assert (c.full_scan_interval, c.gc_interval, c.gc_grace) == (300.0, 600.0, 300.0)
     assert (c.log_format, c.log_level) == ("auto", "info")
