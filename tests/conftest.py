@@ -3,6 +3,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import os
+import ssl
 from pathlib import Path
 
 import pytest
@@ -141,3 +142,18 @@ def engine():
     except EngineError as exc:
         pytest.fail(f"container engine unavailable: {exc}", pytrace=False)
     return Engine()
+
+
+@pytest.fixture
+def python_313_defaults(monkeypatch):
+    """``ssl.create_default_context`` as Python 3.13 builds it, on any Python: strict X.509 (which
+    refuses certificates without key identifiers, as Icinga 2 issues them) and partial chains on
+    by default."""
+    original = ssl.create_default_context
+
+    def strict(*args, **kwargs):
+        ctx = original(*args, **kwargs)
+        ctx.verify_flags |= ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)

@@ -28,20 +28,6 @@ from ..icinga import Node
 from ..support import free_ports, wait_for
 
 PASSWORD = "root-" + secrets.token_hex(8)
-PY313_FLAGS = ssl.VERIFY_X509_STRICT | ssl.VERIFY_X509_PARTIAL_CHAIN
-
-
-@pytest.fixture
-def python_313_defaults(monkeypatch):
-    """``ssl.create_default_context`` as Python 3.13 builds it: strict X.509 on by default."""
-    original = ssl.create_default_context
-
-    def strict(*args, **kwargs):
-        ctx = original(*args, **kwargs)
-        ctx.verify_flags |= PY313_FLAGS
-        return ctx
-
-    monkeypatch.setattr(ssl, "create_default_context", strict)
 
 
 @pytest.fixture(scope="module")
