@@ -2,8 +2,8 @@
 """The cost of one Icinga 2 state dump through the daemon, two versions of statesync side by side
 (issue 26, item 3).
 
-    .venv/bin/python bench/dump_cost.py --fixtures S,L --baseline int25       # about 10 minutes
-    .venv/bin/python bench/dump_cost.py --fixtures S --ticks 3 --rounds 1     # a quick look
+    .venv/bin/python bench/dump_cost.py --fixtures S,L --baseline issue-25    # about 10 minutes
+    .venv/bin/python bench/dump_cost.py --quick                               # the tiny fixture, no baseline
 
 For each fixture (bench/icinga_state.py) and each round, each version in turn (the baseline
 commit, exported with ``git archive``, and this working tree; alternating, so that both see the
@@ -248,7 +248,9 @@ def markdown(report: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", default="S", help="comma-separated: tiny, S, L (default S)")
-    ap.add_argument("--baseline", default="int25", help="the commit to compare with (default int25)")
+    ap.add_argument("--baseline", default="issue-25", help="the commit to compare with (default issue-25; '' for none)")
+    ap.add_argument("--quick", action="store_true", help="the tiny fixture, one dump, no baseline: proves every figure "
+                    "can be measured (bench/run.py --quick)")
     ap.add_argument("--ticks", type=int, default=3, help="dumps timed per run (default 3)")
     ap.add_argument("--rounds", type=int, default=2, help="runs of each version, alternating (default 2)")
     ap.add_argument("--restores", type=int, default=3, help="restores timed per run (default 3)")
@@ -257,6 +259,8 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=REPO / "bench/results/dump-cost.json")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new one in /tmp)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.fixtures, args.baseline, args.ticks, args.rounds, args.restores = "tiny", "", 1, 1, 1
     consul_bin = find_consul()
     if consul_bin is None:
         _say("no consul binary: run scripts/setup.sh (or set STATESYNC_CONSUL_BIN)")
@@ -264,12 +268,12 @@ def main(argv=None) -> int:
     work = Path(tempfile.mkdtemp(prefix="statesync-dump-bench-", dir=args.workdir))
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["bench/dump_cost.py", *(argv if argv is not None else sys.argv[1:])]),
-              "baseline": subprocess.run(["git", "-C", str(REPO), "rev-parse", args.baseline], check=True,
-                                         capture_output=True, text=True).stdout.strip(),
+              "baseline": args.baseline and subprocess.run(["git", "-C", str(REPO), "rev-parse", args.baseline],
+                                                            check=True, capture_output=True, text=True).stdout.strip(),
               "new": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                                     capture_output=True, text=True).stdout.strip(),
               "cpus": os.cpu_count(), "load_at_start": os.getloadavg(), "results": {}}
-    versions = {"baseline": export(args.baseline, work / "baseline"), "new": REPO}
+    versions = ({"baseline": export(args.baseline, work / "baseline")} if args.baseline else {}) | {"new": REPO}
     try:
         for fixture in args.fixtures.split(","):
             hosts, services = icinga_state.FIXTURES[fixture]
@@ -288,9 +292,10 @@ def main(argv=None) -> int:
                                                  args.restores))
             res = {"file_bytes": files[0].stat().st_size, "runs": runs, "ceilings": ceilings(files),
                    "summary": {v: summary(r) for v, r in runs.items()}}
-            b, n = res["summary"]["baseline"], res["summary"]["new"]
-            res["ratio"] = {k: round(n[k] / b[k], 3) for k in ("rename_to_head_s", "cpu_s", "bytes_written",
-                                                                 "restore_s")}
+            if "baseline" in res["summary"]:
+                b, n = res["summary"]["baseline"], res["summary"]["new"]
+                res["ratio"] = {k: round(n[k] / b[k], 3) for k in ("rename_to_head_s", "cpu_s", "bytes_written",
+                                                                     "restore_s")}
             report["results"][fixture] = res
             shutil.rmtree(gen, ignore_errors=True)
     finally:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Enrolment at scale (issue 26): N satellite registrations at once against a real master. Not a CI test.
 
-    .venv/bin/python bench/enrol_scale.py                      # 200 at once, int25 (before) and this checkout
+    .venv/bin/python bench/enrol_scale.py                      # 200 at once, issue-25 (before) and this checkout
     .venv/bin/python bench/enrol_scale.py -n 20 --before ''    # this checkout only, small
 
 One real Consul (a single server with a data dir), and per code under test one real master:
@@ -132,10 +132,18 @@ def table(results: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def markdown(report: dict) -> str:
+    return (f"Run of {report['when']} ({report['cpus']} CPUs, Icinga 2 {report['icinga']}).\n\n"
+            + table(report["results"]) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=200, help="registrations written at once (default 200)")
-    ap.add_argument("--before", default="int25", help="git ref whose sidecar runs the same burst first ('' for none)")
+    ap.add_argument("--before", default="issue-25", help="git ref whose sidecar runs the same burst first ('' for none)")
+    ap.add_argument("--quick", action="store_true", help="5 registrations at once, no baseline: proves every figure "
+                    "can be measured (bench/run.py --quick)")
+    ap.add_argument("--json", type=Path, default=REPO / "bench/results/enrol-scale.json")
     ap.add_argument("--icinga-root", default="", help="an Icinga 2 root of scripts/icinga_roots.sh (default: the host's)")
     ap.add_argument("--writers", type=int, default=32, help="threads writing the registrations (default 32)")
     ap.add_argument("--spread", type=lambda v: [float(x) for x in v.split(",")], default=[0.0, 8.0],
@@ -143,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs) for a look afterwards")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds each burst may take at most")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.n, args.before, args.spread = 5, "", [0.0]
     icinga.require_nodes(args.icinga_root)
     work = Path(tempfile.mkdtemp(prefix="statesync-enrol-bench-"))
     consul = ConsulAgent(find_consul(), dev=False, workdir=str(work / "consul")).start()
@@ -160,13 +170,12 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}")
-    out = REPO / "bench/results"
-    out.mkdir(exist_ok=True)
     doc = {"when": datetime.now(timezone.utc).isoformat(timespec="seconds"), "host": platform.node(),
            "cpus": os.cpu_count(), "icinga": ".".join(map(str, icinga.icinga_version(args.icinga_root))),
            "results": results}
-    (out / "enrol-scale.json").write_text(json.dumps(doc, indent=2))
-    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(doc, indent=2))
+    print(markdown(doc))
     return 0 if all(r["complete"] for r in results) else 1
 
 

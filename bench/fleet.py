@@ -4,7 +4,7 @@ per process, all from 127.0.0.1, with the project's own ``Guard`` (its blocking 
 checks). Not a CI test: nothing here is asserted.
 
     .venv/bin/python bench/fleet.py                          # N = 100, 500, 1000, 2000; ~10 min
-    .venv/bin/python bench/fleet.py --sizes 100 --idle 5     # a quick look
+    .venv/bin/python bench/fleet.py --quick                  # 20 guards, no baseline: under a minute
     .venv/bin/python bench/fleet.py --baseline-sizes ""      # without the code before the change
 
 For each N: the guards start and read the published CA (nodes enrolled under it), Consul's CPU
@@ -233,11 +233,28 @@ def baseline_tree(ref: str, work: Path) -> str:
     return str(dest)
 
 
+def markdown(report: dict) -> str:
+    lines = [f"Run of {report['started']} ({report['seconds']} s, {report['cpus']} CPUs, load "
+             f"{report['load_start'][0]:.1f} → {report['load_end'][0]:.1f}); before = {report['baseline_ref']}.", "",
+             "| code | N | ready | detected | p50 / p99 / max | Consul CPU idle / at the change | Consul RSS "
+             "| per guard: memory | threads, connections (started / after the change) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in report["rows"]:
+        lat = "—" if r["p50_s"] is None else f"{r['p50_s']:.2f} / {r['p99_s']:.2f} / {r['max_s']:.2f} s"
+        lines.append(f"| {r['variant']} | {r['n']:,} | {r['ready']:,} | {r['detected']:,} | {lat} "
+                     f"| {r['consul_idle_cpu_pct']:.2f} % / {r['consul_change_cpu_pct']:.0f} % | {r['consul_rss_mib']} MiB "
+                     f"| {r['rss_kib_per_guard']:.0f} KiB | {r['threads_per_guard']:.2f}, {r['connections_per_guard']:.2f} / "
+                     f"{r['threads_per_guard_after_change']:.2f}, {r['connections_per_guard_after_change']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100,500,1000,2000")
     ap.add_argument("--baseline-sizes", default="100,500", help="sizes also run on --baseline-ref's code")
-    ap.add_argument("--baseline-ref", default="int25")
+    ap.add_argument("--baseline-ref", default="issue-25", help="git ref of the code before (default issue-25)")
+    ap.add_argument("--quick", action="store_true", help="20 guards, no baseline, 2 s idle: proves every figure "
+                    "can be measured (bench/run.py --quick)")
     ap.add_argument("--per-process", type=int, default=250, help="guards per worker process")
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idle Consul CPU sampled")
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds a phase may take before it is abandoned")
@@ -250,6 +267,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.quick:
+        args.sizes, args.baseline_sizes, args.idle, args.per_process = "20", "", 2.0, 10
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stopped by PID: stop Consul and the workers too
     sys.path.insert(0, str(REPO))
     from statesync import config
@@ -280,15 +299,7 @@ def main(argv=None) -> int:
            "load_start": load_start, "load_end": os.getloadavg(), "baseline_ref": args.baseline_ref, "rows": rows}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=1) + "\n")
-    print("| code | N | ready | detected | p50 / p99 / max | Consul CPU idle / at the change | Consul RSS "
-          "| per guard: memory | threads, connections (started / after the change) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        lat = "—" if r["p50_s"] is None else f"{r['p50_s']:.2f} / {r['p99_s']:.2f} / {r['max_s']:.2f} s"
-        print(f"| {r['variant']} | {r['n']:,} | {r['ready']:,} | {r['detected']:,} | {lat} "
-              f"| {r['consul_idle_cpu_pct']:.2f} % / {r['consul_change_cpu_pct']:.0f} % | {r['consul_rss_mib']} MiB "
-              f"| {r['rss_kib_per_guard']:.0f} KiB | {r['threads_per_guard']:.2f}, {r['connections_per_guard']:.2f} / "
-              f"{r['threads_per_guard_after_change']:.2f}, {r['connections_per_guard_after_change']:.2f} |")
+    print(markdown(out))
     return 0
 
 

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Benchmarks of statesync against the physical limit of Consul (issue 8). Not a CI test.
+"""Every benchmark of statesync, from one command (issues 8, 17, 26). Not a CI test.
 
-    .venv/bin/python bench/run.py            # full run: a real single server, then a dev agent
-    .venv/bin/python bench/run.py --quick    # tiny sizes, a minute at most: checks the script works
-    .venv/bin/python bench/run.py --only icinga-state --no-docs   # Icinga 2 state dumps (bench/icinga_bench.py)
+    .venv/bin/python bench/run.py            # everything: the figures, then each suite; about two hours
+    .venv/bin/python bench/run.py --quick    # tiny sizes: checks that every figure can be measured
+    .venv/bin/python bench/run.py --only backup,restore,guard,daemon,icinga-state   # the figures only, ~12 min
+    .venv/bin/python bench/run.py --only fleet --no-docs   # one suite (bench/suites.py lists them)
 
 Every figure is taken beside its baseline in the same run (statesync and the raw limit
 alternate repetition by repetition), and medians over the repetitions are reported,
@@ -12,8 +13,13 @@ free loopback ports: ``server`` is a single server with its raft log on disk (th
 headline figures), ``dev`` an in-memory dev agent. See docs/BENCH.md for what each
 figure measures and the last full run.
 
+The suites (bench/suites.py: dump cost, the guard fleet, enrolment at scale, ...) are scripts
+of their own, each run as a process with its own Consul and its own baseline, the code of
+``--baseline`` beside the working tree.
+
 Writes bench/results/latest.json and latest.md (git-ignored); a full run also writes
-docs/BENCH.json and docs/BENCH.md unless --no-docs. Exit status 0 once every figure was
+docs/BENCH.json and docs/BENCH.md (the figures' table, and each suite's table between its
+markers) unless --no-docs. Exit status 0 once every figure was
 measured; goals are reported, never enforced.
 """
 from __future__ import annotations
@@ -39,6 +45,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import raw as rawlib  # noqa: E402
+import suites  # noqa: E402
 
 from statesync import config  # noqa: E402
 from statesync.consul.store import Store  # noqa: E402
@@ -523,6 +530,7 @@ class Bench:
 FIGURES = ("backup", "restore", "guard", "daemon", "icinga-state")
 # Icinga 2 state dumps (bench/icinga_bench.py) against a server of their own, once, not per mode.
 ICINGA_FIXTURES = {"quick": ["S"], "full": ["S", "L"]}
+GROUPS = (*FIGURES, *suites.NAMES)
 
 
 def run_mode(mode: str, consul_bin: str, work: Path, plan: dict, trees: dict, only=FIGURES) -> dict:
@@ -652,8 +660,8 @@ def plain_table(report: dict) -> str:
 
 
 TABLE_BEGIN, TABLE_END = "<!-- bench:begin -->", "<!-- bench:end -->"
-README_INTRO = ("`.venv/bin/python bench/run.py` (about 12 minutes; `--quick` for CI) measures each figure beside "
-                "its baseline in the same run, against a real single Consul server (the headline) and a dev agent; "
+README_INTRO = ("`.venv/bin/python bench/run.py` runs every benchmark (about two hours; `--only` for a part, "
+                "`--quick` for CI) and measures each figure beside its baseline in the same run, against a real single Consul server (the headline) and a dev agent; "
                 "what each figure means, and what limits the goals not met, is in "
                 "[docs/BENCH.md](docs/BENCH.md).\n\n")
 
@@ -679,13 +687,20 @@ def main(argv=None) -> int:
     ap.add_argument("--markdown", type=Path, default=None, help="where to write the markdown table "
                     "(default: next to the JSON, .md)")
     ap.add_argument("--no-docs", action="store_true", help="a full run: do not update docs/BENCH.json and docs/BENCH.md")
-    ap.add_argument("--only", default=",".join(FIGURES),
-                    help="figure groups to measure (a partial run for profiling; the table needs all): "
-                         + ",".join(FIGURES) + " (restore also gives the incremental and raft figures)")
+    ap.add_argument("--only", default=",".join(GROUPS),
+                    help="groups to measure (a partial run, e.g. for profiling; the table needs all): "
+                         + ",".join(GROUPS) + " (restore also gives the incremental and raft figures; "
+                         "the last ones are the suites of bench/suites.py, each a script of its own)")
+    ap.add_argument("--baseline", default=suites.DEFAULT_BASELINE,
+                    help="git ref of the code before, for the suites that compare two versions "
+                         f"(default {suites.DEFAULT_BASELINE})")
     ap.add_argument("--workdir", type=Path, default=None, help="scratch directory (default: a new one in /tmp)")
     ap.add_argument("--render", type=Path, default=None, metavar="JSON",
                     help="measure nothing: rewrite docs/BENCH.md's and README's tables from a full run's JSON")
     args = ap.parse_args(argv)
+    unknown = sorted(set(args.only.split(",")) - set(GROUPS))
+    if unknown:
+        ap.error(f"unknown group(s) {', '.join(unknown)}; the groups are {','.join(GROUPS)}")
     if args.render is not None:
         report = json.loads(args.render.read_text())
         md = markdown(report)
@@ -712,26 +727,36 @@ def main(argv=None) -> int:
         trees["c"].mkdir()
         (trees["c"] / "big.dat").write_bytes(os.urandom(plan["big"]))
         only = args.only.split(",")
-        if set(only) - {"icinga-state"}:
+        if set(only) & (set(FIGURES) - {"icinga-state"}):
             for mode in args.modes.split(","):
                 report["modes"][mode] = run_mode(mode, consul_bin, work, plan, trees, only)
         if "icinga-state" in only:
             import icinga_bench
             fixtures = ICINGA_FIXTURES["quick" if args.quick else "full"]
             report["icinga_state"] = icinga_bench.run(consul_bin, work, fixtures, say=say)
+        for suite in suites.by_name(only):
+            report.setdefault("suites", {})[suite.name] = suites.run(suite, args.quick, args.baseline, work, say)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["duration_s"] = round(time.monotonic() - started, 1)
     report["load_end"] = os.getloadavg()[0]
     report["busy"] = sorted(set(report["busy"]) | set(busy_processes()))
-    if args.only != ",".join(FIGURES):
+    if not args.quick and not args.no_docs:
+        for name, result in report.get("suites", {}).items():
+            suite = suites.by_name([name])[0]
+            if suites.update_block(REPO / "docs/BENCH.md", name, suites.render(suite, result)):
+                say(f"docs/BENCH.md: rewrote the table of {name}")
+    if not set(FIGURES) <= set(args.only.split(",")):
         json_path = args.json
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         if report.get("icinga_state"):
             import icinga_bench
             print(icinga_bench.markdown(report["icinga_state"]))
-        say(f"partial run: wrote {json_path} only")
+        for name, result in report.get("suites", {}).items():
+            print(f"\n## {name}\n\n" + suites.render(suites.by_name([name])[0], result))
+        say(f"partial run: wrote {json_path}" + (", the suites' tables in docs/BENCH.md" if report.get("suites")
+                                                and not args.quick and not args.no_docs else " only"))
         return 0
     md = markdown(report)
     targets = [(args.json, args.markdown or args.json.with_suffix(".md"))]
