@@ -168,8 +168,7 @@ def profile_run(code: Path, out: Path) -> None:
     def start_thread_profile(*_):
         p = cProfile.Profile()
         profiles.append(p)
-        threading.setprofile(None)
-        sys.setprofile(None)
+        sys.setprofile(None)  # this thread's hook only: every thread started later gets one too
         p.enable()
 
     from statesync.cli.main import main as cli_main

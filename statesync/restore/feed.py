@@ -36,9 +36,13 @@ MAX_BATCH_CHUNKS = 4096
 # Batches fetched ahead of the one being written, each in a thread of its own (the transport
 # gives each its own keep-alive connection): Consul's answer, its JSON and base64, the
 # decompression and every chunk's check run while the files of the batch before are hashed
-# and written, and hashlib, zstandard and the socket let go of the GIL. Memory holds this many
-# batches more. Measured at L (bench/restore_limit.py): two keep both cores busy, a third gains nothing.
+# whole and written, as hashlib, zstandard and the socket let go of the GIL. Memory holds this
+# many batches more. Fetching a batch costs about twice the CPU of writing it, hence two. A third
+# thread that hashed a file whole beside its writing made the restore at L slower on two cores,
+# not faster (1.18-1.64 s against 0.94-1.62 s over five runs each: the GIL's hand-offs cost more).
 PREFETCH = 2
+
+
 class ChunkFeed:
     """A snapshot's file contents a chunk at a time, verified, decrypted and decompressed,
     fetched ahead in batches of about ``batch_bytes`` in the order ``write_tree`` writes the
