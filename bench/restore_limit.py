@@ -31,12 +31,17 @@ before each), timed as a process from start to exit:
 - *start*: ``statesync --version``, the interpreter's start and statesync's imports, which every
   restore pays before its first byte: "net of its start" subtracts it, repetition by repetition.
 
+Every Python process runs from compiled bytecode (a cache in the scratch directory), as an installed
+statesync does: pip compiles a wheel's modules at install time. A first round of every contender
+warms that cache and the page cache and is not counted.
 Every restored tree is checked byte for byte against the backed-up root (untimed). Medians over
 the repetitions, and the per-repetition ratios statesync ÷ floor and ÷ kv export (their medians).
 
 ``--profile``: one more restore per version at the largest fixture, in a process of its own under
 cProfile (every thread profiled), with wall timers around its phases (imports, manifest, fetching
-and writing the tree, syncfs, the swap); the profile's own time grouped by what it is spent on.
+and writing the tree, syncfs, the swap); the profile's own time grouped by what it is spent on. A
+thread's time in a C call includes waiting for the GIL, so with threads the groups add up to more
+than the wall time and say where each thread stood, not what the CPU did.
 """
 from __future__ import annotations
 
@@ -152,8 +157,8 @@ def _group(key: tuple, file: str) -> str:
         return "HTTP"
     if "writeback" in name or "sync_file_range" in name:
         return "start writeback"
-    if "lock" in name and key[0] == "~":
-        return "waiting (locks, queues)"
+    if ("lock" in name or "queue" in name.lower()) and key[0] == "~":
+        return "waiting (locks, queues: idle threads)"
     return "other Python"
 
 
@@ -323,6 +328,11 @@ def run_fixture(fixture: str, consul_bin: str, work: Path, versions: dict[str, P
     env = clean_env()
     env.update(CONSUL_HTTP_ADDR=agent.addr, STATESYNC_PREFIX=prefix, STATESYNC_ROOT=str(root),
                STATESYNC_NODE=NODE, STATESYNC_LOG_FORMAT="json", STATESYNC_ALLOW_PLAINTEXT_SECRETS="true")
+    # From compiled bytecode, as installed (pip compiles a wheel's modules at install time), not
+    # compiling every module at every start as PYTHONDONTWRITEBYTECODE without a cache would; the
+    # cache lives in the scratch directory, never beside the sources.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
     cfg_env = {k: v for k, v in env.items() if k.startswith(("CONSUL_", "STATESYNC_"))}
     out: dict = {"fixture": fixture, "state_file_bytes": state.stat().st_size}
     try:
@@ -346,7 +356,7 @@ def run_fixture(fixture: str, consul_bin: str, work: Path, versions: dict[str, P
         cmds["start"] = ([sys.executable, "-m", "statesync", "--version"], {**env, "PYTHONPATH": str(REPO)}, REPO)
         times: dict[str, list[float]] = {name: [] for name in cmds}
         names = list(cmds)
-        for rep in range(reps):
+        for rep in range(-1, reps):  # the first round warms the caches (bytecode, pages) and is not counted
             order = names[rep % len(names):] + names[:rep % len(names)]
             for name in order:
                 shutil.rmtree(target, ignore_errors=True)
@@ -367,8 +377,10 @@ def run_fixture(fixture: str, consul_bin: str, work: Path, versions: dict[str, P
                     if got != expected:
                         wrong = sorted(k for k in expected.keys() | got.keys() if expected.get(k) != got.get(k))
                         raise RuntimeError(f"{name}: the restored tree differs from the root: {wrong[:5]}")
-                times[name].append(round(seconds, 4))
-            _say(f"  [{fixture}] rep {rep + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
+                if rep >= 0:
+                    times[name].append(round(seconds, 4))
+            if rep >= 0:
+                _say(f"  [{fixture}] rep {rep + 1}/{reps}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names))
         out["times_s"] = times
         out["median_s"] = {n: statistics.median(t) for n, t in times.items()}
         out["ratios"] = {}
