@@ -429,18 +429,33 @@ def markdown(report: dict) -> str:
         if report.get("baseline"):
             row.append(f"{r['statesync (baseline) ÷ floor']['median']:.2f}")
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "| fixture | ratio | median | per repetition |", "|---|---|---|---|"]
     for fixture, res in report["results"].items():
         for name, r in res["ratios"].items():
-            lines.append(f"\n{fixture}, {name}, per repetition: {', '.join(f'{x:.2f}' for x in r['per_rep'])}")
+            lines.append(f"| {fixture} | {name} | {r['median']:.2f} | {', '.join(f'{x:.2f}' for x in r['per_rep'])} |")
     for fixture, res in report["results"].items():
-        for name, p in res.get("profile", {}).items():
-            lines += ["", f"{fixture}, {name}: {p['wall_s']:.3f} s in the profiled process ({p['threads']} "
-                      "thread(s) profiled)", "", "| phase (wall) | s | share |", "|---|---|---|"]
-            total = sum(p["phases_s"].values())
-            lines += [f"| {k} | {v:.3f} | {100 * v / total:.0f} % |" for k, v in p["phases_s"].items()]
-            lines += ["", "| profile: time in | s | share |", "|---|---|---|"]
-            total = sum(p["profile_s"].values())
-            lines += [f"| {k} | {v:.3f} | {100 * v / total:.0f} % |" for k, v in p["profile_s"].items() if v >= 0.005]
+        profiles = res.get("profile", {})
+        if not profiles:
+            continue
+        names = list(profiles)
+        lines += ["", f"{fixture}, one restore per version under cProfile (wall time of the profiled process: "
+                  + ", ".join(f"{n} {profiles[n]['wall_s']:.3f} s, {profiles[n]['threads']} thread(s)" for n in names)
+                  + "):", "", "| phase (wall) | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for phase in PHASES:
+            cells = []
+            for n in names:
+                ph = profiles[n]["phases_s"]
+                cells.append(f"{ph.get(phase, 0.0):.3f} s ({100 * ph.get(phase, 0.0) / sum(ph.values()):.0f} %)")
+            lines.append(f"| {phase} | " + " | ".join(cells) + " |")
+        groups = sorted({g for n in names for g in profiles[n]["profile_s"]},
+                        key=lambda g: -max(profiles[n]["profile_s"].get(g, 0.0) for n in names))
+        lines += ["", "| profile: time in | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for g in groups:
+            cells = []
+            for n in names:
+                pr = profiles[n]["profile_s"]
+                cells.append(f"{pr.get(g, 0.0):.3f} s ({100 * pr.get(g, 0.0) / sum(pr.values()):.0f} %)")
+            lines.append(f"| {g} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
