@@ -39,7 +39,7 @@ MAX_BATCH_CHUNKS = 4096
 # whole and written, as hashlib, zstandard and the socket let go of the GIL. Memory holds this
 # many batches more. Fetching a batch costs about twice the CPU of writing it, hence two. A third
 # thread that hashed a file whole beside its writing made the restore at L slower on two cores,
-# not faster (1.18-1.64 s against 0.94-1.62 s over five runs each: the GIL's hand-offs cost more).
+# not faster: the GIL's hand-offs cost more (docs/BENCH.md, "Restore against its real limit").
 PREFETCH = 2
 
 
