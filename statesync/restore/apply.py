@@ -13,25 +13,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import grp
-import hashlib
 import os
 import pwd
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import structlog
 
-from ..consul.settings import READ_BATCH_BYTES
 from ..disk import INTERNAL_PREFIX, QUARANTINE_DIR, STAGING_PREFIX, STATE_DIRS
-from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
-from ..fsutil import sync_filesystem
-from ..repo.repository import _SEAL_SLACK, Repo
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
+from ..errors import RestoreRefused, StatesyncError, UnsafePath
+from ..fsutil import start_writeback, sync_filesystem
+from ..repo.repository import Repo
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest
 from ..snapshot.record import Record
 from ..tree.dirfd import DIR_FLAGS, DirChain, open_below
+from .feed import ChunkFeed, tree_ordered
 from .rootlock import hold_root, holds
 from .swap import ASIDE_DIR, JOURNAL, exists, recover, swap  # noqa: F401 (ASIDE_DIR, JOURNAL: the interface)
 from .swap import remove_tree as _remove_tree
@@ -97,108 +96,6 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
     return manifest, lambda entry: repo.file_bytes(entry, contents)
 
 
-def tree_ordered(entries: tuple[Entry, ...]) -> tuple[Entry, ...] | list[Entry]:
-    """``entries`` in tree order (``tree_order``), the order ``write_tree`` writes them in.
-
-    A manifest is stored in path order, which is tree order unless a name sorts below "/"
-    ("a-b" beside a directory "a"): checked first, a pair of keys at a time, such entries
-    come back as they are, without a sorted copy or a copy of every path as its key."""
-    previous = ""
-    for e in entries:
-        key = tree_order(e.path)
-        if key <= previous:
-            return sorted(entries, key=lambda e: tree_order(e.path))
-        previous = key
-    return entries
-
-
-# Chunks fetched at a time at most, whatever their bytes: a batch of tiny files is a few
-# hundred kilobytes of chunks and tables instead of tens of megabytes, at the same number
-# of Consul transactions (get_many cuts a batch into transactions of its own anyway).
-MAX_BATCH_CHUNKS = 4096
-
-
-class ChunkFeed:
-    """A snapshot's file contents a chunk at a time, verified, decrypted and decompressed,
-    fetched ahead in batches of about ``batch_bytes`` in the order ``write_tree`` writes the
-    files (``order``): memory holds about one batch, never a whole file, let alone the whole
-    snapshot. Raises CorruptData as soon as a chunk, or a file's whole content, fails its check.
-
-    It keeps no table per chunk or per file: what comes next is read off the entries in tree
-    order, and a chunk stays cached while the batch that fetched it looks ahead to it."""
-
-    def __init__(self, repo: Repo, record: Record, manifest: Manifest, batch_bytes: int = READ_BATCH_BYTES,
-                 order: tuple[Entry, ...] | list[Entry] | None = None):
-        self.repo, self.record, self.batch_bytes = repo, record, batch_bytes
-        self.order = tree_ordered(manifest.entries) if order is None else order
-        self._chunk_size = record.chunk_size or repo.chunk_size
-        self._next = 0  # where in ``order`` the next file asked for is looked for
-        self._cache: dict[str, bytes] = {}
-        if any(e.sealed for e in self.order if e.type == FILE and not e.link):
-            repo._check_key(record.key_id)  # before anything is staged: a missing key is no corruption
-
-    def file_chunks(self, e: Entry) -> Iterator[bytes]:
-        # A file of one plain chunk was verified under this very address as the chunk was read.
-        whole = None if e.chunks == (e.sha256,) else self.repo.sealer.hasher() if e.sealed else hashlib.sha256()
-        at = self._locate(e)
-        size = 0
-        for j, d in enumerate(e.chunks):
-            piece = self._cache.get(d)
-            if piece is None:
-                self._fetch(e, at, j)
-                piece = self._cache[d]
-            if whole is not None:
-                whole.update(piece)
-            size += len(piece)
-            yield piece
-        if size != e.size:
-            raise CorruptData(f"{e.path}: content is {size} bytes, the manifest says {e.size}")
-        if whole is not None and whole.hexdigest() != e.sha256:
-            raise CorruptData(f"content {e.sha256[:16]}… fails its sha256 check after joining chunks")
-
-    def _locate(self, e: Entry) -> int | None:
-        """The index of ``e`` in ``order``, or None for one asked for out of order, which is
-        then fetched alone. Files are asked for in that order: the walk over it is linear."""
-        order, i = self.order, self._next
-        while i < len(order) and order[i] is not e:
-            i += 1
-        if i == len(order):
-            return None
-        self._next = i + 1
-        return i
-
-    def _ahead(self, e: Entry, at: int | None, j: int) -> Iterator[tuple[str, int, bool]]:
-        """Each chunk reference from chunk ``j`` of ``e`` on, in the order they will be asked
-        for: its digest, the size it is expected to have (sealed ones a little more), and
-        whether it is sealed."""
-        order = (e,) if at is None else self.order
-        step = self._chunk_size
-        for i in range(0 if at is None else at, len(order)):
-            f = order[i]
-            if f.type != FILE or f.link:
-                continue
-            slack = _SEAL_SLACK if f.sealed else 0
-            for k in range(j if f is e else 0, len(f.chunks)):
-                yield f.chunks[k], max(0, min(step, f.size - k * step)) + slack, f.sealed
-
-    def _fetch(self, e: Entry, at: int | None, j: int) -> None:
-        sizes: dict[str, int] = {}
-        sealed: set[str] = set()
-        size = 0
-        for d, expected, is_sealed in self._ahead(e, at, j):
-            if sizes and (size >= self.batch_bytes or len(sizes) >= MAX_BATCH_CHUNKS):
-                break
-            if d not in sizes:
-                size += expected
-            sizes[d] = max(expected, sizes.get(d, 0))
-            if is_sealed:
-                sealed.add(d)
-        # What the batch no longer looks ahead to is dropped: memory holds one batch.
-        self._cache = {d: v for d, v in self._cache.items() if d in sizes}
-        wanted = sizes.keys() - self._cache.keys()
-        self._cache.update(self.repo.fetch_chunks(wanted - sealed, sealed & wanted, self.record.key_id, sizes))
-
-
 def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             progress: Progress | None = None, subtrees: tuple[str, ...] = (),
             manifest: Manifest | None = None) -> RestoreResult:
@@ -235,7 +132,10 @@ def restore(repo: Repo, record: Record, root: Path, force: bool = False,
             candidate = root / f"{STAGING_PREFIX}{secrets.token_hex(4)}"
             candidate.mkdir(mode=0o700)
             staging = candidate  # ours once mkdir made it: never clean up a directory we did not make
-            write_tree(staging, manifest, feed.file_chunks, progress, feed.order)
+            try:
+                write_tree(staging, manifest, feed.file_chunks, progress, feed.order)
+            finally:
+                feed.close()  # no fetch outlives the tree it was for, written or failed
             names = [n for n in subtrees if exists(staging / n)] if subtrees else _top_names(manifest)
             aside = swap(root, staging, existing, names)
         except BaseException as exc:
@@ -407,16 +307,28 @@ def owner_of(e: Entry) -> tuple[int, int]:
     return uid, gid
 
 
+# A file's bytes written before the disk is asked to start on them (fsutil.start_writeback).
+# Smaller files are left to the one sync of the tree: a call per file would cost more than it saves.
+WRITEBACK_BYTES = 8 << 20
+
+
 def _write_file(path: str, e: Entry, data: bytes | Iterable[bytes], owner: tuple[int, int] | None,
                 dir_fd: int | None = None) -> None:
     """Create ``path`` (relative to ``dir_fd`` when given) with ``data``, the ``owner`` (uid, gid;
     None: leave it), mode and mtime of ``e``. Not synced: write_tree syncs the whole tree once."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
     try:
+        flushed = written = 0
         for piece in (data,) if isinstance(data, bytes) else data:
             view = memoryview(piece)
             while view:
                 view = view[os.write(fd, view):]
+            written += len(piece)
+            if written - flushed >= WRITEBACK_BYTES:
+                # The disk writes this part while the rest is fetched and written: the final sync
+                # of the tree then waits for the tail only, not for a whole large file.
+                start_writeback(fd, flushed, written - flushed)
+                flushed = written
         if owner is not None:
             os.fchown(fd, *owner)
         os.fchmod(fd, e.mode)

@@ -113,7 +113,7 @@ def test_backup_and_restore_of_a_large_file_stay_within_256_mb_of_memory(consul,
 @pytest.mark.consul
 def test_a_restore_holds_only_the_chunks_its_batch_looks_ahead_to_and_fetches_a_far_repeat_again(
         consul, prefix, tmp_path, make_cfg, repo_for):
-    from statesync.restore.apply import ChunkFeed
+    from statesync.restore.feed import ChunkFeed
     from statesync.snapshot.manifest import FILE, tree_order
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
@@ -143,7 +143,7 @@ def test_a_restore_holds_only_the_chunks_its_batch_looks_ahead_to_and_fetches_a_
 @pytest.mark.consul
 def test_a_restore_fetches_the_files_of_a_tree_in_one_batch_however_many_directories_lie_between_them(
         consul, prefix, tmp_path, make_cfg, repo_for):
-    from statesync.restore.apply import ChunkFeed
+    from statesync.restore.feed import ChunkFeed
     from statesync.snapshot.manifest import FILE, tree_order
     root = tmp_path / "root"
     for i in range(30):
