@@ -80,7 +80,7 @@ from tests.support import ConsulAgent, clean_env, find_consul, statesync_cmd, st
 SIDECAR_IMAGE = "statesync-bench:rto"
 MASTER = "icinga-master"
 STATE_DIR = "/data/var/lib/icinga2"
-PHASES = ("restore", "ready", "icinga", "state", "api")
+PHASES = ("restore", "ready", "icinga", "state", "activated", "api")
 CA_FINGERPRINT = "openssl x509 -noout -fingerprint -sha256 -in /var/lib/icinga2/ca/ca.crt"
 
 
@@ -130,6 +130,7 @@ class Lab:
         self.secrets = prepare_stack_dir(self.dir, ("consul.yml", "master.yml", "icinga-start.sh"))
         self.password = (self.secrets / "icinga_api_password").read_text().strip()
         self.state_file = state_file
+        self.objects_conf = state_file.parent / "statesync-bench-objects.conf"
         self.network = unique_name("rtonet")
         self.env = {"STATESYNC_NETWORK": self.network, "CONSUL_IMAGE": CONSUL, "ICINGA_IMAGE": self.image.tag,
                     "STATESYNC_IMAGE": SIDECAR_IMAGE, "ICINGA_API_PUBLISH": "127.0.0.1::5665",
@@ -188,28 +189,57 @@ def timed_up(lab: Lab, stack: Compose, cafile: Path | None, timeout: float) -> d
     side, icinga = stamped_lines(stack.container_id("statesync")), stamped_lines(stack.container_id("icinga2"))
     at = {"restore": first(side, event("restored an empty root"), t0), "ready": first(side, event("ready"), t0),
           "icinga": first(icinga, lambda s: "Icinga application loader" in s, t0),
-          "state": first(icinga, lambda s: "information/ConfigObject: Restored" in s, t0)}
+          "state": first(icinga, lambda s: "information/ConfigObject: Restored" in s, t0),
+          "activated": first(icinga, lambda s: "Activated all objects" in s, t0)}
     phases = {"up": round(up_s, 3), **{k: None if v is None else round(v - t0, 3) for k, v in at.items()},
               "api": round(api_s, 3)}
+    objects = next((text.split("Restored ", 1)[1].split()[0] for _, text in icinga
+                    if "information/ConfigObject: Restored" in text), None)
     restored = event_fields(side, "restored an empty root")
     ready = event_fields(side, "ready")
     return {"phases": phases, "action": ready.get("action"), "restored_files": restored.get("files"),
-            "restored_bytes": restored.get("bytes")}
+            "restored_bytes": restored.get("bytes"), "icinga_restored_objects": objects and int(objects)}
 
 
 def sh(stack: Compose, service: str, script: str) -> str:
     return stack.exec(service, "sh", "-c", script, timeout=120).stdout.strip()
 
 
-def place_state(lab: Lab, stack: Compose, timeout: float) -> None:
-    """Stop Icinga 2, rename the L state file into the volume as Icinga writes it, and wait for the
-    running sidecar to commit it: the next snapshot holds it, whatever Icinga dumped at its stop."""
-    docker("stop", "-t", "60", stack.container_id("icinga2"), timeout=120)
+OBJECTS_CONF = "/data/etc/icinga2/conf.d/statesync-bench-objects.conf"
+
+
+def objects_conf(fixture: str) -> str:
+    """Icinga 2 configuration of the fixture's hosts and services, by the names of its state file's
+    records, so that Icinga restores their state into them as a real master of that size does.
+    Active checks are off (a loaded 2-core machine cannot run 210,000); hosts carry no address,
+    which keeps the image's conf.d/services.conf from applying its own services to them."""
+    hosts, services = icinga_state.FIXTURES[fixture]
+    kinds = ", ".join(f'"{k}"' for k, _ in icinga_state.KINDS[:services])
+    lines = ["// bench/stack_rto.py: the objects of the state file of bench/icinga_state.py",
+             f'template Host "statesync-bench-host" {{ check_command = "dummy"; enable_active_checks = false;'
+             f" vars.statesync_bench_kinds = [ {kinds} ] }}"]
+    lines += [f'object Host "host-{i:05d}.dc{i % 4 + 1}.example.com" {{ import "statesync-bench-host" }}'
+              for i in range(hosts)]
+    lines.append('apply Service for (kind in host.vars.statesync_bench_kinds) { check_command = "dummy";'
+                 " enable_active_checks = false; assign where host.vars.statesync_bench_kinds }")
+    return "\n".join(lines) + "\n"
+
+
+def place_state(lab: Lab, stack: Compose, objects: bool, timeout: float) -> float:
+    """Stop Icinga 2, rename the state file into the volume as Icinga writes it (with ``objects``
+    the configuration of its objects too, else none), and wait for the running sidecar to commit
+    it: the next snapshot holds it, whatever Icinga dumped at its stop. Returns how long Icinga's
+    stop took (its own program state dump is most of it)."""
+    t_stop = time.monotonic()
+    docker("stop", "-t", "300", stack.container_id("icinga2"), timeout=360)
+    stop_s = time.monotonic() - t_stop
     t0 = time.time()
     tmp = f"{STATE_DIR}/{icinga_state.STATE_FILE}.tmp.bench0"
+    conf = (f"cp /src/{lab.objects_conf.name} {OBJECTS_CONF} && chown 5665:5665 {OBJECTS_CONF}" if objects
+            else f"rm -f {OBJECTS_CONF}")
     docker("run", "--rm", "--network", "none", "-v", f"{stack.project}_icinga-master:/data",
            "-v", f"{lab.state_file.parent}:/src:ro", DEBIAN, "sh", "-c",
-           f"cp /src/{lab.state_file.name} {tmp} && chown 5665:5665 {tmp} && chmod 0600 {tmp}"
+           f"{conf} && cp /src/{lab.state_file.name} {tmp} && chown 5665:5665 {tmp} && chmod 0600 {tmp}"
            f" && sync {tmp} && mv {tmp} {STATE_DIR}/{icinga_state.STATE_FILE}", timeout=timeout)
     size = lab.state_file.stat().st_size
     deadline = time.monotonic() + timeout
@@ -219,6 +249,7 @@ def place_state(lab: Lab, stack: Compose, timeout: float) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the sidecar did not commit the state file within {timeout} s")
         time.sleep(1)
+    return round(stop_s, 3)
 
 
 def lose_volume(stack: Compose) -> None:
@@ -226,7 +257,7 @@ def lose_volume(stack: Compose) -> None:
     stack.down(volumes=True)
 
 
-def run_layout(lab: Lab, reps: int, timeout: float) -> dict:
+def run_layout(lab: Lab, reps: int, variants: tuple[str, ...], timeout: float) -> dict:
     lab.consul.up(wait=120)
     stack = lab.master(f"bench/{lab.network}")
     say(f"== {lab.image.version}: the master's first start, then the state file in")
@@ -244,26 +275,36 @@ def run_layout(lab: Lab, reps: int, timeout: float) -> dict:
     cafile = lab.dir / "old-ca.crt"
     cafile.write_text(sh(stack, "icinga2", "cat /var/lib/icinga2/ca/ca.crt") + "\n")
     old_fp = sh(stack, "icinga2", CA_FINGERPRINT)
-    bare, restored = [], []
+    bare: list[dict] = []
+    rebuilt: dict[str, list[dict]] = {v: [] for v in variants}
+    prev: dict = {}  # the last rebuild's row: the next place_state stops its Icinga 2
     for i in range(reps):
-        place_state(lab, stack, timeout)
-        lose_volume(stack)
-        # The baseline between a loss and its rebuild: the same stack's first start, nothing in Consul.
-        first_start = lab.master(f"bench/{lab.network}-bare{i}")
-        row = timed_up(lab, first_start, None, timeout)
-        row["new_ca"] = sh(first_start, "icinga2", CA_FINGERPRINT) != old_fp
-        first_start.cleanup()
-        bare.append(row)
-        say(f"  [{lab.image.version}] first start {i}: {row['phases']}")
-        row = timed_up(lab, stack, cafile, timeout)
-        row["same_ca"] = sh(stack, "icinga2", CA_FINGERPRINT) == old_fp
-        row["state_file_bytes"] = int(sh(stack, "statesync", f"stat -c %s {STATE_DIR}/{icinga_state.STATE_FILE}"))
-        restored.append(row)
-        say(f"  [{lab.image.version}] rebuild {i}: {row['phases']}, {row['restored_bytes']} bytes restored")
-    return {"image": lab.image.tag, "first_start": bare, "rebuild": restored,
-            "median": {kind: {p: median([r["phases"][p] for r in rows if r["phases"].get(p) is not None])
-                              for p in ("up", *PHASES)} for kind, rows in (("first_start", bare),
-                                                                           ("rebuild", restored))}}
+        for variant in variants:
+            stop_s = place_state(lab, stack, variant == "objects", timeout)
+            if prev:
+                prev["icinga_stop_s"] = stop_s
+            lose_volume(stack)
+            if variant == variants[0]:
+                # The baseline between a loss and its rebuild: the same stack's first start, nothing in Consul.
+                first_start = lab.master(f"bench/{lab.network}-bare{i}")
+                row = timed_up(lab, first_start, None, timeout)
+                row["new_ca"] = sh(first_start, "icinga2", CA_FINGERPRINT) != old_fp
+                first_start.cleanup()
+                bare.append(row)
+                say(f"  [{lab.image.version}] first start {i}: {row['phases']}")
+            prev = timed_up(lab, stack, cafile, timeout)
+            prev["same_ca"] = sh(stack, "icinga2", CA_FINGERPRINT) == old_fp
+            prev["state_file_bytes"] = int(sh(stack, "statesync", f"stat -c %s {STATE_DIR}/{icinga_state.STATE_FILE}"))
+            rebuilt[variant].append(prev)
+            say(f"  [{lab.image.version}] rebuild {i} ({variant}): {prev['phases']}, "
+                f"{prev['restored_bytes']} bytes restored")
+    prev["icinga_stop_s"] = place_state(lab, stack, False, timeout)
+    rows = {"first_start": bare, **{f"rebuild_{v}": r for v, r in rebuilt.items()}}
+    med = {kind: {p: median([r["phases"][p] for r in rs if r["phases"].get(p) is not None]) for p in ("up", *PHASES)}
+           for kind, rs in rows.items()}
+    for v, rs in rebuilt.items():
+        med[f"rebuild_{v}"]["icinga_stop"] = median([r["icinga_stop_s"] for r in rs if "icinga_stop_s" in r])
+    return {"image": lab.image.tag, **rows, "median": med}
 
 
 def sidecar_alone(work: Path, state_file: Path, reps: int, timeout: float) -> dict:
@@ -315,7 +356,12 @@ def _s(x) -> str:
 
 LABELS = {"up": "`docker-compose up -d` returned", "restore": "sidecar: restore done",
           "ready": "sidecar: ready marker", "icinga": "Icinga 2 started (after icinga-start.sh's wait)",
-          "state": "Icinga 2 read its state file", "api": "Icinga's API answers (the old CA, checked)"}
+          "state": "Icinga 2 read its state file", "activated": "Icinga 2 activated its objects",
+          "api": "Icinga's API answers (over TLS checked against the old CA)",
+          "icinga_stop": "then: `docker stop` of Icinga 2 (its program state dump)"}
+KINDS = {"first_start": "first start: empty volume, nothing in Consul (new CA)",
+         "rebuild_state": "rebuild: the state file, none of its objects configured",
+         "rebuild_objects": "rebuild: the state file and its objects configured"}
 
 
 def markdown(report: dict) -> str:
@@ -324,21 +370,20 @@ def markdown(report: dict) -> str:
     out = [f"Run of {report['started']} ({report['seconds']:.0f} s, {report['mode']}): {m['cpus']} CPUs, "
            f"load average {m['load_start']:.1f} at start, {m['load_end']:.1f} at end; fixture {report['fixture']}: "
            f"state file {report['state_file_bytes'] / 1e6:.1f} MB; median of {report['reps']} "
-           f"repetitions each, first starts and rebuilds alternating.", ""]
+           "repetitions each, first starts and rebuilds alternating. Seconds after `docker-compose up -d`.", ""]
     for layout in report["layouts"]:
-        fs, rb = layout["median"]["first_start"], layout["median"]["rebuild"]
-        restored = median([r["restored_bytes"] for r in layout["rebuild"] if r["restored_bytes"]])
-        same = all(r["same_ca"] for r in layout["rebuild"]) and all(r["new_ca"] for r in layout["first_start"])
-        out += [f"`{layout['image']}` (seconds after `up -d`; restored {restored / 1e6:.1f} MB"
-                f"{', the old CA every time' if same else ', **CA check failed**'}):", "",
-                "| phase | first start, empty volume, nothing in Consul (new CA) | rebuild from a lost volume | added by the restore |",
-                "|---|---|---|---|"]
-        for p in ("up", *PHASES):
-            if fs.get(p) is None and rb.get(p) is None:
-                continue
-            added = None if fs.get(p) is None or rb.get(p) is None else rb[p] - fs[p]
-            out.append(f"| {LABELS[p]} | {_s(fs.get(p))} | {_s(rb.get(p))} | "
-                       f"{'–' if added is None else f'{added:+.1f} s'} |")
+        kinds = [k for k in KINDS if k in layout["median"]]
+        med = layout["median"]
+        rebuilds = [r for k in kinds if k != "first_start" for r in layout[k]]
+        restored = median([r["restored_bytes"] for r in rebuilds if r["restored_bytes"]])
+        same = all(r["same_ca"] for r in rebuilds) and all(r["new_ca"] for r in layout["first_start"])
+        out += [f"`{layout['image']}`: {restored / 1e6:.1f} MB restored;"
+                f"{' the old CA after every rebuild, a new one at every first start' if same else ' **CA check failed**'}.",
+                "", "| phase | " + " | ".join(KINDS[k] for k in kinds) + " |", "|---|" + "---|" * len(kinds)]
+        for p in ("up", *PHASES, "icinga_stop"):
+            cells = [med[k].get(p) for k in kinds]
+            if any(c is not None for c in cells):
+                out.append(f"| {LABELS[p]} | " + " | ".join(_s(c) for c in cells) + " |")
         out.append("")
     alone = report.get("sidecar_alone")
     if alone:
@@ -356,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fixture", choices=sorted(icinga_state.FIXTURES), default="L")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--layouts", default="2.16", help="comma-separated image layouts: 2.16, 2.14 (default 2.16)")
+    ap.add_argument("--variants", default="state,objects",
+                    help="rebuilds: state (the state file only), objects (and its objects configured in Icinga 2)")
     ap.add_argument("--no-engine", action="store_true", help="only the sidecar alone, outside the engine")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds any one wait may take")
     args = ap.parse_args(argv)
@@ -370,6 +417,7 @@ def main(argv: list[str] | None = None) -> int:
         state.parent.mkdir()
         hosts, services = icinga_state.FIXTURES[fixture]
         report["state_file_bytes"] = icinga_state.dump(state, hosts, services)["bytes"]
+        (state.parent / "statesync-bench-objects.conf").write_text(objects_conf(fixture))
         say(f"== the sidecar alone, outside the engine ({fixture})")
         report["sidecar_alone"] = sidecar_alone(work, state, reps, args.timeout)
         if not args.no_engine:
@@ -379,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
                 for version in args.layouts.split(","):
                     lab = Lab(work, version.strip(), state)
                     try:
-                        report["layouts"].append(run_layout(lab, reps, args.timeout))
+                        report["layouts"].append(run_layout(lab, reps, tuple(args.variants.split(",")), args.timeout))
                     finally:
                         lab.cleanup()
             finally:
