@@ -186,7 +186,14 @@ def timed_up(lab: Lab, stack: Compose, cafile: Path | None, timeout: float) -> d
             raise RuntimeError(f"Icinga's API did not answer within {timeout} s:\n{stack.logs()[-4000:]}")
         time.sleep(0.2)
     api_s = time.time() - t0
-    side, icinga = stamped_lines(stack.container_id("statesync")), stamped_lines(stack.container_id("icinga2"))
+    # The API may answer before Icinga 2 logs that it activated every object: wait for that line.
+    patience = time.monotonic() + 60
+    while True:
+        icinga = stamped_lines(stack.container_id("icinga2"))
+        if any("Activated all objects" in text for _, text in icinga) or time.monotonic() > patience:
+            break
+        time.sleep(0.5)
+    side = stamped_lines(stack.container_id("statesync"))
     at = {"restore": first(side, event("restored an empty root"), t0), "ready": first(side, event("ready"), t0),
           "icinga": first(icinga, lambda s: "Icinga application loader" in s, t0),
           "state": first(icinga, lambda s: "information/ConfigObject: Restored" in s, t0),
