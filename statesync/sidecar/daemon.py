@@ -8,6 +8,7 @@ with everything that happened meanwhile.
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
@@ -144,6 +145,7 @@ class Daemon:
         self.scheduler.start()
         try:
             self._loop()
+            self._last_commit()
         finally:
             self.scheduler.shutdown(wait=False)
             observer.stop()
@@ -151,6 +153,22 @@ class Daemon:
             if self.lock is not None:
                 self.lock.release()
             log.info("stopped", commits=self.state.commits)
+
+    def _last_commit(self) -> None:
+        """On a stop, commit once what changed since the last commit, without waiting for the
+        burst to settle or for a paced path's interval: Icinga 2 writes its program state as it
+        stops, and an engine stops this sidecar right after it (docker-compose stops a stack's
+        containers one by one), so that state would otherwise never reach Consul. A full scan,
+        which rereads only what changed: inotify may not have delivered the last events yet. Not
+        tried before the first sync, nor while Consul is away (the stop must not wait for it)."""
+        if self._head is None or (self.state.consul_away and self.state.consecutive_failures):
+            return
+        self._changes.take()
+        self._pacer.take_due(math.inf)
+        try:
+            self._sync("full", paced=False)
+        except (StoreError, OSError, SuspiciousDrop, UnreadablePath, RootMissing) as exc:
+            log.warning("no last commit before stopping", error=str(exc))
 
     def _request(self, work: str) -> None:
         """The scheduler's job: mark ``work`` due and wake the main loop, which does it."""
@@ -254,7 +272,7 @@ class Daemon:
         self.scanner.forget()
         return True
 
-    def _sync(self, dirty) -> None:
+    def _sync(self, dirty, paced: bool = True) -> None:
         if self.lock is not None and not self.lock.held:
             if not self._take_lock():
                 return
@@ -268,7 +286,7 @@ class Daemon:
             if full:
                 self._done("full")
             if self._pacer.active:
-                released.update(self._pace(result))
+                released.update(self._pace(result, time.monotonic() if paced else math.inf))
 
         try:
             out = backup.run(self.repo, self.scanner, self._head, self._known, roots=self.cfg.roots,
@@ -339,7 +357,7 @@ class Daemon:
         self._head = head
         self._committed = None
 
-    def _pace(self, result) -> set[str]:
+    def _pace(self, result, now: float) -> set[str]:
         """Put back the last committed version of each paced file whose min_interval is not
         over (keeping the chunks of the version it stands in for); return the paced paths
         that do change in this commit."""
@@ -347,7 +365,7 @@ class Daemon:
             self._committed = self._head_manifest() or Manifest()
         old, new = self._committed.by_path(), result.manifest.by_path()
         changed = {p for p in old.keys() | new.keys() if old.get(p) != new.get(p)}
-        held = self._pacer.hold(changed, time.monotonic())
+        held = self._pacer.hold(changed, now)
         for path in held:
             if path in new:
                 had = self._held_chunks.get(path, {})

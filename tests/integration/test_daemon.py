@@ -132,3 +132,25 @@ def test_sigterm_while_the_start_up_waits_for_consul_stops_the_sidecar_with_exit
     assert code == 0, sidecar.output()
     assert "stopped during start-up" in sidecar.output()
     assert "Traceback" not in sidecar.output()
+
+
+def test_a_stop_commits_what_changed_since_the_last_commit_without_waiting_for_the_burst_or_a_paced_interval(
+        consul, prefix, tmp_path):
+    # Icinga 2 writes its program state as it stops, and docker-compose stops the sidecar right
+    # after it: that last version must reach Consul before the sidecar exits. Here the change is
+    # both in an unsettled burst (debounce 30 s) and paced (min_interval 1 h): only the stop commits it.
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "icinga2.state").write_bytes(b"the state of the last periodic dump")
+    sidecar = Sidecar.start(consul.addr, prefix, root, root.parent / "sidecar-node1.log", debounce=30, max_wait=60,
+                            min_interval="icinga2.state=1h")
+    repo = _repo(consul.addr, prefix)
+    try:
+        wait_for(lambda: _file_in_head(repo, "icinga2.state", b"the state of the last periodic dump"), PATIENCE,
+                 step=0.05)
+        tmp = root / "icinga2.state.tmp.Xy12Ab"  # written as Icinga 2 does: a temporary file, then a rename
+        tmp.write_bytes(b"the state Icinga 2 wrote while stopping")
+        os.rename(tmp, root / "icinga2.state")
+    finally:
+        assert sidecar.stop() == 0, sidecar.output()[-3000:]
+    assert _file_in_head(repo, "icinga2.state", b"the state Icinga 2 wrote while stopping"), sidecar.output()[-3000:]
