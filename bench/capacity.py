@@ -31,8 +31,9 @@ for --quiet seconds (the commit, the prune and the collection of the dropped sna
 
 Runs: ``keep`` 1, 10 and 50 at each fixture, each for the same number of dumps (53 at S;
 --l-dumps, 18, at L, where keep 50's memory at 53 dumps is extrapolated linearly from the
-run's last half, a method checked against the real 53 at S, from its first 18); txn / chunk settings at S (--settings-fixture), each on its
-own Consul; the sidecar's start-up restore on an empty root until its ready marker exists
+run's last half, a method checked against the real 53 at S, from its first 18); txn / chunk /
+Consul settings at S and a few of them at L (--settings-fixtures, --l-settings), each on its
+own Consul, beside plain PUTs of random values (Consul alone); the sidecar's start-up restore on an empty root until its ready marker exists
 (--rto-reps times, at each fixture, after the keep 1 run). The sizing table is linear in the
 objects of the two fixtures (hosts x (1 + services)), per 1,000 hosts of 20 services each.
 """
@@ -96,8 +97,9 @@ SETTINGS = {
     "chunk 128 KiB": {"chunk_size": 128 * KIB},
     "txn body 240 KiB": {"txn_max_body": 240 * KIB},
     "txn 8 ops": {"txn_max_ops": 8},
-    "Consul raft_snapshot_threshold 256, trailing_logs 256": {
-        "consul_hcl": ("raft_snapshot_threshold = 256", "raft_trailing_logs = 256", 'raft_snapshot_interval = "5s"')},
+    # Scaled down so that a few dumps cross it: what 16384 and 10240 do to a server over a day.
+    "Consul raft_snapshot_threshold 16, trailing_logs 16": {
+        "consul_hcl": ("raft_snapshot_threshold = 16", "raft_trailing_logs = 16", 'raft_snapshot_interval = "1s"')},
 }
 # What Consul 1.8 uses when the agent's configuration leaves them at 0 (agent/consul/config.go:
 # SnapshotInterval 30 s, SnapshotThreshold 16384; hashicorp/raft's DefaultConfig: TrailingLogs 10240).
@@ -191,6 +193,7 @@ class Consul:
         io = {k: int(v) for k, v in (ln.split(": ") for ln in Path(f"/proc/{self.pid}/io").read_text().splitlines())}
         st = {k: icinga_bench.proc_status(self.pid, k) for k in ("VmRSS", "RssAnon", "RssFile", "VmHWM")}
         return {"t": time.perf_counter(), "index": self.kv.raft_index(), "write_bytes": io["write_bytes"],
+                "wchar": io["wchar"],
                 "raft_db": db.stat().st_size, "snapshots": snaps, **st, "bolt": bolt_freelist(db)}
 
     def quiet(self, seconds: float, limit: float = 120.0) -> None:
@@ -210,9 +213,22 @@ class Consul:
         self.agent.stop()
 
 
+def wait_head(consul: Consul, key: str, modified: int, timeout: float) -> tuple[int, float]:
+    """Block until the head key itself was written after ``modified`` (a KV GET's X-Consul-Index is
+    the whole KV table's: any key's write, the sidecar's lock or gc key among them, moves it)."""
+    deadline, index = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        index, seen = dump_cost.wait_head(consul.agent.addr, key, index, deadline - time.monotonic())
+        pair = consul.kv.pair(key)
+        if pair is not None and pair["ModifyIndex"] > modified:
+            return pair["ModifyIndex"], seen
+    raise RuntimeError(f"no new head within {timeout:.0f} s")
+
+
 def delta(a: dict, b: dict) -> dict:
     new_snaps = {k: v for k, v in b["snapshots"].items() if k not in a["snapshots"]}
     return {"raft_entries": b["index"] - a["index"], "write_bytes": b["write_bytes"] - a["write_bytes"],
+            "wchar": b["wchar"] - a["wchar"],
             "raft_db_growth": b["raft_db"] - a["raft_db"], "snapshots_taken": len(new_snaps),
             "snapshot_bytes": sum(new_snaps.values()),
             "snapshots_dir": sum(b["snapshots"].values()) - sum(a["snapshots"].values()),
@@ -260,7 +276,7 @@ def one_run(label: str, ticks: list, dumps: int, keep: int, settings: dict, a: a
     proc = sidecar(env, s["txn_max_body"], base / "sidecar.log")
     repo = open_repo(config.load(env=env))
     try:
-        index, _ = dump_cost.wait_head(consul.agent.addr, head_key, 0, a.timeout)
+        index, _ = wait_head(consul, head_key, 0, a.timeout)
         consul.quiet(a.quiet)
         idle = consul.sample()
         before = icinga_bench._node_keys(consul.kv, node_root, chunks)
@@ -271,7 +287,7 @@ def one_run(label: str, ticks: list, dumps: int, keep: int, settings: dict, a: a
             tick, points = ticks[n % len(ticks)]
             m0 = consul.sample()
             renamed = write_dump(tick, points, n // len(ticks), state)
-            index, seen = dump_cost.wait_head(consul.agent.addr, head_key, index, a.timeout)
+            index, seen = wait_head(consul, head_key, index, a.timeout)
             consul.quiet(a.quiet)
             repo.collect_garbage(0.0)
             repo.collect_garbage(0.0)
@@ -343,6 +359,7 @@ def raw_puts(a: argparse.Namespace, work: Path, sizes: list[int], n: int) -> dic
             consul.quiet(1.0)
             d = delta(m0, consul.sample())
             out[str(size)] = {"puts": n, "raft_entries": d["raft_entries"], "write_bytes": d["write_bytes"],
+                              "wchar": d["wchar"],
                               "amplification": round(d["write_bytes"] / (n * size), 2),
                               "raft_db_growth": d["raft_db_growth"]}
             _say(f"  raw PUTs of {size // KIB} KiB: x{out[str(size)]['amplification']}")
@@ -509,10 +526,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ticks", type=int, default=4, help="real ticks generated per fixture (default 4)")
     ap.add_argument("--l-dumps", type=int, default=18,
                     help="dumps per run at L (default 18); what keep 50 reaches later is extrapolated")
-    ap.add_argument("--settings-fixture", default="S")
+    ap.add_argument("--settings-fixtures", default="S,L")
+    ap.add_argument("--l-settings", default="0,1,3", help="the settings measured at L, by position (default 0,1,3)")
     ap.add_argument("--settings-dumps", type=int, default=5)
+    ap.add_argument("--settings", default="", help="which settings, by position in SETTINGS (default all)")
     ap.add_argument("--rto-reps", type=int, default=3)
-    ap.add_argument("--quiet", type=float, default=1.5, help="seconds of an unchanged raft index that end a dump")
+    ap.add_argument("--quiet", type=float, default=1.0, help="seconds of an unchanged raft index that end a dump")
     ap.add_argument("--consul-rss-cap", type=int, default=6 * GIB)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=600.0)
@@ -525,13 +544,14 @@ def main(argv=None) -> int:
     # The bench's own gc passes (Repo.collect_garbage) log at info: keep its output to the figures.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if a.quick:
-        a.fixtures, a.keeps, a.ticks, a.settings_fixture, a.settings_dumps, a.rto_reps = "tiny", "1", 2, "tiny", 2, 1
-        a.quiet = 1.0
+        a.fixtures, a.keeps, a.ticks, a.settings_fixtures, a.settings_dumps, a.rto_reps = "tiny", "1", 2, "tiny", 2, 1
     a.consul_bin = find_consul()
     if a.consul_bin is None:
         _say("no consul binary: run scripts/setup.sh (or set STATESYNC_CONSUL_BIN)")
         return 2
     settings = dict(list(SETTINGS.items())[:2]) if a.quick else SETTINGS
+    if a.settings:
+        settings = {k: v for i, (k, v) in enumerate(SETTINGS.items()) if str(i) in a.settings.split(",")}
     work = Path(tempfile.mkdtemp(prefix="statesync-capacity-", dir=a.workdir))
     report = {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["bench/capacity.py", *(argv if argv is not None else sys.argv[1:])]),
@@ -552,7 +572,8 @@ def main(argv=None) -> int:
                 run = one_run(f"{f}-keep{keep}", ticks, dumps, keep, {}, a, work,
                               rto_reps=a.rto_reps if keep == 1 else 0)
                 r["runs"].append(run)
-                r["keep"][str(keep)] = summarise(run, wanted)
+                # Extrapolated only where the run stopped before its keep was reached.
+                r["keep"][str(keep)] = summarise(run, wanted if keep + 3 > len(run["dumps"]) else len(run["dumps"]))
                 r["raft_config"] = run["raft_config"]
                 if "rto" in run:
                     r["rto"] = run["rto"]
@@ -560,13 +581,17 @@ def main(argv=None) -> int:
                     part = {**run, "dumps": run["dumps"][:a.l_dumps]}
                     r["check"] = {"keep": keep, "from_dumps": a.l_dumps, "measured": run["dumps"][-1]["vmrss"],
                                   "extrapolated": summarise(part, wanted)["vmrss"]}
-            if f == a.settings_fixture:
+            if f in a.settings_fixtures.split(","):
                 r["settings"] = {}
-                for name, s in settings.items():
+                chosen = a.l_settings.split(",") if f == "L" else None
+                for i, (name, s) in enumerate(settings.items()):
+                    if chosen is not None and str(i) not in chosen:
+                        continue
                     run = one_run(f"{f}-{name[:20]}", ticks, a.settings_dumps, 10, s, a, work)
                     r["runs"].append(run)
                     r["settings"][name] = summarise(run, a.settings_dumps)
-                r["raw_puts"] = raw_puts(a, work, [8 * KIB, 64 * KIB, 352 * KIB], 10 if a.quick else 40)
+                if f == a.settings_fixtures.split(",")[0]:
+                    r["raw_puts"] = raw_puts(a, work, [8 * KIB, 64 * KIB, 352 * KIB], 10 if a.quick else 40)
             for path, _ in ticks:
                 path.unlink()
     finally:
