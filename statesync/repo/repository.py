@@ -354,8 +354,15 @@ class Repo:
         by_id = {r.id: r for r in [*records, *([head.record] if head.record is not None else [])]}
         referenced = self._refsets.union(by_id, lambda sid: self._load_refs(by_id[sid]))
         self._refsets.keep({r.id for r in records})
-        stored = {d for k in self.store.keys(self.layout.chunks) if (d := self.layout.digest_of_chunk_key(k))}
-        unreferenced = stored - referenced
+        # Listed a sixteenth at a time (by the digest's first character), and only the chunks no
+        # snapshot needs kept: a listing of every chunk key is a string per file, twice (the
+        # answer's text and its list), beside the set of what is stored.
+        unreferenced: set[str] = set()
+        for first in "0123456789abcdef":
+            for key in self.store.keys(self.layout.chunks + first):
+                d = self.layout.digest_of_chunk_key(key)
+                if d and d not in referenced:
+                    unreferenced.add(d)
         pair = self.store.get(self.layout.gc)
         pending = _decode_gc(pair.value) if pair else {}
         collectable = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
