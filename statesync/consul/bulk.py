@@ -17,7 +17,7 @@ class BulkWriter:
     large value (by plain PUT), is sent by one background thread over its own keep-alive
     connection while the caller goes on, with at most ``depth`` requests waiting. The last,
     partly filled transaction is *not* sent: the caller sends what is not in ``sent`` (the
-    keys written) along with its own writes. The first failure is raised by the next ``add``
+    keys written, or the ``tag`` each was added with) along with its own writes. The first failure is raised by the next ``add``
     or by ``close``. ``fence`` operations open every transaction. Not atomic as a whole.
     Use it as a context manager, or call ``close`` (which waits for the queued requests).
     """
@@ -32,20 +32,25 @@ class BulkWriter:
         self._fence_size = sum(op.body_size() for op in self.fence)
         self._max_ops = store.settings.txn_max_ops - len(self.fence)
         self._batch: list[Op] = []
+        self._tags: list[str] = []
         self._size = self._fence_size
 
-    def add(self, key: str, value: bytes) -> None:
+    def add(self, key: str, value: bytes, tag: str | None = None) -> None:
+        """Queue ``key``; once written, ``tag`` (default the key) joins ``sent``: a caller that
+        names its values by a part of the key holds no second string per value."""
         self._raise()
+        tag = key if tag is None else tag
         if len(value) > PUT_THRESHOLD and not self.fence:
-            self._submit(("put", key, value))
+            self._submit(("put", key, value, tag))
             return
         check_fenced_size(key, value)
         op = Op("set", key, value)
         if self._batch and (len(self._batch) >= self._max_ops
                             or self._size + op.body_size() > self.store.settings.txn_max_body):
-            self._submit(("txn", [*self.fence, *self._batch]))
-            self._batch, self._size = [], self._fence_size
+            self._submit(("txn", [*self.fence, *self._batch], self._tags))
+            self._batch, self._tags, self._size = [], [], self._fence_size
         self._batch.append(op)
+        self._tags.append(tag)
         self._size += op.body_size()
 
     def close(self) -> None:
@@ -95,9 +100,9 @@ class BulkWriter:
             try:
                 if job[0] == "put":
                     self.store.put(job[1], job[2])
-                    self.sent.add(job[1])
+                    self.sent.add(job[3])
                 else:
                     self.store.txn(job[1])
-                    self.sent.update(op.key for op in job[1] if op.verb == "set")
+                    self.sent.update(job[2])
             except BaseException as exc:  # handed to the producer by add() or close()
                 self._error = exc

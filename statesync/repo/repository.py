@@ -33,6 +33,7 @@ from ..snapshot.manifest import Manifest
 from ..snapshot.record import CA_META, SEQ_META, Record, decode_record, new_id, suspicious_drop
 from ..tree.scan import ScanResult
 from . import prune
+from .refsets import RefSets
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,7 @@ class Repo:
         self._clock_behind = False
         self.sealer = sealer
         self.seal_manifest = seal_manifest and sealer is not None
-        self._refs_cache: dict[str, frozenset[str]] = {}
+        self._refsets = RefSets()
         self._manifest_encoder = mf.Encoder()
 
     # -- reading -------------------------------------------------------------------
@@ -209,12 +210,12 @@ class Repo:
         return manifest
 
     def refs(self, record: Record) -> frozenset[str]:
-        """Every chunk a snapshot needs: its manifest's chunks and its files' chunks."""
-        cached = self._refs_cache.get(record.id)
-        if cached is None:
-            cached = frozenset(self.manifest(record).chunk_refs() | set(record.manifest_chunks))
-            self._refs_cache[record.id] = cached
-        return cached
+        """Every chunk a snapshot needs: its manifest's chunks and its files' chunks. The last
+        snapshot asked for is held whole, the other kept ones compactly (``refsets``)."""
+        return self._refsets.get(record.id, lambda: self._load_refs(record))
+
+    def _load_refs(self, record: Record) -> frozenset[str]:
+        return frozenset(self.manifest(record).chunk_refs() | set(record.manifest_chunks))
 
     # -- writing -------------------------------------------------------------------
 
@@ -289,13 +290,14 @@ class Repo:
             self.store.put_many(((self.layout.chunk(d), p) for d, p in pending.items()), fence=fence)
             ops = final
         head = self._apply_final(ops, rec, base)
-        self._refs_cache[rec.id] = refs = frozenset(needed | set(manifest_digests))
+        refs = frozenset(needed | set(manifest_digests))
+        self._refsets.set_whole(rec.id, refs)
         known.clear()
         known.update(refs)
         self.records_seen.add(rec)
         # Only kept snapshots are asked for again.
-        self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in self._kept}
-        return CommitResult(rec, head, len(uploads), len(needed | set(manifest_digests)) - len(uploads),
+        self._refsets.keep(self._kept)
+        return CommitResult(rec, head, len(uploads), len(refs) - len(uploads),
                             upload_bytes, self.store.stats.kv_writes - writes_before + len(uploads) - len(pending),
                             time.monotonic() - started)
 
@@ -348,16 +350,19 @@ class Repo:
         """
         now = time.time() if now is None else now
         records = self.records()
-        referenced: set[str] = set()
-        for r in records:
-            referenced |= self.refs(r)
         head = self.head()
-        if head.record is not None:
-            referenced |= self.refs(head.record)
-        live = {r.id for r in records}
-        self._refs_cache = {k: v for k, v in self._refs_cache.items() if k in live}
-        stored = {d for k in self.store.keys(self.layout.chunks) if (d := self.layout.digest_of_chunk_key(k))}
-        unreferenced = stored - referenced
+        by_id = {r.id: r for r in [*records, *([head.record] if head.record is not None else [])]}
+        referenced = self._refsets.union(by_id, lambda sid: self._load_refs(by_id[sid]))
+        self._refsets.keep({r.id for r in records})
+        # Listed a sixteenth at a time (by the digest's first character), and only the chunks no
+        # snapshot needs kept: a listing of every chunk key is a string per file, twice (the
+        # answer's text and its list), beside the set of what is stored.
+        unreferenced: set[str] = set()
+        for first in "0123456789abcdef":
+            for key in self.store.keys(self.layout.chunks + first):
+                d = self.layout.digest_of_chunk_key(key)
+                if d and d not in referenced:
+                    unreferenced.add(d)
         pair = self.store.get(self.layout.gc)
         pending = _decode_gc(pair.value) if pair else {}
         collectable = sorted(d for d in unreferenced if d in pending and now - pending[d] >= grace)
@@ -386,17 +391,16 @@ class ChunkStream:
         self._prefix = chunks_prefix
 
     def add(self, digest: str, data: bytes) -> None:
-        self._writer.add(self._prefix + digest, data)
+        self._writer.add(self._prefix + digest, data, tag=digest)
 
     def written(self, digest: str) -> bool:
         """True once the chunk is in Consul: for ``Scanner.scan(written=...)``."""
-        return self._prefix + digest in self._writer.sent
+        return digest in self._writer.sent
 
     @property
     def sent(self) -> set[str]:
         """The digests written so far (complete once the stream is closed)."""
-        n = len(self._prefix)
-        return {key[n:] for key in self._writer.sent}
+        return self._writer.sent
 
     def close(self) -> None:
         self._writer.close()

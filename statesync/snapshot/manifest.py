@@ -174,7 +174,10 @@ class Encoder:
     """
 
     def __init__(self) -> None:
-        self._segments: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+        # (first segment?, id of its first entry) -> (its entries, adler32 and length of its
+        # JSON text, its compressed bytes): not the text itself, which a daemon would hold for
+        # every file between its commits (about 200 bytes each).
+        self._segments: dict[tuple, tuple[list[Entry], int, int, bytes]] = {}
 
     def pieces(self, manifest: Manifest, max_piece: int) -> list[bytes]:
         """The compressed manifest in pieces of at most ``max_piece`` bytes: one piece when it
@@ -190,20 +193,22 @@ class Encoder:
                 current = []
         if current:
             segments.append(current)
-        cache: dict[tuple, tuple[list[Entry], bytes, bytes]] = {}
+        cache: dict[tuple, tuple[list[Entry], int, int, bytes]] = {}
         compressed: list[bytes] = []
         adler = 1
         for i, seg in enumerate(segments):
-            key = (i == 0, *map(id, seg))  # the entries are kept alive by the cache: ids stay theirs
-            hit = self._segments.get(key) or cache.get(key)
-            if hit is None:
+            key = (i == 0, id(seg[0]))  # the entries are kept alive by the cache: ids stay theirs
+            hit = self._segments.get(key)
+            if hit is None or len(hit[0]) != len(seg) or any(a is not b for a, b in zip(hit[0], seg, strict=True)):
                 body = json.dumps([_entry_to_json(e) for e in seg], separators=(",", ":"), ensure_ascii=False)
                 raw = (_DOC_START if i == 0 else b",") + body[1:-1].encode("utf-8", "surrogateescape")
+                del body
                 deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
-                hit = (seg, raw, deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
+                hit = (seg, zlib.adler32(raw), len(raw), deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
+                del raw
             cache[key] = hit
-            adler = zlib.adler32(hit[1], adler)
-            compressed.append(hit[2])
+            adler = adler32_combine(adler, hit[1], hit[2])
+            compressed.append(hit[3])
         self._segments = cache
         tail = _doc_end(manifest.root) if segments else _DOC_START + _doc_end(manifest.root)
         deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
@@ -218,3 +223,17 @@ class Encoder:
         for part in (*compressed, end):
             out += [part[i:i + max_piece] for i in range(0, len(part), max_piece)]
         return out
+
+
+_ADLER_BASE = 65521
+
+
+def adler32_combine(adler1: int, adler2: int, len2: int) -> int:
+    """The adler32 of two texts joined, from each one's adler32 and the second's length
+    (zlib's ``adler32_combine``, which Python's zlib does not expose)."""
+    rem = len2 % _ADLER_BASE
+    sum1 = adler1 & 0xFFFF
+    sum2 = (rem * sum1) % _ADLER_BASE
+    sum1 = (sum1 + (adler2 & 0xFFFF) + _ADLER_BASE - 1) % _ADLER_BASE
+    sum2 = (sum2 + (adler1 >> 16) + (adler2 >> 16) + _ADLER_BASE - rem) % _ADLER_BASE
+    return sum1 | (sum2 << 16)

@@ -26,7 +26,7 @@ from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belo
 from ..snapshot import chunking, codec
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
-from .fileinfo import await_writes, group_name, same_read, signature, user_name
+from .fileinfo import await_writes, file_id, group_name, inode, linked_file, same_read, signature, user_name
 from .globs import PathFilter
 from .sealing import Sealing
 
@@ -46,6 +46,13 @@ RACY_NS = 2_000_000_000
 # Reads of a file that changes while it is read, before its previous version is kept instead.
 READ_TRIES = 5
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+# One int object per permission mode, shared by every entry that has it (0o644 is no small int).
+_MODES: dict[int, int] = {}
+
+
+def _mode(st_mode: int) -> int:
+    mode = stat.S_IMODE(st_mode)
+    return _MODES.setdefault(mode, mode)
 
 
 @dataclass
@@ -63,7 +70,7 @@ class ScanResult:
 
 # A path's cache item: its stat signature (None: never trust it), its entry, and whether its
 # timestamps were old enough when it was read for the signature to prove it unchanged.
-_Item = tuple[tuple | None, Entry, bool]
+_Item = tuple[bytes | None, Entry, bool]
 
 
 class Scanner:
@@ -138,8 +145,8 @@ class Scanner:
         device and inode, read with the same content and metadata) as a link to the first."""
         groups: dict[tuple[int, int], list[str]] = {}
         for rel, (sig, _, _) in self._entries.items():
-            if sig is not None and sig[8] > 1 and stat.S_ISREG(sig[0]):
-                groups.setdefault((sig[7], sig[4]), []).append(rel)
+            if sig is not None and linked_file(sig):
+                groups.setdefault(file_id(sig), []).append(rel)
         targets: dict[str, str] = {}
         for paths in groups.values():
             if len(paths) > 1:
@@ -192,7 +199,7 @@ class Scanner:
                 return
             cached = self._entries.get(rel)
             known_dir = (cached is not None and cached[1].type == DIR and stat.S_ISDIR(st.st_mode)
-                         and cached[0] is not None and cached[0][4] == st.st_ino)
+                         and cached[0] is not None and inode(cached[0]) == st.st_ino)
             fresh: dict[str, _Item] = {}
             if self._add(rel, name, pfd, st, fresh, known, result) and stat.S_ISDIR(st.st_mode) and not known_dir:
                 try:
@@ -250,16 +257,17 @@ class Scanner:
     def _list(self, fd: int, rel_dir: str, into: dict, known: Container[str], result: ScanResult) -> list[str]:
         """Add the wanted names of the directory open as ``fd``; return its subdirectories to
         walk, last first."""
+        # Names, not scandir's entries: an entry keeps the stat it made, and a directory of
+        # 250,000 API objects then held them all at once (about 500 bytes a file).
         try:
-            with os.scandir(fd) as it:
-                children = sorted(it, key=lambda d: d.name)
+            names = sorted(os.listdir(fd))
         except OSError as exc:
             raise self._unreadable(exc, rel_dir) from None
         subdirs = []
-        for d in children:
-            rel = f"{rel_dir}/{d.name}" if rel_dir else d.name
+        for name in names:
+            rel = f"{rel_dir}/{name}" if rel_dir else name
             try:
-                st = d.stat(follow_symlinks=False)
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -267,8 +275,8 @@ class Scanner:
             is_dir = stat.S_ISDIR(st.st_mode)
             if not self._wanted(rel, is_dir, ancestors=False):
                 continue
-            if self._add(rel, d.name, fd, st, into, known, result) and is_dir:
-                subdirs.append(d.name)
+            if self._add(rel, name, fd, st, into, known, result) and is_dir:
+                subdirs.append(name)
         subdirs.reverse()
         return subdirs
 
@@ -279,7 +287,7 @@ class Scanner:
         if cached is not None and cached[0] == sig and cached[2] and not stat.S_ISDIR(st.st_mode):
             into[rel] = cached
             return True
-        common = dict(path=rel, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+        common = dict(path=rel, mode=_mode(st.st_mode), uid=st.st_uid, gid=st.st_gid,
                       mtime_ns=st.st_mtime_ns, user=user_name(st.st_uid), group=group_name(st.st_gid))
         if stat.S_ISDIR(st.st_mode):
             entry = Entry(type=DIR, **common)
@@ -348,7 +356,7 @@ class Scanner:
             self._progress(read.size)
         if read.plain_secret:
             result.plain_secrets.append(rel)
-        common.update(mode=stat.S_IMODE(after.st_mode), mtime_ns=after.st_mtime_ns)
+        common.update(mode=_mode(after.st_mode), mtime_ns=after.st_mtime_ns)
         entry = Entry(type=FILE, size=read.size, sha256=read.digest, chunks=read.chunks, sealed=read.sealed, **common)
         return signature(after), entry, settled
 
