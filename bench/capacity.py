@@ -2,7 +2,7 @@
 """What Consul itself costs per Icinga 2 state dump, and what a lost volume costs (issue 26, item 1).
 
     .venv/bin/python bench/capacity.py                      # S and L, about 20 minutes
-    .venv/bin/python bench/capacity.py --quick              # tiny sizes, under a minute
+    .venv/bin/python bench/capacity.py --quick              # tiny sizes, about a minute
 
 Every run is a fresh single Consul 1.8 server with a data directory (``-server
 -bootstrap-expect 1 -data-dir``, not dev mode; a watchdog kills it past --consul-rss-cap) and
@@ -24,7 +24,8 @@ Per dump, from just before the rename until the head moved and Consul's raft ind
 for --quiet seconds (the commit, the prune and the collection of the dropped snapshot's chunks):
 
 - *KV bytes*: the values written (icinga_bench.measure_dump); *raft entries*: the index delta;
-- *write_bytes*: Consul's ``/proc/<pid>/io`` write_bytes delta, what it sent to the disk;
+- *write_bytes*: Consul's ``/proc/<pid>/io`` write_bytes delta, what it sent to the disk
+  (and ``wchar``, what its write() calls passed);
 - *raft.db*: the growth of data/raft/raft.db; *snapshots*: bytes of the Consul snapshots
   (data/raft/snapshots/*) that appeared; BoltDB's freelist read from the file's meta page;
 - Consul's VmRSS, RssAnon, RssFile (BoltDB's mmap of raft.db) and VmHWM after it.
@@ -33,8 +34,9 @@ Runs: ``keep`` 1, 10 and 50 at each fixture, each for the same number of dumps (
 --l-dumps, 18, at L, where keep 50's memory at 53 dumps is extrapolated linearly from the
 run's last half, a method checked against the real 53 at S, from its first 18); txn / chunk /
 Consul settings at S and a few of them at L (--settings-fixtures, --l-settings), each on its
-own Consul, beside plain PUTs of random values (Consul alone); the sidecar's start-up restore on an empty root until its ready marker exists
-(--rto-reps times, at each fixture, after the keep 1 run). The sizing table is linear in the
+own Consul, beside plain PUTs of random values (Consul alone); the sidecar's start-up restore
+on an empty root until its ready marker exists (--rto-reps times, at each fixture, after the
+keep 1 run). The sizing table is linear in the
 objects of the two fixtures (hosts x (1 + services)), per 1,000 hosts of 20 services each.
 """
 from __future__ import annotations
@@ -461,8 +463,9 @@ def markdown(report: dict) -> str:
         for k, s in r["keep"].items():
             note = " (extrapolated)" if s["extrapolated"] else ""
             note += " (**capped: killed**)" if s["capped"] else ""
+            hwm = f"{s['vmhwm'] / MIB:,.0f} MiB" + (f" (at dump {s['dumps']})" if s["extrapolated"] else "")
             lines.append(f"| {f} | {k} | {s['dumps']} | {s['vmrss'] / MIB:,.0f} MiB{note} | {s['rssanon'] / MIB:,.0f} MiB "
-                         f"| {s['rssfile'] / MIB:,.0f} MiB | {s['vmhwm'] / MIB:,.0f} MiB |")
+                         f"| {s['rssfile'] / MIB:,.0f} MiB | {hwm} |")
         if "check" in r:
             c = r["check"]
             lines.append(f"| {f} | {c['keep']}, extrapolated from {c['from_dumps']} dumps as at L | | "
@@ -496,7 +499,7 @@ def markdown(report: dict) -> str:
     for k, name in names.items():
         if not all(k in sz["figures"][f] for f in fx):
             continue
-        fmt = (lambda x: f"{x:.1f} s") if k == "rto_s" else (
+        fmt = (lambda x: f"{abs(x) if abs(x) < 0.05 else x:.1f} s") if k == "rto_s" else (
             (lambda x: f"{x / MIB:,.0f} MiB") if k.startswith("rss") else (lambda x: f"{x / 1e9:,.2f} GB"))
         per = sz.get("per_1k_hosts", {})
         lines.append(f"| {name} | " + " | ".join(fmt(sz["figures"][f][k]) for f in fx) + " | "

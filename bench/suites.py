@@ -40,6 +40,7 @@ SUITES = (
           "--baseline"),
     Suite("fleet", "fleet", 13, "", (), "--baseline-ref"),
     Suite("enrol-scale", "enrol_scale", 8, "icinga", (), "--before"),
+    Suite("capacity", "capacity", 20, ""),
     Suite("restore-limit", "restore_limit", 4, "", ("--fixtures", "S,L", "--reps", "9", "--profile"), "--baseline"),
 )
 NAMES = tuple(s.name for s in SUITES)
