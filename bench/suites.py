@@ -41,6 +41,7 @@ SUITES = (
     Suite("fleet", "fleet", 13, "", (), "--baseline-ref"),
     Suite("enrol-scale", "enrol_scale", 8, "icinga", (), "--before"),
     Suite("capacity", "capacity", 20, ""),
+    Suite("stack-rto", "stack_rto", 12, "engine", ("--layouts", "2.16,2.14")),
     Suite("restore-limit", "restore_limit", 4, "", ("--fixtures", "S,L", "--reps", "9", "--profile"), "--baseline"),
 )
 NAMES = tuple(s.name for s in SUITES)
