@@ -29,7 +29,7 @@ from ..disk import INTERNAL_PREFIX, QUARANTINE_DIR, STAGING_PREFIX, STATE_DIRS
 from ..errors import CorruptData, RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import sync_filesystem
 from ..repo.repository import _SEAL_SLACK, Repo
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_ordered
 from ..snapshot.record import Record
 from ..tree.dirfd import DIR_FLAGS, DirChain, open_below
 from .rootlock import hold_root, holds
@@ -95,21 +95,6 @@ def fetch_verified(repo: Repo, record: Record) -> tuple[Manifest, Callable[[Entr
     manifest = repo.manifest(record)
     contents = repo.contents(record, manifest)
     return manifest, lambda entry: repo.file_bytes(entry, contents)
-
-
-def tree_ordered(entries: tuple[Entry, ...]) -> tuple[Entry, ...] | list[Entry]:
-    """``entries`` in tree order (``tree_order``), the order ``write_tree`` writes them in.
-
-    A manifest is stored in path order, which is tree order unless a name sorts below "/"
-    ("a-b" beside a directory "a"): checked first, a pair of keys at a time, such entries
-    come back as they are, without a sorted copy or a copy of every path as its key."""
-    previous = ""
-    for e in entries:
-        key = tree_order(e.path)
-        if key <= previous:
-            return sorted(entries, key=lambda e: tree_order(e.path))
-        previous = key
-    return entries
 
 
 # Chunks fetched at a time at most, whatever their bytes: a batch of tiny files is a few
