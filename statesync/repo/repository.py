@@ -8,6 +8,7 @@ complete snapshot; what it uploaded before dying is garbage, collected later.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zlib
@@ -256,8 +257,11 @@ class Repo:
             raise MissingChunks("chunks the scan's sink wrote are not among those sent")
         # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
         manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
-        blob = b"".join(manifest_pieces)
-        if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
+        whole = hashlib.sha256()  # of the pieces joined, without a copy of them joined
+        for p in manifest_pieces:
+            whole.update(p)
+        manifest_sha256, manifest_size = whole.hexdigest(), sum(map(len, manifest_pieces))
+        if base.record is not None and manifest_sha256 == base.record.manifest_sha256:
             return None
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
@@ -283,8 +287,8 @@ class Repo:
         rec = Record(id=new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
-                     manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
-                     manifest_size=len(blob), parent=base.record.id if base.record else "",
+                     manifest_chunks=manifest_digests, manifest_sha256=manifest_sha256,
+                     manifest_size=manifest_size, parent=base.record.id if base.record else "",
                      chunk_size=self.chunk_size, meta=meta,
                      key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest,
                      # Sticky: chunks reused from the base may be compressed even when this scan's are not.
