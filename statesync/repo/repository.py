@@ -8,6 +8,7 @@ complete snapshot; what it uploaded before dying is garbage, collected later.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import zlib
@@ -247,22 +248,34 @@ class Repo:
                                  "sidecar and run `statesync backup --allow-drop`")
         needed = m.chunk_refs()
         stored = self.refs(base.record) if base.record is not None else frozenset()
-        absent = needed - stored - scan.new_chunks.keys()
+        # Sets of what is missing or new only, never a copy of every chunk: a tree of small
+        # files has one per file (the first commit of 300,000: tens of megabytes a copy).
+        absent = [d for d in needed if d not in stored and d not in scan.new_chunks]
         if absent:
             raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
         if any(isinstance(p, chunking.Written) and d not in sent for d, p in scan.new_chunks.items()):
             raise MissingChunks("chunks the scan's sink wrote are not among those sent")
         # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
         manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
-        blob = b"".join(manifest_pieces)
-        if base.record is not None and chunking.sha256(blob) == base.record.manifest_sha256:
+        whole = hashlib.sha256()  # of the pieces joined, without a copy of them joined
+        for p in manifest_pieces:
+            whole.update(p)
+        manifest_sha256, manifest_size = whole.hexdigest(), sum(map(len, manifest_pieces))
+        if base.record is not None and manifest_sha256 == base.record.manifest_sha256:
             return None
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
-        uploads = {d: p for d, p in scan.new_chunks.items() if d in needed and d not in stored}
+        uploads = upload_bytes = 0
+        pending: dict[str, bytes] = {}  # what goes up now: uploads the scan has not sent
+        for d, p in scan.new_chunks.items():
+            if d in needed and d not in stored:
+                uploads, upload_bytes = uploads + 1, upload_bytes + len(p)
+                if d not in sent:
+                    pending[d] = p
         for d, p in zip(manifest_digests, manifest_pieces, strict=True):
-            if d not in stored:
-                uploads[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
+            if d not in stored and d not in pending:
+                pending[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
+                uploads, upload_bytes = uploads + 1, upload_bytes + len(pending[d])
         sealed = self.seal_manifest or any(e.sealed for e in m.entries)
         meta = dict(meta or {})
         if self.ca_identity is not None and (ca := self.ca_identity(m)):
@@ -274,15 +287,13 @@ class Repo:
         rec = Record(id=new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
                      files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
                      symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
-                     manifest_chunks=manifest_digests, manifest_sha256=chunking.sha256(blob),
-                     manifest_size=len(blob), parent=base.record.id if base.record else "",
+                     manifest_chunks=manifest_digests, manifest_sha256=manifest_sha256,
+                     manifest_size=manifest_size, parent=base.record.id if base.record else "",
                      chunk_size=self.chunk_size, meta=meta,
                      key_id=self.sealer.key_id if sealed else "", sealed_manifest=self.seal_manifest,
                      # Sticky: chunks reused from the base may be compressed even when this scan's are not.
                      compression=scan.compression or (base.record.compression if base.record else ""))
         final = self._final_ops(rec, base, fence, snaps)
-        upload_bytes = sum(len(p) for p in uploads.values())
-        pending = {d: p for d, p in uploads.items() if d not in sent} if sent else uploads
         pending_bytes = sum(len(p) for p in pending.values())
         if pending_bytes <= _SINGLE_TXN_BYTES and len(pending) + len(final) <= self.store.settings.txn_max_ops:
             ops = [Op("set", self.layout.chunk(d), p) for d, p in pending.items()] + final
@@ -290,15 +301,16 @@ class Repo:
             self.store.put_many(((self.layout.chunk(d), p) for d, p in pending.items()), fence=fence)
             ops = final
         head = self._apply_final(ops, rec, base)
-        refs = frozenset(needed | set(manifest_digests))
+        needed.update(manifest_digests)
+        refs, needed = frozenset(needed), None
         self._refsets.set_whole(rec.id, refs)
         known.clear()
         known.update(refs)
         self.records_seen.add(rec)
         # Only kept snapshots are asked for again.
         self._refsets.keep(self._kept)
-        return CommitResult(rec, head, len(uploads), len(refs) - len(uploads),
-                            upload_bytes, self.store.stats.kv_writes - writes_before + len(uploads) - len(pending),
+        return CommitResult(rec, head, uploads, len(refs) - uploads,
+                            upload_bytes, self.store.stats.kv_writes - writes_before + uploads - len(pending),
                             time.monotonic() - started)
 
     def chunk_stream(self, fence: tuple[Op, ...] = ()) -> "ChunkStream":
@@ -412,13 +424,14 @@ class ChunkStream:
         self._writer.__exit__(kind, exc, tb)
 
 
+def chunk_size_of(e: mf.Entry, i: int, chunk_size: int) -> int:
+    """The stored size the ``i``-th chunk of file ``e`` is expected to have (sealed ones a little more)."""
+    return max(0, min(chunk_size, e.size - i * chunk_size)) + (_SEAL_SLACK if e.sealed else 0)
+
+
 def chunk_sizes(manifest: Manifest, chunk_size: int) -> dict[str, int]:
-    """The stored size each file chunk of ``manifest`` is expected to have (sealed ones a little more)."""
-    sizes: dict[str, int] = {}
-    for e in manifest.entries:
-        for i, digest in enumerate(e.chunks):
-            sizes[digest] = max(0, min(chunk_size, e.size - i * chunk_size)) + (_SEAL_SLACK if e.sealed else 0)
-    return sizes
+    """The stored size each file chunk of ``manifest`` is expected to have (``chunk_size_of``)."""
+    return {d: chunk_size_of(e, i, chunk_size) for e in manifest.entries for i, d in enumerate(e.chunks)}
 
 
 def _encode_gc(pending: dict[str, float]) -> bytes:

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from ..consul.settings import READ_BATCH_BYTES
 from ..errors import CorruptData, EncryptionKeyError
 from ..snapshot import chunking, codec
-from ..snapshot.manifest import FILE, Entry, tree_order
+from ..snapshot.manifest import FILE, Entry, tree_ordered
 from ..snapshot.record import Record
-from .repository import Repo, chunk_sizes
+from .repository import Repo, chunk_size_of
 
 MISSING = "missing chunk"
 CHECKSUM = "checksum mismatch"
@@ -46,7 +46,8 @@ class Report:
         return not self.damage
 
 
-@dataclass(frozen=True)
+# Slots: one is kept per distinct chunk, a file's worth each in a tree of small files.
+@dataclass(frozen=True, slots=True)
 class _Verdict:
     reason: str  # "" when whole
     size: int = 0
@@ -78,16 +79,16 @@ class Verifier:
         self.report.bytes += record.manifest_size if fresh else 0
         for d in record.manifest_chunks:
             self._seen.setdefault(d, _Verdict(""))
-        files = sorted((e for e in manifest.entries if e.type == FILE and not e.link), key=lambda e: tree_order(e.path))
-        sizes = chunk_sizes(manifest, record.chunk_size or self.repo.chunk_size)
+        files = tree_ordered([e for e in manifest.entries if e.type == FILE and not e.link])
+        chunk_size = record.chunk_size or self.repo.chunk_size
         sealed = manifest.sealed_refs()
         batch: dict[str, int] = {}
         pending = 0
         for e in files:
-            for d in e.chunks:
+            for i, d in enumerate(e.chunks):
                 if d in self._seen or d in batch:
                     continue
-                batch[d] = sizes.get(d, 0)
+                batch[d] = chunk_size_of(e, i, chunk_size)
                 pending += batch[d]
                 if pending >= self.batch_bytes:
                     self._check(record, batch, sealed)

@@ -27,10 +27,10 @@ from ..disk import INTERNAL_PREFIX, QUARANTINE_DIR, STAGING_PREFIX, STATE_DIRS
 from ..errors import RestoreRefused, StatesyncError, UnsafePath
 from ..fsutil import start_writeback, sync_filesystem
 from ..repo.repository import Repo
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_ordered
 from ..snapshot.record import Record
 from ..tree.dirfd import DIR_FLAGS, DirChain, open_below
-from .feed import ChunkFeed, tree_ordered
+from .feed import ChunkFeed
 from .rootlock import hold_root, holds
 from .swap import ASIDE_DIR, JOURNAL, exists, recover, swap  # noqa: F401 (ASIDE_DIR, JOURNAL: the interface)
 from .swap import remove_tree as _remove_tree

@@ -10,24 +10,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ..consul.settings import READ_BATCH_BYTES
 from ..errors import CorruptData
 from ..repo.repository import _SEAL_SLACK, Repo
-from ..snapshot.manifest import FILE, Entry, Manifest, tree_order
+from ..snapshot.manifest import FILE, Entry, Manifest, tree_ordered
 from ..snapshot.record import Record
-
-
-def tree_ordered(entries: tuple[Entry, ...]) -> tuple[Entry, ...] | list[Entry]:
-    """``entries`` in tree order (``tree_order``), the order ``write_tree`` writes them in.
-
-    A manifest is stored in path order, which is tree order unless a name sorts below "/"
-    ("a-b" beside a directory "a"): checked first, a pair of keys at a time, such entries
-    come back as they are, without a sorted copy or a copy of every path as its key."""
-    previous = ""
-    for e in entries:
-        key = tree_order(e.path)
-        if key <= previous:
-            return sorted(entries, key=lambda e: tree_order(e.path))
-        previous = key
-    return entries
-
 
 # Chunks fetched at a time at most, whatever their bytes: a batch of tiny files is a few
 # hundred kilobytes of chunks and tables instead of tens of megabytes, at the same number

@@ -51,7 +51,8 @@ def ca_identity(pem: bytes) -> str:
 
 def snapshot_ca(repo: Repo, record: Record, state: str = "") -> bytes | None:
     """The ca/ca.crt bytes a snapshot holds (below ``state``, the root-relative state subtree), or None."""
-    entry = repo.manifest(record).by_path().get(f"{state}/{CA_CERT}" if state else CA_CERT)
+    path = f"{state}/{CA_CERT}" if state else CA_CERT
+    entry = repo.manifest(record).find(path).get(path)
     if entry is None or entry.type != FILE:
         return None
     sealed = set(entry.chunks) if entry.sealed else set()

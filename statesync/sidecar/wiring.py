@@ -30,7 +30,7 @@ def rules(cfg: Config) -> Rules:
 def ca_identity(cfg: Config, manifest: Manifest) -> str:
     """The SPKI SHA-256 of the CA certificate ``manifest`` holds, read from disk when the file
     there still has the committed content; "" when there is none, or it changed, or does not parse."""
-    entries = manifest.by_path()
+    entries = manifest.find(*(cfg.in_state(rel) for rel in CA_FILES))
     for rel in CA_FILES:
         entry = entries.get(cfg.in_state(rel))
         if entry is None:

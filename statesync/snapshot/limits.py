@@ -39,15 +39,18 @@ MAX_MEMORY = 256 << 20
 BASE = 64 << 20
 PARSE = 25 << 20
 MAX_ENTRY_MEMORY = MAX_MEMORY - BASE
-# What a restore keeps per entry beyond the objects it holds: its place in the decoder's list
-# and in the manifest's tuple (both for a moment), allocator rounding.
-PER_ENTRY = 40
+# What a restore keeps per entry beyond the objects it holds (each counted with the allocator's
+# rounding to 16 bytes): its place in the decoder's list and in the manifest's tuple (both for a moment).
+PER_ENTRY = 16
 # What a sort into tree order adds per entry beyond the copy of its path it makes as its key:
 # the key's place and the entry's in the sorted list.
 PER_KEY = 24
 # A place in the decoder's table of distinct values (it holds each owner, mode and digest
 # once), its growth included. The table is gone before anything is sorted.
 PER_VALUE = 100
+# The most values the table holds: it is emptied when full (the values met again come back at
+# once), so that it costs no place per file in a tree whose files each have a digest of their own.
+MAX_VALUES = 4096
 
 
 def max_chunks(size: int) -> int:
@@ -62,15 +65,16 @@ def entry_memory(entry: object, own: tuple[object, ...], path: str, new: tuple[o
     has not met before: later entries share them), those a sort into tree order adds for a
     moment (a copy of ``path`` as its key), and those the decoder's table of distinct values
     adds while it reads."""
-    kept = sys.getsizeof(entry) + sum(map(_size, own)) + sum(map(_size, new)) + PER_ENTRY
+    kept = _size(entry) + sum(map(_size, own)) + sum(map(_size, new)) + PER_ENTRY
     return kept, sys.getsizeof(path) + PER_KEY, len(new) * PER_VALUE
 
 
 def _size(o: object) -> int:
-    # Empty strings and tuples, and small integers, are one object shared by everyone.
+    # Empty strings and tuples, and small integers, are one object shared by everyone. The
+    # allocator hands out multiples of 16 bytes (a digest's 113 take 128).
     if not o or (type(o) is int and -5 <= o <= 256):
         return 0
-    return sys.getsizeof(o)
+    return (sys.getsizeof(o) + 15) & ~15
 
 
 @dataclass
@@ -84,13 +88,17 @@ class Tally:
     memory: int = 0  # what the entries cost a restore at its peak, beyond BASE
     kept: int = 0
     sort: int = 0
-    table: int = 0
+    table: int = 0  # the decoder's table of values now (at most MAX_VALUES places)
+    # Whether the entries need a sort into tree order: those that come in it are never sorted
+    # (``manifest.tree_ordered``), and then a sort's keys cost nothing.
+    needs_sort: bool = True
 
-    def add(self, kept: int, sort: int, table: int) -> None:
+    def add(self, kept: int, sort: int, table: int, needs_sort: bool = True) -> None:
         """Count an entry's ``entry_memory``. A restore holds what entries keep, and either
         (decoding) the table of values and a member's text parsed, or (later) a sort's keys."""
         self.kept, self.sort, self.table = self.kept + kept, self.sort + sort, self.table + table
-        self.memory = self.kept + max(self.sort, self.table + PARSE)
+        self.needs_sort = needs_sort
+        self.memory = self.kept + max(self.sort if needs_sort else 0, self.table + PARSE)
 
     def excess(self) -> str | None:
         """Why a manifest that has come this far is refused; None while it is within every bound."""

@@ -28,6 +28,7 @@ from .manifest import (
     Manifest,
     check_path,
     tree_order,
+    tree_ordered,
 )
 
 
@@ -49,8 +50,8 @@ _ONE_CHUNK = object()  # "c" left out
 
 
 def _entry_from_json(d: object, same: dict) -> Entry:
-    """The entry ``d`` stands for; ``same`` gives back the first of equal owners, modes and
-    digests met, so that a tree holds each once however many entries repeat it."""
+    """The entry ``d`` stands for; ``same`` gives back the first of equal owners, modes, sizes
+    and digests met, so that a tree holds each once however many entries repeat it."""
     if not isinstance(d, dict):
         raise CorruptData("manifest entry is not an object")
     path = check_path(d.get("p"))
@@ -69,6 +70,7 @@ def _entry_from_json(d: object, same: dict) -> Entry:
             raise CorruptData(f"manifest entry {path!r}: bad sha256")
         sha = same.setdefault(sha, sha)
         size = _int(d, "s", 0, MAX_FILE_SIZE, path)
+        size = same.setdefault(size, size)  # small files repeat their sizes
         chunks = d.get("c", _ONE_CHUNK)
         if chunks is _ONE_CHUNK:  # one chunk named like the file: checked just above
             chunks = (sha,)
@@ -112,7 +114,7 @@ def check_tree(entries: tuple[Entry, ...]) -> None:
     # paths, linear in their length however deep they go (a parent walk per path is not).
     below, kind, previous = "", "", None
     linked: list[Entry] = []
-    for e in sorted(entries, key=lambda e: tree_order(e.path)):
+    for e in tree_ordered(entries):
         if below and e.path.startswith(below):
             if kind == SYMLINK:
                 raise UnsafePath(f"manifest path {e.path!r} leads through the symlink {below[:-1]!r}")
@@ -152,6 +154,7 @@ class Decoder:
         self._entries: list[Entry] = []
         self._members: dict[str, object] = {}
         self._same: dict = {}
+        self._last_key: str | None = ""  # tree_order of the last entry while they come in tree order
 
     def feed(self, piece: bytes) -> None:
         self._count("stored", len(piece))
@@ -204,8 +207,17 @@ class Decoder:
         new = tuple(islice(reversed(self._same), len(self._same) - known))
         self.tally.entries += 1
         self.tally.chunk_refs += len(e.chunks)
-        self.tally.add(*limits.entry_memory(e, (e.path, e.target, e.link, e.chunks, e.mtime_ns, e.size), e.path, new))
+        if self._last_key is not None:  # entries that come in tree order are never sorted (``tree_ordered``)
+            key = tree_order(e.path)
+            self._last_key = key if key > self._last_key else None
+        self.tally.add(*limits.entry_memory(e, (e.path, e.target, e.link, e.chunks, e.mtime_ns), e.path, new),
+                       needs_sort=self._last_key is None)
         self._count("memory", 0)
+        if len(self._same) >= limits.MAX_VALUES:
+            # Emptied when full: values met again (owners, modes) come back at the next entry,
+            # and a tree of files each of its own digest costs no table place per file.
+            self._same.clear()
+            self.tally.table = 0
 
     def _member(self, key: str, value: object) -> None:
         if key in ("v", "r", "e"):  # "e" here is no array; other members are additions a reader ignores

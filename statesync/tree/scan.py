@@ -158,7 +158,8 @@ class Scanner:
                         targets[rel] = first.path
         links: dict[str, tuple[Entry, str, Entry]] = {}
         entries = []
-        for rel, (_, e, _) in sorted(self._entries.items()):
+        for rel in sorted(self._entries):  # the keys alone: no pair per path
+            e = self._entries[rel][1]
             if rel in targets:
                 cached = self._links.get(rel)
                 if cached is None or cached[0] is not e or cached[1] != targets[rel]:
