@@ -13,7 +13,8 @@ free loopback ports: ``server`` is a single server with its raft log on disk (th
 headline figures), ``dev`` an in-memory dev agent. See docs/BENCH.md for what each
 figure measures and the last full run.
 
-The suites (bench/suites.py: dump cost, the guard fleet, enrolment at scale, ...) are scripts
+The suites (bench/suites.py: dump cost, the fleet, enrolment, capacity, the engine stack, memory per
+file, the restore's floor) are scripts
 of their own, each run as a process with its own Consul and its own baseline, the code of
 ``--baseline`` beside the working tree.
 

@@ -42,6 +42,7 @@ SUITES = (
     Suite("enrol-scale", "enrol_scale", 8, "icinga", (), "--before"),
     Suite("capacity", "capacity", 20, ""),
     Suite("stack-rto", "stack_rto", 12, "engine", ("--layouts", "2.16,2.14")),
+    Suite("memfile", "memfile", 17, "", (), "--baseline"),
     Suite("restore-limit", "restore_limit", 4, "", ("--fixtures", "S,L", "--reps", "9", "--profile"), "--baseline"),
 )
 NAMES = tuple(s.name for s in SUITES)
