@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import json
 import os
 import shutil
 import signal
@@ -53,6 +52,7 @@ sys.path.insert(0, str(HERE))
 
 import icinga_bench  # noqa: E402
 import icinga_state  # noqa: E402
+import suites  # noqa: E402
 
 from tests.support import ConsulAgent, clean_env, find_consul  # noqa: E402
 
@@ -68,15 +68,6 @@ def _say(*args) -> None:
 def cpu_s(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def export(commit: str, into: Path) -> Path:
-    """The tree of ``commit`` as plain files (git archive: the repository's worktrees stay as they are)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "statesync"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
 
 
 def icinga_dump(source: Path, state: Path) -> float:
@@ -273,7 +264,7 @@ def main(argv=None) -> int:
               "new": subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], check=True,
                                     capture_output=True, text=True).stdout.strip(),
               "cpus": os.cpu_count(), "load_at_start": os.getloadavg(), "results": {}}
-    versions = ({"baseline": export(args.baseline, work / "baseline")} if args.baseline else {}) | {"new": REPO}
+    versions = ({"baseline": suites.export_code(args.baseline, work / "baseline")} if args.baseline else {}) | {"new": REPO}
     try:
         for fixture in args.fixtures.split(","):
             hosts, services = icinga_state.FIXTURES[fixture]
@@ -301,12 +292,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["load_at_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    args.json.with_suffix(".md").write_text(md)
-    print(md)
-    return 0
+    return suites.write_report(report, args.json, markdown)
 
 
 if __name__ == "__main__":

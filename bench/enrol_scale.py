@@ -31,7 +31,6 @@ import json
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,6 +40,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+
+import suites  # noqa: E402
 
 from tests import enrol_burst as eb  # noqa: E402
 from tests import icinga  # noqa: E402
@@ -115,14 +116,6 @@ def _since(t0: float, t: float | None) -> float | None:
     return None if t is None else round(t - t0, 2)
 
 
-def export(ref: str, into: Path) -> Path:
-    """The tree of git ref ``ref`` (its statesync package is what the sidecar runs)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "statesync"], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
-    return into
-
-
 def table(results: list[dict]) -> str:
     rows = ["| code | N | written over (s) | all accepted (s) | all signed (s) | stages | reloads | sat1 drops | sat1 connected again (s) |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -158,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     consul = ConsulAgent(find_consul(), dev=False, workdir=str(work / "consul")).start()
     results = []
     try:
-        plan = ([(args.before, export(args.before, work / "before"))] if args.before else []) + [("this checkout", REPO)]
+        plan = ([(args.before, suites.export_code(args.before, work / "before"))] if args.before else []) + [("this checkout", REPO)]
         for spread in args.spread:
             for label, code in plan:
                 r = burst(code, label, consul, work, args.n, args.icinga_root, args.timeout, args.writers, spread)

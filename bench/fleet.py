@@ -34,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import suites
+
 REPO = Path(__file__).resolve().parent.parent
 HZ = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -223,16 +225,6 @@ def run_fleet(n: int, variant: str, pythonpath: str, agent, publisher, ca_old, w
             stop(p)
 
 
-def baseline_tree(ref: str, work: Path) -> str:
-    """``ref``'s statesync/ as files in ``work``, for the workers of the "before" rows."""
-    dest = work / "baseline"
-    dest.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", ref, "statesync"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
-    return str(dest)
-
-
 def markdown(report: dict) -> str:
     lines = [f"Run of {report['started']} ({report['seconds']} s, {report['cpus']} CPUs, load "
              f"{report['load_start'][0]:.1f} → {report['load_end'][0]:.1f}); before = {report['baseline_ref']}.", "",
@@ -285,7 +277,7 @@ def main(argv=None) -> int:
     try:
         agent.start(timeout=60)
         publisher = Store(config.load({"consul.addr": [agent.addr], "prefix": "fleet"}, env={}).consul)
-        old_tree = baseline_tree(args.baseline_ref, work) if before else ""
+        old_tree = str(suites.export_code(args.baseline_ref, work / "baseline")) if before else ""
         ca = make_ca()
         for n in sizes:
             if n in before:

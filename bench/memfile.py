@@ -33,7 +33,6 @@ memory do not depend on it much, times do (none is reported as a result here).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -51,7 +50,8 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
 import icinga_bench  # noqa: E402
-from dump_cost import export, wait_head  # noqa: E402
+import suites  # noqa: E402
+from dump_cost import wait_head  # noqa: E402
 
 from tests.support import ConsulAgent, clean_env, find_consul  # noqa: E402
 
@@ -264,7 +264,7 @@ def main(argv=None) -> int:
               "command": " ".join(["bench/memfile.py", *(argv if argv is not None else sys.argv[1:])]),
               "baseline": git("rev-parse", args.baseline) if args.baseline else "", "new": git("rev-parse", "HEAD"),
               "cpus": os.cpu_count(), "load_at_start": os.getloadavg(), "quick": args.quick, "results": {}}
-    versions = {"before": export(args.baseline, work / "baseline")} if args.baseline else {}
+    versions = {"before": suites.export_code(args.baseline, work / "baseline")} if args.baseline else {}
     versions["after"] = REPO
     try:
         for n in (int(s) for s in args.sizes.split(",")):
@@ -279,12 +279,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["load_at_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    args.json.with_suffix(".md").write_text(md)
-    print(md)
-    return 0
+    return suites.write_report(report, args.json, markdown)
 
 
 if __name__ == "__main__":

@@ -229,15 +229,6 @@ def profile_run(code: Path, out: Path) -> None:
 
 # -- the run ----------------------------------------------------------------------------------
 
-def export_code(commit: str, into: Path) -> Path:
-    """The tree of ``commit`` as plain files (``git archive``: the worktrees stay as they are)."""
-    into.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", commit, "statesync"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
-    return into
-
-
 def tree_digests(root: Path) -> dict[str, str]:
     """Every entry below ``root``: a file's sha256, a symlink's target, "dir"; statesync's own names left out."""
     import icinga_bench
@@ -482,6 +473,8 @@ def main(argv=None) -> int:
         return 0
     sys.path.insert(0, str(REPO))
     sys.path.insert(0, str(HERE))
+    import suites  # here, not at the top: the floor's own runs of this script import nothing they need not
+
     from tests.support import find_consul
     consul_bin = find_consul()
     if consul_bin is None:
@@ -501,7 +494,7 @@ def main(argv=None) -> int:
               "results": {}}
     versions = {"statesync": REPO}
     if args.baseline:
-        versions["statesync (baseline)"] = export_code(args.baseline, work / "baseline")
+        versions["statesync (baseline)"] = suites.export_code(args.baseline, work / "baseline")
     fixtures = args.fixtures.split(",")
     try:
         for fixture in fixtures:
@@ -511,12 +504,7 @@ def main(argv=None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report["load_at_end"] = os.getloadavg()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    args.json.with_suffix(".md").write_text(md)
-    print(md)
-    return 0
+    return suites.write_report(report, args.json, markdown)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,26 @@ SUITES = (
 NAMES = tuple(s.name for s in SUITES)
 
 
+def export_code(ref: str, into: Path) -> Path:
+    """The statesync package of git ref ``ref`` as plain files under ``into`` (``git archive``:
+    the repository's worktrees stay as they are), for a suite's "before" run beside this tree."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(BENCH.parent), "archive", ref, "statesync"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def write_report(report: dict, json_path: Path, markdown) -> int:
+    """A suite's end: its JSON, the Markdown of its table beside it (``.md``) and on stdout."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=2) + "\n")
+    md = markdown(report)
+    json_path.with_suffix(".md").write_text(md)
+    print(md)
+    return 0
+
+
 def by_name(names: list[str]) -> list[Suite]:
     return [s for s in SUITES if s.name in names]
 
