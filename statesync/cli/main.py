@@ -3,6 +3,7 @@ every error to its exit code, in one place. Each command's action and its printi
 module of its own in this package (``backup``, ``restore``, ...); its parser is in ``parsers``."""
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from typing import Sequence
@@ -13,35 +14,25 @@ from .. import config
 from ..errors import StatesyncError, exit_code_for
 from ..sidecar import logs
 from ..snapshot.names import exact, one_line
-from .backup import cmd_backup
-from .ca import cmd_accept_ca, cmd_check_ca
-from .demo import cmd_demo
-from .diff import cmd_diff
-from .enrol import cmd_enrol
-from .forget import cmd_forget
-from .gc import cmd_gc
-from .health import cmd_health
-from .keygen import cmd_keygen
-from .ls import cmd_ls
-from .nodes import cmd_nodes
 from .parsers import build_parser, setting_flags
-from .pin import cmd_pin, cmd_unpin
-from .pin_parent import cmd_pin_parent
-from .ready import cmd_ready
-from .rekey import cmd_rekey
-from .restore import cmd_restore
-from .run import cmd_run
-from .satellites import cmd_satellites
-from .snapshots import cmd_snapshots
-from .verify import cmd_verify
 
 log = structlog.get_logger(__name__)
 
 
-COMMANDS = {"demo": cmd_demo, "keygen": cmd_keygen, "rekey": cmd_rekey, "backup": cmd_backup, "restore": cmd_restore, "snapshots": cmd_snapshots, "run": cmd_run,
-            "ready": cmd_ready, "health": cmd_health, "pin-parent": cmd_pin_parent, "check-ca": cmd_check_ca, "accept-ca": cmd_accept_ca,
-            "pin": cmd_pin, "unpin": cmd_unpin, "forget": cmd_forget, "gc": cmd_gc, "enrol": cmd_enrol,
-            "satellites": cmd_satellites, "diff": cmd_diff, "verify": cmd_verify, "ls": cmd_ls, "nodes": cmd_nodes}
+# Each command's module, imported when that command runs: a command pays for its own imports
+# only (the container's health probe starts a process every few seconds, and a restore's start is
+# part of the time to recovery: docs/BENCH.md, "Restore against its real limit").
+COMMANDS = {"demo": "demo", "keygen": "keygen", "rekey": "rekey", "backup": "backup", "restore": "restore",
+            "snapshots": "snapshots", "run": "run", "ready": "ready", "health": "health", "pin-parent": "pin_parent",
+            "check-ca": "ca", "accept-ca": "ca", "pin": "pin", "unpin": "pin", "forget": "forget", "gc": "gc",
+            "enrol": "enrol", "satellites": "satellites", "diff": "diff", "verify": "verify", "ls": "ls",
+            "nodes": "nodes"}
+
+
+def command_function(name: str):
+    """The ``cmd_*`` function of command ``name``, its module imported now."""
+    module = importlib.import_module(f".{COMMANDS[name]}", __package__)
+    return getattr(module, "cmd_" + name.replace("-", "_"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = config.load(flags, config_file=getattr(args, "config", None))
         logs.configure(cfg.log_format, cfg.log_level, sys.stdout if args.command == "run" else sys.stderr)
         configured, as_json = True, cfg.log_format == "json"
-        return COMMANDS[args.command](cfg, args)
+        return command_function(args.command)(cfg, args)
     except StatesyncError as exc:
         # Several configuration errors (config.ConfigErrors) are one line each, every one escaped.
         for line in getattr(exc, "lines", ())[:-1]:
