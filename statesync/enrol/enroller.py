@@ -26,7 +26,7 @@ from .. import metrics
 from ..config import Config
 from ..consul.store import Store
 from ..disk import CERTS_DIR, LOCAL_CA, node_cert, node_cert_name, node_key
-from ..errors import CorruptData, EnrolError, StatesyncError
+from ..errors import CasConflict, CorruptData, EnrolError, StatesyncError
 from ..fsutil import write_atomic
 from ..pki import cadoc, fingerprint
 from . import registration
@@ -42,6 +42,8 @@ STATES = (NO_REQUEST, WAITING_CA, REGISTERED, ENROLLED, OTHER_CA)
 
 # A pending request is re-checked this often: the registration must follow a new key at once.
 PENDING_RECHECK = 1.0
+# Check-and-set rounds on one registration: two writers of the same request settle in two.
+REGISTER_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -149,14 +151,24 @@ class Enroller:
 
     def _register(self, reg: registration.Registration) -> None:
         key = self.cfg.layout.satellite(reg.cn)
-        pair = self.store.get(key, consistent=True)
-        if pair is not None:
+        # A lost check-and-set is re-read, not reported: in one task the sidecar's thread and
+        # `statesync enrol --wait` register the same request side by side, and a PUT retried
+        # after a lost answer finds its own first write. Either way the key may already hold
+        # this very registration.
+        for attempt in range(REGISTER_ATTEMPTS):
+            pair = self.store.get(key, consistent=True)
+            if pair is not None:
+                try:
+                    if _same(registration.decode(pair.value), reg):
+                        return
+                except CorruptData:
+                    pass  # ours to overwrite: the token may write this key only
             try:
-                if _same(registration.decode(pair.value), reg):
-                    return
-            except CorruptData:
-                pass  # ours to overwrite: the token may write this key only
-        self.store.put(key, registration.encode(reg), cas=pair.modify_index if pair is not None else 0)
+                self.store.put(key, registration.encode(reg), cas=pair.modify_index if pair is not None else 0)
+                break
+            except CasConflict:
+                if attempt == REGISTER_ATTEMPTS - 1:
+                    raise
         metrics.enrol_registrations.inc()
         log.warning("registered for enrolment", key=key, cn=reg.cn, zone=reg.zone, parent_zone=reg.parent_zone,
                     key_sha256=reg.key_sha256, request_sha256=reg.request_sha256, ca_spki_sha256=reg.ca_spki_sha256)

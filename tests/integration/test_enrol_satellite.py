@@ -192,6 +192,66 @@ def test_a_second_step_with_nothing_changed_leaves_the_registration_and_the_ca_f
     assert sat.ca_file.stat().st_ino == ca_inode
 
 
+class _RacedStore(Store):
+    """The real store, with another writer let in between this writer's read of the
+    registration and its check-and-set (the interleaving a loaded task meets by chance)."""
+
+    def __init__(self, cfg, key: str, other):
+        super().__init__(cfg)
+        self.key, self.other, self.raced = key, other, False
+
+    def get(self, key, consistent=False):
+        pair = super().get(key, consistent=consistent)
+        if key == self.key and not self.raced:
+            self.raced = True
+            self.other()
+        return pair
+
+
+def test_two_writers_of_one_request_both_end_registered_when_one_loses_the_check_and_set(sat, ca):
+    # The sidecar's thread and `statesync enrol --wait` register the same request in one task.
+    sat.pending()
+    sat.publish_ca(ca)
+    key = sat.cfg.layout.satellite(CN)
+    first = Enroller(sat.cfg, Store(sat.cfg.consul))
+    raced = Enroller(sat.cfg, _RacedStore(sat.cfg.consul, key, lambda: first.step()),
+                     clock=lambda: time.time() + 60)
+
+    assert raced.step().state == REGISTERED
+    assert first.last.state == REGISTERED
+    reg = registration.decode(sat.registration_pair().value)
+    assert reg.key_sha256 == fingerprint.spki_sha256((sat.certs / f"{CN}.crt").read_bytes())
+
+
+def test_a_registration_whose_write_landed_before_a_retry_is_not_an_error(sat, ca):
+    # A PUT retried after a lost answer finds the key its first attempt wrote: its check-and-set
+    # against "absent" loses to itself.
+    class Retried(Store):
+        def put(self, key, value, cas=None, fence=()):
+            super().put(key, value, cas=cas, fence=fence)
+            super().put(key, value, cas=cas, fence=fence)
+
+    sat.pending()
+    sat.publish_ca(ca)
+    assert Enroller(sat.cfg, Retried(sat.cfg.consul)).step().state == REGISTERED
+    assert sat.registration_pair() is not None
+
+
+def test_a_lost_check_and_set_against_another_request_is_retried_with_this_nodes_request(sat, ca):
+    sat.pending()
+    sat.publish_ca(ca)
+    key = sat.cfg.layout.satellite(CN)
+    older = registration.Registration(
+        version=1, cn=CN, zone=CN, parent_zone="master", host="", port=5665, key_sha256="0" * 64,
+        request_sha256="0" * 64, ca_spki_sha256=fingerprint.spki_sha256(ca.pem), node="node1",
+        time="2026-01-01T00:00:00+00:00")
+    store = _RacedStore(sat.cfg.consul, key, lambda: sat.store.put(key, registration.encode(older)))
+
+    assert Enroller(sat.cfg, store).step().state == REGISTERED
+    reg = registration.decode(sat.registration_pair().value)
+    assert reg.key_sha256 == fingerprint.spki_sha256((sat.certs / f"{CN}.crt").read_bytes()) != older.key_sha256
+
+
 def test_a_new_key_re_registers_with_the_new_hashes(sat, ca):
     first = sat.pending()
     sat.publish_ca(ca)
