@@ -9,7 +9,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from ..consul.settings import READ_BATCH_BYTES
 from ..errors import CorruptData
-from ..repo.repository import _SEAL_SLACK, Repo
+from ..repo.repository import Repo, chunk_size_of
 from ..snapshot.manifest import FILE, Entry, Manifest, tree_ordered
 from ..snapshot.record import Record
 
@@ -142,14 +142,12 @@ class ChunkFeed:
         """Each chunk reference from chunk ``j`` of ``order[at]`` on, in the order they will be
         asked for: its digest, the size it is expected to have (sealed ones a little more), and
         whether it is sealed."""
-        step = self._chunk_size
         for i in range(at, len(order)):
             f = order[i]
             if f.type != FILE or f.link:
                 continue
-            slack = _SEAL_SLACK if f.sealed else 0
             for k in range(j if i == at else 0, len(f.chunks)):
-                yield f.chunks[k], max(0, min(step, f.size - k * step)) + slack, f.sealed
+                yield f.chunks[k], chunk_size_of(f, k, self._chunk_size), f.sealed
 
     def _batches(self, refs: Iterator[tuple[str, int, bool]]) -> Iterator[tuple[dict[str, int], set[str]]]:
         """``refs`` cut into batches of about ``batch_bytes`` and at most ``MAX_BATCH_CHUNKS``
