@@ -71,12 +71,13 @@ class ScanResult:
 
 # A path's cache item: its stat signature (None: never trust it), its entry, and whether its
 # timestamps were old enough when it was read for the signature to prove it unchanged; or all
-# three packed into one record (tree/records), as most files of a large tree are.
-_Item = tuple[bytes | None, Entry, bool] | bytes
+# three packed into a pair (tree/records.Record), as most files of a large tree are. Either
+# way its first element is the signature, or starts with it.
+_Item = tuple[bytes | None, Entry, bool] | records.Record
 
 
 def _is_dir(item: _Item | None) -> bool:
-    return isinstance(item, tuple) and item[1].type == DIR
+    return item is not None and len(item) == 3 and item[1].type == DIR
 
 
 class Scanner:
@@ -149,7 +150,7 @@ class Scanner:
                      user=user_name(st.st_uid), group=group_name(st.st_gid))
 
     def _entry(self, rel: str, item: _Item) -> Entry:
-        return records.unpack(rel, item, self._owners) if isinstance(item, bytes) else item[1]
+        return records.unpack(rel, item, self._owners) if len(item) == 2 else item[1]
 
     def _item(self, sig: bytes, entry: Entry, settled: bool) -> _Item:
         """The cache item of a file read: packed into a record when one holds it exactly."""
@@ -161,7 +162,7 @@ class Scanner:
         and beside each, an object that stays the same while its entry does (``Manifest.tokens``)."""
         groups: dict[tuple[int, int], list[str]] = {}
         for rel, item in self._entries.items():
-            sig = item if isinstance(item, bytes) else item[0]  # a record starts with its signature
+            sig = item[0]
             if sig is not None and linked_file(sig):
                 groups.setdefault(file_id(sig), []).append(rel)
         targets: dict[str, str] = {}
@@ -174,23 +175,22 @@ class Scanner:
                     if e.same_content(first) and e.same_metadata(first) and e.sealed == first.sealed:
                         targets[rel] = first.path
         links: dict[str, tuple[_Item, str, Entry]] = {}
-        entries: list[Entry] = []
-        tokens: list[object] = []
-        for rel in sorted(self._entries):  # the keys alone: no pair per path
+
+        def token(rel: str) -> object:
             item = self._entries[rel]
-            token: object = item
-            if rel in targets:
-                cached = self._links.get(rel)
-                if cached is None or cached[0] is not item or cached[1] != targets[rel]:
-                    cached = (item, targets[rel], dataclasses.replace(self._entry(rel, item), link=targets[rel]))
-                links[rel] = cached
-                e = token = cached[2]
-            else:
-                e = self._entry(rel, item)
-            entries.append(e)
-            tokens.append(token)
+            if rel not in targets:
+                return item
+            cached = self._links.get(rel)
+            if cached is None or cached[0] is not item or cached[1] != targets[rel]:
+                cached = (item, targets[rel], dataclasses.replace(self._entry(rel, item), link=targets[rel]))
+            links[rel] = cached
+            return cached[2]
+
+        # Tuples built from generators, not lists copied: two lists at once cost 16 bytes a file.
+        keys = sorted(self._entries)  # the keys alone: no pair per path
+        tokens = tuple(token(rel) for rel in keys)
         self._links = links
-        return tuple(entries), tuple(tokens)
+        return tuple(t if isinstance(t, Entry) else self._entry(rel, t) for rel, t in zip(keys, tokens, strict=True)), tokens
 
     def _wanted(self, rel: str, is_dir: bool, ancestors: bool = True) -> bool:
         return not rel.startswith(INTERNAL_PREFIX) and self.filter.wanted(rel, is_dir, ancestors)
@@ -308,7 +308,7 @@ class Scanner:
         sig = signature(st)
         cached = self._entries.get(rel)
         if cached is not None and not stat.S_ISDIR(st.st_mode) and (
-                records.same_signature(cached, sig) and records.settled(cached) if isinstance(cached, bytes)
+                records.same_signature(cached, sig) and records.settled(cached) if len(cached) == 2
                 else cached[0] == sig and cached[2]):
             into[rel] = cached
             return True
