@@ -80,6 +80,8 @@ class CaPublisher:
         Raises StoreError/ConsulUnavailable when Consul fails (the daemon retries the
         sync); a ca/ca.crt that is not a certificate is logged and skipped.
         """
+        # Its CA's entry alone: the daemon holds no entry of the tree between its commits.
+        manifest = Manifest(tuple(e for e in manifest.entries if e.path == self.ca_entry))
         with self._lock:
             self._last = (record, manifest)
             self._run(record, manifest)

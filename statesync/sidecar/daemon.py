@@ -306,7 +306,9 @@ class Daemon:
         result, res = out.scan, out.commit
         self._synced = True
         self._pending = False
-        self._committed = result.manifest
+        # Only pacing compares with it: else the entries of every file would stay alive between
+        # commits, where the scanner keeps a packed record of each (tree/records).
+        self._committed = result.manifest if self._pacer.active else None
         self._pacer.committed(released, time.monotonic())
         for path in released:
             self._held_chunks.pop(path, None)

@@ -81,6 +81,10 @@ class Manifest:
     # The root directory's own mode, owner and mtime (path "."); None in manifests written
     # before it was recorded, which restore as they always did.
     root: Entry | None = None
+    # Beside each entry, an object that stays the same (identical) for as long as the entry
+    # does: the scanner's packed record of a file, from which it builds the entry again for
+    # each manifest. ``Encoder`` reuses a segment whose tokens are the same; () when unknown.
+    tokens: tuple[object, ...] = field(default=(), compare=False, repr=False)
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
@@ -190,44 +194,48 @@ class Encoder:
     """Encodes manifests into pieces whose concatenation is ``encode``'s output.
 
     Keeps the compressed segments of the last manifest it encoded, keyed by the identity
-    of their entries (a scanner hands unchanged entries back as the same objects), so
-    that encoding the next one recompresses only the segments that changed.
+    of their entries' tokens (``Manifest.tokens``, else the entries themselves), so that
+    encoding the next one recompresses only the segments that changed.
     """
 
     def __init__(self) -> None:
-        # (first segment?, id of its first entry) -> (its entries, adler32 and length of its
+        # (first segment?, id of its first token) -> (its tokens, adler32 and length of its
         # JSON text, its compressed bytes): not the text itself, which a daemon would hold for
-        # every file between its commits (about 200 bytes each).
-        self._segments: dict[tuple, tuple[list[Entry], int, int, bytes]] = {}
+        # every file between its commits (about 200 bytes each), nor the entries.
+        self._segments: dict[tuple, tuple[tuple[object, ...], int, int, bytes]] = {}
 
     def pieces(self, manifest: Manifest, max_piece: int) -> list[bytes]:
         """The compressed manifest in pieces of at most ``max_piece`` bytes: one piece when it
         fits; else each segment's bytes (the first with the zlib header), then the stream's end."""
-        entries = manifest.entries
+        entries: tuple[Entry, ...] | list[Entry] = manifest.entries
+        tokens: tuple[object, ...] | list[Entry] = manifest.tokens
         if any(entries[i].path >= entries[i + 1].path for i in range(len(entries) - 1)):  # a scan's come sorted
             entries = sorted(entries, key=lambda e: e.path)
+            tokens = entries
+        elif len(tokens) != len(entries):
+            tokens = entries
         mask = _segment_mask(len(entries))
-        segments: list[list[Entry]] = []
-        current: list[Entry] = []
-        for e in entries:
-            current.append(e)
+        ends: list[int] = []  # where each segment ends
+        for n, e in enumerate(entries, 1):
             if zlib.crc32(e.path.encode("utf-8", "surrogateescape")) & mask == mask:
-                segments.append(current)
-                current = []
-        if current:
-            segments.append(current)
-        cache: dict[tuple, tuple[list[Entry], int, int, bytes]] = {}
+                ends.append(n)
+        if not ends or ends[-1] != len(entries):
+            ends.append(len(entries))
+        cache: dict[tuple, tuple[tuple[object, ...], int, int, bytes]] = {}
         compressed: list[bytes] = []
         adler = 1
-        for i, seg in enumerate(segments):
-            key = (i == 0, id(seg[0]))  # the entries are kept alive by the cache: ids stay theirs
+        segments = [(a, b) for a, b in zip([0, *ends[:-1]], ends, strict=True) if b > a]
+        for i, (start, end) in enumerate(segments):
+            toks = tuple(tokens[start:end])
+            key = (i == 0, id(toks[0]))  # the tokens are kept alive by the cache: ids stay theirs
             hit = self._segments.get(key)
-            if hit is None or len(hit[0]) != len(seg) or any(a is not b for a, b in zip(hit[0], seg, strict=True)):
+            if hit is None or len(hit[0]) != len(toks) or any(a is not b for a, b in zip(hit[0], toks, strict=True)):
+                seg = entries[start:end]
                 body = json.dumps([_entry_to_json(e) for e in seg], separators=(",", ":"), ensure_ascii=False)
                 raw = (_DOC_START if i == 0 else b",") + body[1:-1].encode("utf-8", "surrogateescape")
                 del body
                 deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
-                hit = (seg, zlib.adler32(raw), len(raw), deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
+                hit = (toks, zlib.adler32(raw), len(raw), deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
                 del raw
             cache[key] = hit
             adler = adler32_combine(adler, hit[1], hit[2])

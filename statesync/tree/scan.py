@@ -25,6 +25,7 @@ import structlog
 from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belong in a snapshot
 from ..snapshot import chunking, codec
 from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
+from . import records
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
 from .fileinfo import await_writes, file_id, group_name, inode, linked_file, same_read, signature, user_name
 from .globs import PathFilter
@@ -69,8 +70,14 @@ class ScanResult:
 
 
 # A path's cache item: its stat signature (None: never trust it), its entry, and whether its
-# timestamps were old enough when it was read for the signature to prove it unchanged.
-_Item = tuple[bytes | None, Entry, bool]
+# timestamps were old enough when it was read for the signature to prove it unchanged; or all
+# three packed into a pair (tree/records.Record), as most files of a large tree are. Either
+# way its first element is the signature, or starts with it.
+_Item = tuple[bytes | None, Entry, bool] | records.Record
+
+
+def _is_dir(item: _Item | None) -> bool:
+    return item is not None and len(item) == 3 and item[1].type == DIR
 
 
 class Scanner:
@@ -96,7 +103,8 @@ class Scanner:
         self._in_flight: deque[str] = deque()
         self._start = 0
         self._previous: dict[str, Entry] | None = None
-        self._links: dict[str, tuple[Entry, str, Entry]] = {}
+        self._links: dict[str, tuple[_Item, str, Entry]] = {}
+        self._owners = records.Owners()
 
     def forget(self) -> None:
         """Drop the stat cache so the next scan reads every file again."""
@@ -132,7 +140,8 @@ class Scanner:
             os.close(root_fd)
             self._sink = self._written = self._progress = None
             self._previous = None
-        result.manifest = Manifest(self._assemble(), self._root(root_st))
+        entries, tokens = self._assemble()
+        result.manifest = Manifest(entries, self._root(root_st), tokens)
         return result
 
     @staticmethod
@@ -140,35 +149,48 @@ class Scanner:
         return Entry(".", DIR, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_mtime_ns,
                      user=user_name(st.st_uid), group=group_name(st.st_gid))
 
-    def _assemble(self) -> tuple[Entry, ...]:
+    def _entry(self, rel: str, item: _Item) -> Entry:
+        return records.unpack(rel, item, self._owners) if len(item) == 2 else item[1]
+
+    def _item(self, sig: bytes, entry: Entry, settled: bool) -> _Item:
+        """The cache item of a file read: packed into a record when one holds it exactly."""
+        return records.pack(sig, settled, entry, self._owners) if records.packable(entry) else (sig, entry, settled)
+
+    def _assemble(self) -> tuple[tuple[Entry, ...], tuple[object, ...]]:
         """The cached entries in path order, each further path of a hard-linked file (same
-        device and inode, read with the same content and metadata) as a link to the first."""
+        device and inode, read with the same content and metadata) as a link to the first;
+        and beside each, an object that stays the same while its entry does (``Manifest.tokens``)."""
         groups: dict[tuple[int, int], list[str]] = {}
-        for rel, (sig, _, _) in self._entries.items():
+        for rel, item in self._entries.items():
+            sig = item[0]
             if sig is not None and linked_file(sig):
                 groups.setdefault(file_id(sig), []).append(rel)
         targets: dict[str, str] = {}
         for paths in groups.values():
             if len(paths) > 1:
                 paths.sort(key=tree_order)  # the first a restore writes
-                first = self._entries[paths[0]][1]
+                first = self._entry(paths[0], self._entries[paths[0]])
                 for rel in paths[1:]:
-                    e = self._entries[rel][1]
+                    e = self._entry(rel, self._entries[rel])
                     if e.same_content(first) and e.same_metadata(first) and e.sealed == first.sealed:
                         targets[rel] = first.path
-        links: dict[str, tuple[Entry, str, Entry]] = {}
-        entries = []
-        for rel in sorted(self._entries):  # the keys alone: no pair per path
-            e = self._entries[rel][1]
-            if rel in targets:
-                cached = self._links.get(rel)
-                if cached is None or cached[0] is not e or cached[1] != targets[rel]:
-                    cached = (e, targets[rel], dataclasses.replace(e, link=targets[rel]))
-                links[rel] = cached
-                e = cached[2]
-            entries.append(e)
+        links: dict[str, tuple[_Item, str, Entry]] = {}
+
+        def token(rel: str) -> object:
+            item = self._entries[rel]
+            if rel not in targets:
+                return item
+            cached = self._links.get(rel)
+            if cached is None or cached[0] is not item or cached[1] != targets[rel]:
+                cached = (item, targets[rel], dataclasses.replace(self._entry(rel, item), link=targets[rel]))
+            links[rel] = cached
+            return cached[2]
+
+        # Tuples built from generators, not lists copied: two lists at once cost 16 bytes a file.
+        keys = sorted(self._entries)  # the keys alone: no pair per path
+        tokens = tuple(token(rel) for rel in keys)
         self._links = links
-        return tuple(entries)
+        return tuple(t if isinstance(t, Entry) else self._entry(rel, t) for rel, t in zip(keys, tokens, strict=True)), tokens
 
     def _wanted(self, rel: str, is_dir: bool, ancestors: bool = True) -> bool:
         return not rel.startswith(INTERNAL_PREFIX) and self.filter.wanted(rel, is_dir, ancestors)
@@ -186,7 +208,7 @@ class Scanner:
         pfd = -1
         st = None
         try:
-            if not parent or (parent in self._entries and self._entries[parent][1].type == DIR):
+            if not parent or _is_dir(self._entries.get(parent)):
                 try:
                     pfd = open_below(root_fd, parent)
                     st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
@@ -199,7 +221,7 @@ class Scanner:
                 self._drop(rel)
                 return
             cached = self._entries.get(rel)
-            known_dir = (cached is not None and cached[1].type == DIR and stat.S_ISDIR(st.st_mode)
+            known_dir = (_is_dir(cached) and stat.S_ISDIR(st.st_mode)
                          and cached[0] is not None and inode(cached[0]) == st.st_ino)
             fresh: dict[str, _Item] = {}
             if self._add(rel, name, pfd, st, fresh, known, result) and stat.S_ISDIR(st.st_mode) and not known_dir:
@@ -285,7 +307,9 @@ class Scanner:
              known: Container[str], result: ScanResult) -> bool:
         sig = signature(st)
         cached = self._entries.get(rel)
-        if cached is not None and cached[0] == sig and cached[2] and not stat.S_ISDIR(st.st_mode):
+        if cached is not None and not stat.S_ISDIR(st.st_mode) and (
+                records.same_signature(cached, sig) and records.settled(cached) if len(cached) == 2
+                else cached[0] == sig and cached[2]):
             into[rel] = cached
             return True
         common = dict(path=rel, mode=_mode(st.st_mode), uid=st.st_uid, gid=st.st_gid,
@@ -359,7 +383,7 @@ class Scanner:
             result.plain_secrets.append(rel)
         common.update(mode=_mode(after.st_mode), mtime_ns=after.st_mtime_ns)
         entry = Entry(type=FILE, size=read.size, sha256=read.digest, chunks=read.chunks, sealed=read.sealed, **common)
-        return signature(after), entry, settled
+        return self._item(signature(after), entry, settled)
 
     def _read_pass(self, fd: int, rel: str, known: Container[str], result: ScanResult,
                    store: bool) -> chunking.Read:
@@ -400,7 +424,8 @@ class Scanner:
         snapshot, never trusted by the next scan; None when it has none."""
         result.unstable.append(rel)
         cached = self._entries.get(rel)
-        entry = cached[1] if cached is not None and cached[1].type == FILE else None
+        entry = self._entry(rel, cached) if cached is not None else None
+        entry = entry if entry is not None and entry.type == FILE else None
         if entry is None and self.previous is not None:
             if self._previous is None:
                 manifest = self.previous()

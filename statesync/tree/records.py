@@ -1,0 +1,73 @@
+"""The scanner's memory of a plain file: a packed record instead of an Entry. Pure.
+
+A scanner remembers every file of the tree between its scans (to reread only what changed),
+and a tree of Icinga 2's API objects has hundreds of thousands of small files. As an Entry
+with its stat signature a file cost about 500 bytes beside its path (the object, the hex
+digest, the tuple of its one chunk, the signature, the tuple holding both); as a record it
+costs about 180: a pair of bytes, which hold the signature itself (so ``fileinfo.inode`` and
+friends read it in place), whether it was settled when read and the entry's fields, and the
+digest. The digest stays the string the scan read (the chunk's name, which ``known`` and a
+commit's sets hold too), so that the entry built again from the record for each manifest,
+equal to the one it was packed from, shares it instead of a copy per file.
+
+Only what the record holds exactly is packed: a file of one plain (unsealed) chunk whose
+digest is a sha256 in lower-case hex, not a hard link. Every other entry stays as it was.
+"""
+from __future__ import annotations
+
+import struct
+
+from ..snapshot.manifest import FILE, Entry
+
+SIGNATURE_SIZE = 60  # fileinfo's signature: a record starts with it
+# settled, permission bits, uid, gid, mtime, size, owners (index into the scanner's names)
+_FIELDS = struct.Struct("<?IIIqQI")
+# (signature and fields, digest)
+Record = tuple[bytes, str]
+_HEX = frozenset("0123456789abcdef")
+# One int object per permission mode, shared by the entries built (0o644 is no small int).
+_MODES: dict[int, int] = {}
+
+
+def packable(e: Entry) -> bool:
+    return (e.type == FILE and not e.sealed and not e.link and not e.target and len(e.chunks) == 1
+            and e.chunks[0] == e.sha256 and len(e.sha256) == 64 and _HEX.issuperset(e.sha256))
+
+
+class Owners:
+    """The owners' names (user, group) that records refer to by index: a few pairs in any tree."""
+
+    def __init__(self) -> None:
+        self.names: list[tuple[str, str]] = []
+        self._index: dict[tuple[str, str], int] = {}
+
+    def index(self, user: str, group: str) -> int:
+        i = self._index.setdefault((user, group), len(self.names))
+        if i == len(self.names):
+            self.names.append((user, group))
+        return i
+
+
+def pack(sig: bytes, settled: bool, e: Entry, owners: Owners) -> Record:
+    """The record of ``e`` (``packable``), read with stat signature ``sig``."""
+    if len(sig) != SIGNATURE_SIZE:
+        raise ValueError("not a stat signature of tree/fileinfo")
+    return sig + _FIELDS.pack(settled, e.mode, e.uid, e.gid, e.mtime_ns, e.size, owners.index(e.user, e.group)), e.sha256
+
+
+def settled(record: Record) -> bool:
+    """Whether the file's timestamps were old enough when it was read for its signature to
+    prove it unchanged (scan.RACY_NS)."""
+    return record[0][SIGNATURE_SIZE] != 0
+
+
+def same_signature(record: Record, sig: bytes) -> bool:
+    return record[0].startswith(sig) and len(sig) == SIGNATURE_SIZE
+
+
+def unpack(path: str, record: Record, owners: Owners) -> Entry:
+    """The entry ``record`` was packed from, at ``path``."""
+    _, mode, uid, gid, mtime_ns, size, owners_at = _FIELDS.unpack_from(record[0], SIGNATURE_SIZE)
+    digest = record[1]
+    user, group = owners.names[owners_at]
+    return Entry(path, FILE, _MODES.setdefault(mode, mode), uid, gid, mtime_ns, size, digest, (digest,), user=user, group=group)

@@ -1,0 +1,92 @@
+"""The scanner's packed records (tree/records) and the encoder's reuse of segments by token."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+
+from statesync.snapshot import manifest as mf
+from statesync.snapshot import manifest_reader
+from statesync.tree import records, scan
+from statesync.tree.fileinfo import file_id, inode, signature
+from statesync.tree.globs import PathFilter
+from statesync.tree.scan import Scanner
+
+
+def _entry(i: int, **changes) -> mf.Entry:
+    digest = hashlib.sha256(str(i).encode()).hexdigest()
+    e = mf.Entry(f"conf.d/object{i:05d}.conf", mf.FILE, 0o644, 1000, 1001, 1_700_000_000_123_456_789 + i,
+                 size=300 + i, sha256=digest, chunks=(digest,), user="nagios", group="icinga")
+    return dataclasses.replace(e, **changes)
+
+
+def test_a_record_gives_back_the_entry_it_was_packed_from_and_keeps_the_signature_readable(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    st = os.stat(path)
+    sig = signature(st)
+    owners = records.Owners()
+    for i, settled in ((0, True), (1, False), (2, True)):
+        e = _entry(i, user="" if i == 2 else "nagios")
+        rec = records.pack(sig, settled, e, owners)
+        assert records.unpack(e.path, rec, owners) == e
+        assert records.unpack(e.path, rec, owners).sha256 is e.sha256  # shared, not a copy per manifest
+        assert records.settled(rec) is settled
+        assert records.same_signature(rec, sig) and inode(rec[0]) == st.st_ino and file_id(rec[0]) == file_id(sig)
+    assert owners.names == [("nagios", "icinga"), ("", "icinga")]
+    path.write_text("xy")
+    assert not records.same_signature(rec, signature(os.stat(path)))
+
+
+def test_only_a_plain_file_of_one_chunk_named_by_its_sha256_is_packed():
+    assert records.packable(_entry(0))
+    other = hashlib.sha256(b"other").hexdigest()
+    for e in (_entry(0, sealed=True), _entry(0, link="conf.d/a"), _entry(0, chunks=(_entry(0).sha256, other)),
+              _entry(0, chunks=(other,)), _entry(0, sha256="ABC", chunks=("ABC",)),
+              mf.Entry("d", mf.DIR, 0o755, 0, 0, 1), mf.Entry("l", mf.SYMLINK, 0o777, 0, 0, 1, target="x")):
+        assert not records.packable(e), e
+
+
+def test_the_encoder_reuses_a_segment_whose_tokens_are_the_same_even_when_its_entries_are_new_objects():
+    entries = [_entry(i) for i in range(10_000)]
+    tokens = [object() for _ in entries]
+    enc = mf.Encoder()
+    first = enc.pieces(mf.Manifest(tuple(entries), None, tuple(tokens)), 256 * 1024)
+    assert b"".join(first) == mf.encode(mf.Manifest(tuple(entries)))
+    rebuilt = [dataclasses.replace(e) for e in entries]  # equal entries, new objects
+    rebuilt[4321] = _entry(4321, mtime_ns=1)
+    tokens[4321] = object()
+    second = enc.pieces(mf.Manifest(tuple(rebuilt), None, tuple(tokens)), 256 * 1024)
+    assert b"".join(second) == mf.encode(mf.Manifest(tuple(rebuilt)))
+    assert manifest_reader.decode(b"".join(second)).by_path()[rebuilt[4321].path].mtime_ns == 1
+    assert len(set(second) - set(first)) <= 2
+
+
+def test_a_manifest_without_tokens_or_out_of_order_is_encoded_by_its_entries():
+    entries = [_entry(i) for i in range(3000)]
+    enc = mf.Encoder()
+    enc.pieces(mf.Manifest(tuple(entries), None, tuple(entries)), 16 * 1024)
+    changed = list(entries)
+    changed[7] = _entry(7, size=1)
+    assert b"".join(enc.pieces(mf.Manifest(tuple(changed)), 16 * 1024)) == mf.encode(mf.Manifest(tuple(changed)))
+    shuffled = tuple(reversed(changed))
+    assert (b"".join(enc.pieces(mf.Manifest(shuffled, None, tuple(entries)), 16 * 1024))
+            == mf.encode(mf.Manifest(tuple(changed))))
+
+
+def test_a_scanner_s_records_give_the_entries_of_a_fresh_scan_and_see_each_change(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "RACY_NS", 0)  # trust any stat older than the scan: no second read of each
+    root = tmp_path / "root"
+    (root / "conf.d").mkdir(parents=True)
+    for i in range(50):
+        (root / f"conf.d/o{i:02d}.conf").write_text(f"object {i}\n")
+    scanner = Scanner(root, PathFilter(), 1 << 20)
+    first = scanner.scan(set()).manifest
+    assert sum(len(item) == 2 for item in scanner._entries.values()) == 50  # each file a record
+    again = scanner.scan(set())
+    assert again.files_read == 0 and again.manifest == first
+    (root / "conf.d/o07.conf").write_text("object 7 changed\n")
+    changed = scanner.scan(set(), dirty=["conf.d/o07.conf"])
+    assert changed.files_read == 1
+    assert changed.manifest == Scanner(root, PathFilter(), 1 << 20).scan(set()).manifest
+    assert changed.manifest.by_path()["conf.d/o07.conf"].sha256 == hashlib.sha256(b"object 7 changed\n").hexdigest()
