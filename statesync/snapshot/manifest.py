@@ -190,6 +190,30 @@ def _segment_mask(entries: int) -> int:
     return (1 << max(10, (entries // 16).bit_length())) - 1
 
 
+# Entries turned into JSON at a time: json.dumps holds every token of its text as a string of
+# its own before joining them (about 1.3 KiB an entry), and a segment has a sixteenth of the
+# tree's entries, so a whole segment at once was the peak of a first commit of many files.
+_JSON_SLICE = 256
+
+
+def _deflate_segment(entries, start: int, end: int, first: bool) -> tuple[int, int, bytes]:
+    """The adler32 and length of the JSON text of ``entries[start:end]`` (opened by the document's
+    start for the first segment, else by the comma after the one before) and its deflated bytes,
+    ending with a full flush. Deflate's output does not depend on how its input is cut."""
+    deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
+    head = _DOC_START if first else b","
+    adler, length, out = zlib.adler32(head), len(head), [deflate.compress(head)]
+    for a in range(start, end, _JSON_SLICE):
+        body = json.dumps([_entry_to_json(e) for e in entries[a:min(end, a + _JSON_SLICE)]],
+                          separators=(",", ":"), ensure_ascii=False)
+        raw = (b"," if a > start else b"") + body[1:-1].encode("utf-8", "surrogateescape")
+        del body
+        adler, length = zlib.adler32(raw, adler), length + len(raw)
+        out.append(deflate.compress(raw))
+    out.append(deflate.flush(zlib.Z_FULL_FLUSH))
+    return adler, length, b"".join(out)
+
+
 class Encoder:
     """Encodes manifests into pieces whose concatenation is ``encode``'s output.
 
@@ -230,13 +254,7 @@ class Encoder:
             key = (i == 0, id(toks[0]))  # the tokens are kept alive by the cache: ids stay theirs
             hit = self._segments.get(key)
             if hit is None or len(hit[0]) != len(toks) or any(a is not b for a, b in zip(hit[0], toks, strict=True)):
-                seg = entries[start:end]
-                body = json.dumps([_entry_to_json(e) for e in seg], separators=(",", ":"), ensure_ascii=False)
-                raw = (_DOC_START if i == 0 else b",") + body[1:-1].encode("utf-8", "surrogateescape")
-                del body
-                deflate = zlib.compressobj(6, zlib.DEFLATED, -15)
-                hit = (toks, zlib.adler32(raw), len(raw), deflate.compress(raw) + deflate.flush(zlib.Z_FULL_FLUSH))
-                del raw
+                hit = (toks, *_deflate_segment(entries, start, end, first=i == 0))
             cache[key] = hit
             adler = adler32_combine(adler, hit[1], hit[2])
             compressed.append(hit[3])
