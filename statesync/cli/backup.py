@@ -9,6 +9,7 @@ import time
 from .. import config
 from ..consul.store import retry
 from ..errors import EXIT_OK, StatesyncError, UnreadablePath
+from ..repo.refsets import Known
 from ..sidecar.wiring import open_repo
 from ..snapshot.names import escape
 from .progress import Progress, aborting
@@ -39,7 +40,7 @@ def cmd_backup(cfg: config.Config, args: argparse.Namespace) -> int:
         recover(cfg.root)  # never snapshot a tree that a killed restore left half swapped
         repo = open_repo(cfg)
         head = retry(repo.checked_head)  # each failed attempt is a warning on stderr, none is silent
-        known = set(repo.refs(head.record)) if head.record else set()
+        known = Known(repo.refs(head.record)) if head.record else Known()
         # The last snapshot's size is the estimate of this one's (none: counts and rate, no ETA).
         bar = Progress(sys.stderr, head.record.files if head.record else 0, head.record.bytes if head.record else 0,
                        "backup", started=started)

@@ -81,7 +81,7 @@ class CaPublisher:
         sync); a ca/ca.crt that is not a certificate is logged and skipped.
         """
         # Its CA's entry alone: the daemon holds no entry of the tree between its commits.
-        manifest = Manifest(tuple(e for e in manifest.entries if e.path == self.ca_entry))
+        manifest = Manifest(tuple(manifest.find(self.ca_entry).values()))
         with self._lock:
             self._last = (record, manifest)
             self._run(record, manifest)

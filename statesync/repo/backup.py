@@ -25,6 +25,7 @@ from ..errors import CasConflict, LockLost, RootMissing, StoreError
 from ..snapshot import chunking
 from ..tree.roots import require as require_roots
 from ..tree.scan import Scanner, ScanResult
+from .refsets import Known
 from .repository import CommitResult, Head, MissingChunks, Repo
 
 log = structlog.get_logger(__name__)
@@ -44,7 +45,7 @@ def warn_plain_secrets(paths: list[str]) -> None:
                     "(statesync keygen) to encrypt them", files=sorted(paths)[:20], count=len(paths))
 
 
-def run(repo: Repo, scanner: Scanner, head: Head, known: set[str], *, roots: tuple[tuple[str, str], ...],
+def run(repo: Repo, scanner: Scanner, head: Head, known: Known | set[str], *, roots: tuple[tuple[str, str], ...],
         root: Path, meta: dict, fence: tuple[Op, ...] = (), max_drop: float = 1.0,
         dirty: Iterable[str] | None = None, stream: bool = True, carried: dict[str, bytes] | None = None,
         before_commit: Callable[[ScanResult], None] | None = None,

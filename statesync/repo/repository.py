@@ -34,7 +34,7 @@ from ..snapshot.manifest import Manifest
 from ..snapshot.record import CA_META, SEQ_META, Record, decode_record, new_id, suspicious_drop
 from ..tree.scan import ScanResult
 from . import prune
-from .refsets import RefSets
+from .refsets import Known, RefSets
 
 log = structlog.get_logger(__name__)
 
@@ -220,7 +220,7 @@ class Repo:
 
     # -- writing -------------------------------------------------------------------
 
-    def commit(self, scan: ScanResult, base: Head, known: set[str], meta: dict | None = None,
+    def commit(self, scan: ScanResult, base: Head, known: Known | set[str], meta: dict | None = None,
                fence: tuple[Op, ...] = (), sent: Container[str] = frozenset(),
                max_drop: float = 1.0) -> CommitResult | None:
         """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
@@ -276,7 +276,8 @@ class Repo:
             if d not in stored and d not in pending:
                 pending[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
                 uploads, upload_bytes = uploads + 1, upload_bytes + len(pending[d])
-        sealed = self.seal_manifest or any(e.sealed for e in m.entries)
+        tally = m.tally
+        sealed = self.seal_manifest or tally.sealed
         meta = dict(meta or {})
         if self.ca_identity is not None and (ca := self.ca_identity(m)):
             meta[CA_META] = ca
@@ -285,8 +286,7 @@ class Repo:
         self._check_clock(now, base.record)
         meta[SEQ_META] = next_seq([*snaps, *([prune.snap(base.record)] if base.record else [])])
         rec = Record(id=new_id(now), node=self.layout.node, created=now.isoformat(timespec="milliseconds"),
-                     files=m.file_count, dirs=sum(1 for e in m.entries if e.type == mf.DIR),
-                     symlinks=sum(1 for e in m.entries if e.type == mf.SYMLINK), bytes=m.total_bytes,
+                     files=tally.files, dirs=tally.dirs, symlinks=tally.symlinks, bytes=tally.bytes,
                      manifest_chunks=manifest_digests, manifest_sha256=manifest_sha256,
                      manifest_size=manifest_size, parent=base.record.id if base.record else "",
                      chunk_size=self.chunk_size, meta=meta,
@@ -302,10 +302,13 @@ class Repo:
             ops = final
         head = self._apply_final(ops, rec, base)
         needed.update(manifest_digests)
-        refs, needed = frozenset(needed), None
+        refs: frozenset[str] = needed  # type: ignore[assignment]  # never changed again: a frozen copy is one more table
         self._refsets.set_whole(rec.id, refs)
-        known.clear()
-        known.update(refs)
+        if isinstance(known, Known):
+            known.refs = refs
+        else:
+            known.clear()
+            known.update(refs)
         self.records_seen.add(rec)
         # Only kept snapshots are asked for again.
         self._refsets.keep(self._kept)

@@ -36,6 +36,7 @@ from ..errors import (
     UnreadablePath,
 )
 from ..repo import backup
+from ..repo.refsets import Known
 from ..repo.repository import Head, Repo
 from ..snapshot.manifest import Manifest
 from ..tree.scan import Scanner
@@ -88,7 +89,7 @@ class Daemon:
         self._stop = threading.Event()
         self._changes = Changes(str(cfg.root), cfg)
         self._head: Head | None = None
-        self._known: set[str] = set()
+        self._known = Known()
         # Chunks read for a commit that failed: never stored, and not read again while their files
         # stay unchanged, so the next attempt must carry them (else it fails for missing chunks).
         self._unsent: dict[str, bytes] = {}
@@ -355,7 +356,7 @@ class Daemon:
         if head.record is not None and not self.state.commits:
             # Until this process commits, the last commit is the head: its predecessor's, after a restart.
             metrics.record_head(head.record.created)
-        self._known = set(self.repo.refs(head.record)) if head.record is not None else set()
+        self._known = Known(self.repo.refs(head.record)) if head.record is not None else Known()
         self._head = head
         self._committed = None
 

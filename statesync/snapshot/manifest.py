@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import zlib
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import UnsafePath
@@ -76,8 +78,63 @@ def tree_ordered(entries: tuple[Entry, ...] | list[Entry]) -> tuple[Entry, ...] 
 
 
 @dataclass(frozen=True)
+class Tally:
+    """What a commit counts over every entry, counted once as a scan assembles them."""
+
+    files: int = 0
+    bytes: int = 0
+    dirs: int = 0
+    symlinks: int = 0
+    sealed: bool = False
+
+
+class Entries(Sequence):
+    """A scan's entries in path order, each built from its token (``Manifest.tokens``) only when
+    asked for. A commit walks them a few times but never holds them all: 300,000 entries of
+    about 200 bytes each were the peak of a daemon's first commit of that many files. Slices
+    are tuples, and it equals the tuple of the same entries."""
+
+    __slots__ = ("paths", "tokens", "tally", "_build", "_refs")
+
+    def __init__(self, paths: list[str], tokens: tuple[object, ...], build: Callable[[str, object], Entry],
+                 tally: Tally, refs: Callable[[], set[str]]):
+        self.paths, self.tokens, self.tally, self._build, self._refs = paths, tokens, tally, build, refs
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(map(self._build, self.paths[i], self.tokens[i]))
+        return self._build(self.paths[i], self.tokens[i])
+
+    def __iter__(self) -> Iterator[Entry]:
+        return map(self._build, self.paths, self.tokens)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, (tuple, list, Entries)):
+            return NotImplemented
+        return len(self) == len(other) and all(a == b for a, b in zip(self, other, strict=True))
+
+    def __hash__(self) -> int:
+        return hash(tuple(self))
+
+    def find(self, paths: Iterable[str]) -> dict[str, Entry]:
+        out = {}
+        for p in paths:
+            i = bisect_left(self.paths, p)
+            if i < len(self.paths) and self.paths[i] == p:
+                out[p] = self[i]
+        return out
+
+    def chunk_refs(self) -> set[str]:
+        return self._refs()
+
+
+@dataclass(frozen=True)
 class Manifest:
-    entries: tuple[Entry, ...] = field(default_factory=tuple)
+    # A tuple, or a scan's Entries, which build each entry when it is asked for.
+    entries: tuple[Entry, ...] | Entries = field(default_factory=tuple)
     # The root directory's own mode, owner and mtime (path "."); None in manifests written
     # before it was recorded, which restore as they always did.
     root: Entry | None = None
@@ -92,11 +149,15 @@ class Manifest:
     def find(self, *paths: str) -> dict[str, Entry]:
         """The entries of ``paths`` that the manifest holds, by path: one pass and no table of
         every path (``by_path``), which costs a commit of a large tree tens of megabytes."""
+        if isinstance(self.entries, Entries):
+            return self.entries.find(paths)
         wanted = set(paths)
         return {e.path: e for e in self.entries if e.path in wanted}
 
     def chunk_refs(self) -> set[str]:
         """Every content chunk the files of this manifest need."""
+        if isinstance(self.entries, Entries):
+            return self.entries.chunk_refs()
         refs: set[str] = set()
         for e in self.entries:
             refs.update(e.chunks)
@@ -107,11 +168,30 @@ class Manifest:
         return {d for e in self.entries if e.sealed for d in e.chunks}
 
     @property
+    def tally(self) -> Tally:
+        if isinstance(self.entries, Entries):
+            return self.entries.tally
+        files = size = dirs = symlinks = 0
+        sealed = False
+        for e in self.entries:
+            if e.type == FILE:
+                files, size, sealed = files + 1, size + e.size, sealed or e.sealed
+            elif e.type == DIR:
+                dirs += 1
+            elif e.type == SYMLINK:
+                symlinks += 1
+        return Tally(files, size, dirs, symlinks, sealed)
+
+    @property
     def file_count(self) -> int:
+        if isinstance(self.entries, Entries):
+            return self.entries.tally.files
         return sum(1 for e in self.entries if e.type == FILE)
 
     @property
     def total_bytes(self) -> int:
+        if isinstance(self.entries, Entries):
+            return self.entries.tally.bytes
         return sum(e.size for e in self.entries if e.type == FILE)
 
 
@@ -231,17 +311,22 @@ class Encoder:
     def pieces(self, manifest: Manifest, max_piece: int) -> list[bytes]:
         """The compressed manifest in pieces of at most ``max_piece`` bytes: one piece when it
         fits; else each segment's bytes (the first with the zlib header), then the stream's end."""
-        entries: tuple[Entry, ...] | list[Entry] = manifest.entries
-        tokens: tuple[object, ...] | list[Entry] = manifest.tokens
-        if any(entries[i].path >= entries[i + 1].path for i in range(len(entries) - 1)):  # a scan's come sorted
-            entries = sorted(entries, key=lambda e: e.path)
-            tokens = entries
-        elif len(tokens) != len(entries):
-            tokens = entries
+        entries: Sequence[Entry] = manifest.entries
+        tokens: Sequence[object] = manifest.tokens
+        if isinstance(entries, Entries):
+            paths: Iterable[str] = entries.paths  # sorted and unique: a scan's dictionary keys
+            tokens = entries.tokens
+        else:
+            if any(entries[i].path >= entries[i + 1].path for i in range(len(entries) - 1)):
+                entries = sorted(entries, key=lambda e: e.path)
+                tokens = entries
+            elif len(tokens) != len(entries):
+                tokens = entries
+            paths = (e.path for e in entries)
         mask = _segment_mask(len(entries))
         ends: list[int] = []  # where each segment ends
-        for n, e in enumerate(entries, 1):
-            if zlib.crc32(e.path.encode("utf-8", "surrogateescape")) & mask == mask:
+        for n, path in enumerate(paths, 1):
+            if zlib.crc32(path.encode("utf-8", "surrogateescape")) & mask == mask:
                 ends.append(n)
         if not ends or ends[-1] != len(entries):
             ends.append(len(entries))

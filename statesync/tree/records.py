@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import struct
 
-from ..snapshot.manifest import FILE, Entry
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Tally
 
 SIGNATURE_SIZE = 60  # fileinfo's signature: a record starts with it
 # settled, permission bits, uid, gid, mtime, size, owners (index into the scanner's names)
 _FIELDS = struct.Struct("<?IIIqQI")
+_SIZE = struct.Struct("<Q")
+_SIZE_AT = SIGNATURE_SIZE + struct.calcsize("<?IIIq")
 # (signature and fields, digest)
 Record = tuple[bytes, str]
 _HEX = frozenset("0123456789abcdef")
@@ -71,3 +73,42 @@ def unpack(path: str, record: Record, owners: Owners) -> Entry:
     digest = record[1]
     user, group = owners.names[owners_at]
     return Entry(path, FILE, _MODES.setdefault(mode, mode), uid, gid, mtime_ns, size, digest, (digest,), user=user, group=group)
+
+
+# What a scan's ``Manifest.tokens`` hold: a record; an Entry (a hard link's); or the scanner's
+# (signature, entry, settled) of every other path. Counted and listed here without building
+# the entry of each record (``manifest.Entries``).
+
+def _entry_of(token) -> Entry | None:
+    if isinstance(token, Entry):
+        return token
+    return None if len(token) == 2 else token[1]
+
+
+def tally(tokens) -> Tally:
+    """The counts a commit needs of the entries ``tokens`` stand for."""
+    files = size = dirs = symlinks = 0
+    sealed = False
+    for t in tokens:
+        e = _entry_of(t)
+        if e is None:
+            files, size = files + 1, size + _SIZE.unpack_from(t[0], _SIZE_AT)[0]
+        elif e.type == FILE:
+            files, size, sealed = files + 1, size + e.size, sealed or e.sealed
+        elif e.type == DIR:
+            dirs += 1
+        elif e.type == SYMLINK:
+            symlinks += 1
+    return Tally(files, size, dirs, symlinks, sealed)
+
+
+def chunk_refs(tokens) -> set[str]:
+    """Every content chunk of the entries ``tokens`` stand for."""
+    refs: set[str] = set()
+    for t in tokens:
+        e = _entry_of(t)
+        if e is None:
+            refs.add(t[1])
+        else:
+            refs.update(e.chunks)
+    return refs

@@ -50,7 +50,7 @@ def absent(manifest: Manifest, roots: tuple[tuple[str, str], ...]) -> list[str]:
     if not roots:
         return []  # spares a pass over every entry at each of the daemon's syncs
     wanted = {rel: name for name, rel in roots}
-    found = {e.path: e for e in manifest.entries if e.path in wanted}
+    found = manifest.find(*wanted)
     out = []
     for name, rel in roots:
         e = found.get(rel)

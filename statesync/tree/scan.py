@@ -24,7 +24,7 @@ import structlog
 
 from ..disk import INTERNAL_PREFIX  # statesync's own files in a root never belong in a snapshot
 from ..snapshot import chunking, codec
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Manifest, tree_order
+from ..snapshot.manifest import DIR, FILE, SYMLINK, Entries, Entry, Manifest, tree_order
 from . import records
 from .dirfd import DIR_FLAGS, GONE, DirChain, open_below
 from .fileinfo import await_writes, file_id, group_name, inode, linked_file, same_read, signature, user_name
@@ -140,8 +140,8 @@ class Scanner:
             os.close(root_fd)
             self._sink = self._written = self._progress = None
             self._previous = None
-        entries, tokens = self._assemble()
-        result.manifest = Manifest(entries, self._root(root_st), tokens)
+        entries = self._assemble()
+        result.manifest = Manifest(entries, self._root(root_st), entries.tokens)
         return result
 
     @staticmethod
@@ -156,10 +156,14 @@ class Scanner:
         """The cache item of a file read: packed into a record when one holds it exactly."""
         return records.pack(sig, settled, entry, self._owners) if records.packable(entry) else (sig, entry, settled)
 
-    def _assemble(self) -> tuple[tuple[Entry, ...], tuple[object, ...]]:
+    def _built(self, rel: str, token: object) -> Entry:
+        return token if isinstance(token, Entry) else self._entry(rel, token)  # type: ignore[arg-type]
+
+    def _assemble(self) -> Entries:
         """The cached entries in path order, each further path of a hard-linked file (same
-        device and inode, read with the same content and metadata) as a link to the first;
-        and beside each, an object that stays the same while its entry does (``Manifest.tokens``)."""
+        device and inode, read with the same content and metadata) as a link to the first,
+        built when asked for from an object that stays the same while its entry does
+        (``Manifest.tokens``). Records and owners never change once made: they stay valid."""
         groups: dict[tuple[int, int], list[str]] = {}
         for rel, item in self._entries.items():
             sig = item[0]
@@ -186,11 +190,10 @@ class Scanner:
             links[rel] = cached
             return cached[2]
 
-        # Tuples built from generators, not lists copied: two lists at once cost 16 bytes a file.
         keys = sorted(self._entries)  # the keys alone: no pair per path
-        tokens = tuple(token(rel) for rel in keys)
+        tokens = tuple(token(rel) for rel in keys)  # from a generator, not a list copied
         self._links = links
-        return tuple(t if isinstance(t, Entry) else self._entry(rel, t) for rel, t in zip(keys, tokens, strict=True)), tokens
+        return Entries(keys, tokens, self._built, records.tally(tokens), lambda: records.chunk_refs(tokens))
 
     def _wanted(self, rel: str, is_dir: bool, ancestors: bool = True) -> bool:
         return not rel.startswith(INTERNAL_PREFIX) and self.filter.wanted(rel, is_dir, ancestors)

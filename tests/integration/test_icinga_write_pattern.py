@@ -75,6 +75,9 @@ def start(consul, prefix: str, tmp_path: Path, settings: dict, roots: bool):
     sidecar = Sidecar.start([consul.addr], prefix, root, tmp_path / "sidecar.log", ready_beside_log=True, **settings)
     repo = node_repo([consul.addr], prefix)
     wait_for(lambda: repo.head().record is not None, PATIENCE, "first commit", sidecar.output)
+    # The head is in Consul a moment before the sidecar logs its commit: counting commits from
+    # here on would otherwise, now and then, count the first one too.
+    wait_for(lambda: sidecar.count('"event": "committed"') >= 1, PATIENCE, "first commit logged", sidecar.output)
     return sidecar, repo, state, "var/lib/icinga2/" if roots else ""
 
 

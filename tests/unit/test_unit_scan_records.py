@@ -90,3 +90,46 @@ def test_a_scanner_s_records_give_the_entries_of_a_fresh_scan_and_see_each_chang
     assert changed.files_read == 1
     assert changed.manifest == Scanner(root, PathFilter(), 1 << 20).scan(set()).manifest
     assert changed.manifest.by_path()["conf.d/o07.conf"].sha256 == hashlib.sha256(b"object 7 changed\n").hexdigest()
+
+
+def _mixed_tree(root):
+    """Records (plain files), a directory, a symlink, a hard link and a multi-chunk file."""
+    (root / "conf.d").mkdir(parents=True)
+    for i in range(40):
+        (root / f"conf.d/o{i:02d}.conf").write_text(f"object {i}\n")
+    (root / "conf.d/big.bin").write_bytes(os.urandom(10_000))  # three chunks of 4 KiB
+    os.symlink("o01.conf", root / "conf.d/link")
+    os.link(root / "conf.d/o02.conf", root / "conf.d/o02-hard.conf")
+    (root / "empty").mkdir()
+
+
+def test_a_scan_s_entries_are_built_on_demand_and_equal_the_tuple_of_the_same_entries(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "RACY_NS", 0)
+    root = tmp_path / "root"
+    _mixed_tree(root)
+    m = Scanner(root, PathFilter(), 4096).scan(set()).manifest
+    entries = m.entries
+    assert isinstance(entries, mf.Entries)
+    whole = tuple(entries)
+    assert len(entries) == len(whole) == 45
+    assert entries == whole and whole == entries and list(entries) == list(whole)
+    assert entries[3] == whole[3] and entries[-1] == whole[-1] and entries[5:9] == whole[5:9]
+    assert isinstance(entries[5:9], tuple) and hash(entries) == hash(whole)
+    assert entries[4] is not entries[4]  # built when asked for, never held
+    assert m == mf.Manifest(whole, m.root)
+    assert [(e.path, e.link) for e in whole if e.link] == [("conf.d/o02.conf", "conf.d/o02-hard.conf")]
+
+
+def test_a_scan_s_counts_chunks_and_lookups_are_those_of_its_entries(tmp_path, monkeypatch):
+    monkeypatch.setattr(scan, "RACY_NS", 0)
+    root = tmp_path / "root"
+    _mixed_tree(root)
+    m = Scanner(root, PathFilter(), 4096).scan(set()).manifest
+    plain = mf.Manifest(tuple(m.entries), m.root)
+    assert m.tally == plain.tally == mf.Tally(files=42, bytes=plain.total_bytes, dirs=2, symlinks=1, sealed=False)
+    assert (m.file_count, m.total_bytes) == (plain.file_count, plain.total_bytes)
+    assert m.chunk_refs() == plain.chunk_refs() and len(m.chunk_refs()) == 40 + 3  # o02 and its hard link share one
+    asked = ("conf.d/o07.conf", "conf.d/link", "empty", "conf.d", "absent", "conf.d/o07.con", "")
+    assert m.find(*asked) == plain.find(*asked) and set(m.find(*asked)) == {"conf.d/o07.conf", "conf.d/link",
+                                                                          "empty", "conf.d"}
+    assert mf.encode(m) == mf.encode(plain)
