@@ -26,6 +26,7 @@ class BulkWriter:
         self.store = store
         self.fence = tuple(fence)
         self.sent: set[str] = set()
+        self.sent_bytes = 0  # of the values in ``sent``
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -41,13 +42,13 @@ class BulkWriter:
         self._raise()
         tag = key if tag is None else tag
         if len(value) > PUT_THRESHOLD and not self.fence:
-            self._submit(("put", key, value, tag))
+            self._submit(("put", key, value, tag, len(value)))
             return
         check_fenced_size(key, value)
         op = Op("set", key, value)
         if self._batch and (len(self._batch) >= self._max_ops
                             or self._size + op.body_size() > self.store.settings.txn_max_body):
-            self._submit(("txn", [*self.fence, *self._batch], self._tags))
+            self._submit(("txn", [*self.fence, *self._batch], self._tags, sum(len(op.value or b"") for op in self._batch)))
             self._batch, self._tags, self._size = [], [], self._fence_size
         self._batch.append(op)
         self._tags.append(tag)
@@ -104,5 +105,6 @@ class BulkWriter:
                 else:
                     self.store.txn(job[1])
                     self.sent.update(job[2])
+                self.sent_bytes += job[-1]
             except BaseException as exc:  # handed to the producer by add() or close()
                 self._error = exc

@@ -7,14 +7,14 @@ cache without reading it), the chunks a failed attempt read and still owes Consu
 (``carried``, kept up to date here) and a hook that holds back paced files before the commit.
 
 Streaming (``stream``) sends full transactions of chunks while the scan is still reading, so
-a large tree never sits in memory whole; a chunk it sent stays in the result only as its size
-(``chunking.Written``). Such a chunk cannot be carried to the next attempt when this one fails:
-the scanner then forgets what it read, and the next scan reads those files again.
+a large tree never sits in memory whole; a chunk it sent leaves the result, and only the
+stream's ``sent`` names it. Such a chunk cannot be carried to the next attempt when this one
+fails: the scanner then forgets what it read, and the next scan reads those files again.
 """
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,6 @@ import structlog
 
 from ..consul.client import Op
 from ..errors import CasConflict, LockLost, RootMissing, StoreError
-from ..snapshot import chunking
 from ..tree.roots import require as require_roots
 from ..tree.scan import Scanner, ScanResult
 from .refsets import Known
@@ -72,24 +71,24 @@ def run(repo: Repo, scanner: Scanner, head: Head, known: Known | set[str], *, ro
         if before_commit is not None:
             before_commit(result)
         res = repo.commit(result, head, known, meta=meta, fence=fence, sent=chunks.sent if stream else frozenset(),
-                          max_drop=max_drop)
+                          sent_bytes=chunks.sent_bytes if stream else 0, max_drop=max_drop)
     except (LockLost, MissingChunks, CasConflict):
         raise  # the caller starts over from Consul's head: nothing read here is worth keeping
     except (RootMissing, StoreError):
-        _carry(result, scanner, carried)
+        _carry(result, scanner, carried, chunks.sent if stream else frozenset())
         raise
     carried.clear()
     return Outcome(result, res)
 
 
-def _carry(result: ScanResult, scanner: Scanner, carried: dict[str, bytes]) -> None:
+def _carry(result: ScanResult, scanner: Scanner, carried: dict[str, bytes], sent: Container[str]) -> None:
     """Keep the chunks read for a commit that failed: the scanner will not read their files
     again while they stay unchanged, and no commit has stored them yet."""
     needed = result.manifest.chunk_refs()
     keep = {d: p for d, p in result.new_chunks.items() if d in needed}
     carried.clear()
-    if any(isinstance(p, chunking.Written) for p in keep.values()):
-        # Only their sizes are left, and Consul may collect what no snapshot references.
+    if any(d in needed and d not in keep for d in sent):
+        # Their bytes are gone, and Consul may collect what no snapshot references.
         scanner.forget()
         return
     carried.update(keep)

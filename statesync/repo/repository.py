@@ -12,7 +12,7 @@ import hashlib
 import json
 import time
 import zlib
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -221,13 +221,13 @@ class Repo:
     # -- writing -------------------------------------------------------------------
 
     def commit(self, scan: ScanResult, base: Head, known: Known | set[str], meta: dict | None = None,
-               fence: tuple[Op, ...] = (), sent: Container[str] = frozenset(),
+               fence: tuple[Op, ...] = (), sent: Collection[str] = frozenset(), sent_bytes: int = 0,
                max_drop: float = 1.0) -> CommitResult | None:
         """Commit the scanned tree as a new snapshot on top of ``base``; None when it equals ``base``.
 
         ``fence`` operations (the writer lock's ``check-session``) open every transaction
-        of the commit, the final one included; LockLost when one fails. ``sent`` names
-        chunks of ``scan.new_chunks`` already written while scanning (``chunk_stream``).
+        of the commit, the final one included; LockLost when one fails. ``sent`` names the
+        chunks written while scanning (``chunk_stream``), of ``sent_bytes`` in all.
 
         Only the chunks ``base`` references count as stored, whatever the caller believes:
         garbage collection deletes any other chunk, and a commit that named one without
@@ -250,11 +250,9 @@ class Repo:
         stored = self.refs(base.record) if base.record is not None else frozenset()
         # Sets of what is missing or new only, never a copy of every chunk: a tree of small
         # files has one per file (the first commit of 300,000: tens of megabytes a copy).
-        absent = [d for d in needed if d not in stored and d not in scan.new_chunks]
+        absent = [d for d in needed if d not in stored and d not in scan.new_chunks and d not in sent]
         if absent:
             raise MissingChunks(f"{len(absent)} chunk(s) are neither stored nor read")
-        if any(isinstance(p, chunking.Written) and d not in sent for d, p in scan.new_chunks.items()):
-            raise MissingChunks("chunks the scan's sink wrote are not among those sent")
         # Cut where its segments end: one changed file rewrites about two pieces, not all of them.
         manifest_pieces = self._manifest_encoder.pieces(m, self.chunk_size)
         whole = hashlib.sha256()  # of the pieces joined, without a copy of them joined
@@ -265,13 +263,12 @@ class Repo:
             return None
         name = self.sealer.address if self.seal_manifest else chunking.sha256
         manifest_digests = tuple(name(p) for p in manifest_pieces)
-        uploads = upload_bytes = 0
+        uploads, upload_bytes = len(sent), sent_bytes
         pending: dict[str, bytes] = {}  # what goes up now: uploads the scan has not sent
         for d, p in scan.new_chunks.items():
-            if d in needed and d not in stored:
+            if d in needed and d not in stored and d not in sent:
                 uploads, upload_bytes = uploads + 1, upload_bytes + len(p)
-                if d not in sent:
-                    pending[d] = p
+                pending[d] = p
         for d, p in zip(manifest_digests, manifest_pieces, strict=True):
             if d not in stored and d not in pending:
                 pending[d] = self.sealer.seal(self.layout.node, d, p) if self.seal_manifest else p
@@ -312,7 +309,7 @@ class Repo:
         self.records_seen.add(rec)
         # Only kept snapshots are asked for again.
         self._refsets.keep(self._kept)
-        return CommitResult(rec, head, uploads, len(refs) - uploads,
+        return CommitResult(rec, head, uploads, max(0, len(refs) - uploads),
                             upload_bytes, self.store.stats.kv_writes - writes_before + uploads - len(pending),
                             time.monotonic() - started)
 
@@ -402,8 +399,7 @@ class ChunkStream:
     """
 
     def __init__(self, writer: BulkWriter, chunks_prefix: str):
-        self._writer = writer
-        self._prefix = chunks_prefix
+        self._writer, self._prefix = writer, chunks_prefix
 
     def add(self, digest: str, data: bytes) -> None:
         self._writer.add(self._prefix + digest, data, tag=digest)
@@ -416,6 +412,10 @@ class ChunkStream:
     def sent(self) -> set[str]:
         """The digests written so far (complete once the stream is closed)."""
         return self._writer.sent
+
+    @property
+    def sent_bytes(self) -> int:
+        return self._writer.sent_bytes
 
     def close(self) -> None:
         self._writer.close()

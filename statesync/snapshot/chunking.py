@@ -93,16 +93,3 @@ class Read:
         self.chunks = tuple(self._digests)
         self.digest = self.chunks[0] if len(self.chunks) == 1 else self._whole.hexdigest()
         return self
-
-
-class Written:
-    """Stands in ``ScanResult.new_chunks`` for a chunk the scan's sink has already written: its
-    stored size (``len``), not its bytes, which a large file must not keep in memory."""
-
-    __slots__ = ("size",)
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def __len__(self) -> int:
-        return self.size

@@ -10,7 +10,6 @@ import threading
 import pytest
 
 from statesync.sidecar.daemon import Daemon
-from statesync.snapshot import chunking
 from statesync.snapshot.manifest import FILE
 from statesync.tree import scan as scan_module
 
@@ -21,15 +20,21 @@ pytestmark = pytest.mark.consul
 
 def _syncs(cfg, daemon: Daemon, big: bytes, later_big: bytes) -> list[tuple[bool, bool, int, int]]:
     """Run the daemon over ``big``, then rewrite it as ``later_big``; each scan as (full, given a
-    sink, chunks kept as bytes, as sizes). Checks that the head holds ``later_big``."""
+    sink, chunks kept as bytes, chunks written by the sink and no longer kept). Checks that the
+    head holds ``later_big``."""
     (cfg.root / "big").write_bytes(big)
     scans: list[tuple[bool, bool, int, int]] = []
     real_scan = daemon.scanner.scan
 
     def scan(known, dirty=None, **kwargs):
+        handed: list[str] = []
+        streaming = kwargs.get("sink") is not None
+        if streaming:
+            sink = kwargs["sink"]
+            kwargs["sink"] = lambda d, data: (handed.append(d), sink(d, data))
         result = real_scan(known, dirty, **kwargs)
-        written = sum(1 for p in result.new_chunks.values() if isinstance(p, chunking.Written))
-        scans.append((dirty is None, kwargs.get("sink") is not None, len(result.new_chunks) - written, written))
+        written = sum(1 for d in handed if d not in result.new_chunks)
+        scans.append((dirty is None, streaming, len(result.new_chunks), written))
         return result
 
     daemon.scanner.scan = scan
@@ -59,10 +64,10 @@ def test_without_min_interval_every_scan_streams_its_chunks_up_while_it_reads(ma
     cfg.root.mkdir(parents=True)
     size = 16 * cfg.chunk_size  # many chunks: many requests in flight while the scan goes on
     scans = _syncs(cfg, Daemon(cfg, repo_for(cfg)), os.urandom(size), os.urandom(size))
-    full, streamed, _, as_sizes = scans[0]
-    assert full and streamed and as_sizes >= 8, scans
+    full, streamed, _, written = scans[0]
+    assert full and streamed and written >= 8, scans
     later = [s for s in scans[1:] if not s[0] and s[2] + s[3]]
-    assert later and all(streamed and as_sizes >= 8 for _, streamed, _, as_sizes in later), scans
+    assert later and all(streamed and written >= 8 for _, streamed, _, written in later), scans
 
 
 def test_with_min_interval_later_syncs_keep_their_chunks_in_memory_for_the_pacer(make_cfg, repo_for):
@@ -70,15 +75,15 @@ def test_with_min_interval_later_syncs_keep_their_chunks_in_memory_for_the_pacer
     cfg.root.mkdir(parents=True)
     size = 16 * cfg.chunk_size
     scans = _syncs(cfg, Daemon(cfg, repo_for(cfg)), os.urandom(size), os.urandom(size))
-    full, streamed, _, as_sizes = scans[0]
-    assert full and streamed and as_sizes >= 8, scans
+    full, streamed, _, written = scans[0]
+    assert full and streamed and written >= 8, scans
     later = [s for s in scans[1:] if not s[0]]
-    assert later and all(not streamed and not as_sizes for _, streamed, _, as_sizes in later), scans
+    assert later and all(not streamed and not written for _, streamed, _, written in later), scans
 
 
 def test_a_first_scan_that_streamed_and_found_a_named_root_missing_reads_the_tree_again_without_a_failed_cycle(
         make_cfg, repo_for, monkeypatch):
-    """The chunks it streamed are in Consul but in no snapshot, and kept only as their sizes: the
+    """The chunks it streamed are in Consul but in no snapshot, and named only by the stream's record of what it sent: the
     next attempt must not count on them (that attempt failed for missing chunks and reloaded).
     The file counts as settled at once, so the next scan would not read it again by itself."""
     monkeypatch.setattr(scan_module, "RACY_NS", 0)
