@@ -88,6 +88,20 @@ class Tally:
     sealed: bool = False
 
 
+def tally_of(entries: Iterable[Entry], files: int = 0, size: int = 0) -> Tally:
+    """The counts of ``entries``, on top of ``files`` plain files of ``size`` bytes counted elsewhere."""
+    dirs = symlinks = 0
+    sealed = False
+    for e in entries:
+        if e.type == FILE:
+            files, size, sealed = files + 1, size + e.size, sealed or e.sealed
+        elif e.type == DIR:
+            dirs += 1
+        elif e.type == SYMLINK:
+            symlinks += 1
+    return Tally(files, size, dirs, symlinks, sealed)
+
+
 class Entries(Sequence):
     """A scan's entries in path order, each built from its token (``Manifest.tokens``) only when
     asked for. A commit walks them a few times but never holds them all: 300,000 entries of
@@ -169,18 +183,7 @@ class Manifest:
 
     @property
     def tally(self) -> Tally:
-        if isinstance(self.entries, Entries):
-            return self.entries.tally
-        files = size = dirs = symlinks = 0
-        sealed = False
-        for e in self.entries:
-            if e.type == FILE:
-                files, size, sealed = files + 1, size + e.size, sealed or e.sealed
-            elif e.type == DIR:
-                dirs += 1
-            elif e.type == SYMLINK:
-                symlinks += 1
-        return Tally(files, size, dirs, symlinks, sealed)
+        return self.entries.tally if isinstance(self.entries, Entries) else tally_of(self.entries)
 
     @property
     def file_count(self) -> int:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import struct
 
-from ..snapshot.manifest import DIR, FILE, SYMLINK, Entry, Tally
+from ..snapshot.manifest import FILE, Entry, Tally, tally_of
 
 SIGNATURE_SIZE = 60  # fileinfo's signature: a record starts with it
 # settled, permission bits, uid, gid, mtime, size, owners (index into the scanner's names)
@@ -87,19 +87,18 @@ def _entry_of(token) -> Entry | None:
 
 def tally(tokens) -> Tally:
     """The counts a commit needs of the entries ``tokens`` stand for."""
-    files = size = dirs = symlinks = 0
-    sealed = False
-    for t in tokens:
-        e = _entry_of(t)
-        if e is None:
-            files, size = files + 1, size + _SIZE.unpack_from(t[0], _SIZE_AT)[0]
-        elif e.type == FILE:
-            files, size, sealed = files + 1, size + e.size, sealed or e.sealed
-        elif e.type == DIR:
-            dirs += 1
-        elif e.type == SYMLINK:
-            symlinks += 1
-    return Tally(files, size, dirs, symlinks, sealed)
+    files = size = 0
+
+    def unpacked():  # counts the records on the way, in the one pass
+        nonlocal files, size
+        for t in tokens:
+            if (e := _entry_of(t)) is not None:
+                yield e
+            else:
+                files, size = files + 1, size + _SIZE.unpack_from(t[0], _SIZE_AT)[0]
+
+    counted = tally_of(unpacked())
+    return Tally(counted.files + files, counted.bytes + size, counted.dirs, counted.symlinks, counted.sealed)
 
 
 def chunk_refs(tokens) -> set[str]:
