@@ -30,12 +30,19 @@ def group_name(gid: int) -> str:
 # as long as it runs (93 bytes here, about 290 as a tuple).
 _SIGNATURE = struct.Struct("<IQqqQIIQQ")  # mode, size, mtime, ctime, inode, uid, gid, device, links
 _FILE_ID = struct.Struct("<Q")
+_FIELDS = struct.Struct("<IQqqQII")  # the signature's first seven
 
 
 def signature(st: os.stat_result) -> bytes:
     """What must stay equal for a file to be unchanged (compare two with ==)."""
     return _SIGNATURE.pack(st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_uid,
                            st.st_gid, st.st_dev, st.st_nlink)
+
+
+def stat_fields(sig: bytes) -> tuple[int, int, int, int, int]:
+    """(st_mode, st_size, st_mtime_ns, st_uid, st_gid) of a signature."""
+    mode, size, mtime_ns, _, _, uid, gid = _FIELDS.unpack_from(sig)
+    return mode, size, mtime_ns, uid, gid
 
 
 def inode(sig: bytes) -> int:

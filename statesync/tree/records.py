@@ -4,26 +4,31 @@ A scanner remembers every file of the tree between its scans (to reread only wha
 and a tree of Icinga 2's API objects has hundreds of thousands of small files. As an Entry
 with its stat signature a file cost about 500 bytes beside its path (the object, the hex
 digest, the tuple of its one chunk, the signature, the tuple holding both); as a record it
-costs about 180: a pair of bytes, which hold the signature itself (so ``fileinfo.inode`` and
-friends read it in place), whether it was settled when read and the entry's fields, and the
-digest. The digest stays the string the scan read (the chunk's name, which ``known`` and a
+costs about 160: a pair of bytes, which hold the signature itself (so ``fileinfo.inode`` and
+friends read it in place; its mode, size, mtime and owner ids are the entry's) beside whether
+it was settled when read and the index of its owners' names, and the digest. The digest stays the string the scan read (the chunk's name, which ``known`` and a
 commit's sets hold too), so that the entry built again from the record for each manifest,
 equal to the one it was packed from, shares it instead of a copy per file.
 
 Only what the record holds exactly is packed: a file of one plain (unsealed) chunk whose
-digest is a sha256 in lower-case hex, not a hard link. Every other entry stays as it was.
+digest is a sha256 in lower-case hex, not a hard link, whose fields are those of the stat
+its signature was made from. Every other entry stays as it was.
 """
 from __future__ import annotations
 
+import stat
 import struct
 
 from ..snapshot.manifest import FILE, Entry, Tally, tally_of
+from .fileinfo import stat_fields
 
 SIGNATURE_SIZE = 60  # fileinfo's signature: a record starts with it
-# settled, permission bits, uid, gid, mtime, size, owners (index into the scanner's names)
-_FIELDS = struct.Struct("<?IIIqQI")
+# settled, owners (index into the scanner's names); the rest is the signature's. 63 bytes
+# beside it: a bytes object of 96, which the allocator does not round up.
+_FIELDS = struct.Struct("<?H")
+_MAX_OWNERS = 1 << 16
 _SIZE = struct.Struct("<Q")
-_SIZE_AT = SIGNATURE_SIZE + struct.calcsize("<?IIIq")
+_SIZE_AT = 4  # st_size in a signature
 # (signature and fields, digest)
 Record = tuple[bytes, str]
 _HEX = frozenset("0123456789abcdef")
@@ -50,11 +55,16 @@ class Owners:
         return i
 
 
-def pack(sig: bytes, settled: bool, e: Entry, owners: Owners) -> Record:
-    """The record of ``e`` (``packable``), read with stat signature ``sig``."""
+def pack(sig: bytes, settled: bool, e: Entry, owners: Owners) -> Record | None:
+    """The record of ``e`` (``packable``), read with stat signature ``sig``; None when a field
+    of ``e`` is not the signature's (a record could not give it back)."""
     if len(sig) != SIGNATURE_SIZE:
         raise ValueError("not a stat signature of tree/fileinfo")
-    return sig + _FIELDS.pack(settled, e.mode, e.uid, e.gid, e.mtime_ns, e.size, owners.index(e.user, e.group)), e.sha256
+    st_mode, size, mtime_ns, uid, gid = stat_fields(sig)
+    if (e.mode, e.size, e.mtime_ns, e.uid, e.gid) != (stat.S_IMODE(st_mode), size, mtime_ns, uid, gid):
+        return None
+    at = owners.index(e.user, e.group)
+    return (sig + _FIELDS.pack(settled, at), e.sha256) if at < _MAX_OWNERS else None
 
 
 def settled(record: Record) -> bool:
@@ -69,9 +79,10 @@ def same_signature(record: Record, sig: bytes) -> bool:
 
 def unpack(path: str, record: Record, owners: Owners) -> Entry:
     """The entry ``record`` was packed from, at ``path``."""
-    _, mode, uid, gid, mtime_ns, size, owners_at = _FIELDS.unpack_from(record[0], SIGNATURE_SIZE)
+    st_mode, size, mtime_ns, uid, gid = stat_fields(record[0])
+    mode = stat.S_IMODE(st_mode)
     digest = record[1]
-    user, group = owners.names[owners_at]
+    user, group = owners.names[_FIELDS.unpack_from(record[0], SIGNATURE_SIZE)[1]]
     return Entry(path, FILE, _MODES.setdefault(mode, mode), uid, gid, mtime_ns, size, digest, (digest,), user=user, group=group)
 
 

@@ -155,7 +155,8 @@ class Scanner:
 
     def _item(self, sig: bytes, entry: Entry, settled: bool) -> _Item:
         """The cache item of a file read: packed into a record when one holds it exactly."""
-        return records.pack(sig, settled, entry, self._owners) if records.packable(entry) else (sig, entry, settled)
+        packed = records.pack(sig, settled, entry, self._owners) if records.packable(entry) else None
+        return packed if packed is not None else (sig, entry, settled)
 
     def _built(self, rel: str, token: object) -> Entry:
         return token if isinstance(token, Entry) else self._entry(rel, token)  # type: ignore[arg-type]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import stat
 
 from statesync.snapshot import manifest as mf
 from statesync.snapshot import manifest_reader
@@ -27,7 +28,8 @@ def test_a_record_gives_back_the_entry_it_was_packed_from_and_keeps_the_signatur
     sig = signature(st)
     owners = records.Owners()
     for i, settled in ((0, True), (1, False), (2, True)):
-        e = _entry(i, user="" if i == 2 else "nagios")
+        e = _entry(i, user="" if i == 2 else "nagios", mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                   mtime_ns=st.st_mtime_ns, size=st.st_size)
         rec = records.pack(sig, settled, e, owners)
         assert records.unpack(e.path, rec, owners) == e
         assert records.unpack(e.path, rec, owners).sha256 is e.sha256  # shared, not a copy per manifest
@@ -36,6 +38,17 @@ def test_a_record_gives_back_the_entry_it_was_packed_from_and_keeps_the_signatur
     assert owners.names == [("nagios", "icinga"), ("", "icinga")]
     path.write_text("xy")
     assert not records.same_signature(rec, signature(os.stat(path)))
+
+
+def test_an_entry_whose_fields_are_not_its_signature_s_is_not_packed(tmp_path):
+    path = tmp_path / "f"
+    path.write_text("x")
+    st = os.stat(path)
+    e = _entry(0, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid, mtime_ns=st.st_mtime_ns, size=st.st_size)
+    assert records.pack(signature(st), True, e, records.Owners()) is not None
+    for change in ({"size": 2}, {"mtime_ns": st.st_mtime_ns + 1}, {"mode": 0o600 if e.mode != 0o600 else 0o644},
+                   {"uid": st.st_uid + 1}, {"gid": st.st_gid + 1}):
+        assert records.pack(signature(st), True, dataclasses.replace(e, **change), records.Owners()) is None, change
 
 
 def test_only_a_plain_file_of_one_chunk_named_by_its_sha256_is_packed():
