@@ -2,8 +2,6 @@
 the store and the lock tell apart. No I/O."""
 from __future__ import annotations
 
-from consul import base as consul_base
-
 from ..errors import (
     CasConflict,
     ConsulUnavailable,
@@ -16,6 +14,7 @@ from ..errors import (
 )
 from ..jsonload import loads
 from .client import Op
+from .library import consul_base
 from .transport import brief
 
 # What a Consul server answers (HTTP 500) while it cannot serve a consistent read yet: no leader

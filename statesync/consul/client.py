@@ -13,8 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Sequence
 
-from consul import base as consul_base
-
+from .library import consul_base
 from .settings import ConsulSettings
 from .transport import KeepAliveTransport, Stats
 

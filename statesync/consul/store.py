@@ -22,7 +22,6 @@ from contextlib import contextmanager
 from typing import Iterable, NamedTuple
 
 import structlog
-from consul import base as consul_base
 
 from ..errors import CasConflict, ConsulUnavailable, Ended, LockHeld, LockLost, Refused, StatesyncError, StoreError
 from .answers import (
@@ -35,6 +34,7 @@ from .answers import (
 )
 from .backoff import Backoff
 from .client import Client, Op
+from .library import consul_base
 from .settings import FENCED_VALUE_MAX, PUT_THRESHOLD, READ_BATCH_BYTES, ConsulSettings
 from .transport import Stats, brief
 

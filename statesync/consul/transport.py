@@ -19,10 +19,9 @@ import threading
 import urllib.parse
 from dataclasses import dataclass
 
-from consul import base as consul_base
-
 from ..errors import ConsulRefused, ConsulUnavailable, StoreError
 from ..tlsclient import client_context
+from .library import consul_base
 from .settings import ConsulSettings, Endpoint
 
 

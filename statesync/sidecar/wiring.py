@@ -5,7 +5,6 @@ from ..config import Config
 from ..consul.store import Store
 from ..disk import CA_CERT, LOCAL_CA
 from ..errors import CorruptData
-from ..pki.fingerprint import spki_sha256
 from ..repo.repository import Repo
 from ..snapshot import chunking
 from ..snapshot.keep_rules import Rules
@@ -42,6 +41,9 @@ def ca_identity(cfg: Config, manifest: Manifest) -> str:
         sealer = cfg.sealing.sealer if cfg.sealing and entry.sealed else None
         if (sealer.address(data) if sealer else chunking.sha256(data)) != entry.sha256:
             return ""
+        # Here, not at the top: `statesync restore` opens a repo through this module too, and
+        # cryptography's x509 is a tenth of its start-up.
+        from ..pki.fingerprint import spki_sha256
         try:
             return spki_sha256(data)
         except CorruptData:

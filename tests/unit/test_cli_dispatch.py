@@ -40,3 +40,14 @@ def test_importing_the_command_line_imports_no_command_and_the_health_probe_only
     assert out[0] == "['statesync.cli.main', 'statesync.cli.parsers']"
     assert out[1] == "['statesync.cli.health']"
     assert out[2] == "[]", "the health probe imported a command's machinery"
+
+
+def test_a_restore_imports_neither_requests_nor_x509_and_the_consul_package_still_serves_its_names():
+    # python-consul2's __init__ imports its requests-based client, which statesync never uses;
+    # x509 is needed only where a commit names its CA (sidecar/wiring.ca_identity).
+    probe = ("import sys, statesync.cli.main as m; m.command_function('restore'); "
+             "print(sorted(k for k in ('requests', 'urllib3', 'consul.std', 'cryptography.x509') if k in sys.modules)); "
+             "import consul; print(consul.Consul.__module__, consul.ConsulException.__module__, consul.base.Check.__name__)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=REPO,
+                         ).stdout.splitlines()
+    assert out == ["[]", "consul.std consul.base Check"]
