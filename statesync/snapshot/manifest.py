@@ -187,15 +187,11 @@ class Manifest:
 
     @property
     def file_count(self) -> int:
-        if isinstance(self.entries, Entries):
-            return self.entries.tally.files
-        return sum(1 for e in self.entries if e.type == FILE)
+        return self.tally.files
 
     @property
     def total_bytes(self) -> int:
-        if isinstance(self.entries, Entries):
-            return self.entries.tally.bytes
-        return sum(e.size for e in self.entries if e.type == FILE)
+        return self.tally.bytes
 
 
 def check_path(path: object) -> str:

@@ -30,7 +30,7 @@ def group_name(gid: int) -> str:
 # as long as it runs (93 bytes here, about 290 as a tuple).
 _SIGNATURE = struct.Struct("<IQqqQIIQQ")  # mode, size, mtime, ctime, inode, uid, gid, device, links
 _FILE_ID = struct.Struct("<Q")
-_FIELDS = struct.Struct("<IQqqQII")  # the signature's first seven
+SIGNATURE_SIZE = _SIGNATURE.size
 
 
 def signature(st: os.stat_result) -> bytes:
@@ -41,8 +41,12 @@ def signature(st: os.stat_result) -> bytes:
 
 def stat_fields(sig: bytes) -> tuple[int, int, int, int, int]:
     """(st_mode, st_size, st_mtime_ns, st_uid, st_gid) of a signature."""
-    mode, size, mtime_ns, _, _, uid, gid = _FIELDS.unpack_from(sig)
+    mode, size, mtime_ns, _, _, uid, gid, _, _ = _SIGNATURE.unpack_from(sig)
     return mode, size, mtime_ns, uid, gid
+
+
+def file_size(sig: bytes) -> int:
+    return _FILE_ID.unpack_from(sig, 4)[0]
 
 
 def inode(sig: bytes) -> int:

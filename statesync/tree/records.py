@@ -20,15 +20,12 @@ import stat
 import struct
 
 from ..snapshot.manifest import FILE, Entry, Tally, tally_of
-from .fileinfo import stat_fields
+from .fileinfo import SIGNATURE_SIZE, file_size, stat_fields
 
-SIGNATURE_SIZE = 60  # fileinfo's signature: a record starts with it
 # settled, owners (index into the scanner's names); the rest is the signature's. 63 bytes
 # beside it: a bytes object of 96, which the allocator does not round up.
 _FIELDS = struct.Struct("<?H")
 _MAX_OWNERS = 1 << 16
-_SIZE = struct.Struct("<Q")
-_SIZE_AT = 4  # st_size in a signature
 # (signature and fields, digest)
 Record = tuple[bytes, str]
 _HEX = frozenset("0123456789abcdef")
@@ -106,7 +103,7 @@ def tally(tokens) -> Tally:
             if (e := _entry_of(t)) is not None:
                 yield e
             else:
-                files, size = files + 1, size + _SIZE.unpack_from(t[0], _SIZE_AT)[0]
+                files, size = files + 1, size + file_size(t[0])
 
     counted = tally_of(unpacked())
     return Tally(counted.files + files, counted.bytes + size, counted.dirs, counted.symlinks, counted.sealed)
